@@ -1,0 +1,391 @@
+//! The per-node agent: owns the running config, the data directory, the listeners and every
+//! long-lived task. `Agent::start` is what the binary and every test call.
+//!
+//! Shutdown: every task is spawned on one [`TaskTracker`] and watches a child of one
+//! [`CancellationToken`]; [`Agent::shutdown`] cancels and awaits them all.
+
+pub mod addr;
+pub mod data_dir;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use legate_api::agent::{member_status, Member};
+use serde_json::{json, Value as Json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::reload::{ReloadOutcome, Reloader};
+use crate::config::{Config, ConfigError, LoadOptions};
+use crate::{http, logging, version};
+use data_dir::{DataDir, DataDirError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    DataDir(#[from] DataDirError),
+    #[error("Failed to get advertise address: {0}")]
+    Advertise(String),
+    #[error("Error starting HTTP server: listen tcp {addr}: bind: {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("Could not write pid file {path}: {source}")]
+    PidFile { path: String, source: std::io::Error },
+}
+
+/// The leader and peers as this agent knows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterView {
+    pub leader: Option<String>,
+    pub peers: Vec<String>,
+}
+
+/// State shared by the agent's parts (HTTP handlers, reload, later gossip and RPC).
+pub struct AgentShared {
+    config: watch::Receiver<Arc<Config>>,
+    config_tx: watch::Sender<Arc<Config>>,
+    reloader: Option<Reloader>,
+    node_name: String,
+    node_id: String,
+    advertise: IpAddr,
+    started: Instant,
+}
+
+impl AgentShared {
+    /// The running config (cheap: an `Arc` clone).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Subscribes to config changes (reloads).
+    pub fn watch_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config_tx.subscribe()
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn advertise_addr(&self) -> IpAddr {
+        self.advertise
+    }
+
+    /// Re-reads the config sources (SIGHUP, `PUT /v1/agent/reload`). Errors keep the running
+    /// config and are returned as text naming file, line and key.
+    pub fn reload(&self) -> Result<ReloadOutcome, String> {
+        match &self.reloader {
+            Some(r) => r.reload().map_err(|e| e.to_string()),
+            None => Err("this agent was started from an in-memory config and has no sources to reload".into()),
+        }
+    }
+
+    /// This agent as a gossip member, with Consul's tags for its role.
+    pub fn local_member(&self) -> Member {
+        let c = self.config();
+        let mut tags = BTreeMap::new();
+        let mut tag = |k: &str, v: String| {
+            tags.insert(k.to_string(), v);
+        };
+        tag("dc", c.datacenter.clone());
+        tag("id", self.node_id.clone());
+        tag("segment", String::new());
+        tag("vsn", version::PROTOCOL.to_string());
+        tag("vsn_min", version::PROTOCOL_MIN.to_string());
+        tag("vsn_max", version::PROTOCOL_MAX.to_string());
+        tag("build", format!("{}:{}", version::CONSUL_VERSION, version::GIT_SHA));
+        if c.server {
+            tag("role", "consul".into());
+            tag("port", c.ports.server.to_string());
+            tag("raft_vsn", c.raft_protocol.to_string());
+            tag("wan_join_port", c.ports.serf_wan.to_string());
+            if c.bootstrap {
+                tag("bootstrap", "1".into());
+            }
+            if c.bootstrap_expect > 0 {
+                tag("expect", c.bootstrap_expect.to_string());
+            }
+        } else {
+            tag("role", "node".into());
+        }
+        Member {
+            name: self.node_name.clone(),
+            addr: self.advertise.to_string(),
+            port: u16::try_from(c.ports.serf_lan).unwrap_or(0),
+            tags,
+            status: member_status::ALIVE,
+            protocol_min: 1,
+            protocol_max: 5,
+            protocol_cur: version::PROTOCOL,
+            delegate_min: 2,
+            delegate_max: 5,
+            delegate_cur: 4,
+        }
+    }
+
+    /// The members this agent knows. Until gossip runs, that is this agent alone (and, in the
+    /// WAN pool, only if it is a server, named `<node>.<dc>` as Consul does).
+    pub fn members(&self, wan: bool) -> Vec<Member> {
+        let c = self.config();
+        if !wan {
+            return vec![self.local_member()];
+        }
+        if !c.server {
+            return Vec::new();
+        }
+        let mut m = self.local_member();
+        m.name = format!("{}.{}", self.node_name, c.datacenter);
+        m.port = u16::try_from(c.ports.serf_wan).unwrap_or(0);
+        vec![m]
+    }
+
+    /// Leader and peers. A client agent that knows no server answers Consul's error; a server
+    /// reports the Raft state it has (none yet: no leader, no peers).
+    pub fn cluster_view(&self) -> Result<ClusterView, String> {
+        if !self.config().server {
+            return Err("No known Consul servers".into());
+        }
+        Ok(ClusterView { leader: None, peers: Vec::new() })
+    }
+
+    /// `Stats` of `/v1/agent/self`: string values, as Consul's.
+    pub fn stats(&self) -> Json {
+        let c = self.config();
+        let all_checks = c.checks.len() + c.services.iter().map(|s| s.checks.len() + usize::from(s.check.is_some())).sum::<usize>();
+        let ttl_checks = c
+            .checks
+            .iter()
+            .chain(c.services.iter().flat_map(|s| s.checks.iter().chain(s.check.iter())))
+            .filter(|k| k.ttl.is_some())
+            .count();
+        let view = self.cluster_view().ok();
+        let (alive_tasks, workers) = match tokio::runtime::Handle::try_current() {
+            Ok(h) => (h.metrics().num_alive_tasks(), h.metrics().num_workers()),
+            Err(_) => (0, 0),
+        };
+        let serf = json!({
+            "members": "1",
+            "failed": "0",
+            "left": "0",
+            "encrypted": c.encrypt.is_some().to_string(),
+            "health_score": "0",
+        });
+        let mut stats = json!({
+            "agent": {
+                "check_monitors": (all_checks - ttl_checks).to_string(),
+                "check_ttls": ttl_checks.to_string(),
+                "checks": all_checks.to_string(),
+                "services": c.services.len().to_string(),
+            },
+            "build": {
+                "prerelease": "",
+                "revision": version::GIT_SHA,
+                "version": version::CONSUL_VERSION,
+                "version_metadata": "",
+                "legate_version": version::VERSION,
+            },
+            "runtime": {
+                "arch": go_arch(),
+                "os": std::env::consts::OS,
+                "cpu_count": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string(),
+                "max_procs": workers.to_string(),
+                "goroutines": alive_tasks.to_string(),
+                "version": version::RUSTC,
+                "uptime": format!("{}s", self.started.elapsed().as_secs()),
+            },
+            "serf_lan": serf,
+        });
+        if c.server {
+            stats["consul"] = json!({
+                "acl": if c.acl.enabled { "enabled" } else { "disabled" },
+                "bootstrap": c.bootstrap.to_string(),
+                "known_datacenters": "1",
+                "leader": "false",
+                "leader_addr": view.and_then(|v| v.leader).unwrap_or_default(),
+                "server": "true",
+            });
+            stats["raft"] = json!({
+                "protocol_version": c.raft_protocol.to_string(),
+                "protocol_version_min": "3",
+                "protocol_version_max": "3",
+                "num_peers": "0",
+            });
+            stats["serf_wan"] = stats["serf_lan"].clone();
+        } else {
+            stats["consul"] = json!({
+                "acl": if c.acl.enabled { "enabled" } else { "disabled" },
+                "known_servers": "0",
+                "server": "false",
+            });
+        }
+        stats
+    }
+}
+
+/// Go's GOARCH names, which Consul reports.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    shared: Arc<AgentShared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    http_addrs: Vec<SocketAddr>,
+    data_dir: Option<DataDir>,
+    pid_file: Option<PathBuf>,
+}
+
+impl Agent {
+    /// Starts an agent from a ready config (tests, embedding). It has no sources to reload.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+        Self::start_inner(config, None, shutdown).await
+    }
+
+    /// Loads the config from its layers and starts the agent; reloads re-read the same sources.
+    pub async fn start_with_sources(opts: LoadOptions, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+        let loaded = crate::config::load(&opts)?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        Self::start_inner(loaded.config, Some(opts), shutdown).await
+    }
+
+    /// Starts from a config already loaded from `sources` (the binary loads first to set up
+    /// logging); reloads re-read `sources`.
+    pub async fn start_loaded(config: Config, sources: LoadOptions, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+        Self::start_inner(config, Some(sources), shutdown).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        sources: Option<LoadOptions>,
+        shutdown: CancellationToken,
+    ) -> Result<Agent, AgentError> {
+        let data_dir = match &config.data_dir {
+            Some(p) => Some(DataDir::open(p)?),
+            None => None,
+        };
+        let node_id = match &data_dir {
+            Some(d) => d.node_id(config.node_id.as_deref())?,
+            // -dev without a data dir: nothing is persisted, as Consul's dev mode.
+            None => config.node_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        };
+        let advertise = addr::advertise_addr(&config).map_err(AgentError::Advertise)?;
+        let node_name = config.node_name();
+
+        // Bind every listener before spawning anything, so a bind error fails the start.
+        let mut listeners = Vec::new();
+        if config.ports.http >= 0 {
+            for ip in config.http_addrs() {
+                let addr = SocketAddr::new(ip, config.ports.http as u16);
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AgentError::HttpBind { addr, source })?;
+                listeners.push(l);
+            }
+        }
+        let http_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+
+        if let Some(path) = &config.pid_file {
+            crate::agent::data_dir::write_atomic(path, &format!("{}\n", std::process::id()))
+                .map_err(|source| AgentError::PidFile { path: path.display().to_string(), source })?;
+        }
+
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let reloader = sources.map(|opts| Reloader::new(opts, config_tx.clone()));
+        let shared = Arc::new(AgentShared {
+            config: config_rx,
+            config_tx,
+            reloader,
+            node_name,
+            node_id,
+            advertise,
+            started: Instant::now(),
+        });
+
+        let tracker = TaskTracker::new();
+        let ctx = Arc::new(http::Ctx { agent: shared.clone() });
+        for l in listeners {
+            tracker.spawn(http::serve(ctx.clone(), l, shutdown.child_token()));
+        }
+        tracker.spawn(apply_reloads(shared.watch_config(), shutdown.child_token()));
+        let pid_file = shared.config().pid_file.clone();
+        tracing::info!(
+            node = %shared.node_name,
+            id = %shared.node_id,
+            http = ?http_addrs,
+            "agent started"
+        );
+        Ok(Agent { shared, shutdown, tracker, http_addrs, data_dir, pid_file })
+    }
+
+    pub fn shared(&self) -> &Arc<AgentShared> {
+        &self.shared
+    }
+
+    /// The bound HTTP addresses (with the real port when configured as 0).
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
+    }
+
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_ref().map(|d| d.path())
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every task and waits for them (bounded by `timeout`), then removes the pid file and
+    /// releases the data dir. Returns false if some task did not finish in time.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.shutdown.cancel();
+        self.tracker.close();
+        let clean = tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok();
+        if let Some(p) = &self.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+        tracing::info!(clean, "agent stopped");
+        clean
+    }
+}
+
+/// Applies the parts of a reloaded config that this agent runs today: the log level. Later
+/// parts (services, checks, watches, DNS...) subscribe to the same channel.
+async fn apply_reloads(mut rx: watch::Receiver<Arc<Config>>, shutdown: CancellationToken) {
+    let mut level = rx.borrow().log_level.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+        let config = rx.borrow_and_update().clone();
+        if config.log_level != level {
+            level = config.log_level.clone();
+            match logging::set_level(&level) {
+                Ok(()) => tracing::info!(level = %level, "log level changed"),
+                Err(e) => tracing::warn!("could not change log level: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(legate_core::cli::run(std::env::args_os()));
+}

@@ -1,0 +1,121 @@
+//! The `legate` command line: Consul's commands and flags. Consul (Go's `flag` package) writes
+//! long flags with one dash (`-data-dir=/x`, `-server`); clap wants two, so
+//! [`normalize_args`] rewrites `-name` to `--name` before parsing. Both forms work.
+
+mod agent;
+mod validate;
+mod version;
+
+use std::ffi::OsString;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "legate",
+    about = "Legate: a Consul-compatible service-discovery and configuration agent",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a Legate agent (server or client)
+    Agent(Box<agent::AgentFlags>),
+    /// Validates config files or directories without starting an agent
+    Validate(validate::ValidateArgs),
+    /// Prints the Legate version
+    Version(version::VersionArgs),
+}
+
+/// Rewrites Go-style single-dash long flags to clap's double-dash form: `-data-dir` ->
+/// `--data-dir`, `-dc=x` -> `--dc=x`. Single letters (`-h`), negative numbers (`-1`) and
+/// everything after `--` are left alone.
+pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || passthrough {
+            out.push(arg);
+            continue;
+        }
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            passthrough = true;
+            out.push(arg);
+            continue;
+        }
+        let bytes = s.as_bytes();
+        let is_single_dash_long = bytes.len() > 2
+            && bytes[0] == b'-'
+            && bytes[1].is_ascii_alphabetic()
+            && !s[1..].split('=').next().unwrap_or("").is_empty()
+            && s[1..].split('=').next().unwrap_or("").len() > 1;
+        if is_single_dash_long {
+            out.push(OsString::from(format!("-{s}")));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    let args = normalize_args(args);
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return 1;
+        }
+    };
+    let sub = matches.subcommand().map(|(_, m)| m);
+    match cli.command {
+        Command::Agent(flags) => agent::run(*flags, sub.expect("agent matches")),
+        Command::Validate(args) => validate::run(args),
+        Command::Version(args) => version::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn single_dash_becomes_double() {
+        assert_eq!(
+            norm(&["legate", "agent", "-server", "-data-dir=/x", "-dc", "r102", "--node", "n"]),
+            ["legate", "agent", "--server", "--data-dir=/x", "--dc", "r102", "--node", "n"]
+        );
+    }
+
+    #[test]
+    fn short_flags_numbers_and_passthrough_are_kept() {
+        assert_eq!(
+            norm(&["legate", "-h", "agent", "-dns-port", "-1", "--", "-server"]),
+            ["legate", "-h", "agent", "--dns-port", "-1", "--", "-server"]
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! The `/v1` HTTP API on warp. warp accepts connections and hands every request to one
+//! dispatcher; routing, method checks (405 + `Allow`), Consul's headers, `?pretty` and the
+//! plain-text errors are ours, so they are the same on every endpoint. One file per endpoint
+//! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
+
+mod agent;
+mod error;
+mod request;
+mod response;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, Method, StatusCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+pub use error::ApiError;
+pub use request::Request;
+pub use response::ApiResponse;
+
+use crate::agent::AgentShared;
+
+/// Largest request body read into memory (snapshot restores are the largest bodies).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// What every handler can reach.
+pub struct Ctx {
+    pub agent: Arc<AgentShared>,
+}
+
+/// Serves the API on an already-bound listener until `shutdown` fires; in-flight requests are
+/// finished first.
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationToken) {
+    let routes = routes(ctx);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    warp::serve(routes)
+        .serve_incoming_with_graceful_shutdown(incoming, async move { shutdown.cancelled().await })
+        .await;
+}
+
+fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (http::Response<warp::hyper::Body>,), Error = warp::Rejection> + Clone {
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::any()
+        .and(warp::any().map(move || ctx.clone()))
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(raw_query)
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::body::stream())
+        .then(
+            |ctx: Arc<Ctx>,
+             method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: HeaderMap,
+             remote: Option<SocketAddr>,
+             body| async move {
+                let pretty_default = ctx.agent.config().dev;
+                let query = request::parse_query(&query);
+                let pretty = pretty_default || query.iter().any(|(k, _)| k == "pretty");
+                let body = match read_body(body).await {
+                    Ok(b) => b,
+                    Err(e) => return finish(&ctx, e.into_response(), pretty),
+                };
+                let req = Request {
+                    method,
+                    path: request::decode_path(path.as_str()),
+                    query,
+                    headers,
+                    body,
+                    remote,
+                };
+                let resp = dispatch(&ctx, &req).await.unwrap_or_else(ApiError::into_response);
+                finish(&ctx, resp, pretty)
+            },
+        )
+}
+
+async fn read_body<S, B>(mut stream: S) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    let mut out = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?;
+        if out.len() + chunk.remaining() > MAX_BODY {
+            return Err(ApiError::TooLarge(format!(
+                "Request body too large, max size: {MAX_BODY} bytes"
+            )));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Headers every response carries: Consul's, then the operator's `http_config.response_headers`
+/// (validated at config load).
+fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<warp::hyper::Body> {
+    let config = ctx.agent.config();
+    let mut r = resp
+        .header("X-Consul-Default-Acl-Policy", config.acl.default_policy.clone())
+        .header("Vary", "Accept-Encoding")
+        .into_http(pretty);
+    for (name, value) in &config.http_config.response_headers {
+        if let (Ok(n), Ok(v)) = (
+            http::header::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            r.headers_mut().insert(n, v);
+        }
+    }
+    r
+}
+
+async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let config = ctx.agent.config();
+    if req.path == "/" {
+        req.allow(&[Method::GET, Method::HEAD])?;
+        return Ok(if config.ui_enabled() {
+            ApiResponse::empty(StatusCode::MOVED_PERMANENTLY).header("Location", "/ui/")
+        } else {
+            ApiResponse::text(StatusCode::OK, "Consul Agent")
+        });
+    }
+    let Some(path) = req.path.strip_prefix("/v1/") else {
+        return Err(ApiError::NotFound(String::new()));
+    };
+    for blocked in &config.http_config.block_endpoints {
+        if req.path.starts_with(blocked.as_str()) {
+            return Err(ApiError::Forbidden("Endpoint is blocked by agent configuration".into()));
+        }
+    }
+    let (family, rest) = path.split_once('/').unwrap_or((path, ""));
+    match family {
+        "agent" => agent::handle(ctx, req, rest).await,
+        "status" => status::handle(ctx, req, rest),
+        _ => Err(ApiError::NotFound(String::new())),
+    }
+}

@@ -1,0 +1,21 @@
+//! `/v1/status/leader` and `/v1/status/peers`.
+
+use http::Method;
+
+use super::{ApiError, ApiResponse, Ctx, Request};
+
+pub fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
+    req.allow(&[Method::GET])?;
+    let view = ctx.agent.cluster_view();
+    match rest {
+        "leader" => {
+            let view = view.map_err(ApiError::Internal)?;
+            Ok(ApiResponse::json(&view.leader.unwrap_or_default()))
+        }
+        "peers" => {
+            let view = view.map_err(ApiError::Internal)?;
+            Ok(ApiResponse::json(&view.peers))
+        }
+        _ => Err(ApiError::NotFound(String::new())),
+    }
+}

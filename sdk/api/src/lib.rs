@@ -1,0 +1,8 @@
+//! Wire types of Legate's Consul-compatible `/v1` HTTP API, shared by the agent, the client
+//! SDK and the CLI. Field names and casing are Consul's, exactly: these structs are the JSON
+//! that python-consul, node-consul, Spring Cloud Consul and consul-template read.
+//!
+//! # Layout
+//! - [`agent`]: `/v1/agent/*` (self, version, members)
+
+pub mod agent;
