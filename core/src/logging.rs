@@ -56,7 +56,8 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
                 (path.clone(), "legate".to_string())
             } else {
                 let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(|p| p.to_path_buf());
-                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "legate".into());
+                let stem =
+                    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "legate".into());
                 (dir.unwrap_or_else(|| ".".into()), stem)
             };
             std::fs::create_dir_all(&dir).map_err(|e| format!("log_file: cannot create {}: {e}", dir.display()))?;
@@ -74,9 +75,8 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
             if config.log_rotate_max_files > 0 {
                 builder = builder.max_log_files(config.log_rotate_max_files as usize);
             }
-            let appender = builder
-                .build(&dir)
-                .map_err(|e| format!("log_file: cannot open log file in {}: {e}", dir.display()))?;
+            let appender =
+                builder.build(&dir).map_err(|e| format!("log_file: cannot open log file in {}: {e}", dir.display()))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             file_guard = Some(guard);
             Some(if config.log_json {

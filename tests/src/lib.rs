@@ -1,1 +1,196 @@
+//! Test harness for Legate's black-box tests: start real agents (in-process through
+//! `Agent::start`, or as processes of the built `legate` binary) on loopback with OS-chosen
+//! ports, wait until they answer, and tear them down; plus a retry-until helper.
 
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use legate_core::config::Config;
+use legate_core::Agent;
+use tokio_util::sync::CancellationToken;
+
+/// Retries `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn retry_until<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Blocking variant for process tests.
+pub fn retry_until_blocking<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A dev-style config for in-process agents: server, loopback, every port OS-chosen or off.
+pub fn test_config() -> Config {
+    let mut c = Config {
+        server: true,
+        bootstrap: true,
+        bind_addr: "127.0.0.1".into(),
+        client_addr: "127.0.0.1".into(),
+        node_name: Some("test-node".into()),
+        ..Config::default()
+    };
+    c.ports.http = 0;
+    c.ports.dns = -1;
+    c.dev = true;
+    c
+}
+
+/// An agent running in this process.
+pub struct InProcessAgent {
+    pub agent: Agent,
+    pub base: String,
+}
+
+impl InProcessAgent {
+    pub async fn start(config: Config) -> InProcessAgent {
+        let agent = Agent::start(config, CancellationToken::new()).await.expect("agent starts");
+        let base = format!("http://{}", agent.http_addrs()[0]);
+        InProcessAgent { agent, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn stop(self) {
+        assert!(self.agent.shutdown(Duration::from_secs(5)).await, "agent tasks drained");
+    }
+}
+
+/// The `legate` binary next to the test executable (target/<profile>/legate), or `$LEGATE_BIN`.
+pub fn legate_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("LEGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("legate");
+    assert!(bin.exists(), "{} not found: build it first (cargo build --bins), or set LEGATE_BIN", bin.display());
+    bin
+}
+
+/// A `legate` process. Its stdout and stderr are collected; dropping it kills the process.
+pub struct AgentProcess {
+    pub child: Child,
+    output: Arc<Mutex<String>>,
+    pub http: Option<SocketAddr>,
+}
+
+impl AgentProcess {
+    /// Runs `legate <args>` with extra environment, and waits until it reports its HTTP
+    /// listener (started with `-http-port 0`) or exits.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
+        let mut cmd = Command::new(legate_bin());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn legate");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        AgentProcess { child, output, http: None }
+    }
+
+    /// Spawns and waits for the HTTP listener line of the banner.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
+        let mut p = Self::spawn(args, env);
+        let addr = retry_until_blocking(Duration::from_secs(20), "agent HTTP listener", || {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("agent exited early ({status}):\n{}", p.output());
+            }
+            p.output()
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("HTTP listeners: ["))
+                .and_then(|rest| rest.split([',', ']']).next())
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        });
+        p.http = Some(addr);
+        p
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http.expect("http listener"), path)
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to exit, returning its exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let status = retry_until_blocking(timeout, "agent exit", || self.child.try_wait().ok().flatten());
+        // Let the reader threads drain the pipes.
+        std::thread::sleep(Duration::from_millis(50));
+        status.code()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `legate <args>` to completion: (exit code, stdout, stderr).
+pub fn run_legate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(legate_bin()).args(args).output().expect("run legate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `files` (name, contents) into a new temporary directory.
+pub fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write config file");
+    }
+    dir
+}

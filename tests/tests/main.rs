@@ -1,1 +1,6 @@
+//! Legate's black-box tests: one test binary, a module per area.
 
+mod cli;
+mod config;
+mod http_api;
+mod lifecycle;

@@ -10,10 +10,8 @@ pub fn advertise_addr(config: &Config) -> Result<IpAddr, String> {
     if let Some(a) = &config.advertise_addr {
         return a.parse().map_err(|_| format!("advertise_addr {a:?} is not an IP address"));
     }
-    let bind: IpAddr = config
-        .bind_addr
-        .parse()
-        .map_err(|_| format!("bind_addr {:?} is not an IP address", config.bind_addr))?;
+    let bind: IpAddr =
+        config.bind_addr.parse().map_err(|_| format!("bind_addr {:?} is not an IP address", config.bind_addr))?;
     if !bind.is_unspecified() {
         return Ok(bind);
     }

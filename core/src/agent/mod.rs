@@ -159,7 +159,8 @@ impl AgentShared {
     /// `Stats` of `/v1/agent/self`: string values, as Consul's.
     pub fn stats(&self) -> Json {
         let c = self.config();
-        let all_checks = c.checks.len() + c.services.iter().map(|s| s.checks.len() + usize::from(s.check.is_some())).sum::<usize>();
+        let all_checks =
+            c.checks.len() + c.services.iter().map(|s| s.checks.len() + usize::from(s.check.is_some())).sum::<usize>();
         let ttl_checks = c
             .checks
             .iter()
@@ -267,7 +268,11 @@ impl Agent {
 
     /// Starts from a config already loaded from `sources` (the binary loads first to set up
     /// logging); reloads re-read `sources`.
-    pub async fn start_loaded(config: Config, sources: LoadOptions, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    pub async fn start_loaded(
+        config: Config,
+        sources: LoadOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Agent, AgentError> {
         Self::start_inner(config, Some(sources), shutdown).await
     }
 

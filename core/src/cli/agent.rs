@@ -224,9 +224,8 @@ impl AgentFlags {
         if !self.node_meta.is_empty() {
             let mut meta = JsonMap::new();
             for kv in &self.node_meta {
-                let (k, v) = kv
-                    .split_once(':')
-                    .ok_or_else(|| format!("-node-meta: {kv:?} is not in key:value form"))?;
+                let (k, v) =
+                    kv.split_once(':').ok_or_else(|| format!("-node-meta: {kv:?} is not in key:value form"))?;
                 meta.insert(k.to_string(), json!(v));
             }
             set("node_meta", Json::Object(meta));
@@ -348,17 +347,14 @@ pub fn run(flags: AgentFlags, matches: &ArgMatches) -> i32 {
 
 async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
     // Install handlers before anything can be signalled.
-    let (mut sigint, mut sigterm, mut sighup) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        _ => {
-            eprintln!("==> Failed to install signal handlers");
-            return 1;
-        }
-    };
+    let (mut sigint, mut sigterm, mut sighup) =
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            _ => {
+                eprintln!("==> Failed to install signal handlers");
+                return 1;
+            }
+        };
     println!("==> Starting Legate agent...");
     let shutdown = CancellationToken::new();
     let agent = match Agent::start_loaded(config, opts, shutdown.clone()).await {
@@ -439,10 +435,7 @@ fn print_banner(agent: &Agent) {
     line("Node ID", format!("'{}'", shared.node_id()));
     line("Node name", format!("'{}'", shared.node_name()));
     line("Datacenter", format!("'{}' (Segment: '{}')", c.datacenter, if c.server { "<all>" } else { "" }));
-    line(
-        "Server",
-        format!("{} (Bootstrap: {})", c.server, c.bootstrap || c.bootstrap_expect > 0),
-    );
+    line("Server", format!("{} (Bootstrap: {})", c.server, c.bootstrap || c.bootstrap_expect > 0));
     let http: Vec<String> = agent.http_addrs().iter().map(|a| a.to_string()).collect();
     line(
         "Client Addr",
@@ -452,10 +445,7 @@ fn print_banner(agent: &Agent) {
         ),
     );
     line("HTTP listeners", format!("[{}]", http.join(", ")));
-    line(
-        "Cluster Addr",
-        format!("{} (LAN: {}, WAN: {})", shared.advertise_addr(), c.ports.serf_lan, c.ports.serf_wan),
-    );
+    line("Cluster Addr", format!("{} (LAN: {}, WAN: {})", shared.advertise_addr(), c.ports.serf_lan, c.ports.serf_wan));
     line("Gossip Encryption", c.encrypt.is_some().to_string());
     line("Auto-Encrypt-TLS", "false".into());
     line("Reporting Enabled", "false".into());

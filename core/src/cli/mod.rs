@@ -66,6 +66,25 @@ pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString
     out
 }
 
+/// Parses `legate agent ...` arguments (program name first) into load options, without the
+/// process environment: what the agent would load, for tests and tools. `env` stands in for
+/// the `LEGATE_*` variables.
+pub fn agent_load_options<I: IntoIterator<Item = OsString>>(
+    args: I,
+    env: Vec<(String, String)>,
+) -> Result<crate::config::LoadOptions, String> {
+    let matches = Cli::command().try_get_matches_from(normalize_args(args)).map_err(|e| e.to_string())?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    match (cli.command, matches.subcommand()) {
+        (Command::Agent(flags), Some((_, sub))) => {
+            let mut opts = agent::load_options(&flags, sub)?;
+            opts.env = env;
+            Ok(opts)
+        }
+        _ => Err("not an agent command".into()),
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let args = normalize_args(args);
@@ -97,10 +116,7 @@ mod tests {
     use super::*;
 
     fn norm(args: &[&str]) -> Vec<String> {
-        normalize_args(args.iter().map(OsString::from))
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect()
+        normalize_args(args.iter().map(OsString::from)).into_iter().map(|s| s.into_string().unwrap()).collect()
     }
 
     #[test]

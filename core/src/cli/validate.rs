@@ -22,12 +22,7 @@ pub fn run(args: ValidateArgs) -> i32 {
     let mut base = serde_json::Map::new();
     // As `consul validate`: a file need not name a data_dir to be valid on its own.
     base.insert("data_dir".into(), serde_json::Value::String("/tmp/legate-validate".into()));
-    let opts = LoadOptions {
-        sources: args.paths,
-        config_format: args.config_format,
-        base,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions { sources: args.paths, config_format: args.config_format, base, ..LoadOptions::default() };
     match load(&opts) {
         Ok(loaded) => {
             for w in &loaded.warnings {

@@ -44,17 +44,13 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let mut total_ns: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
             return Err(invalid());
         }
         let number: f64 = rest[..num_len].parse().map_err(|_| invalid())?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         if unit_len == 0 {
             return Err(format!("time: missing unit in duration \"{text}\""));
         }
@@ -149,9 +145,7 @@ impl<'de> Deserialize<'de> for GoDuration {
                 if v == 0 {
                     Ok(GoDuration::default())
                 } else {
-                    Err(E::custom(format!(
-                        "time: missing unit in duration \"{v}\" (write e.g. \"{v}s\")"
-                    )))
+                    Err(E::custom(format!("time: missing unit in duration \"{v}\" (write e.g. \"{v}s\")")))
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {

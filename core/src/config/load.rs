@@ -36,6 +36,8 @@ const CLI_ENV: &[&str] = &[
     "GRPC_ADDR",
 ];
 
+const ENV_LAYER: &str = "environment";
+
 /// What to load: everything that is not a file's content.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -115,13 +117,12 @@ impl Layer {
             return None;
         }
         let quoted = format!("\"{last}\"");
-        text.lines().position(|line| {
-            let t = line.trim_start();
-            t.contains(&quoted)
-                || t.strip_prefix(last)
-                    .is_some_and(|r| r.trim_start().starts_with(['=', '{', ':']))
-        })
-        .map(|i| i + 1)
+        text.lines()
+            .position(|line| {
+                let t = line.trim_start();
+                t.contains(&quoted) || t.strip_prefix(last).is_some_and(|r| r.trim_start().starts_with(['=', '{', ':']))
+            })
+            .map(|i| i + 1)
     }
 }
 
@@ -159,12 +160,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         layers.push(env);
     }
     if !opts.flags.is_empty() {
-        layers.push(Layer {
-            name: "command-line flags".into(),
-            path: None,
-            text: None,
-            data: opts.flags.clone(),
-        });
+        layers.push(Layer { name: "command-line flags".into(), path: None, text: None, data: opts.flags.clone() });
     }
 
     let mut warnings = Vec::new();
@@ -190,30 +186,23 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 /// A file argument, or a directory's `*.json`, `*.hcl`, `*.toml` files in lexical order (every
 /// regular file when `-config-format` is given), not recursing.
 fn expand_source(path: &Path, format: Option<&str>) -> Result<Vec<PathBuf>, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| ConfigError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|e| ConfigError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let entry = entry.map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
         let p = entry.path();
         // Follow symlinks (config management tools link files in), skip sub-directories.
         if std::fs::metadata(&p).map(|m| m.is_dir()).unwrap_or(true) {
             continue;
         }
-        let wanted = format.is_some()
-            || matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "hcl" | "toml"));
+        let wanted =
+            format.is_some() || matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "hcl" | "toml"));
         if wanted {
             out.push(p);
         }
@@ -224,17 +213,13 @@ fn expand_source(path: &Path, format: Option<&str>) -> Result<Vec<PathBuf>, Conf
 
 fn read_file(path: &Path, format: Option<&str>) -> Result<Layer, ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Read { path: name.clone(), reason: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: name.clone(), reason: e.to_string() })?;
     let format = match format {
         Some(f) => f.to_string(),
         None => path.extension().and_then(|e| e.to_str()).unwrap_or("").to_string(),
     };
-    let parse_err = |line: Option<usize>, reason: String| ConfigError::Parse {
-        path: name.clone(),
-        line,
-        reason,
-    };
+    let parse_err = |line: Option<usize>, reason: String| ConfigError::Parse { path: name.clone(), line, reason };
     let value: Json = match format.as_str() {
         "json" => serde_json::from_str(&text).map_err(|e| parse_err(Some(e.line()), e.to_string()))?,
         "hcl" => hcl::from_str(&text).map_err(|e| {
@@ -252,10 +237,7 @@ fn read_file(path: &Path, format: Option<&str>) -> Result<Layer, ConfigError> {
             serde_json::to_value(v).map_err(|e| parse_err(None, e.to_string()))?
         }
         other => {
-            return Err(parse_err(
-                None,
-                format!("unknown config format \"{other}\" (expected json, hcl or toml)"),
-            ))
+            return Err(parse_err(None, format!("unknown config format \"{other}\" (expected json, hcl or toml)")))
         }
     };
     let data = match value {
@@ -300,7 +282,7 @@ fn env_layer(env: &[(String, String)]) -> Result<Option<Layer>, ConfigError> {
     if data.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Layer { name: "environment (LEGATE_*)".into(), path: None, text: None, data }))
+    Ok(Some(Layer { name: ENV_LAYER.into(), path: None, text: None, data }))
 }
 
 /// Consul's `-dev` defaults (DevSource).
@@ -373,9 +355,7 @@ fn push_items(items: &mut Vec<Json>, v: Json) {
 fn apply_wholesale_maps(layers: &mut [Layer]) {
     for i in 0..layers.len() {
         for path in WHOLESALE_MAPS {
-            let set_here = get_path(&layers[i].data, path)
-                .and_then(Json::as_object)
-                .is_some_and(|m| !m.is_empty());
+            let set_here = get_path(&layers[i].data, path).and_then(Json::as_object).is_some_and(|m| !m.is_empty());
             if set_here {
                 for earlier in &mut layers[..i] {
                     remove_path(&mut earlier.data, path);
@@ -410,15 +390,12 @@ fn remove_path(data: &mut JsonMap<String, Json>, path: &str) {
 /// Checks one layer on its own, so that an unknown key, a wrong type or a bad definition is
 /// reported against the file (and line) it came from.
 fn check_layer(layer: &Layer) -> Result<(), ConfigError> {
-    let config: Config = Figment::from(layer.clone())
-        .extract()
-        .map_err(|e| figment_error(e, Some(layer)))?;
+    let config: Config = Figment::from(layer.clone()).extract().map_err(|e| figment_error(e, Some(layer)))?;
     for (i, svc) in config.services.iter().enumerate() {
         validate_service(svc).map_err(|(k, r)| ConfigError::invalid(Some(layer), format!("services[{i}]{k}"), r))?;
     }
     for (i, chk) in config.checks.iter().enumerate() {
-        validate_check(chk, false)
-            .map_err(|(k, r)| ConfigError::invalid(Some(layer), format!("checks[{i}]{k}"), r))?;
+        validate_check(chk, false).map_err(|(k, r)| ConfigError::invalid(Some(layer), format!("checks[{i}]{k}"), r))?;
     }
     for (i, w) in config.watches.iter().enumerate() {
         validate_watch(w).map_err(|(k, r)| ConfigError::invalid(Some(layer), format!("watches[{i}]{k}"), r))?;
@@ -430,16 +407,23 @@ fn figment_error(e: figment::Error, layer: Option<&Layer>) -> ConfigError {
     let mut key = e.path.join(".");
     let reason = match &e.kind {
         figment::error::Kind::UnknownField(field, _) => {
-            if !key.is_empty() {
-                key.push('.');
+            // figment's path may or may not already end with the field.
+            if e.path.last() != Some(field) {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(field);
             }
-            key.push_str(field);
             "invalid config key".to_string()
         }
         figment::error::Kind::Message(m) => m.clone(),
         other => other.to_string(),
     };
     let key = if key.is_empty() { "(top level)".to_string() } else { key };
+    let key = match layer {
+        Some(l) if l.name == ENV_LAYER => format!("LEGATE_{}", key.replace('.', "__").to_ascii_uppercase()),
+        _ => key,
+    };
     match layer {
         Some(l) => ConfigError::invalid(Some(l), key, reason),
         None => ConfigError::Invalid {
@@ -476,9 +460,7 @@ fn finish(config: &mut Config) {
 /// Whole-config rules, each error naming the layer that last set the offending key.
 fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), ConfigError> {
     let err = |key: &str, reason: String| {
-        let layer = figment
-            .find_metadata(key)
-            .and_then(|m| layers.iter().find(|l| l.name == m.name.as_ref()));
+        let layer = figment.find_metadata(key).and_then(|m| layers.iter().find(|l| l.name == m.name.as_ref()));
         ConfigError::invalid(layer, key, reason)
     };
     if config.bootstrap && config.bootstrap_expect > 0 {
@@ -506,7 +488,10 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
     {
         return Err(err(
             "datacenter",
-            format!("datacenter {:?} must be non-empty and contain only letters, digits, '-' and '_'", config.datacenter),
+            format!(
+                "datacenter {:?} must be non-empty and contain only letters, digits, '-' and '_'",
+                config.datacenter
+            ),
         ));
     }
     let p = &config.ports;
@@ -552,14 +537,15 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
         }
         for part in value.split_whitespace() {
             if part.parse::<std::net::IpAddr>().is_err() {
-                return Err(err(key, format!("{part:?} is not an IP address (go-sockaddr templates are not supported)")));
+                return Err(err(
+                    key,
+                    format!("{part:?} is not an IP address (go-sockaddr templates are not supported)"),
+                ));
             }
         }
     }
-    for (key, value) in [
-        ("advertise_addr", &config.advertise_addr),
-        ("advertise_addr_wan", &config.advertise_addr_wan),
-    ] {
+    for (key, value) in [("advertise_addr", &config.advertise_addr), ("advertise_addr_wan", &config.advertise_addr_wan)]
+    {
         if let Some(v) = value {
             if v.parse::<std::net::IpAddr>().is_err() {
                 return Err(err(key, format!("{v:?} is not an IP address")));
@@ -582,10 +568,7 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
         match base64::engine::general_purpose::STANDARD.decode(key) {
             Ok(bytes) if matches!(bytes.len(), 16 | 24 | 32) => {}
             Ok(bytes) => {
-                return Err(err(
-                    "encrypt",
-                    format!("encryption key must be 16, 24 or 32 bytes, got {}", bytes.len()),
-                ))
+                return Err(err("encrypt", format!("encryption key must be 16, 24 or 32 bytes, got {}", bytes.len())))
             }
             Err(e) => return Err(err("encrypt", format!("invalid base64 encryption key: {e}"))),
         }
@@ -603,7 +586,10 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
         return Err(err("check_output_max_size", "check_output_max_size must be positive".into()));
     }
     if !matches!(config.acl.default_policy.as_str(), "allow" | "deny") {
-        return Err(err("acl.default_policy", format!("invalid default policy {:?} (allow or deny)", config.acl.default_policy)));
+        return Err(err(
+            "acl.default_policy",
+            format!("invalid default policy {:?} (allow or deny)", config.acl.default_policy),
+        ));
     }
     if !matches!(config.acl.down_policy.as_str(), "allow" | "deny" | "extend-cache" | "async-cache") {
         return Err(err(
@@ -621,13 +607,9 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
         return Err(err("reconnect_timeout", "reconnect_timeout must be >= 8h".into()));
     }
     for (name, value) in &config.http_config.response_headers {
-        if http::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-            || http::HeaderValue::from_str(value).is_err()
+        if http::header::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err()
         {
-            return Err(err(
-                "http_config.response_headers",
-                format!("invalid HTTP header {name:?}: {value:?}"),
-            ));
+            return Err(err("http_config.response_headers", format!("invalid HTTP header {name:?}: {value:?}")));
         }
     }
     let mut ids = std::collections::HashSet::new();
@@ -702,7 +684,10 @@ fn validate_check(chk: &CheckDefinition, in_service: bool) -> Result<(), (String
     }
     if let Some(status) = &chk.status {
         if !matches!(status.as_str(), "passing" | "warning" | "critical") {
-            return Err((".status".into(), format!("invalid initial status {status:?} (passing, warning or critical)")));
+            return Err((
+                ".status".into(),
+                format!("invalid initial status {status:?} (passing, warning or critical)"),
+            ));
         }
     }
     if let Some(d) = chk.deregister_critical_service_after {
@@ -717,7 +702,10 @@ const WATCH_TYPES: &[&str] = &["key", "keyprefix", "services", "nodes", "service
 
 fn validate_watch(w: &WatchDefinition) -> Result<(), (String, String)> {
     if !WATCH_TYPES.contains(&w.kind.as_str()) {
-        return Err((".type".into(), format!("unsupported watch type {:?} (one of {})", w.kind, WATCH_TYPES.join(", "))));
+        return Err((
+            ".type".into(),
+            format!("unsupported watch type {:?} (one of {})", w.kind, WATCH_TYPES.join(", ")),
+        ));
     }
     match w.kind.as_str() {
         "key" if w.key.is_none() => return Err((".key".into(), "watch type key requires key".into())),

@@ -23,12 +23,8 @@ pub use load::{load, ConfigError, LoadOptions, Loaded};
 
 /// Keys whose values are maps replaced wholesale by a later source (Consul's merge rule), rather
 /// than merged key by key. Dotted paths.
-pub const WHOLESALE_MAPS: &[&str] = &[
-    "node_meta",
-    "dns_config.service_ttl",
-    "http_config.response_headers",
-    "telemetry.dogstatsd_tags",
-];
+pub const WHOLESALE_MAPS: &[&str] =
+    &["node_meta", "dns_config.service_ttl", "http_config.response_headers", "telemetry.dogstatsd_tags"];
 
 /// Consul's user-visible defaults (agent/config/default.go), applied beneath every source.
 fn d<T: Default>() -> T {
@@ -786,10 +782,7 @@ impl Config {
 
     /// `client_addr` is a space-separated list of IPs (Consul).
     pub fn client_addrs(&self) -> Vec<IpAddr> {
-        self.client_addr
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        self.client_addr.split_whitespace().filter_map(|s| s.parse().ok()).collect()
     }
 
     /// Addresses the HTTP API listens on: `addresses.http` if set, else `client_addr`.

@@ -158,8 +158,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let mut c = Config::default();
-        c.encrypt = Some("c2VjcmV0c2VjcmV0c2VjcmV0".into());
+        let mut c = Config { encrypt: Some("c2VjcmV0c2VjcmV0c2VjcmV0".into()), ..Config::default() };
         c.acl.tokens.agent = Some("s3cr3t".into());
         let v = debug_config(&c, "id");
         let text = v.to_string();

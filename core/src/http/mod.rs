@@ -43,7 +43,9 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationT
         .await;
 }
 
-fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (http::Response<warp::hyper::Body>,), Error = warp::Rejection> + Clone {
+fn routes(
+    ctx: Arc<Ctx>,
+) -> impl Filter<Extract = (http::Response<warp::hyper::Body>,), Error = warp::Rejection> + Clone {
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::any()
         .and(warp::any().map(move || ctx.clone()))
@@ -68,14 +70,7 @@ fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (http::Response<warp::hyper::B
                     Ok(b) => b,
                     Err(e) => return finish(&ctx, e.into_response(), pretty),
                 };
-                let req = Request {
-                    method,
-                    path: request::decode_path(path.as_str()),
-                    query,
-                    headers,
-                    body,
-                    remote,
-                };
+                let req = Request { method, path: request::decode_path(path.as_str()), query, headers, body, remote };
                 let resp = dispatch(&ctx, &req).await.unwrap_or_else(ApiError::into_response);
                 finish(&ctx, resp, pretty)
             },
@@ -91,9 +86,7 @@ where
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?;
         if out.len() + chunk.remaining() > MAX_BODY {
-            return Err(ApiError::TooLarge(format!(
-                "Request body too large, max size: {MAX_BODY} bytes"
-            )));
+            return Err(ApiError::TooLarge(format!("Request body too large, max size: {MAX_BODY} bytes")));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -114,10 +107,9 @@ fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<warp::hy
         .header("Vary", "Accept-Encoding")
         .into_http(pretty);
     for (name, value) in &config.http_config.response_headers {
-        if let (Ok(n), Ok(v)) = (
-            http::header::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value),
-        ) {
+        if let (Ok(n), Ok(v)) =
+            (http::header::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))
+        {
             r.headers_mut().insert(n, v);
         }
     }

@@ -3,6 +3,6 @@
 //! that python-consul, node-consul, Spring Cloud Consul and consul-template read.
 //!
 //! # Layout
-//! - [`agent`]: `/v1/agent/*` (self, version, members)
+//! - `agent`: `/v1/agent/*` (self, version, members)
 
 pub mod agent;

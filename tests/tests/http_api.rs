@@ -1,0 +1,187 @@
+//! The HTTP skeleton through a real in-process agent: /v1/agent/self, version, status, 405,
+//! OPTIONS, ?pretty, headers, blocked endpoints.
+
+use legate_tests::{test_config, InProcessAgent};
+use serde_json::Value;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn agent_self_has_consul_shape_and_real_values() {
+    let mut config = test_config();
+    config.datacenter = "r102".into();
+    config.node_meta.insert("rack".into(), "r7".into());
+    let a = InProcessAgent::start(config).await;
+    let resp = client().get(a.url("/v1/agent/self")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["x-consul-default-acl-policy"], "allow");
+    let v: Value = resp.json().await.unwrap();
+    for key in ["Config", "DebugConfig", "Coord", "Member", "Stats", "Meta", "xDS"] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    let cfg = &v["Config"];
+    assert_eq!(cfg["Datacenter"], "r102");
+    assert_eq!(cfg["NodeName"], "test-node");
+    assert_eq!(cfg["Server"], true);
+    assert_eq!(cfg["NodeID"], a.agent.shared().node_id());
+    // Clients parse Version as semver.
+    let version = cfg["Version"].as_str().unwrap();
+    let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(parts.len(), 3, "{version}");
+    assert!(parts[0] >= 1);
+    assert!(cfg["Revision"].as_str().unwrap().starts_with("legate-"));
+    assert_eq!(v["Member"]["Name"], "test-node");
+    assert_eq!(v["Member"]["Addr"], "127.0.0.1");
+    assert_eq!(v["Member"]["Status"], 1);
+    assert_eq!(v["Member"]["Tags"]["role"], "consul");
+    assert_eq!(v["Member"]["Tags"]["dc"], "r102");
+    assert_eq!(v["Member"]["Tags"]["bootstrap"], "1");
+    assert_eq!(v["Meta"]["rack"], "r7");
+    assert_eq!(v["Meta"]["consul-network-segment"], "");
+    assert_eq!(v["Coord"]["Vec"].as_array().unwrap().len(), 8);
+    assert_eq!(v["Stats"]["consul"]["server"], "true");
+    assert_eq!(v["Stats"]["build"]["version"], version);
+    assert_eq!(v["DebugConfig"]["Datacenter"], "r102");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn client_agent_self_and_status() {
+    let mut config = test_config();
+    config.server = false;
+    config.bootstrap = false;
+    let a = InProcessAgent::start(config).await;
+    let v: Value = client().get(a.url("/v1/agent/self")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["Config"]["Server"], false);
+    assert_eq!(v["Member"]["Tags"]["role"], "node");
+    assert!(v["Member"]["Tags"].get("port").is_none());
+    let resp = client().get(a.url("/v1/status/leader")).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.text().await.unwrap(), "No known Consul servers");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn server_without_raft_reports_no_leader() {
+    let a = InProcessAgent::start(test_config()).await;
+    let resp = client().get(a.url("/v1/status/leader")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap().trim(), "\"\"");
+    let peers: Vec<String> = client().get(a.url("/v1/status/peers")).send().await.unwrap().json().await.unwrap();
+    assert!(peers.is_empty());
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn version_endpoint() {
+    let a = InProcessAgent::start(test_config()).await;
+    let v: Value = client().get(a.url("/v1/agent/version")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["Version"], v["HumanVersion"]);
+    assert!(v["Revision"].as_str().unwrap().starts_with("legate-"));
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_allow() {
+    let a = InProcessAgent::start(test_config()).await;
+    let resp = client().put(a.url("/v1/agent/self")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+    assert_eq!(resp.text().await.unwrap(), "method PUT not allowed");
+    let resp = client().get(a.url("/v1/agent/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "PUT");
+    let resp = client().request(reqwest::Method::OPTIONS, a.url("/v1/status/leader")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["allow"], "GET,OPTIONS");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_with_empty_body() {
+    let a = InProcessAgent::start(test_config()).await;
+    for path in ["/v1/nope", "/v1/agent/nope", "/v2/agent/self"] {
+        let resp = client().get(a.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(resp.text().await.unwrap(), "", "{path}");
+    }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn pretty_is_by_presence_or_dev() {
+    let mut config = test_config();
+    config.dev = false;
+    let a = InProcessAgent::start(config).await;
+    let compact = client().get(a.url("/v1/agent/version")).send().await.unwrap().text().await.unwrap();
+    assert!(!compact.contains('\n'), "{compact}");
+    let pretty = client().get(a.url("/v1/agent/version?pretty")).send().await.unwrap().text().await.unwrap();
+    assert!(pretty.starts_with("{\n    \""), "4-space indent: {pretty}");
+    assert!(pretty.ends_with("}\n"), "trailing newline: {pretty:?}");
+    a.stop().await;
+    // -dev pretty-prints everything.
+    let a = InProcessAgent::start(test_config()).await;
+    let dev = client().get(a.url("/v1/agent/version")).send().await.unwrap().text().await.unwrap();
+    assert!(dev.starts_with("{\n    \""), "{dev}");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn response_headers_and_blocked_endpoints() {
+    let mut config = test_config();
+    config.http_config.response_headers.insert("Access-Control-Allow-Origin".into(), "*".into());
+    config.http_config.block_endpoints.push("/v1/agent/self".into());
+    let a = InProcessAgent::start(config).await;
+    let resp = client().get(a.url("/v1/agent/self")).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert_eq!(resp.text().await.unwrap(), "Endpoint is blocked by agent configuration");
+    let resp = client().get(a.url("/v1/agent/version")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn root_redirects_to_ui_when_enabled() {
+    let mut config = test_config();
+    config.ui_config.enabled = true;
+    let a = InProcessAgent::start(config).await;
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = no_redirect.get(a.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], "/ui/");
+    a.stop().await;
+    let mut config = test_config();
+    config.ui_config.enabled = false;
+    let a = InProcessAgent::start(config).await;
+    let resp = no_redirect.get(a.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "Consul Agent");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn agent_members_shows_this_agent() {
+    let a = InProcessAgent::start(test_config()).await;
+    let v: Value = client().get(a.url("/v1/agent/members?segment=_all")).send().await.unwrap().json().await.unwrap();
+    let members = v.as_array().unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["Name"], "test-node");
+    assert_eq!(members[0]["Port"], 8301);
+    let wan: Value = client().get(a.url("/v1/agent/members?wan")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(wan[0]["Name"], "test-node.dc1");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn reload_without_sources_is_a_500() {
+    let a = InProcessAgent::start(test_config()).await;
+    let resp = client().put(a.url("/v1/agent/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert!(resp.text().await.unwrap().contains("no sources to reload"));
+    a.stop().await;
+}

@@ -1,0 +1,186 @@
+//! The agent as a process: start-up, signals, pid file, data-dir lock, node ID, SIGHUP and
+//! `PUT /v1/agent/reload`, log outputs.
+
+use std::time::Duration;
+
+use legate_tests::{config_dir, retry_until, AgentProcess};
+use serde_json::Value;
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+const DEV: &[&str] = &["agent", "-dev", "-http-port", "0", "-dns-port", "-1"];
+
+fn args<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(extra).copied().collect()
+}
+
+#[tokio::test]
+async fn dev_agent_answers_and_interrupt_stops_it_quickly() {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("legate.pid");
+    let mut p = AgentProcess::start(&args(DEV, &["-pid-file", pid_file.to_str().unwrap()]), &[]);
+    let v = get_json(&p.url("/v1/agent/self")).await;
+    assert_eq!(v["Config"]["Server"], true);
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_eq!(pid, p.child.id());
+
+    p.signal(libc::SIGINT);
+    let started = std::time::Instant::now();
+    let code = p.wait_exit(Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A server skips the graceful leave on interrupt (skip_leave_on_interrupt), and Consul
+    // then exits 1 after shutting down.
+    assert_eq!(code, Some(1), "{}", p.output());
+    let out = p.output();
+    assert!(out.contains("Caught signal: interrupt"), "{out}");
+    assert!(out.contains("Graceful shutdown disabled"), "{out}");
+    assert!(out.contains("agent stopped clean=true"), "{out}");
+    assert!(!pid_file.exists(), "pid file removed on shutdown");
+}
+
+#[tokio::test]
+async fn client_agent_leaves_gracefully_on_interrupt() {
+    let data = tempfile::tempdir().unwrap();
+    let mut p = AgentProcess::start(
+        &[
+            "agent",
+            "-data-dir",
+            data.path().to_str().unwrap(),
+            "-bind",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "-1",
+        ],
+        &[],
+    );
+    p.signal(libc::SIGINT);
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0), "{}", p.output());
+    assert!(p.output().contains("Gracefully shutting down agent..."));
+}
+
+#[tokio::test]
+async fn data_dir_is_locked_and_node_id_persists() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let base = [
+        "agent",
+        "-server",
+        "-bootstrap",
+        "-data-dir",
+        dir,
+        "-bind",
+        "127.0.0.1",
+        "-http-port",
+        "0",
+        "-dns-port",
+        "-1",
+    ];
+    let mut first = AgentProcess::start(&base, &[]);
+    let id = get_json(&first.url("/v1/agent/self")).await["Config"]["NodeID"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(data.path().join("node-id")).unwrap(), id);
+
+    let mut second = AgentProcess::spawn(&base, &[]);
+    assert_eq!(second.wait_exit(Duration::from_secs(10)), Some(1));
+    let out = second.output();
+    assert!(
+        out.contains(&format!("data_dir {dir} is already in use by another agent (pid {})", first.child.id())),
+        "{out}"
+    );
+
+    first.signal(libc::SIGTERM);
+    first.wait_exit(Duration::from_secs(5));
+    let again = AgentProcess::start(&base, &[]);
+    let id2 = get_json(&again.url("/v1/agent/self")).await["Config"]["NodeID"].as_str().unwrap().to_string();
+    assert_eq!(id, id2, "node ID survives a restart");
+}
+
+#[tokio::test]
+async fn http_port_in_use_fails_clearly() {
+    let first = AgentProcess::start(DEV, &[]);
+    let port = first.http.unwrap().port().to_string();
+    let mut second = AgentProcess::spawn(&["agent", "-dev", "-http-port", &port, "-dns-port", "-1"], &[]);
+    assert_eq!(second.wait_exit(Duration::from_secs(10)), Some(1));
+    let out = second.output();
+    assert!(out.contains(&format!("Error starting HTTP server: listen tcp 127.0.0.1:{port}: bind:")), "{out}");
+}
+
+#[tokio::test]
+async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_errors() {
+    let dir = config_dir(&[("a.json", r#"{"log_level": "info", "node_meta": {"rack": "r1"}}"#)]);
+    let cfg = dir.path().to_str().unwrap();
+    let p = AgentProcess::start(&args(DEV, &["-config-dir", cfg]), &[]);
+    let self_url = p.url("/v1/agent/self");
+    assert_eq!(get_json(&self_url).await["DebugConfig"]["LogLevel"], "info");
+
+    // A valid edit, picked up on SIGHUP: reloadable keys apply, a port change does not.
+    std::fs::write(
+        dir.path().join("a.json"),
+        r#"{"log_level": "debug", "node_meta": {"rack": "r2"}, "ports": {"serf_lan": 9301}}"#,
+    )
+    .unwrap();
+    p.signal(libc::SIGHUP);
+    retry_until(Duration::from_secs(5), "reloaded log level", || async {
+        let v = get_json(&self_url).await;
+        (v["DebugConfig"]["LogLevel"] == "debug").then_some(())
+    })
+    .await;
+    let v = get_json(&self_url).await;
+    assert_eq!(v["Meta"]["rack"], "r2");
+    assert_eq!(v["DebugConfig"]["Ports"]["serf_lan"], 8301, "restart-only key not half-applied");
+    let out = p.output();
+    assert!(out.contains("config change requires restart"), "{out}");
+    assert!(out.contains("ports.serf_lan"), "{out}");
+
+    // A broken file: the reload fails with file and line, the running config stays.
+    std::fs::write(dir.path().join("b.json"), "{\n  \"log_level\": \"warn\",\n  \"ports\": {\"http\": \"x\"}\n}")
+        .unwrap();
+    let resp = reqwest::Client::new().put(p.url("/v1/agent/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("b.json:3: ports.http"), "{text}");
+    p.signal(libc::SIGHUP);
+    retry_until(Duration::from_secs(5), "reload failure logged", || async {
+        p.output().contains("Failed to reload configs").then_some(())
+    })
+    .await;
+    assert_eq!(get_json(&self_url).await["DebugConfig"]["LogLevel"], "debug");
+
+    // Fixed: the endpoint applies it.
+    std::fs::write(dir.path().join("b.json"), r#"{"log_level": "warn"}"#).unwrap();
+    let resp = reqwest::Client::new().put(p.url("/v1/agent/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(get_json(&self_url).await["DebugConfig"]["LogLevel"], "warn");
+}
+
+#[tokio::test]
+async fn json_logs_and_log_file() {
+    let logs = tempfile::tempdir().unwrap();
+    let log_dir = format!("{}/", logs.path().display());
+    let mut p = AgentProcess::start(&args(DEV, &["-log-json", "-log-file", &log_dir]), &[]);
+    p.signal(libc::SIGTERM);
+    p.wait_exit(Duration::from_secs(5));
+    let out = p.output();
+    let json_line = out.lines().find(|l| l.contains("agent started")).expect("start logged");
+    let v: Value = serde_json::from_str(json_line).expect("JSON log line");
+    assert_eq!(v["level"], "INFO");
+    let files: Vec<_> = std::fs::read_dir(logs.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("agent started"), "{text}");
+}
+
+#[tokio::test]
+async fn config_errors_at_start_exit_1_with_the_message() {
+    let dir = config_dir(&[("x.hcl", "ports {\n  serf_lan = 70000\n}\n")]);
+    let mut p = AgentProcess::spawn(&args(DEV, &["-config-dir", dir.path().to_str().unwrap()]), &[]);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(p.output().contains("x.hcl:2: ports.serf_lan: invalid port 70000"), "{}", p.output());
+
+    let mut p = AgentProcess::spawn(&["agent", "-server"], &[]);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(p.output().contains("data_dir cannot be empty"), "{}", p.output());
+}
