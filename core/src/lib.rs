@@ -37,6 +37,8 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod server;
+pub mod state;
 pub mod version;
 
 pub use agent::{Agent, AgentError};

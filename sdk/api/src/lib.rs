@@ -4,5 +4,7 @@
 //!
 //! # Layout
 //! - `agent`: `/v1/agent/*` (self, version, members)
+//! - `kv`: `/v1/kv`, `/v1/txn` (DirEntry, transaction results and errors)
 
 pub mod agent;
+pub mod kv;

@@ -1,0 +1,30 @@
+//! Raft commands: one enum of small payloads, one dispatch point (`raft::state_machine::apply`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::kv::{KvFail, KvOp, KvResult};
+use crate::state::snapshot::StateData;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Command {
+    /// One KV verb (`/v1/kv` PUT/DELETE).
+    Kv(KvOp),
+    /// An atomic KV transaction (`/v1/txn`): all verbs apply or none.
+    Txn(Vec<KvOp>),
+    /// Drop tombstones at or below an index (leader's tombstone GC).
+    ReapTombstones { index: u64 },
+    /// Replace the whole state (`PUT /v1/snapshot`).
+    Restore(StateData),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub enum CommandResponse {
+    Kv(Result<KvResult, KvFail>),
+    /// Results of every verb, or the (op index, reason) pairs that rolled it back.
+    Txn(Result<Vec<KvResult>, Vec<(usize, String)>>),
+    Reaped(usize),
+    Restored,
+    /// Blank and membership entries.
+    #[default]
+    None,
+}

@@ -1,0 +1,273 @@
+//! The Raft state machine over `state::Store`. A batch of entries is applied in redb write
+//! transactions that are not fsynced (the log replays them after a crash); a snapshot point is
+//! made durable before the snapshot is handed out, so the log is only ever purged behind
+//! durable state. `Command` is dispatched in exactly one place, `apply_command`.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
+use redb::WriteTransaction;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{io_err, NodeId, StorageError, TypeConfig};
+use crate::server::command::{Command, CommandResponse};
+use crate::state::snapshot::{self, StateData};
+use crate::state::watch::Table;
+use crate::state::{kv, meta_get, meta_set_txn, Store, StoreError};
+
+type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+
+fn err_sm<E: std::fmt::Display>(verb: ErrorVerb, e: E) -> StorageError {
+    io_err(ErrorSubject::StateMachine, verb, e)
+}
+
+/// A snapshot as kept on disk / in memory.
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    pub store: Store,
+    /// Where the latest snapshot is kept (None: memory only).
+    snapshot_path: Option<PathBuf>,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl StateMachine {
+    pub fn new(store: Store, snapshot_path: Option<PathBuf>) -> Result<StateMachine, String> {
+        let current = match &snapshot_path {
+            Some(p) if p.exists() => {
+                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Some(bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+            _ => None,
+        };
+        Ok(StateMachine { store, snapshot_path, current: Arc::new(Mutex::new(current)) })
+    }
+
+    fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
+        let txn = self.store.read()?;
+        let applied = match meta_get(&txn, "last_applied")? {
+            Some(b) => bincode::deserialize(&b)?,
+            None => None,
+        };
+        let membership = match meta_get(&txn, "membership")? {
+            Some(b) => bincode::deserialize(&b)?,
+            None => Membership::default(),
+        };
+        Ok((applied, membership))
+    }
+}
+
+/// The single dispatch point of the state machine.
+fn apply_command(
+    store: &Store,
+    txn: &mut WriteTransaction,
+    cmd: &Command,
+    index: u64,
+) -> Result<CommandResponse, StoreError> {
+    Ok(match cmd {
+        Command::Kv(op) => CommandResponse::Kv(kv::apply_txn(txn, op, index)?),
+        Command::Txn(ops) => {
+            // All or nothing: run on a savepoint taken before any table is opened in `txn`
+            // (the caller hands a fresh transaction), roll back to it on the first failure.
+            let savepoint = txn.ephemeral_savepoint().map_err(|e| StoreError::Redb(e.to_string()))?;
+            let mut results = Vec::with_capacity(ops.len());
+            let mut errors = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                match kv::apply_txn(txn, op, index)? {
+                    Ok(r) => results.push(r),
+                    Err(fail) => errors.push((i, fail.what().to_string())),
+                }
+            }
+            if errors.is_empty() {
+                CommandResponse::Txn(Ok(results))
+            } else {
+                txn.restore_savepoint(&savepoint).map_err(|e| StoreError::Redb(e.to_string()))?;
+                CommandResponse::Txn(Err(errors))
+            }
+        }
+        Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
+        Command::Restore(data) => {
+            snapshot::import_txn(txn, data)?;
+            let _ = store;
+            CommandResponse::Restored
+        }
+    })
+}
+
+fn write_applied(
+    txn: &WriteTransaction,
+    applied: &Option<LogId<NodeId>>,
+    membership: Option<&Membership>,
+) -> Result<(), StoreError> {
+    meta_set_txn(txn, "last_applied", &bincode::serialize(applied)?)?;
+    if let Some(m) = membership {
+        meta_set_txn(txn, "membership", &bincode::serialize(m)?)?;
+    }
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let store = self.store.clone();
+        let (meta_parts, data) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            // Make everything applied so far durable: the log may be purged behind this point.
+            store.write(true)?.commit()?;
+            let txn = store.read()?;
+            let applied: Option<LogId<NodeId>> = match meta_get(&txn, "last_applied")? {
+                Some(b) => bincode::deserialize(&b)?,
+                None => None,
+            };
+            let membership: Membership = match meta_get(&txn, "membership")? {
+                Some(b) => bincode::deserialize(&b)?,
+                None => Membership::default(),
+            };
+            let data = bincode::serialize(&snapshot::export(&txn)?)?;
+            Ok(((applied, membership), data))
+        })
+        .await
+        .map_err(|e| err_sm(ErrorVerb::Read, e))?
+        .map_err(|e| err_sm(ErrorVerb::Read, e))?;
+        let (last_log_id, last_membership) = meta_parts;
+        let snapshot_id = format!(
+            "{}-{}-{}",
+            last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
+            last_log_id.map(|l| l.index).unwrap_or(0),
+            uuid::Uuid::new_v4().simple()
+        );
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        self.persist(&stored).await?;
+        *self.current.lock().await = Some(stored);
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl StateMachine {
+    async fn persist(&self, s: &StoredSnapshot) -> Result<(), StorageError> {
+        if let Some(path) = &self.snapshot_path {
+            let bytes = bincode::serialize(s).map_err(|e| err_sm(ErrorVerb::Write, e))?;
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, &bytes)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| err_sm(ErrorVerb::Write, e))?
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError> {
+        self.applied().map_err(|e| err_sm(ErrorVerb::Read, e))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let store = self.store.clone();
+        let (responses, last, touched) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut responses = Vec::with_capacity(entries.len());
+            let mut txn = store.write(false)?;
+            let mut last = None;
+            let mut touched = false;
+            for entry in &entries {
+                let index = entry.log_id.index;
+                last = Some(entry.log_id);
+                match &entry.payload {
+                    EntryPayload::Blank => responses.push(CommandResponse::None),
+                    EntryPayload::Membership(m) => {
+                        let sm = Membership::new(Some(entry.log_id), m.clone());
+                        write_applied(&txn, &last, Some(&sm))?;
+                        responses.push(CommandResponse::None);
+                    }
+                    EntryPayload::Normal(cmd) => {
+                        touched = true;
+                        if matches!(cmd, Command::Txn(_)) {
+                            // A transaction needs a fresh write transaction for its savepoint.
+                            write_applied(&txn, &last, None)?;
+                            txn.commit()?;
+                            txn = store.write(false)?;
+                        }
+                        responses.push(apply_command(&store, &mut txn, cmd, index)?);
+                    }
+                }
+            }
+            write_applied(&txn, &last, None)?;
+            txn.commit()?;
+            Ok((responses, last, touched))
+        })
+        .await
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?;
+        if let (true, Some(last)) = (touched, last) {
+            self.store.watch.notify(Table::Kv, last.index);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let state: StateData = bincode::deserialize(&data).map_err(|e| err_sm(ErrorVerb::Read, e))?;
+        let store = self.store.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let txn = store.write(true)?;
+            snapshot::import_txn(&txn, &state)?;
+            write_applied(&txn, &m.last_log_id, Some(&m.last_membership))?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?;
+        self.store.watch.notify_all(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.persist(&stored).await?;
+        *self.current.lock().await = Some(stored);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self
+            .current
+            .lock()
+            .await
+            .clone()
+            .map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

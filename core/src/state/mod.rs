@@ -1,0 +1,116 @@
+//! The replicated state store on redb: KV (with tombstones so prefix indexes never go
+//! backwards), per-table max indexes, and the Raft state machine's own bookkeeping (last
+//! applied log id, membership). Every write happens at a Raft index, inside one redb write
+//! transaction per applied batch; readers use redb read transactions (MVCC snapshots).
+//!
+//! Public wrappers own the transaction; inner `*_txn` functions take the open transaction so
+//! they compose (one `/v1/txn` = one transaction).
+
+pub mod kv;
+pub mod schema;
+pub mod snapshot;
+pub mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadTransaction, ReadableTable, WriteTransaction};
+
+pub use kv::{DirEntry, KvOp, KvResult, KvVerb};
+use schema::{INDEXES, META};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Redb(String),
+    #[error("state store: corrupt record: {0}")]
+    Decode(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Redb(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+impl From<bincode::Error> for StoreError {
+    fn from(e: bincode::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+/// The state store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    pub watch: Arc<watch::Watches>,
+}
+
+impl Store {
+    /// Opens (or creates) the store file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        Self::init(db)
+    }
+
+    /// An in-memory store (`-dev` without a data dir, tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Store, StoreError> {
+        let txn = db.begin_write()?;
+        schema::create_tables(&txn)?;
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db), watch: Arc::new(watch::Watches::new()) })
+    }
+
+    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// A write transaction; `durable` decides whether its commit fsyncs. State-machine applies
+    /// need not (the Raft log replays them); snapshot points must.
+    pub fn write(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None });
+        Ok(txn)
+    }
+
+    /// A max index of a table (0 if never written).
+    pub fn table_index(&self, table: &str) -> Result<u64, StoreError> {
+        let txn = self.read()?;
+        table_index_read(&txn, table)
+    }
+}
+
+pub fn table_index_read(txn: &ReadTransaction, table: &str) -> Result<u64, StoreError> {
+    let t = txn.open_table(INDEXES)?;
+    Ok(t.get(table)?.map(|v| v.value()).unwrap_or(0))
+}
+
+pub fn bump_index_txn(txn: &WriteTransaction, table: &str, index: u64) -> Result<(), StoreError> {
+    let mut t = txn.open_table(INDEXES)?;
+    let cur = t.get(table)?.map(|v| v.value()).unwrap_or(0);
+    if index > cur {
+        t.insert(table, index)?;
+    }
+    Ok(())
+}
+
+pub fn meta_get(txn: &ReadTransaction, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let t = txn.open_table(META)?;
+    Ok(t.get(key)?.map(|v| v.value().to_vec()))
+}
+
+pub fn meta_set_txn(txn: &WriteTransaction, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    let mut t = txn.open_table(META)?;
+    t.insert(key, value)?;
+    Ok(())
+}

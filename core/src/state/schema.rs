@@ -1,0 +1,25 @@
+//! Every redb table of the state store, in one place.
+
+use redb::{TableDefinition, WriteTransaction};
+
+use super::StoreError;
+
+/// KV entries: key -> bincode(`kv::StoredEntry`).
+pub const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// KV tombstones (the graveyard): deleted key -> index of the delete. Reaped by the leader.
+pub const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("kv_tombstones");
+/// Max index per logical table ("kvs", "tombstones", ...).
+pub const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("indexes");
+/// State-machine bookkeeping: last applied log id, membership (bincode).
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub const IDX_KVS: &str = "kvs";
+pub const IDX_TOMBSTONES: &str = "tombstones";
+
+pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(KV)?;
+    txn.open_table(TOMBSTONES)?;
+    txn.open_table(INDEXES)?;
+    txn.open_table(META)?;
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Change notification for blocking queries. A reader subscribes *before* it reads; every
+//! applied batch that touches a table bumps that table's channel to the batch's index, which
+//! wakes every subscriber to re-read and compare indexes (a wake-up is not a promise of change).
+//! A snapshot restore bumps every table.
+
+use tokio::sync::watch;
+
+/// The logical tables blocking queries wait on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Kv,
+}
+
+pub struct Watches {
+    kv: watch::Sender<u64>,
+}
+
+impl Default for Watches {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Watches {
+    pub fn new() -> Self {
+        Watches { kv: watch::channel(0).0 }
+    }
+
+    fn sender(&self, table: Table) -> &watch::Sender<u64> {
+        match table {
+            Table::Kv => &self.kv,
+        }
+    }
+
+    pub fn subscribe(&self, table: Table) -> watch::Receiver<u64> {
+        self.sender(table).subscribe()
+    }
+
+    pub fn notify(&self, table: Table, index: u64) {
+        self.sender(table).send_replace(index);
+    }
+
+    /// After a restore: every table may have changed.
+    pub fn notify_all(&self, index: u64) {
+        self.notify(Table::Kv, index);
+    }
+}
