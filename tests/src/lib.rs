@@ -58,6 +58,7 @@ pub fn test_config() -> Config {
     };
     c.ports.http = 0;
     c.ports.dns = -1;
+    c.ports.server = 0;
     c.dev = true;
     c
 }

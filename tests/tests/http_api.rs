@@ -65,13 +65,18 @@ async fn client_agent_self_and_status() {
 }
 
 #[tokio::test]
-async fn server_without_raft_reports_no_leader() {
+async fn bootstrapped_server_is_its_own_leader() {
     let a = InProcessAgent::start(test_config()).await;
-    let resp = client().get(a.url("/v1/status/leader")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.unwrap().trim(), "\"\"");
+    let rpc = a.agent.shared().server().unwrap().rpc_addr.clone();
+    let leader: String = legate_tests::retry_until(std::time::Duration::from_secs(10), "leader", || async {
+        let l: String = client().get(a.url("/v1/status/leader")).send().await.unwrap().json().await.unwrap();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(leader, rpc);
+    assert!(rpc.starts_with("127.0.0.1:"), "{rpc}");
     let peers: Vec<String> = client().get(a.url("/v1/status/peers")).send().await.unwrap().json().await.unwrap();
-    assert!(peers.is_empty());
+    assert_eq!(peers, [rpc]);
     a.stop().await;
 }
 

@@ -10,7 +10,7 @@ async fn get_json(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
-const DEV: &[&str] = &["agent", "-dev", "-http-port", "0", "-dns-port", "-1"];
+const DEV: &[&str] = &["agent", "-dev", "-http-port", "0", "-dns-port", "-1", "-server-port", "0"];
 
 fn args<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(extra).copied().collect()
@@ -102,7 +102,8 @@ async fn data_dir_is_locked_and_node_id_persists() {
 async fn http_port_in_use_fails_clearly() {
     let first = AgentProcess::start(DEV, &[]);
     let port = first.http.unwrap().port().to_string();
-    let mut second = AgentProcess::spawn(&["agent", "-dev", "-http-port", &port, "-dns-port", "-1"], &[]);
+    let mut second =
+        AgentProcess::spawn(&["agent", "-dev", "-http-port", &port, "-dns-port", "-1", "-server-port", "0"], &[]);
     assert_eq!(second.wait_exit(Duration::from_secs(10)), Some(1));
     let out = second.output();
     assert!(out.contains(&format!("Error starting HTTP server: listen tcp 127.0.0.1:{port}: bind:")), "{out}");

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::reload::{ReloadOutcome, Reloader};
 use crate::config::{Config, ConfigError, LoadOptions};
+use crate::server::{Server, ServerOptions};
 use crate::{http, logging, version};
 use data_dir::{DataDir, DataDirError};
 
@@ -34,6 +35,8 @@ pub enum AgentError {
     Advertise(String),
     #[error("Error starting HTTP server: listen tcp {addr}: bind: {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Server(String),
     #[error("Could not write pid file {path}: {source}")]
     PidFile { path: String, source: std::io::Error },
 }
@@ -54,9 +57,15 @@ pub struct AgentShared {
     node_id: String,
     advertise: IpAddr,
     started: Instant,
+    /// The Raft server, on server agents.
+    server: Option<Arc<Server>>,
 }
 
 impl AgentShared {
+    pub fn server(&self) -> Option<&Arc<Server>> {
+        self.server.as_ref()
+    }
+
     /// The running config (cheap: an `Arc` clone).
     pub fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
@@ -150,10 +159,10 @@ impl AgentShared {
     /// Leader and peers. A client agent that knows no server answers Consul's error; a server
     /// reports the Raft state it has (none yet: no leader, no peers).
     pub fn cluster_view(&self) -> Result<ClusterView, String> {
-        if !self.config().server {
-            return Err("No known Consul servers".into());
+        match &self.server {
+            Some(s) => Ok(ClusterView { leader: s.leader(), peers: s.peers() }),
+            None => Err("No known Consul servers".into()),
         }
-        Ok(ClusterView { leader: None, peers: Vec::new() })
     }
 
     /// `Stats` of `/v1/agent/self`: string values, as Consul's.
@@ -204,20 +213,35 @@ impl AgentShared {
             },
             "serf_lan": serf,
         });
-        if c.server {
+        if let Some(server) = &self.server {
+            let m = server.raft.metrics().borrow().clone();
+            let ls = &server.log_stats;
+            let appends = ls.appends.load(std::sync::atomic::Ordering::Relaxed);
+            let fsyncs = ls.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+            let entries = ls.entries.load(std::sync::atomic::Ordering::Relaxed);
+            let peers = view.as_ref().map(|v| v.peers.len()).unwrap_or(0);
             stats["consul"] = json!({
                 "acl": if c.acl.enabled { "enabled" } else { "disabled" },
                 "bootstrap": c.bootstrap.to_string(),
                 "known_datacenters": "1",
-                "leader": "false",
+                "leader": server.is_leader().to_string(),
                 "leader_addr": view.and_then(|v| v.leader).unwrap_or_default(),
                 "server": "true",
             });
             stats["raft"] = json!({
+                "state": format!("{:?}", m.state),
+                "term": m.current_term.to_string(),
+                "last_log_index": m.last_log_index.unwrap_or(0).to_string(),
+                "applied_index": m.last_applied.map(|l| l.index).unwrap_or(0).to_string(),
+                "last_snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0).to_string(),
+                "num_peers": peers.saturating_sub(1).to_string(),
                 "protocol_version": c.raft_protocol.to_string(),
                 "protocol_version_min": "3",
                 "protocol_version_max": "3",
-                "num_peers": "0",
+                "log_appends": appends.to_string(),
+                "log_fsyncs": fsyncs.to_string(),
+                "log_entries": entries.to_string(),
+                "log_entries_per_fsync": if fsyncs == 0 { "0".to_string() } else { format!("{:.2}", entries as f64 / fsyncs as f64) },
             });
             stats["serf_wan"] = stats["serf_lan"].clone();
         } else {
@@ -311,6 +335,32 @@ impl Agent {
                 .map_err(|source| AgentError::PidFile { path: path.display().to_string(), source })?;
         }
 
+        let tracker = TaskTracker::new();
+        let server = if config.server {
+            if !(0..=65535).contains(&config.ports.server) {
+                return Err(AgentError::Server(format!(
+                    "ports.server {} is not usable by a server",
+                    config.ports.server
+                )));
+            }
+            let bind_ip: IpAddr =
+                config.bind_addr.parse().map_err(|_| AgentError::Advertise("bad bind_addr".into()))?;
+            let opts = ServerOptions {
+                node_id: node_id.clone(),
+                bind: SocketAddr::new(bind_ip, config.ports.server as u16),
+                advertise_ip: advertise,
+                data_dir: config.data_dir.clone(),
+                bootstrap: config.bootstrap || config.dev || config.bootstrap_expect == 1,
+                raft_multiplier: config.performance.raft_multiplier,
+                snapshot_threshold: config.raft_snapshot_threshold,
+                trailing_logs: config.raft_trailing_logs,
+                hold_timeout: config.performance.rpc_hold_timeout.0,
+            };
+            Some(Server::start(opts, shutdown.child_token(), &tracker).await.map_err(AgentError::Server)?)
+        } else {
+            None
+        };
+
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let reloader = sources.map(|opts| Reloader::new(opts, config_tx.clone()));
         let shared = Arc::new(AgentShared {
@@ -321,10 +371,10 @@ impl Agent {
             node_id,
             advertise,
             started: Instant::now(),
+            server,
         });
 
-        let tracker = TaskTracker::new();
-        let ctx = Arc::new(http::Ctx { agent: shared.clone() });
+        let ctx = Arc::new(http::Ctx { agent: shared.clone(), shutdown: shutdown.child_token() });
         for l in listeners {
             tracker.spawn(http::serve(ctx.clone(), l, shutdown.child_token()));
         }

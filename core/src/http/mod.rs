@@ -4,10 +4,13 @@
 //! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
 
 mod agent;
+mod blocking;
 mod error;
+mod kv;
 mod request;
 mod response;
 mod status;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +34,8 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 /// What every handler can reach.
 pub struct Ctx {
     pub agent: Arc<AgentShared>,
+    /// Ends blocking queries at shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// Serves the API on an already-bound listener until `shutdown` fires; in-flight requests are
@@ -138,6 +143,8 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     match family {
         "agent" => agent::handle(ctx, req, rest).await,
         "status" => status::handle(ctx, req, rest),
+        "kv" => kv::handle(ctx, req, rest).await,
+        "txn" if rest.is_empty() => txn::handle(ctx, req).await,
         _ => Err(ApiError::NotFound(String::new())),
     }
 }

@@ -1,5 +1,199 @@
-//! The server role: Raft (openraft) over the state store, the server RPC port, leader
-//! forwarding.
+//! The server role: Raft (openraft) over the state store, the server RPC port (8300), and
+//! writes forwarded to the leader. `Server::apply` is the one way a write enters the cluster.
 
 pub mod command;
 pub mod raft;
+pub mod rpc;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::Store;
+use command::{Command, CommandResponse};
+use raft::log_store::{LogStats, LogStore};
+use raft::network::Network;
+use raft::state_machine::StateMachine;
+use raft::{NodeId, Raft};
+use rpc::{ApplyError, Pool, Request, Response};
+
+/// What the server needs from the agent's config.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub node_id: String,
+    pub bind: SocketAddr,
+    /// The IP other servers reach this one at (the port is the bound one).
+    pub advertise_ip: std::net::IpAddr,
+    /// None: everything in memory (`-dev` without a data dir).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Elect itself at once if the cluster has no configuration yet (`-bootstrap`, `-dev`,
+    /// `-bootstrap-expect=1`).
+    pub bootstrap: bool,
+    pub raft_multiplier: u32,
+    pub snapshot_threshold: u64,
+    pub trailing_logs: u64,
+    /// How long a write waits for a leader (Consul's rpc_hold_timeout).
+    pub hold_timeout: Duration,
+}
+
+pub struct Server {
+    pub raft: Raft,
+    pub store: Store,
+    pub id: NodeId,
+    /// This server's advertised RPC address, `ip:port`.
+    pub rpc_addr: String,
+    pool: Arc<Pool>,
+    pub log_stats: Arc<LogStats>,
+    hold_timeout: Duration,
+}
+
+impl Server {
+    pub async fn start(
+        opts: ServerOptions,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Server>, String> {
+        let listener = TcpListener::bind(opts.bind)
+            .await
+            .map_err(|e| format!("Error starting server RPC: listen tcp {}: bind: {e}", opts.bind))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let rpc_addr = SocketAddr::new(opts.advertise_ip, port).to_string();
+
+        let (log, store, snapshot_path) = match &opts.data_dir {
+            Some(dir) => {
+                let raft_dir = dir.join("raft");
+                std::fs::create_dir_all(&raft_dir).map_err(|e| format!("{}: {e}", raft_dir.display()))?;
+                (
+                    LogStore::open(&raft_dir.join("raft.db"))?,
+                    Store::open(&raft_dir.join("state.db")).map_err(|e| e.to_string())?,
+                    Some(raft_dir.join("snapshot.bin")),
+                )
+            }
+            None => (LogStore::in_memory()?, Store::in_memory().map_err(|e| e.to_string())?, None),
+        };
+        let log_stats = log.stats.clone();
+        let sm = StateMachine::new(store.clone(), snapshot_path)?;
+        let m = u64::from(opts.raft_multiplier.max(1));
+        let config = openraft::Config {
+            cluster_name: "legate".into(),
+            heartbeat_interval: 50 * m,
+            election_timeout_min: 150 * m,
+            election_timeout_max: 300 * m,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(opts.snapshot_threshold.max(1)),
+            max_in_snapshot_log_to_keep: opts.trailing_logs,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| format!("raft config: {e}"))?);
+        let pool = Arc::new(Pool::default());
+        let id = raft::raft_id(&opts.node_id);
+        let raft =
+            Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(|e| format!("raft: {e}"))?;
+
+        tracker.spawn(rpc::serve(listener, raft.clone(), shutdown.child_token()));
+        {
+            let raft = raft.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                shutdown.cancelled().await;
+                let _ = raft.shutdown().await;
+            });
+        }
+
+        if opts.bootstrap && !raft.is_initialized().await.map_err(|e| e.to_string())? {
+            let mut members = BTreeMap::new();
+            members.insert(id, BasicNode { addr: rpc_addr.clone() });
+            raft.initialize(members).await.map_err(|e| format!("raft bootstrap: {e}"))?;
+            tracing::info!(id, addr = %rpc_addr, "bootstrapped a new Raft cluster");
+        }
+        Ok(Arc::new(Server { raft, store, id, rpc_addr, pool, log_stats, hold_timeout: opts.hold_timeout }))
+    }
+
+    /// The leader's RPC address, if there is one.
+    pub fn leader(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// RPC addresses of the voters.
+    pub fn peers(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone())).collect()
+    }
+
+    /// Replicates a command and returns the state machine's answer: on the leader directly,
+    /// elsewhere forwarded to the leader; while there is none, retried up to the hold timeout.
+    pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
+        let deadline = Instant::now() + self.hold_timeout;
+        loop {
+            let result = match self.leader() {
+                Some(addr) if addr != self.rpc_addr => {
+                    let peer = self.pool.get(&addr).await;
+                    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+                    match peer.call(Request::Apply(cmd.clone()), left).await {
+                        Ok(Response::Apply(r)) => r,
+                        Ok(other) => Err(ApplyError::Other(format!("unexpected response {other:?}"))),
+                        Err(e) => Err(ApplyError::Other(e.to_string())),
+                    }
+                }
+                _ => apply_local(&self.raft, cmd.clone()).await,
+            };
+            match result {
+                Err(ApplyError::NotLeader(_)) | Err(ApplyError::Other(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(ApplyError::NotLeader(_)) => return Err(ApplyError::Other("No cluster leader".into())),
+                other => return other,
+            }
+        }
+    }
+
+    /// A linearizable read point: confirms leadership with a quorum and waits until the
+    /// state machine has applied everything committed before the read.
+    pub async fn ensure_consistent(&self) -> Result<(), String> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(e)) => Err(match e {
+                openraft::error::CheckIsLeaderError::ForwardToLeader(_) => "No cluster leader".to_string(),
+                other => other.to_string(),
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms).
+    pub fn leader_contact(&self) -> (bool, u64) {
+        let m = self.raft.metrics().borrow().clone();
+        let known = m.current_leader.is_some();
+        let last = if m.current_leader == Some(self.id) { 0 } else { m.millis_since_quorum_ack.unwrap_or(0) };
+        (known, last)
+    }
+
+    pub fn data_dir_store_path(dir: &Path) -> std::path::PathBuf {
+        dir.join("raft")
+    }
+}
+
+/// Applies on this node if it is the leader.
+pub(crate) async fn apply_local(raft: &Raft, cmd: Command) -> Result<CommandResponse, ApplyError> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ApplyError::NotLeader(f.leader_node.map(|n| n.addr)))
+        }
+        Err(e) => Err(ApplyError::Other(e.to_string())),
+    }
+}

@@ -1,0 +1,268 @@
+//! The server RPC port (8300): one persistent, multiplexed TCP connection per peer carrying
+//! typed, length-prefixed bincode frames. Each request has an id; responses come back tagged
+//! with it, in any order, so slow calls (a snapshot) do not block fast ones (heartbeats). Every
+//! call has a deadline. Raft messages and follower -> leader forwarding ride on it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use super::command::{Command, CommandResponse};
+use super::raft::{NodeId, Raft, TypeConfig};
+
+/// Largest frame accepted (a snapshot chunk or a large transaction).
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Requests queued to one peer's writer before callers wait (bounded: back-pressure).
+const PEER_QUEUE: usize = 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A write forwarded from a follower (or a client agent) to the leader.
+    Apply(Command),
+}
+
+/// Errors travel as text; the caller maps them to its own error type.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, String>),
+    Vote(Result<VoteResponse<NodeId>, String>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, String>),
+    Apply(Result<CommandResponse, ApplyError>),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum ApplyError {
+    /// This server is not the leader; the leader's RPC address if known.
+    NotLeader(Option<String>),
+    Other(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Frame<T> {
+    id: u64,
+    body: T,
+}
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum RpcError {
+    #[error("rpc error: connect {0}: {1}")]
+    Connect(String, String),
+    #[error("rpc error: connection to {0} closed")]
+    Closed(String),
+    #[error("rpc error: {0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("rpc error: {0}")]
+    Codec(String),
+}
+
+async fn write_frame<W: AsyncWriteExt + Unpin, T: Serialize>(w: &mut W, frame: &T) -> std::io::Result<()> {
+    let bytes = bincode::serialize(frame).map_err(std::io::Error::other)?;
+    w.write_u32(bytes.len() as u32).await?;
+    w.write_all(&bytes).await
+}
+
+async fn read_frame<R: AsyncReadExt + Unpin, T: serde::de::DeserializeOwned>(r: &mut R) -> std::io::Result<T> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds {MAX_FRAME}")));
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).await?;
+    bincode::deserialize(&buf).map_err(std::io::Error::other)
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// One live connection: a writer task fed by a bounded queue, a reader task routing replies.
+struct Conn {
+    tx: mpsc::Sender<(Frame<Request>, oneshot::Sender<Response>)>,
+    closed: CancellationToken,
+}
+
+/// A client for one peer; reconnects on the next call after a failure.
+pub struct PeerClient {
+    addr: String,
+    conn: Mutex<Option<Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+impl PeerClient {
+    pub fn new(addr: String) -> Self {
+        PeerClient { addr, conn: Mutex::new(None), next_id: AtomicU64::new(1) }
+    }
+
+    async fn connection(&self, deadline: Duration) -> Result<Arc<Conn>, RpcError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if !c.closed.is_cancelled() {
+                return Ok(c.clone());
+            }
+        }
+        let stream = tokio::time::timeout(deadline, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| RpcError::Timeout(self.addr.clone(), deadline))?
+            .map_err(|e| RpcError::Connect(self.addr.clone(), e.to_string()))?;
+        stream.set_nodelay(true).ok();
+        let (r, w) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<(Frame<Request>, oneshot::Sender<Response>)>(PEER_QUEUE);
+        let pending: Pending = Arc::default();
+        let closed = CancellationToken::new();
+        {
+            let pending = pending.clone();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut w = BufWriter::new(w);
+                loop {
+                    let item = tokio::select! {
+                        biased;
+                        _ = closed.cancelled() => break,
+                        item = rx.recv() => item,
+                    };
+                    let Some((frame, reply)) = item else { break };
+                    pending.lock().unwrap().insert(frame.id, reply);
+                    if write_frame(&mut w, &frame).await.is_err() {
+                        break;
+                    }
+                    // Batch frames already queued into one flush.
+                    if rx.is_empty() && w.flush().await.is_err() {
+                        break;
+                    }
+                }
+                closed.cancel();
+            });
+        }
+        {
+            let pending = pending.clone();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(r);
+                loop {
+                    let frame = tokio::select! {
+                        biased;
+                        _ = closed.cancelled() => break,
+                        f = read_frame::<_, Frame<Response>>(&mut r) => f,
+                    };
+                    let Ok(frame) = frame else { break };
+                    if let Some(reply) = pending.lock().unwrap().remove(&frame.id) {
+                        let _ = reply.send(frame.body);
+                    }
+                }
+                closed.cancel();
+                // Dropping the senders fails every call still waiting.
+                pending.lock().unwrap().clear();
+            });
+        }
+        let conn = Arc::new(Conn { tx, closed });
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request and waits for its response, at most `deadline` in all.
+    pub async fn call(&self, req: Request, deadline: Duration) -> Result<Response, RpcError> {
+        let fut = async {
+            let conn = self.connection(deadline).await?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (reply_tx, reply_rx) = oneshot::channel();
+            conn.tx.send((Frame { id, body: req }, reply_tx)).await.map_err(|_| RpcError::Closed(self.addr.clone()))?;
+            reply_rx.await.map_err(|_| RpcError::Closed(self.addr.clone()))
+        };
+        tokio::time::timeout(deadline, fut).await.map_err(|_| RpcError::Timeout(self.addr.clone(), deadline))?
+    }
+}
+
+/// Connections to peers by RPC address, shared by the Raft network and forwarding.
+#[derive(Default)]
+pub struct Pool {
+    peers: Mutex<HashMap<String, Arc<PeerClient>>>,
+}
+
+impl Pool {
+    pub async fn get(&self, addr: &str) -> Arc<PeerClient> {
+        let mut peers = self.peers.lock().await;
+        peers.entry(addr.to_string()).or_insert_with(|| Arc::new(PeerClient::new(addr.to_string()))).clone()
+    }
+}
+
+/// Serves the RPC port until `shutdown`.
+pub async fn serve(listener: TcpListener, raft: Raft, shutdown: CancellationToken) {
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        stream.set_nodelay(true).ok();
+        tracker.spawn(serve_conn(stream, peer, raft.clone(), shutdown.child_token()));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn serve_conn(stream: TcpStream, peer: SocketAddr, raft: Raft, shutdown: CancellationToken) {
+    let (r, w) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Frame<Response>>(PEER_QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::new(w);
+        while let Some(frame) = out_rx.recv().await {
+            if write_frame(&mut w, &frame).await.is_err() {
+                break;
+            }
+            if out_rx.is_empty() && w.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = BufReader::new(r);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            f = read_frame::<_, Frame<Request>>(&mut r) => f,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, "rpc connection closed: {e}");
+                }
+                break;
+            }
+        };
+        let raft = raft.clone();
+        let out = out_tx.clone();
+        tokio::spawn(async move {
+            let body = handle(&raft, frame.body).await;
+            let _ = out.send(Frame { id: frame.id, body }).await;
+        });
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+async fn handle(raft: &Raft, req: Request) -> Response {
+    match req {
+        Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await.map_err(|e| e.to_string())),
+        Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
+        Request::InstallSnapshot(r) => {
+            Response::InstallSnapshot(raft.install_snapshot(r).await.map_err(|e| e.to_string()))
+        }
+        Request::Apply(cmd) => Response::Apply(super::apply_local(raft, cmd).await),
+    }
+}
