@@ -3,4 +3,6 @@
 mod cli;
 mod config;
 mod http_api;
+mod kv;
 mod lifecycle;
+mod raft_cluster;

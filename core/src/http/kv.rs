@@ -9,7 +9,7 @@ use super::response::Body;
 use super::{ApiError, ApiResponse, Ctx, Request};
 use crate::server::command::{Command, CommandResponse};
 use crate::server::rpc::ApplyError;
-use crate::state::kv::{self as store_kv, KvFail, KvOp, KvResult, KvVerb};
+use crate::state::kv::{self as store_kv, KvFail, KvOp, KvVerb};
 use crate::state::watch::Table;
 
 pub async fn handle(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
@@ -152,9 +152,7 @@ async fn delete(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiE
 async fn write_bool(ctx: &Ctx, op: KvOp) -> Result<ApiResponse, ApiError> {
     let server = blocking::server(ctx)?;
     match server.apply(Command::Kv(op)).await {
-        Ok(CommandResponse::Kv(Ok(KvResult::Entry(_) | KvResult::Nothing | KvResult::Entries(_)))) => {
-            Ok(ApiResponse::json(&true))
-        }
+        Ok(CommandResponse::Kv(Ok(_))) => Ok(ApiResponse::json(&true)),
         Ok(CommandResponse::Kv(Err(KvFail::Refused(_)))) => Ok(ApiResponse::json(&false)),
         Ok(CommandResponse::Kv(Err(KvFail::Invalid(what)))) => Err(ApiError::Internal(what)),
         Ok(other) => Err(ApiError::Internal(format!("unexpected state machine response {other:?}"))),

@@ -10,7 +10,7 @@ use super::blocking::{self, Consistency};
 use super::{ApiError, ApiResponse, Ctx, Request};
 use crate::server::command::{Command, CommandResponse};
 use crate::server::rpc::ApplyError;
-use crate::state::kv::{self as store_kv, KvOp, KvResult, KvVerb};
+use crate::state::kv::{self as store_kv, KvOp, KvVerb};
 
 const MAX_OPS: usize = 128;
 
@@ -75,11 +75,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         Ok(results) => {
             let mut out = Vec::new();
             for r in results {
-                match r {
-                    KvResult::Entry(e) => out.push(TxnResult { kv: e }),
-                    KvResult::Entries(es) => out.extend(es.into_iter().map(|e| TxnResult { kv: e })),
-                    KvResult::Nothing => {}
-                }
+                out.extend(r.into_wire().into_iter().map(|kv| TxnResult { kv }));
             }
             ApiResponse::json(&TxnResponse { results: Some(out), errors: None })
         }

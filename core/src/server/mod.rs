@@ -174,6 +174,17 @@ impl Server {
         }
     }
 
+    /// Adds a server as a voter (leader only): first as a learner that catches up, then into
+    /// the voter set.
+    pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), String> {
+        self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(|e| e.to_string())?;
+        let mut voters: std::collections::BTreeSet<NodeId> =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        voters.insert(id);
+        self.raft.change_membership(voters, false).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms).
     pub fn leader_contact(&self) -> (bool, u64) {
         let m = self.raft.metrics().borrow().clone();

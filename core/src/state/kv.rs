@@ -108,14 +108,30 @@ impl KvOp {
     }
 }
 
-/// What a successful operation yields.
+/// What a successful operation yields. Internal types only: this crosses the RPC in bincode,
+/// which cannot carry the wire type's omitted `Session`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum KvResult {
-    /// An entry (value omitted except for reads).
-    Entry(WireEntry),
-    Entries(Vec<WireEntry>),
+    /// An entry; `with_value` only for reads (writes report the entry without its value).
+    Entry {
+        key: String,
+        entry: StoredEntry,
+        with_value: bool,
+    },
+    Entries(Vec<(String, StoredEntry)>),
     /// A write that yields no entry (deletes, `check-not-exists`).
     Nothing,
+}
+
+impl KvResult {
+    /// The entries as Consul's JSON shows them.
+    pub fn into_wire(self) -> Vec<WireEntry> {
+        match self {
+            KvResult::Entry { key, entry, with_value } => vec![entry.to_wire(&key, with_value)],
+            KvResult::Entries(es) => es.iter().map(|(k, e)| e.to_wire(k, true)).collect(),
+            KvResult::Nothing => Vec::new(),
+        }
+    }
 }
 
 /// Why an operation did nothing. `Refused` is a normal outcome of a conditional write (`false`
@@ -254,7 +270,7 @@ pub fn apply_txn(txn: &WriteTransaction, op: &KvOp, index: u64) -> Result<Result
             },
         };
         put_w(txn, key, &entry, index)?;
-        Ok(KvResult::Entry(entry.to_wire(key, false)))
+        Ok(KvResult::Entry { key: key.to_string(), entry, with_value: false })
     };
     Ok(match op.verb {
         KvVerb::Set => Ok(set(txn, existing)?),
@@ -273,23 +289,20 @@ pub fn apply_txn(txn: &WriteTransaction, op: &KvOp, index: u64) -> Result<Result
             Some(s) => Err(KvFail::Invalid(format!("invalid session {s:?}"))),
         },
         KvVerb::Get => match existing {
-            Some(e) => Ok(KvResult::Entry(e.to_wire(key, true))),
+            Some(e) => Ok(KvResult::Entry { key: key.to_string(), entry: e, with_value: true }),
             None => Err(KvFail::Refused(format!("key {key:?} doesn't exist"))),
         },
         KvVerb::GetOrEmpty => Ok(match existing {
-            Some(e) => KvResult::Entry(e.to_wire(key, true)),
+            Some(e) => KvResult::Entry { key: key.to_string(), entry: e, with_value: true },
             None => KvResult::Nothing,
         }),
-        KvVerb::GetTree => {
-            let entries = list_w(txn, key)?;
-            Ok(KvResult::Entries(entries.iter().map(|(k, e)| e.to_wire(k, true)).collect()))
-        }
+        KvVerb::GetTree => Ok(KvResult::Entries(list_w(txn, key)?)),
         KvVerb::CheckIndex => match existing {
             None => Err(KvFail::Refused(format!("key {key:?} doesn't exist"))),
             Some(e) if e.modify_index != op.index => {
                 Err(KvFail::Refused(format!("current modify index {} != {}", e.modify_index, op.index)))
             }
-            Some(e) => Ok(KvResult::Entry(e.to_wire(key, false))),
+            Some(e) => Ok(KvResult::Entry { key: key.to_string(), entry: e, with_value: false }),
         },
         KvVerb::CheckNotExists => match existing {
             Some(_) => Err(KvFail::Refused(format!("key {key:?} exists"))),

@@ -76,9 +76,8 @@ fn apply_command(
     Ok(match cmd {
         Command::Kv(op) => CommandResponse::Kv(kv::apply_txn(txn, op, index)?),
         Command::Txn(ops) => {
-            // All or nothing: run on a savepoint taken before any table is opened in `txn`
-            // (the caller hands a fresh transaction), roll back to it on the first failure.
-            let savepoint = txn.ephemeral_savepoint().map_err(|e| StoreError::Redb(e.to_string()))?;
+            // All or nothing: the caller hands a transaction holding nothing else, and aborts
+            // it when this returns errors.
             let mut results = Vec::with_capacity(ops.len());
             let mut errors = Vec::new();
             for (i, op) in ops.iter().enumerate() {
@@ -87,12 +86,7 @@ fn apply_command(
                     Err(fail) => errors.push((i, fail.what().to_string())),
                 }
             }
-            if errors.is_empty() {
-                CommandResponse::Txn(Ok(results))
-            } else {
-                txn.restore_savepoint(&savepoint).map_err(|e| StoreError::Redb(e.to_string()))?;
-                CommandResponse::Txn(Err(errors))
-            }
+            CommandResponse::Txn(if errors.is_empty() { Ok(results) } else { Err(errors) })
         }
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
         Command::Restore(data) => {
@@ -203,14 +197,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         write_applied(&txn, &last, Some(&sm))?;
                         responses.push(CommandResponse::None);
                     }
-                    EntryPayload::Normal(cmd) => {
+                    EntryPayload::Normal(cmd @ Command::Txn(_)) => {
                         touched = true;
-                        if matches!(cmd, Command::Txn(_)) {
-                            // A transaction needs a fresh write transaction for its savepoint.
-                            write_applied(&txn, &last, None)?;
-                            txn.commit()?;
+                        // Isolate the transaction in a redb transaction of its own, so a
+                        // rollback is an abort that loses nothing else.
+                        write_applied(&txn, &last, None)?;
+                        txn.commit()?;
+                        txn = store.write(false)?;
+                        let resp = apply_command(&store, &mut txn, cmd, index)?;
+                        if matches!(resp, CommandResponse::Txn(Err(_))) {
+                            txn.abort()?;
                             txn = store.write(false)?;
                         }
+                        responses.push(resp);
+                    }
+                    EntryPayload::Normal(cmd) => {
+                        touched = true;
                         responses.push(apply_command(&store, &mut txn, cmd, index)?);
                     }
                 }
