@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod durability;
 mod http_api;
 mod kv;
 mod lifecycle;
