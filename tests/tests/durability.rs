@@ -8,8 +8,21 @@ use reqwest::Client;
 
 fn server_args(dir: &str) -> Vec<String> {
     [
-        "agent", "-server", "-bootstrap", "-data-dir", dir, "-bind", "127.0.0.1", "-http-port", "0", "-dns-port", "-1",
-        "-server-port", "0", "-node", "durable",
+        "agent",
+        "-server",
+        "-bootstrap",
+        "-data-dir",
+        dir,
+        "-bind",
+        "127.0.0.1",
+        "-http-port",
+        "0",
+        "-dns-port",
+        "-1",
+        "-server-port",
+        "0",
+        "-node",
+        "durable",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -70,8 +83,7 @@ async fn acknowledged_writes_survive_sigkill() {
 
     let p = AgentProcess::start(&args, &[]);
     wait_leader(&c, &p).await;
-    let all: Vec<serde_json::Value> =
-        c.get(p.url("/v1/kv/crash/?recurse")).send().await.unwrap().json().await.unwrap();
+    let all: Vec<serde_json::Value> = c.get(p.url("/v1/kv/crash/?recurse")).send().await.unwrap().json().await.unwrap();
     let stored: std::collections::HashMap<String, String> = all
         .iter()
         .map(|e| {

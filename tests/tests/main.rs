@@ -7,3 +7,4 @@ mod http_api;
 mod kv;
 mod lifecycle;
 mod raft_cluster;
+mod snapshot;

@@ -86,6 +86,7 @@ where
         server.ensure_consistent().await.map_err(ApiError::Internal)?;
     }
     let mut rx = server.store.watch.subscribe(table);
+    let mut restores = server.store.watch.subscribe_restores();
     let (mut index, mut body) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
     if opts.index > 0 && index <= opts.index {
         let jitter = if opts.wait.as_nanos() >= 16 {
@@ -100,6 +101,12 @@ where
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = restores.changed() => {
+                    let (i, b) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
+                    index = i;
+                    body = b;
+                    break;
+                }
                 changed = rx.changed() => {
                     if changed.is_err() {
                         break;

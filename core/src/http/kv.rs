@@ -8,7 +8,6 @@ use super::blocking::{self, with_headers};
 use super::response::Body;
 use super::{ApiError, ApiResponse, Ctx, Request};
 use crate::server::command::{Command, CommandResponse};
-use crate::server::rpc::ApplyError;
 use crate::state::kv::{self as store_kv, KvFail, KvOp, KvVerb};
 use crate::state::watch::Table;
 
@@ -50,25 +49,9 @@ async fn get(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiErro
     let store = blocking::server(ctx)?.store.clone();
     let (_, result, headers) = blocking::run(ctx, req, Table::Kv, || {
         let txn = store.read()?;
-        if keys {
-            let entries = store_kv::list(&txn, key)?;
-            let index = store_kv::prefix_index(&txn, key, &entries)?;
-            let list = store_kv::keys(&entries, key, separator.as_deref());
-            return Ok((index, if list.is_empty() && !key.is_empty() { Read::Missing } else { Read::Keys(list) }));
-        }
-        if recurse {
-            let entries = store_kv::list(&txn, key)?;
-            let index = store_kv::prefix_index(&txn, key, &entries)?;
-            if entries.is_empty() {
-                return Ok((index, Read::Missing));
-            }
-            return Ok((index, Read::Entries(entries.iter().map(|(k, e)| e.to_wire(k, true)).collect())));
-        }
-        match store_kv::get(&txn, key)? {
-            Some(e) if raw => Ok((e.modify_index, Read::Raw(e.value))),
-            Some(e) => Ok((e.modify_index, Read::Entries(vec![e.to_wire(key, true)]))),
-            None => Ok((store_kv::table_index(&txn)?, Read::Missing)),
-        }
+        let floor = store_kv::index_floor(&txn)?;
+        let (index, read) = read_kv(&txn, key, keys, recurse, raw, separator.as_deref())?;
+        Ok((index.max(floor), read))
     })
     .await?;
     let resp = match result {
@@ -156,7 +139,35 @@ async fn write_bool(ctx: &Ctx, op: KvOp) -> Result<ApiResponse, ApiError> {
         Ok(CommandResponse::Kv(Err(KvFail::Refused(_)))) => Ok(ApiResponse::json(&false)),
         Ok(CommandResponse::Kv(Err(KvFail::Invalid(what)))) => Err(ApiError::Internal(what)),
         Ok(other) => Err(ApiError::Internal(format!("unexpected state machine response {other:?}"))),
-        Err(ApplyError::NotLeader(_)) => Err(ApiError::Internal("No cluster leader".into())),
-        Err(ApplyError::Other(e)) => Err(ApiError::Internal(e)),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+fn read_kv(
+    txn: &redb::ReadTransaction,
+    key: &str,
+    keys: bool,
+    recurse: bool,
+    raw: bool,
+    separator: Option<&str>,
+) -> Result<(u64, Read), crate::state::StoreError> {
+    if keys {
+        let entries = store_kv::list(txn, key)?;
+        let index = store_kv::prefix_index(txn, key, &entries)?;
+        let list = store_kv::keys(&entries, key, separator);
+        return Ok((index, if list.is_empty() && !key.is_empty() { Read::Missing } else { Read::Keys(list) }));
+    }
+    if recurse {
+        let entries = store_kv::list(txn, key)?;
+        let index = store_kv::prefix_index(txn, key, &entries)?;
+        if entries.is_empty() {
+            return Ok((index, Read::Missing));
+        }
+        return Ok((index, Read::Entries(entries.iter().map(|(k, e)| e.to_wire(k, true)).collect())));
+    }
+    match store_kv::get(txn, key)? {
+        Some(e) if raw => Ok((e.modify_index, Read::Raw(e.value))),
+        Some(e) => Ok((e.modify_index, Read::Entries(vec![e.to_wire(key, true)]))),
+        None => Ok((store_kv::table_index(txn)?, Read::Missing)),
     }
 }

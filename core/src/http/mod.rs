@@ -9,6 +9,7 @@ mod error;
 mod kv;
 mod request;
 mod response;
+mod snapshot;
 mod status;
 mod txn;
 
@@ -145,6 +146,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         "status" => status::handle(ctx, req, rest),
         "kv" => kv::handle(ctx, req, rest).await,
         "txn" if rest.is_empty() => txn::handle(ctx, req).await,
+        "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,
         _ => Err(ApiError::NotFound(String::new())),
     }
 }

@@ -9,7 +9,6 @@ use serde_json::Value as Json;
 use super::blocking::{self, Consistency};
 use super::{ApiError, ApiResponse, Ctx, Request};
 use crate::server::command::{Command, CommandResponse};
-use crate::server::rpc::ApplyError;
 use crate::state::kv::{self as store_kv, KvOp, KvVerb};
 
 const MAX_OPS: usize = 128;
@@ -66,8 +65,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         match server.apply(Command::Txn(ops)).await {
             Ok(CommandResponse::Txn(r)) => r,
             Ok(other) => return Err(ApiError::Internal(format!("unexpected state machine response {other:?}"))),
-            Err(ApplyError::NotLeader(_)) => return Err(ApiError::Internal("No cluster leader".into())),
-            Err(ApplyError::Other(e)) => return Err(ApiError::Internal(e)),
+            Err(e) => return Err(ApiError::Internal(e.to_string())),
         }
     };
     let (known, last) = server.leader_contact();

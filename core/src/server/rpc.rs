@@ -45,10 +45,12 @@ pub enum Response {
     Apply(Result<CommandResponse, ApplyError>),
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, thiserror::Error)]
 pub enum ApplyError {
     /// This server is not the leader; the leader's RPC address if known.
+    #[error("No cluster leader")]
     NotLeader(Option<String>),
+    #[error("{0}")]
     Other(String),
 }
 

@@ -193,6 +193,11 @@ pub fn keys(entries: &[(String, StoredEntry)], prefix: &str, separator: Option<&
     out
 }
 
+/// The floor under every KV index (the last restore).
+pub fn index_floor(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    table_index_read(txn, super::schema::IDX_RESTORE)
+}
+
 /// The KV table index: max of entries and tombstones.
 pub fn table_index(txn: &ReadTransaction) -> Result<u64, StoreError> {
     Ok(table_index_read(txn, IDX_KVS)?.max(table_index_read(txn, IDX_TOMBSTONES)?))

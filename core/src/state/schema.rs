@@ -15,6 +15,9 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub const IDX_KVS: &str = "kvs";
 pub const IDX_TOMBSTONES: &str = "tombstones";
+/// Raft index of the last snapshot restore: a floor under every reported index, so indexes
+/// never go backwards although restored entries keep their own ModifyIndex.
+pub const IDX_RESTORE: &str = "restore";
 
 pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(KV)?;

@@ -13,6 +13,9 @@ pub enum Table {
 
 pub struct Watches {
     kv: watch::Sender<u64>,
+    /// Bumped by every snapshot restore: blocked queries return at once (Consul abandons
+    /// every watch on restore).
+    restores: watch::Sender<u64>,
 }
 
 impl Default for Watches {
@@ -23,7 +26,7 @@ impl Default for Watches {
 
 impl Watches {
     pub fn new() -> Self {
-        Watches { kv: watch::channel(0).0 }
+        Watches { kv: watch::channel(0).0, restores: watch::channel(0).0 }
     }
 
     fn sender(&self, table: Table) -> &watch::Sender<u64> {
@@ -40,8 +43,13 @@ impl Watches {
         self.sender(table).send_replace(index);
     }
 
-    /// After a restore: every table may have changed.
+    pub fn subscribe_restores(&self) -> watch::Receiver<u64> {
+        self.restores.subscribe()
+    }
+
+    /// After a restore: every table may have changed, and every blocked query returns.
     pub fn notify_all(&self, index: u64) {
         self.notify(Table::Kv, index);
+        self.restores.send_modify(|n| *n += 1);
     }
 }

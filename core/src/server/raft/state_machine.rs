@@ -92,6 +92,9 @@ fn apply_command(
         Command::Restore(data) => {
             snapshot::import_txn(txn, data)?;
             let _ = store;
+            // Indexes never go backwards: the restored tables count as written now.
+            crate::state::bump_index_txn(txn, crate::state::schema::IDX_KVS, index)?;
+            crate::state::bump_index_txn(txn, crate::state::schema::IDX_RESTORE, index)?;
             CommandResponse::Restored
         }
     })
@@ -182,11 +185,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<_> = entries.into_iter().collect();
         let store = self.store.clone();
-        let (responses, last, touched) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let (responses, last, touched, restored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut responses = Vec::with_capacity(entries.len());
             let mut txn = store.write(false)?;
             let mut last = None;
             let mut touched = false;
+            let mut restored = false;
             for entry in &entries {
                 let index = entry.log_id.index;
                 last = Some(entry.log_id);
@@ -213,19 +217,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(cmd) => {
                         touched = true;
+                        restored |= matches!(cmd, Command::Restore(_));
                         responses.push(apply_command(&store, &mut txn, cmd, index)?);
                     }
                 }
             }
             write_applied(&txn, &last, None)?;
             txn.commit()?;
-            Ok((responses, last, touched))
+            Ok((responses, last, touched, restored))
         })
         .await
         .map_err(|e| err_sm(ErrorVerb::Write, e))?
         .map_err(|e| err_sm(ErrorVerb::Write, e))?;
         if let (true, Some(last)) = (touched, last) {
-            self.store.watch.notify(Table::Kv, last.index);
+            if restored {
+                // A restore may change every table: wake every blocked query.
+                self.store.watch.notify_all(last.index);
+            } else {
+                self.store.watch.notify(Table::Kv, last.index);
+            }
         }
         Ok(responses)
     }

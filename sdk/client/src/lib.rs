@@ -1,0 +1,326 @@
+//! legate-client: an async client for the `/v1` HTTP API of Legate (and Consul), used by the
+//! `legate` CLI and by Rust programs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), legate_client::Error> {
+//! let client = legate_client::Client::from_env()?;
+//! client.kv_put("app/config", b"v1", &Default::default()).await?;
+//! // Wait for the next change of the key (a blocking query).
+//! let (entry, meta) = client.kv_get("app/config", &Default::default()).await?;
+//! let (_next, _) = client
+//!     .kv_get("app/config", &legate_client::QueryOptions { index: meta.index, ..Default::default() })
+//!     .await?;
+//! # let _ = entry; Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - `Client`: address and token resolution (flags > `LEGATE_HTTP_*` > `CONSUL_HTTP_*`),
+//!   request plumbing, `QueryMeta` from the response headers.
+//! - KV, transactions, snapshots and status calls as methods.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+pub use legate_api::kv::{DirEntry, KvPair, TxnResponse};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The agent answered with an error status; `body` is its plain-text reason.
+    #[error("Unexpected response code: {status} ({body})")]
+    Status { status: u16, body: String },
+    #[error("error connecting to {addr}: {source}")]
+    Transport { addr: String, source: reqwest::Error },
+    #[error("invalid response: {0}")]
+    Decode(String),
+    #[error("invalid address {0:?}")]
+    Address(String),
+}
+
+/// Blocking-query and consistency options of a read.
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    /// Wait for a result with an index greater than this (0: do not block).
+    pub index: u64,
+    /// How long to wait (the agent's default, 5 minutes, when None).
+    pub wait: Option<Duration>,
+    pub stale: bool,
+    pub consistent: bool,
+    pub datacenter: Option<String>,
+}
+
+/// What the response headers say about a read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryMeta {
+    pub index: u64,
+    pub known_leader: bool,
+    pub last_contact_ms: u64,
+}
+
+/// Options of a KV write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub flags: u64,
+    /// Check-and-set: write only if the key's ModifyIndex is this (0: only if absent).
+    pub cas: Option<u64>,
+    pub acquire: Option<String>,
+    pub release: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `addr` is `host:port`, `http://host:port` or `https://...`.
+    pub fn new(addr: &str, token: Option<String>) -> Result<Client, Error> {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else if addr.contains(':') {
+            format!("http://{addr}")
+        } else {
+            return Err(Error::Address(addr.to_string()));
+        };
+        let http =
+            reqwest::Client::builder().build().map_err(|e| Error::Transport { addr: base.clone(), source: e })?;
+        Ok(Client { base, token, http })
+    }
+
+    /// Address from `LEGATE_HTTP_ADDR` or `CONSUL_HTTP_ADDR` (default `127.0.0.1:8500`), token
+    /// from `LEGATE_HTTP_TOKEN` or `CONSUL_HTTP_TOKEN`.
+    pub fn from_env() -> Result<Client, Error> {
+        Self::with_overrides(None, None)
+    }
+
+    /// Flags first, then the environment, then the default.
+    pub fn with_overrides(addr: Option<&str>, token: Option<&str>) -> Result<Client, Error> {
+        let env = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()));
+        let addr = addr
+            .map(str::to_string)
+            .or_else(|| env(&["LEGATE_HTTP_ADDR", "CONSUL_HTTP_ADDR"]))
+            .unwrap_or_else(|| "127.0.0.1:8500".into());
+        let token = token.map(str::to_string).or_else(|| env(&["LEGATE_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]));
+        Self::new(&addr, token)
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Bytes), Error> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).query(query);
+        if let Some(t) = &self.token {
+            req = req.header("X-Consul-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let transport = |e| Error::Transport { addr: self.base.clone(), source: e };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        Ok((status, headers, bytes))
+    }
+
+    fn check(status: StatusCode, body: &Bytes) -> Result<(), Error> {
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Error::Status { status: status.as_u16(), body: String::from_utf8_lossy(body).trim().to_string() })
+        }
+    }
+
+    fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+        serde_json::from_slice(body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    fn meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
+        let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        QueryMeta {
+            index: get("X-Consul-Index").and_then(|v| v.parse().ok()).unwrap_or(0),
+            known_leader: get("X-Consul-KnownLeader").as_deref() == Some("true"),
+            last_contact_ms: get("X-Consul-LastContact").and_then(|v| v.parse().ok()).unwrap_or(0),
+        }
+    }
+
+    fn query(opts: &QueryOptions) -> Vec<(String, String)> {
+        let mut q = Vec::new();
+        if opts.index > 0 {
+            q.push(("index".into(), opts.index.to_string()));
+        }
+        if let Some(w) = opts.wait {
+            q.push(("wait".into(), format!("{}ms", w.as_millis())));
+        }
+        if opts.stale {
+            q.push(("stale".into(), String::new()));
+        }
+        if opts.consistent {
+            q.push(("consistent".into(), String::new()));
+        }
+        if let Some(dc) = &opts.datacenter {
+            q.push(("dc".into(), dc.clone()));
+        }
+        q
+    }
+
+    fn kv_path(key: &str) -> String {
+        let encoded: String = key
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        format!("/v1/kv/{encoded}")
+    }
+
+    /// One key; `None` when it does not exist.
+    pub async fn kv_get(&self, key: &str, opts: &QueryOptions) -> Result<(Option<DirEntry>, QueryMeta), Error> {
+        let (status, headers, body) = self.send(Method::GET, &Self::kv_path(key), &Self::query(opts), None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok((None, Self::meta(&headers)));
+        }
+        Self::check(status, &body)?;
+        let mut entries: Vec<DirEntry> = Self::json(&body)?;
+        Ok((entries.pop(), Self::meta(&headers)))
+    }
+
+    /// Every entry under a prefix (empty when none).
+    pub async fn kv_list(&self, prefix: &str, opts: &QueryOptions) -> Result<(Vec<DirEntry>, QueryMeta), Error> {
+        let mut q = Self::query(opts);
+        q.push(("recurse".into(), String::new()));
+        let (status, headers, body) = self.send(Method::GET, &Self::kv_path(prefix), &q, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok((Vec::new(), Self::meta(&headers)));
+        }
+        Self::check(status, &body)?;
+        Ok((Self::json(&body)?, Self::meta(&headers)))
+    }
+
+    /// Keys under a prefix, folded at `separator` when given.
+    pub async fn kv_keys(
+        &self,
+        prefix: &str,
+        separator: Option<&str>,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<String>, QueryMeta), Error> {
+        let mut q = Self::query(opts);
+        q.push(("keys".into(), String::new()));
+        if let Some(s) = separator {
+            q.push(("separator".into(), s.to_string()));
+        }
+        let (status, headers, body) = self.send(Method::GET, &Self::kv_path(prefix), &q, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok((Vec::new(), Self::meta(&headers)));
+        }
+        Self::check(status, &body)?;
+        Ok((Self::json(&body)?, Self::meta(&headers)))
+    }
+
+    /// Writes a value; `false` when a CAS or lock condition refused it.
+    pub async fn kv_put(&self, key: &str, value: &[u8], opts: &WriteOptions) -> Result<bool, Error> {
+        let mut q = Vec::new();
+        if opts.flags != 0 {
+            q.push(("flags".into(), opts.flags.to_string()));
+        }
+        if let Some(c) = opts.cas {
+            q.push(("cas".into(), c.to_string()));
+        }
+        if let Some(s) = &opts.acquire {
+            q.push(("acquire".into(), s.clone()));
+        }
+        if let Some(s) = &opts.release {
+            q.push(("release".into(), s.clone()));
+        }
+        let (status, _, body) =
+            self.send(Method::PUT, &Self::kv_path(key), &q, Some(Bytes::copy_from_slice(value))).await?;
+        Self::check(status, &body)?;
+        Self::json(&body)
+    }
+
+    /// Deletes a key (or a whole prefix with `recurse`); `false` when a CAS refused it.
+    pub async fn kv_delete(&self, key: &str, recurse: bool, cas: Option<u64>) -> Result<bool, Error> {
+        let mut q = Vec::new();
+        if recurse {
+            q.push(("recurse".into(), String::new()));
+        }
+        if let Some(c) = cas {
+            q.push(("cas".into(), c.to_string()));
+        }
+        let (status, _, body) = self.send(Method::DELETE, &Self::kv_path(key), &q, None).await?;
+        Self::check(status, &body)?;
+        Self::json(&body)
+    }
+
+    /// Runs a transaction (a JSON array of operations); a rollback (409) is returned as a
+    /// response with `Errors`, not as an error.
+    pub async fn txn(&self, ops: &serde_json::Value) -> Result<TxnResponse, Error> {
+        let body = Bytes::from(serde_json::to_vec(ops).map_err(|e| Error::Decode(e.to_string()))?);
+        let (status, _, body) = self.send(Method::PUT, "/v1/txn", &[], Some(body)).await?;
+        if status != StatusCode::CONFLICT {
+            Self::check(status, &body)?;
+        }
+        Self::json(&body)
+    }
+
+    /// A snapshot archive of the whole state, and the index it was taken at.
+    pub async fn snapshot_save(&self, stale: bool) -> Result<(Bytes, u64), Error> {
+        let q = if stale { vec![("stale".to_string(), String::new())] } else { Vec::new() };
+        let (status, headers, body) = self.send(Method::GET, "/v1/snapshot", &q, None).await?;
+        Self::check(status, &body)?;
+        Ok((body, Self::meta(&headers).index))
+    }
+
+    /// Restores a snapshot archive.
+    pub async fn snapshot_restore(&self, archive: Bytes) -> Result<(), Error> {
+        let (status, _, body) = self.send(Method::PUT, "/v1/snapshot", &[], Some(archive)).await?;
+        Self::check(status, &body)
+    }
+
+    pub async fn status_leader(&self) -> Result<String, Error> {
+        let (status, _, body) = self.send(Method::GET, "/v1/status/leader", &[], None).await?;
+        Self::check(status, &body)?;
+        Self::json(&body)
+    }
+
+    /// Calls `f` with each new result of a blocking KV read of `key` until `f` returns false;
+    /// resets the index if it goes backwards, as Consul's clients must.
+    pub async fn watch_key<F>(&self, key: &str, wait: Duration, mut f: F) -> Result<(), Error>
+    where
+        F: FnMut(Option<&DirEntry>, &QueryMeta) -> bool,
+    {
+        let mut index = 0;
+        loop {
+            let opts = QueryOptions { index, wait: Some(wait), ..Default::default() };
+            let (entry, meta) = self.kv_get(key, &opts).await?;
+            if meta.index != index {
+                if !f(entry.as_ref(), &meta) {
+                    return Ok(());
+                }
+            }
+            index = if meta.index < index { 0 } else { meta.index.max(1) };
+        }
+    }
+}
+
+/// Decodes a DirEntry's base64 value.
+pub fn decode_value(entry: &DirEntry) -> Result<Vec<u8>, Error> {
+    match &entry.value {
+        None => Ok(Vec::new()),
+        Some(v) => base64::engine::general_purpose::STANDARD.decode(v).map_err(|e| Error::Decode(e.to_string())),
+    }
+}
