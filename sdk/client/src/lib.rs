@@ -307,10 +307,8 @@ impl Client {
         loop {
             let opts = QueryOptions { index, wait: Some(wait), ..Default::default() };
             let (entry, meta) = self.kv_get(key, &opts).await?;
-            if meta.index != index {
-                if !f(entry.as_ref(), &meta) {
-                    return Ok(());
-                }
+            if meta.index != index && !f(entry.as_ref(), &meta) {
+                return Ok(());
             }
             index = if meta.index < index { 0 } else { meta.index.max(1) };
         }
