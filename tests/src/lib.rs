@@ -195,3 +195,26 @@ pub fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// Runs `legate` with extra environment and optional stdin; returns (exit code, stdout, stderr).
+pub fn run_legate_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(legate_bin());
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in ["CONSUL_HTTP_ADDR", "LEGATE_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "LEGATE_HTTP_TOKEN"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("spawn legate");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(data) = stdin {
+        input.write_all(data).expect("write stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("legate output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

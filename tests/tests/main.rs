@@ -1,6 +1,7 @@
 //! Legate's black-box tests: one test binary, a module per area.
 
 mod cli;
+mod cli_kv;
 mod config;
 mod durability;
 mod http_api;

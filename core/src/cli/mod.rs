@@ -3,6 +3,9 @@
 //! [`normalize_args`] rewrites `-name` to `--name` before parsing. Both forms work.
 
 mod agent;
+mod http_flags;
+mod kv;
+mod snapshot;
 mod validate;
 mod version;
 
@@ -25,6 +28,12 @@ struct Cli {
 enum Command {
     /// Runs a Legate agent (server or client)
     Agent(Box<agent::AgentFlags>),
+    /// Reads and writes the key/value store
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
+    /// Saves, restores and inspects snapshots of the cluster state
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Validates config files or directories without starting an agent
     Validate(validate::ValidateArgs),
     /// Prints the Legate version
@@ -106,6 +115,8 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let sub = matches.subcommand().map(|(_, m)| m);
     match cli.command {
         Command::Agent(flags) => agent::run(*flags, sub.expect("agent matches")),
+        Command::Kv(cmd) => kv::run(cmd),
+        Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Version(args) => version::run(args),
     }

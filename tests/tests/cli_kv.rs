@@ -1,0 +1,189 @@
+//! `legate kv` and `legate snapshot` against a running agent, as a user types them.
+
+use std::time::Duration;
+
+use legate_tests::{retry_until, run_legate_with, test_config, InProcessAgent};
+
+async fn agent() -> (InProcessAgent, String) {
+    let a = InProcessAgent::start(test_config()).await;
+    let c = reqwest::Client::new();
+    retry_until(Duration::from_secs(10), "leader", || async {
+        let l: String = c.get(a.url("/v1/status/leader")).send().await.ok()?.json().await.ok()?;
+        (!l.is_empty()).then_some(())
+    })
+    .await;
+    let addr = a.base.trim_start_matches("http://").to_string();
+    (a, addr)
+}
+
+/// Runs the CLI off the runtime's threads so the in-process agent keeps serving.
+async fn legate(args: Vec<String>, env: Vec<(String, String)>, stdin: Option<Vec<u8>>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_legate_with(&args, &env, stdin.as_deref())
+    })
+    .await
+    .unwrap()
+}
+
+fn argv(addr: &str, rest: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = rest.iter().take(2).map(|s| s.to_string()).collect();
+    v.push(format!("-http-addr={addr}"));
+    v.extend(rest.iter().skip(2).map(|s| s.to_string()));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_put_get_delete_with_flags_and_cas() {
+    let (a, addr) = agent().await;
+    let run = |rest: &[&str]| legate(argv(&addr, rest), vec![], None);
+
+    let (code, out, err) = run(&["kv", "put", "-flags=42", "redis/config/maxconns", "25"]).await;
+    assert_eq!((code, out.trim()), (0, "Success! Data written to: redis/config/maxconns"), "{err}");
+    let (code, out, _) = run(&["kv", "get", "redis/config/maxconns"]).await;
+    assert_eq!((code, out.as_str()), (0, "25\n"));
+
+    let (code, out, _) = run(&["kv", "get", "-detailed", "redis/config/maxconns"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("Flags            42"), "{out}");
+    assert!(out.contains("Session          -"), "{out}");
+    let modify: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ModifyIndex"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("ModifyIndex line");
+
+    // -cas with a stale index fails with exit 1, with the current one succeeds.
+    let stale = format!("-modify-index={}", modify - 1);
+    let (code, _, err) = run(&["kv", "put", "-cas", &stale, "redis/config/maxconns", "26"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("CAS failed"), "{err}");
+    let cur = format!("-modify-index={modify}");
+    let (code, _, err) = run(&["kv", "put", "-cas", &cur, "redis/config/maxconns", "26"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["kv", "put", "-cas", "redis/config/maxconns", "27"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Must specify -modify-index with -cas!"), "{err}");
+
+    // Missing key: exit 1 and Consul's message.
+    let (code, _, err) = run(&["kv", "get", "redis/nope"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Error! No key exists at: redis/nope"), "{err}");
+
+    // Recurse, keys with separator.
+    run(&["kv", "put", "redis/config/users/admin", "abcd1234"]).await;
+    let (_, out, _) = run(&["kv", "get", "-recurse", "redis/config"]).await;
+    assert_eq!(out, "redis/config/maxconns:26\nredis/config/users/admin:abcd1234\n");
+    let (_, out, _) = run(&["kv", "get", "-keys", "redis/config/"]).await;
+    assert_eq!(out, "redis/config/maxconns\nredis/config/users/\n");
+    let (_, out, _) = run(&["kv", "get", "-keys", "-separator=", "redis/"]).await;
+    assert_eq!(out, "redis/config/maxconns\nredis/config/users/admin\n");
+
+    // Delete: -cas and -recurse are exclusive; recurse removes the subtree.
+    let (code, _, err) = run(&["kv", "delete", "-cas", "-recurse", "-modify-index=1", "redis"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Cannot specify both -cas and -recurse!"), "{err}");
+    let (code, out, _) = run(&["kv", "delete", "-recurse", "redis/"]).await;
+    assert_eq!((code, out.trim()), (0, "Success! Deleted keys with prefix: redis/"));
+    let (code, out, _) = run(&["kv", "get", "-recurse", "redis/"]).await;
+    assert_eq!((code, out.as_str()), (0, ""));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_put_from_stdin_and_file_and_env_address() {
+    let (a, addr) = agent().await;
+    // Address from CONSUL_HTTP_ADDR; LEGATE_HTTP_ADDR wins over it.
+    let env = vec![("CONSUL_HTTP_ADDR".to_string(), addr.clone())];
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (code, _, err) =
+        legate(args(&["kv", "put", "bin/stdin", "-"]), env.clone(), Some(b"\x00\x01binary".to_vec())).await;
+    assert_eq!(code, 0, "{err}");
+    let both = vec![
+        ("CONSUL_HTTP_ADDR".to_string(), "127.0.0.1:1".to_string()),
+        ("LEGATE_HTTP_ADDR".to_string(), addr.clone()),
+    ];
+    let (code, out, err) = legate(args(&["kv", "get", "-base64", "bin/stdin"]), both, None).await;
+    assert_eq!((code, out.trim()), (0, "AAFiaW5hcnk="), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("value.txt");
+    std::fs::write(&file, "from a file\n").unwrap();
+    let at = format!("@{}", file.display());
+    let (code, _, err) = legate(args(&["kv", "put", "f/file", &at]), env.clone(), None).await;
+    assert_eq!(code, 0, "{err}");
+    let r = reqwest::get(a.url("/v1/kv/f/file?raw")).await.unwrap().text().await.unwrap();
+    assert_eq!(r, "from a file\n");
+
+    // No agent at the address: exit 1 with an error, not a panic.
+    let nothing = vec![("CONSUL_HTTP_ADDR".to_string(), "127.0.0.1:1".to_string())];
+    let (code, _, err) = legate(args(&["kv", "get", "f/file"]), nothing, None).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Error querying Consul agent"), "{err}");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_export_import_round_trip() {
+    let (a, addr) = agent().await;
+    let run = |rest: &[&str], stdin: Option<Vec<u8>>| legate(argv(&addr, rest), vec![], stdin);
+    run(&["kv", "put", "-flags=7", "app/one", "1"], None).await;
+    run(&["kv", "put", "app/two/deep", "two"], None).await;
+    run(&["kv", "put", "other", "x"], None).await;
+    let (code, exported, _) = run(&["kv", "export", "app/"], None).await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([{"key": "app/one", "flags": 7, "value": "MQ=="}, {"key": "app/two/deep", "flags": 0, "value": "dHdv"}])
+    );
+
+    let (code, out, err) = run(&["kv", "import", "-prefix=copy/", "-"], Some(exported.into_bytes())).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "Imported: copy/app/one\nImported: copy/app/two/deep\n");
+    let e: serde_json::Value = reqwest::get(a.url("/v1/kv/copy/app/one")).await.unwrap().json().await.unwrap();
+    assert_eq!((e[0]["Flags"].as_u64(), e[0]["Value"].as_str()), (Some(7), Some("MQ==")));
+
+    let (code, _, err) = run(&["kv", "import", "-"], Some(b"not json".to_vec())).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Cannot unmarshal data"), "{err}");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_save_inspect_restore() {
+    let (a, addr) = agent().await;
+    let c = reqwest::Client::new();
+    c.put(a.url("/v1/kv/snap/a")).body("before").send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.snap").display().to_string();
+    let http = format!("-http-addr={addr}");
+
+    let (code, out, err) =
+        legate(vec!["snapshot".into(), "save".into(), http.clone(), file.clone()], vec![], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("Saved and verified snapshot to index "), "{out}");
+
+    let (code, out, _) = legate(vec!["snapshot".into(), "inspect".into(), file.clone()], vec![], None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("KV entries"), "{out}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("Index")), "{out}");
+
+    c.put(a.url("/v1/kv/snap/a")).body("after").send().await.unwrap();
+    let (code, out, err) =
+        legate(vec!["snapshot".into(), "restore".into(), http.clone(), file.clone()], vec![], None).await;
+    assert_eq!((code, out.trim()), (0, "Restored snapshot"), "{err}");
+    let v = c.get(a.url("/v1/kv/snap/a?raw")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(v, "before");
+
+    // A corrupt file is refused by inspect and by restore.
+    std::fs::write(&file, b"garbage").unwrap();
+    let (code, _, _) = legate(vec!["snapshot".into(), "inspect".into(), file.clone()], vec![], None).await;
+    assert_eq!(code, 1);
+    let (code, _, _) = legate(vec!["snapshot".into(), "restore".into(), http, file], vec![], None).await;
+    assert_eq!(code, 1);
+    let v = c.get(a.url("/v1/kv/snap/a?raw")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(v, "before");
+    a.stop().await;
+}
