@@ -39,6 +39,7 @@ pub mod http;
 pub mod logging;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod version;
 
 pub use agent::{Agent, AgentError};

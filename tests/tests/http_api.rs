@@ -190,3 +190,63 @@ async fn reload_without_sources_is_a_500() {
     assert!(resp.text().await.unwrap().contains("no sources to reload"));
     a.stop().await;
 }
+
+fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|m| m["Name"] == name)
+}
+
+#[tokio::test]
+async fn metrics_show_durable_raft_writes_and_request_timings() {
+    let mut config = test_config();
+    config.telemetry.prometheus_retention_time = legate_core::config::GoDuration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    config.data_dir = Some(dir.path().to_path_buf());
+    let a = InProcessAgent::start(config).await;
+    let c = client();
+    legate_tests::retry_until(std::time::Duration::from_secs(10), "leader", || async {
+        let l: String = c.get(a.url("/v1/status/leader")).send().await.ok()?.json().await.ok()?;
+        (!l.is_empty()).then_some(())
+    })
+    .await;
+    for i in 0..3 {
+        let r = c.put(a.url(&format!("/v1/kv/m/{i}"))).body("v").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m: Value = c.get(a.url("/v1/agent/metrics")).send().await.unwrap().json().await.unwrap();
+    assert!(m["Timestamp"].as_str().unwrap().ends_with("+0000 UTC"), "{m}");
+    let g = &m["Gauges"];
+    let fsyncs = find(g, "consul.raft.log.fsyncs").expect("fsync gauge")["Value"].as_f64().unwrap();
+    let entries = find(g, "consul.raft.log.entries").expect("entries gauge")["Value"].as_f64().unwrap();
+    assert!(fsyncs >= 3.0 && entries >= 3.0, "{g}");
+    assert_eq!(find(g, "consul.server.isLeader").unwrap()["Value"], 1.0);
+    let kvs = find(&m["Samples"], "consul.kvs.apply").expect("kvs.apply sample");
+    assert_eq!(kvs["Count"], 3);
+    assert!(kvs["Min"].as_f64().unwrap() > 0.0 && kvs["Max"].as_f64().unwrap() >= kvs["Mean"].as_f64().unwrap());
+    let http = m["Samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Name"] == "consul.api.http" && s["Labels"]["method"] == "PUT")
+        .expect("api.http sample for PUT");
+    assert_eq!((http["Labels"]["path"].as_str(), http["Count"].as_u64()), (Some("v1_kv_"), Some(3)));
+    assert!(find(&m["Counters"], "consul.raft.apply").unwrap()["Count"].as_u64().unwrap() >= 3);
+
+    let r = c.get(a.url("/v1/agent/metrics?format=prometheus")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("# TYPE consul_raft_log_fsyncs gauge"), "{text}");
+    assert!(text.contains("consul_api_http_count{method=\"PUT\",path=\"v1_kv_\"} 3"), "{text}");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn prometheus_metrics_refused_when_retention_is_off() {
+    let a = InProcessAgent::start(test_config()).await;
+    let r = client().get(a.url("/v1/agent/metrics?format=prometheus")).send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.text().await.unwrap(), "Prometheus is not enabled since its retention time is not positive");
+    let r = client().get(a.url("/v1/agent/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    a.stop().await;
+}

@@ -18,6 +18,10 @@ struct Node {
 }
 
 async fn start(i: u8, bootstrap: bool) -> Node {
+    start_with_ttl(i, bootstrap, Duration::from_secs(900)).await
+}
+
+async fn start_with_ttl(i: u8, bootstrap: bool, tombstone_ttl: Duration) -> Node {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ip: std::net::IpAddr = format!("127.0.0.{i}").parse().unwrap();
@@ -31,6 +35,7 @@ async fn start(i: u8, bootstrap: bool) -> Node {
         snapshot_threshold: 100,
         trailing_logs: 10,
         hold_timeout: Duration::from_secs(7),
+        tombstone_ttl,
     };
     let server = Server::start(opts, stop.clone(), &tracker).await.unwrap();
     Node { server, stop, tracker }
@@ -114,4 +119,37 @@ async fn three_servers_replicate_forward_and_fail_over() {
         n.tracker.close();
         n.tracker.wait().await;
     }
+}
+
+fn oldest_tombstone(server: &Server) -> Option<u64> {
+    kv::oldest_tombstone(&server.store.read().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_reaps_tombstones_after_their_ttl() {
+    let node = start_with_ttl(4, true, Duration::from_millis(600)).await;
+    let s = node.server.clone();
+    retry_until(Duration::from_secs(10), "leader", || async { s.is_leader().then_some(()) }).await;
+    s.apply(set("gc/a", "1")).await.unwrap();
+    s.apply(Command::Kv(KvOp::new(KvVerb::Delete, "gc/a"))).await.unwrap();
+    let first = oldest_tombstone(&s).expect("delete leaves a tombstone");
+    // Still there well inside the TTL.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(oldest_tombstone(&s), Some(first));
+    // A later tombstone outlives the first one's reaping.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.apply(set("gc/b", "1")).await.unwrap();
+    s.apply(Command::Kv(KvOp::new(KvVerb::Delete, "gc/b"))).await.unwrap();
+    let second = retry_until(Duration::from_secs(5), "first tombstone reaped", || async {
+        oldest_tombstone(&s).filter(|&o| o != first)
+    })
+    .await;
+    assert!(second > first);
+    retry_until(Duration::from_secs(5), "second tombstone reaped", || async {
+        oldest_tombstone(&s).is_none().then_some(())
+    })
+    .await;
+    node.stop.cancel();
+    node.tracker.close();
+    node.tracker.wait().await;
 }

@@ -165,6 +165,41 @@ impl AgentShared {
         }
     }
 
+    /// Gauges of `/v1/agent/metrics`, read now: runtime, and on servers the Raft state and the
+    /// log store's durability counters (appends, fsyncs, entries per fsync).
+    pub fn gauges(&self) -> Vec<crate::telemetry::Gauge> {
+        use crate::telemetry::Gauge;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut g = Vec::new();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            g.push(Gauge::new("runtime.num_goroutines", h.metrics().num_alive_tasks() as f64));
+        }
+        if let Some(rss) = resident_bytes() {
+            g.push(Gauge::new("runtime.alloc_bytes", rss as f64));
+            g.push(Gauge::new("runtime.sys_bytes", rss as f64));
+        }
+        g.push(Gauge::new("agent.uptime_seconds", self.started.elapsed().as_secs_f64()));
+        if let Some(server) = &self.server {
+            let m = server.raft.metrics().borrow().clone();
+            let ls = &server.log_stats;
+            let (appends, fsyncs, entries) =
+                (ls.appends.load(Relaxed), ls.fsyncs.load(Relaxed), ls.entries.load(Relaxed));
+            g.push(Gauge::new("raft.log.appends", appends as f64));
+            g.push(Gauge::new("raft.log.fsyncs", fsyncs as f64));
+            g.push(Gauge::new("raft.log.entries", entries as f64));
+            g.push(Gauge::new(
+                "raft.log.entries_per_fsync",
+                if fsyncs == 0 { 0.0 } else { entries as f64 / fsyncs as f64 },
+            ));
+            g.push(Gauge::new("raft.last_index", m.last_log_index.unwrap_or(0) as f64));
+            g.push(Gauge::new("raft.applied_index", m.last_applied.map(|l| l.index).unwrap_or(0) as f64));
+            g.push(Gauge::new("raft.term", m.current_term as f64));
+            g.push(Gauge::new("server.isLeader", if server.is_leader() { 1.0 } else { 0.0 }));
+            g.push(Gauge::new("raft.peers", server.peers().len() as f64));
+        }
+        g
+    }
+
     /// `Stats` of `/v1/agent/self`: string values, as Consul's.
     pub fn stats(&self) -> Json {
         let c = self.config();
@@ -253,6 +288,13 @@ impl AgentShared {
         }
         stats
     }
+}
+
+/// Resident set size, from /proc (Linux); None elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// Go's GOARCH names, which Consul reports.
@@ -355,6 +397,7 @@ impl Agent {
                 snapshot_threshold: config.raft_snapshot_threshold,
                 trailing_logs: config.raft_trailing_logs,
                 hold_timeout: config.performance.rpc_hold_timeout.0,
+                tombstone_ttl: config.tombstone_ttl.0,
             };
             Some(Server::start(opts, shutdown.child_token(), &tracker).await.map_err(AgentError::Server)?)
         } else {

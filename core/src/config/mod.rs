@@ -131,6 +131,9 @@ pub struct Config {
     pub raft_snapshot_threshold: u64,
     pub raft_snapshot_interval: GoDuration,
     pub raft_trailing_logs: u64,
+    /// Legate extension: how long KV tombstones are kept before the leader reaps them
+    /// (Consul's internal TombstoneTTL, 15m).
+    pub tombstone_ttl: GoDuration,
     pub http_config: HttpConfig,
     pub acl: AclConfig,
     pub limits: Limits,
@@ -268,6 +271,7 @@ impl Default for Config {
             raft_snapshot_threshold: 16384,
             raft_snapshot_interval: GoDuration::from_secs(30),
             raft_trailing_logs: 10240,
+            tombstone_ttl: GoDuration::from_secs(15 * 60),
             http_config: d(),
             acl: d(),
             limits: d(),

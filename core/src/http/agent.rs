@@ -30,6 +30,10 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             req.allow(&[Method::GET])?;
             Ok(ApiResponse::json(&ctx.agent.members(req.flag("wan"))))
         }
+        "metrics" => {
+            req.allow(&[Method::GET])?;
+            metrics(ctx, req)
+        }
         "reload" => {
             req.allow(&[Method::PUT])?;
             let agent = ctx.agent.clone();
@@ -142,6 +146,29 @@ fn pascal_case(snake: &str) -> String {
             }
         })
         .collect()
+}
+
+/// `/v1/agent/metrics`: JSON, or Prometheus text with `?format=prometheus` (or an Accept of
+/// `text/plain`) when `telemetry.prometheus_retention_time` is set.
+fn metrics(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let config = ctx.agent.config();
+    let gauges = ctx.agent.gauges();
+    let accept_text = req
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/plain") && !v.contains("application/json"));
+    if req.param("format") == Some("prometheus") || accept_text {
+        if config.telemetry.prometheus_retention_time.0.is_zero() {
+            return Err(ApiError::Unsupported(
+                "Prometheus is not enabled since its retention time is not positive".into(),
+            ));
+        }
+        let text = crate::telemetry::global().prometheus(&config.telemetry, &gauges);
+        return Ok(ApiResponse::text(http::StatusCode::OK, text)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"));
+    }
+    Ok(ApiResponse::json(&crate::telemetry::global().display(&config.telemetry, &gauges)))
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 413 (`Request body(N bytes) too large, max size: M bytes...`).
     #[error("{0}")]
     TooLarge(String),
+    /// 415 (Prometheus metrics asked for while they are off).
+    #[error("{0}")]
+    Unsupported(String),
     /// 500 (`No cluster leader`, `rpc error ...`).
     #[error("{0}")]
     Internal(String),
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Options { .. } => StatusCode::OK,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -77,7 +77,12 @@ fn routes(
                     Err(e) => return finish(&ctx, e.into_response(), pretty),
                 };
                 let req = Request { method, path: request::decode_path(path.as_str()), query, headers, body, remote };
+                let timer = crate::telemetry::Timer::start(
+                    "api.http",
+                    vec![("method", req.method.to_string()), ("path", metric_path(&req.path))],
+                );
                 let resp = dispatch(&ctx, &req).await.unwrap_or_else(ApiError::into_response);
+                drop(timer);
                 finish(&ctx, resp, pretty)
             },
         )
@@ -120,6 +125,18 @@ fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<warp::hy
         }
     }
     r
+}
+
+/// The `path` label of `api.http`: the route, not the data in it (`/v1/kv/a/b` -> `v1_kv_`,
+/// `/v1/agent/self` -> `v1_agent_self`, `/v1/health/service/web` -> `v1_health_service_`).
+fn metric_path(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let take = if segs.get(1) == Some(&"kv") { 2 } else { 3 };
+    let mut out = segs.iter().take(take).copied().collect::<Vec<_>>().join("_");
+    if segs.len() > take {
+        out.push('_');
+    }
+    out
 }
 
 async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {

@@ -28,3 +28,15 @@ pub enum CommandResponse {
     #[default]
     None,
 }
+
+impl Command {
+    /// The sample a write is timed under (Consul's `kvs.apply`, `txn.apply`, ...).
+    pub fn metric_name(&self) -> &'static str {
+        match self {
+            Command::Kv(_) => "kvs.apply",
+            Command::Txn(_) => "txn.apply",
+            Command::ReapTombstones { .. } => "fsm.tombstone.reap",
+            Command::Restore(_) => "snapshot.restore",
+        }
+    }
+}

@@ -42,6 +42,8 @@ pub struct ServerOptions {
     pub trailing_logs: u64,
     /// How long a write waits for a leader (Consul's rpc_hold_timeout).
     pub hold_timeout: Duration,
+    /// How long KV tombstones live before the leader reaps them.
+    pub tombstone_ttl: Duration,
 }
 
 pub struct Server {
@@ -113,7 +115,9 @@ impl Server {
             raft.initialize(members).await.map_err(|e| format!("raft bootstrap: {e}"))?;
             tracing::info!(id, addr = %rpc_addr, "bootstrapped a new Raft cluster");
         }
-        Ok(Arc::new(Server { raft, store, id, rpc_addr, pool, log_stats, hold_timeout: opts.hold_timeout }))
+        let server = Arc::new(Server { raft, store, id, rpc_addr, pool, log_stats, hold_timeout: opts.hold_timeout });
+        tracker.spawn(tombstone_gc(server.clone(), opts.tombstone_ttl, shutdown.child_token()));
+        Ok(server)
     }
 
     /// The leader's RPC address, if there is one.
@@ -137,6 +141,8 @@ impl Server {
     /// Replicates a command and returns the state machine's answer: on the leader directly,
     /// elsewhere forwarded to the leader; while there is none, retried up to the hold timeout.
     pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
+        let _timer = crate::telemetry::Timer::start(cmd.metric_name(), Vec::new());
+        crate::telemetry::counter("raft.apply", Vec::new(), 1.0);
         let deadline = Instant::now() + self.hold_timeout;
         loop {
             let result = match self.leader() {
@@ -193,8 +199,50 @@ impl Server {
         (known, last)
     }
 
+    /// Reaps the KV tombstones older than `ttl` (leader only), as Consul's TombstoneGC: the
+    /// loop remembers which index was current at each tick, and once a tick is `ttl` old,
+    /// every tombstone at or below its index is removed through Raft.
+    async fn reap_old_tombstones(&self, marks: &mut std::collections::VecDeque<(Instant, u64)>, ttl: Duration) {
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        marks.push_back((Instant::now(), applied));
+        let mut expired = None;
+        while let Some(&(at, idx)) = marks.front() {
+            if at.elapsed() < ttl {
+                break;
+            }
+            expired = Some(idx);
+            marks.pop_front();
+        }
+        let Some(upto) = expired else { return };
+        if !self.is_leader() {
+            return;
+        }
+        let oldest = self.store.read().ok().and_then(|t| crate::state::kv::oldest_tombstone(&t).ok().flatten());
+        if oldest.is_some_and(|o| o <= upto) {
+            match self.apply(Command::ReapTombstones { index: upto }).await {
+                Ok(CommandResponse::Reaped(n)) => tracing::debug!(n, upto, "reaped KV tombstones"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "tombstone GC failed"),
+            }
+        }
+    }
+
     pub fn data_dir_store_path(dir: &Path) -> std::path::PathBuf {
         dir.join("raft")
+    }
+}
+
+/// The tombstone GC loop: ticks at ttl/30 (Consul's granularity is 30 s for a 15 m TTL).
+async fn tombstone_gc(server: Arc<Server>, ttl: Duration, shutdown: CancellationToken) {
+    let tick = (ttl / 30).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let mut marks = std::collections::VecDeque::new();
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => server.reap_old_tombstones(&mut marks, ttl).await,
+        }
     }
 }
 

@@ -335,6 +335,18 @@ pub fn apply_txn(txn: &WriteTransaction, op: &KvOp, index: u64) -> Result<Result
     })
 }
 
+/// The lowest index among tombstones, if any (the GC's "is there anything to reap" test).
+pub fn oldest_tombstone(txn: &ReadTransaction) -> Result<Option<u64>, StoreError> {
+    let t = txn.open_table(TOMBSTONES)?;
+    let mut min = None;
+    for item in t.iter()? {
+        let (_, v) = item?;
+        let v = v.value();
+        min = Some(min.map_or(v, |m: u64| m.min(v)));
+    }
+    Ok(min)
+}
+
 /// Removes tombstones at or below `index` (the leader decides when they are old enough).
 pub fn reap_tombstones_txn(txn: &WriteTransaction, index: u64) -> Result<usize, StoreError> {
     let mut t = txn.open_table(TOMBSTONES)?;
