@@ -8,4 +8,5 @@ mod http_api;
 mod kv;
 mod lifecycle;
 mod raft_cluster;
+mod services;
 mod snapshot;

@@ -5,7 +5,11 @@
 //! [`CancellationToken`]; [`Agent::shutdown`] cancels and awaits them all.
 
 pub mod addr;
+pub mod ae;
+pub mod checks;
 pub mod data_dir;
+pub mod local;
+pub mod runner;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -59,6 +63,8 @@ pub struct AgentShared {
     started: Instant,
     /// The Raft server, on server agents.
     server: Option<Arc<Server>>,
+    /// Services and checks of this node.
+    pub local: Arc<local::LocalState>,
 }
 
 impl AgentShared {
@@ -86,6 +92,51 @@ impl AgentShared {
 
     pub fn advertise_addr(&self) -> IpAddr {
         self.advertise
+    }
+
+    pub fn advertise(&self) -> IpAddr {
+        self.advertise
+    }
+
+    /// Whether script checks may be registered through the HTTP API (`enable_script_checks`);
+    /// config files may also use `enable_local_script_checks`.
+    pub fn scripts_allowed(&self, from_config: bool) -> bool {
+        let c = self.config();
+        c.enable_script_checks || (from_config && c.enable_local_script_checks)
+    }
+
+    /// A catalog write through the servers: this server's Raft (forwarded to the leader), or
+    /// Consul's error on a client agent that knows no server.
+    pub async fn catalog_apply(
+        &self,
+        cmd: crate::server::command::Command,
+    ) -> Result<crate::server::command::CommandResponse, String> {
+        match &self.server {
+            Some(s) => s.apply(cmd).await.map_err(|e| e.to_string()),
+            None => Err("No known Consul servers".into()),
+        }
+    }
+
+    /// Registers the services and checks of the config (start and reload); drops config ones
+    /// the config no longer has. Invalid ones are logged and skipped (validated at load).
+    pub fn load_config_definitions(&self) {
+        let c = self.config();
+        let scripts = self.scripts_allowed(true);
+        let mut service_ids = Vec::new();
+        let mut check_ids = Vec::new();
+        for s in &c.services {
+            match self.local.add_service(s, s.token.clone(), local::Source::Config, scripts, true) {
+                Ok(id) => service_ids.push(id),
+                Err(e) => tracing::error!(service = %s.name, error = %e, "cannot register service from config"),
+            }
+        }
+        for k in &c.checks {
+            match self.local.add_check(k, k.token.clone(), local::Source::Config, scripts) {
+                Ok(id) => check_ids.push(id),
+                Err(e) => tracing::error!(check = ?k.name, error = %e, "cannot register check from config"),
+            }
+        }
+        self.local.retain_config(&service_ids, &check_ids);
     }
 
     /// Re-reads the config sources (SIGHUP, `PUT /v1/agent/reload`). Errors keep the running
@@ -404,6 +455,8 @@ impl Agent {
             None
         };
 
+        let persist = data_dir.as_ref().map(|d| d.path().join("local-state.json"));
+        let local = Arc::new(local::LocalState::new(node_name.clone(), persist));
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let reloader = sources.map(|opts| Reloader::new(opts, config_tx.clone()));
         let shared = Arc::new(AgentShared {
@@ -415,13 +468,29 @@ impl Agent {
             advertise,
             started: Instant::now(),
             server,
+            local,
         });
+        shared.load_config_definitions();
+        shared.local.restore(shared.scripts_allowed(false));
+        crate::tasks::spawn(
+            &tracker,
+            "check-supervisor",
+            runner::supervise(shared.clone(), tracker.clone(), shutdown.child_token()),
+        );
+        crate::tasks::spawn(&tracker, "anti-entropy", ae::run(shared.clone(), shutdown.child_token()));
+        if shared.server.is_some() {
+            crate::tasks::spawn(&tracker, "leader-reconcile", leader_reconcile(shared.clone(), shutdown.child_token()));
+        }
 
         let ctx = Arc::new(http::Ctx { agent: shared.clone(), shutdown: shutdown.child_token() });
         for l in listeners {
-            tracker.spawn(http::serve(ctx.clone(), l, shutdown.child_token()));
+            crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, shutdown.child_token()));
         }
-        tracker.spawn(apply_reloads(shared.watch_config(), shutdown.child_token()));
+        crate::tasks::spawn(
+            &tracker,
+            "reloads",
+            apply_reloads(shared.clone(), shared.watch_config(), shutdown.child_token()),
+        );
         let pid_file = shared.config().pid_file.clone();
         tracing::info!(
             node = %shared.node_name,
@@ -455,6 +524,10 @@ impl Agent {
         self.shutdown.cancel();
         self.tracker.close();
         let clean = tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok();
+        if !clean {
+            tracing::error!(tasks = ?crate::tasks::live(), "tasks still running after shutdown timeout");
+            eprintln!("legate: tasks still running after shutdown timeout: {:?}", crate::tasks::live());
+        }
         if let Some(p) = &self.pid_file {
             let _ = std::fs::remove_file(p);
         }
@@ -463,9 +536,109 @@ impl Agent {
     }
 }
 
+/// The leader's member reconciliation: every alive member gets its node registered with a
+/// passing `serfHealth` check ("Agent alive and reachable"), and servers the `consul` service.
+/// Until gossip, the members are this agent alone.
+async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) {
+    use crate::server::command::Command;
+    use crate::state::catalog::{Check, Register, Service};
+    let Some(server) = agent.server.clone() else { return };
+    let mut metrics = server.raft.metrics();
+    let mut was_leader = false;
+    let mut last_full = Instant::now();
+    loop {
+        let leader = server.is_leader();
+        let due = leader && (!was_leader || last_full.elapsed() >= Duration::from_secs(60));
+        was_leader = leader;
+        if due {
+            last_full = Instant::now();
+            for m in agent.members(false) {
+                let mut node = ae::node_record(&agent);
+                if m.name != agent.node_name {
+                    node.node = m.name.clone();
+                    node.address = m.addr.clone();
+                    node.id = m.tags.get("id").cloned().unwrap_or_default();
+                }
+                let consul = (m.tags.get("role").map(String::as_str) == Some("consul")).then(|| {
+                    let mut meta = std::collections::BTreeMap::new();
+                    meta.insert("raft_version".to_string(), m.tags.get("raft_vsn").cloned().unwrap_or("3".into()));
+                    meta.insert("serf_protocol_current".into(), m.protocol_cur.to_string());
+                    meta.insert("serf_protocol_min".into(), m.protocol_min.to_string());
+                    meta.insert("serf_protocol_max".into(), m.protocol_max.to_string());
+                    meta.insert("version".into(), version::CONSUL_VERSION.to_string());
+                    meta.insert("non_voter".into(), "false".into());
+                    meta.insert("read_replica".into(), "false".into());
+                    Service {
+                        id: "consul".into(),
+                        service: "consul".into(),
+                        port: m.tags.get("port").and_then(|p| p.parse().ok()).unwrap_or(8300),
+                        meta,
+                        ..Service::default()
+                    }
+                });
+                let serf = Check {
+                    node: m.name.clone(),
+                    check_id: "serfHealth".into(),
+                    name: "Serf Health Status".into(),
+                    status: if m.status == member_status::ALIVE { "passing" } else { "critical" }.into(),
+                    output: if m.status == member_status::ALIVE {
+                        "Agent alive and reachable"
+                    } else {
+                        "Agent not live or unreachable"
+                    }
+                    .into(),
+                    definition: "{}".into(),
+                    ..Check::default()
+                };
+                let reg =
+                    Register { node, service: consul, checks: vec![serf], skip_node_update: m.name == agent.node_name };
+                let skip = reg.skip_node_update;
+                let mut reg = reg;
+                let current = server.store.read().ok().and_then(|t| {
+                    let checks = crate::state::catalog::node_checks(&t, &m.name).ok()?;
+                    let services = crate::state::catalog::node_services(&t, &m.name).ok()?;
+                    Some((checks, services))
+                });
+                if let Some((checks, services)) = &current {
+                    let serf_ok = checks.iter().any(|c| {
+                        c.check_id == "serfHealth"
+                            && c.status == reg.checks[0].status
+                            && c.output == reg.checks[0].output
+                    });
+                    let svc_ok = reg.service.as_ref().is_none_or(|want| {
+                        services.iter().any(|s| s.id == "consul" && s.port == want.port && s.meta == want.meta)
+                    });
+                    if serf_ok && svc_ok {
+                        continue;
+                    }
+                }
+                if skip {
+                    // Our own node entry is anti-entropy's; only create it if missing.
+                    let exists = server
+                        .store
+                        .read()
+                        .ok()
+                        .and_then(|t| crate::state::catalog::node(&t, &m.name).ok().flatten())
+                        .is_some();
+                    reg.skip_node_update = exists;
+                }
+                if let Err(e) = server.apply(Command::Register(Box::new(reg))).await {
+                    tracing::debug!(member = %m.name, error = %e, "reconcile failed");
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
 /// Applies the parts of a reloaded config that this agent runs today: the log level. Later
 /// parts (services, checks, watches, DNS...) subscribe to the same channel.
-async fn apply_reloads(mut rx: watch::Receiver<Arc<Config>>, shutdown: CancellationToken) {
+async fn apply_reloads(agent: Arc<AgentShared>, mut rx: watch::Receiver<Arc<Config>>, shutdown: CancellationToken) {
     let mut level = rx.borrow().log_level.clone();
     loop {
         tokio::select! {
@@ -478,6 +651,7 @@ async fn apply_reloads(mut rx: watch::Receiver<Arc<Config>>, shutdown: Cancellat
             }
         }
         let config = rx.borrow_and_update().clone();
+        agent.load_config_definitions();
         if config.log_level != level {
             level = config.log_level.clone();
             match logging::set_level(&level) {

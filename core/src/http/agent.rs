@@ -11,6 +11,9 @@ use crate::config::Config;
 use crate::version;
 
 pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
+    if let Some(r) = super::agent_local::handle(ctx, req, rest).await {
+        return r;
+    }
     match rest {
         "self" => {
             req.allow(&[Method::GET])?;

@@ -4,8 +4,12 @@
 //! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
 
 mod agent;
+mod agent_local;
 mod blocking;
+mod catalog;
+mod decode;
 mod error;
+mod health;
 mod kv;
 mod request;
 mod response;
@@ -15,6 +19,7 @@ mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -44,9 +49,18 @@ pub struct Ctx {
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationToken) {
     let routes = routes(ctx);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    warp::serve(routes)
-        .serve_incoming_with_graceful_shutdown(incoming, async move { shutdown.cancelled().await })
-        .await;
+    let stop = shutdown.clone();
+    let server =
+        warp::serve(routes).serve_incoming_with_graceful_shutdown(incoming, async move { stop.cancelled().await });
+    // In-flight requests get a grace period; connections a client keeps open past it (some
+    // keep-alive pools never close) are dropped, so shutdown stays bounded.
+    tokio::select! {
+        _ = server => {}
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => tracing::debug!("closing HTTP connections still open after the grace period"),
+    }
 }
 
 fn routes(
@@ -127,6 +141,22 @@ fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<warp::hy
     r
 }
 
+/// The request's ACL token: `?token=` > `X-Consul-Token` > `Authorization: Bearer` (Consul's
+/// order); None when absent.
+pub fn token(req: &Request) -> Option<String> {
+    if let Some(t) = req.param("token").filter(|t| !t.is_empty()) {
+        return Some(t.to_string());
+    }
+    if let Some(t) = req.headers.get("X-Consul-Token").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()) {
+        return Some(t.to_string());
+    }
+    let auth = req.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    (scheme == "Bearer")
+        .then(|| rest.split_whitespace().next().unwrap_or_default().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 /// The `path` label of `api.http`: the route, not the data in it (`/v1/kv/a/b` -> `v1_kv_`,
 /// `/v1/agent/self` -> `v1_agent_self`, `/v1/health/service/web` -> `v1_health_service_`).
 fn metric_path(path: &str) -> String {
@@ -162,6 +192,8 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         "agent" => agent::handle(ctx, req, rest).await,
         "status" => status::handle(ctx, req, rest),
         "kv" => kv::handle(ctx, req, rest).await,
+        "catalog" => catalog::handle(ctx, req, rest).await,
+        "health" => health::handle(ctx, req, rest).await,
         "txn" if rest.is_empty() => txn::handle(ctx, req).await,
         "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,
         _ => Err(ApiError::NotFound(String::new())),

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::catalog::{CatalogFail, Deregister, Register};
 use crate::state::kv::{KvFail, KvOp, KvResult};
 use crate::state::snapshot::StateData;
+use crate::state::watch::Table;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Command {
@@ -15,6 +17,10 @@ pub enum Command {
     ReapTombstones { index: u64 },
     /// Replace the whole state (`PUT /v1/snapshot`).
     Restore(StateData),
+    /// Catalog registration (`/v1/catalog/register`, anti-entropy, leader reconcile).
+    Register(Box<Register>),
+    /// Catalog deregistration.
+    Deregister(Deregister),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -23,6 +29,7 @@ pub enum CommandResponse {
     /// Results of every verb, or the (op index, reason) pairs that rolled it back.
     Txn(Result<Vec<KvResult>, Vec<(usize, String)>>),
     Reaped(usize),
+    Catalog(Result<(), CatalogFail>),
     Restored,
     /// Blank and membership entries.
     #[default]
@@ -37,6 +44,16 @@ impl Command {
             Command::Txn(_) => "txn.apply",
             Command::ReapTombstones { .. } => "fsm.tombstone.reap",
             Command::Restore(_) => "snapshot.restore",
+            Command::Register(_) => "catalog.register",
+            Command::Deregister(_) => "catalog.deregister",
+        }
+    }
+
+    /// The watch a committed command wakes.
+    pub fn table(&self) -> Table {
+        match self {
+            Command::Register(_) | Command::Deregister(_) => Table::Catalog,
+            _ => Table::Kv,
         }
     }
 }

@@ -55,6 +55,7 @@ pub struct Server {
     pool: Arc<Pool>,
     pub log_stats: Arc<LogStats>,
     hold_timeout: Duration,
+    shutdown: CancellationToken,
 }
 
 impl Server {
@@ -82,6 +83,7 @@ impl Server {
             None => (LogStore::in_memory()?, Store::in_memory().map_err(|e| e.to_string())?, None),
         };
         let log_stats = log.stats.clone();
+        let log_closed = log.closed.lock().unwrap_or_else(|p| p.into_inner()).take();
         let sm = StateMachine::new(store.clone(), snapshot_path)?;
         let m = u64::from(opts.raft_multiplier.max(1));
         let config = openraft::Config {
@@ -99,13 +101,18 @@ impl Server {
         let raft =
             Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(|e| format!("raft: {e}"))?;
 
-        tracker.spawn(rpc::serve(listener, raft.clone(), shutdown.child_token()));
+        crate::tasks::spawn(tracker, "rpc", rpc::serve(listener, raft.clone(), shutdown.child_token()));
         {
             let raft = raft.clone();
             let shutdown = shutdown.clone();
-            tracker.spawn(async move {
+            crate::tasks::spawn(tracker, "raft-shutdown", async move {
                 shutdown.cancelled().await;
                 let _ = raft.shutdown().await;
+                drop(raft);
+                // Wait (bounded) for the log to close, so the data dir can be reopened.
+                if let Some(closed) = log_closed {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), closed).await;
+                }
             });
         }
 
@@ -115,8 +122,21 @@ impl Server {
             raft.initialize(members).await.map_err(|e| format!("raft bootstrap: {e}"))?;
             tracing::info!(id, addr = %rpc_addr, "bootstrapped a new Raft cluster");
         }
-        let server = Arc::new(Server { raft, store, id, rpc_addr, pool, log_stats, hold_timeout: opts.hold_timeout });
-        tracker.spawn(tombstone_gc(server.clone(), opts.tombstone_ttl, shutdown.child_token()));
+        let server = Arc::new(Server {
+            raft,
+            store,
+            id,
+            rpc_addr,
+            pool,
+            log_stats,
+            hold_timeout: opts.hold_timeout,
+            shutdown: shutdown.clone(),
+        });
+        crate::tasks::spawn(
+            tracker,
+            "tombstone-gc",
+            tombstone_gc(server.clone(), opts.tombstone_ttl, shutdown.child_token()),
+        );
         Ok(server)
     }
 
@@ -158,8 +178,14 @@ impl Server {
                 _ => apply_local(&self.raft, cmd.clone()).await,
             };
             match result {
+                Err(_) if self.shutdown.is_cancelled() => {
+                    return Err(ApplyError::Other("agent is shutting down".into()));
+                }
                 Err(ApplyError::NotLeader(_)) | Err(ApplyError::Other(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
                 }
                 Err(ApplyError::NotLeader(_)) => return Err(ApplyError::Other("No cluster leader".into())),
                 other => return other,

@@ -28,6 +28,7 @@ const MAX_FRAME: usize = 256 * 1024 * 1024;
 const PEER_QUEUE: usize = 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),

@@ -6,6 +6,7 @@
 //! Public wrappers own the transaction; inner `*_txn` functions take the open transaction so
 //! they compose (one `/v1/txn` = one transaction).
 
+pub mod catalog;
 pub mod kv;
 pub mod schema;
 pub mod snapshot;
@@ -54,7 +55,8 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        // redb's default page cache is 1 GiB; bound it (reads of hot keys stay cached).
+        let db = Database::builder().set_cache_size(64 << 20).create(path)?;
         Self::init(db)
     }
 

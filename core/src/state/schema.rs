@@ -13,6 +13,19 @@ pub const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("indexes");
 /// State-machine bookkeeping: last applied log id, membership (bincode).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Catalog nodes: node name -> bincode(`catalog::Node`).
+pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// Catalog services: "node\0service-id" -> bincode(`catalog::Service`).
+pub const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
+/// Catalog checks: "node\0check-id" -> bincode(`catalog::Check`).
+pub const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
+
+/// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 3] = [NODES, SERVICES, CHECKS];
+
+pub const IDX_NODES: &str = "nodes";
+pub const IDX_SERVICES: &str = "services";
+pub const IDX_CHECKS: &str = "checks";
 pub const IDX_KVS: &str = "kvs";
 pub const IDX_TOMBSTONES: &str = "tombstones";
 /// Raft index of the last snapshot restore: a floor under every reported index, so indexes
@@ -24,5 +37,8 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(TOMBSTONES)?;
     txn.open_table(INDEXES)?;
     txn.open_table(META)?;
+    for t in RECORD_TABLES {
+        txn.open_table(t)?;
+    }
     Ok(())
 }

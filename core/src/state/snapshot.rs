@@ -1,11 +1,14 @@
 //! Whole-state export and import: the body of Raft snapshots and of `/v1/snapshot`.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::kv::StoredEntry;
-use super::schema::{INDEXES, KV, TOMBSTONES};
+use super::schema::{INDEXES, KV, RECORD_TABLES, TOMBSTONES};
 use super::StoreError;
+
+/// One row of a record table: key and encoded record.
+pub type Record = (String, Vec<u8>);
 
 /// Everything replicated, except the state machine's own bookkeeping (applied log id,
 /// membership), which travels in the Raft snapshot's metadata.
@@ -14,6 +17,8 @@ pub struct StateData {
     pub kv: Vec<(String, StoredEntry)>,
     pub tombstones: Vec<(String, u64)>,
     pub indexes: Vec<(String, u64)>,
+    /// The record tables (catalog, ...) by name: (key, encoded record) pairs.
+    pub records: Vec<(String, Vec<Record>)>,
 }
 
 pub fn export(txn: &ReadTransaction) -> Result<StateData, StoreError> {
@@ -30,6 +35,14 @@ pub fn export(txn: &ReadTransaction) -> Result<StateData, StoreError> {
         let (k, v) = item?;
         data.indexes.push((k.value().to_string(), v.value()));
     }
+    for table in RECORD_TABLES {
+        let mut rows = Vec::new();
+        for item in txn.open_table(table)?.iter()? {
+            let (k, v) = item?;
+            rows.push((k.value().to_string(), v.value().to_vec()));
+        }
+        data.records.push((table.name().to_string(), rows));
+    }
     Ok(data)
 }
 
@@ -38,6 +51,15 @@ pub fn import_txn(txn: &WriteTransaction, data: &StateData) -> Result<(), StoreE
     txn.delete_table(KV)?;
     txn.delete_table(TOMBSTONES)?;
     txn.delete_table(INDEXES)?;
+    for table in RECORD_TABLES {
+        txn.delete_table(table)?;
+        let mut t = txn.open_table(table)?;
+        if let Some((_, rows)) = data.records.iter().find(|(name, _)| name == table.name()) {
+            for (k, v) in rows {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+        }
+    }
     {
         let mut kv = txn.open_table(KV)?;
         for (k, e) in &data.kv {

@@ -9,10 +9,13 @@ use tokio::sync::watch;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     Kv,
+    /// Nodes, services and checks together.
+    Catalog,
 }
 
 pub struct Watches {
     kv: watch::Sender<u64>,
+    catalog: watch::Sender<u64>,
     /// Bumped by every snapshot restore: blocked queries return at once (Consul abandons
     /// every watch on restore).
     restores: watch::Sender<u64>,
@@ -26,12 +29,13 @@ impl Default for Watches {
 
 impl Watches {
     pub fn new() -> Self {
-        Watches { kv: watch::channel(0).0, restores: watch::channel(0).0 }
+        Watches { kv: watch::channel(0).0, catalog: watch::channel(0).0, restores: watch::channel(0).0 }
     }
 
     fn sender(&self, table: Table) -> &watch::Sender<u64> {
         match table {
             Table::Kv => &self.kv,
+            Table::Catalog => &self.catalog,
         }
     }
 
@@ -50,6 +54,7 @@ impl Watches {
     /// After a restore: every table may have changed, and every blocked query returns.
     pub fn notify_all(&self, index: u64) {
         self.notify(Table::Kv, index);
+        self.notify(Table::Catalog, index);
         self.restores.send_modify(|n| *n += 1);
     }
 }

@@ -1,13 +1,16 @@
-//! The Raft log and vote in redb. `append` writes a whole batch in one write transaction with
-//! one fsync (group commit: openraft hands over every entry that queued while the previous
-//! flush ran), and reports the flush only after the commit returns, so an entry is acknowledged
-//! only once it is on disk.
+//! The Raft log and vote in redb, written by one writer thread that does group commit: `append`
+//! queues its entries and returns at once (openraft keeps going), the writer drains everything
+//! queued into one write transaction with one fsync, and only then reports each append flushed,
+//! so an entry is acknowledged only once it is on disk. Entries queued but not yet committed are
+//! readable from an in-memory overlay (the leader replicates them while they are being
+//! flushed).
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, Vote};
@@ -26,11 +29,88 @@ pub struct LogStats {
     pub entries: AtomicU64,
 }
 
+type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;
+
+enum Job {
+    Append { seq: u64, entries: Vec<(u64, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
+    Write { f: TxnFn, durable: bool, done: tokio::sync::oneshot::Sender<Result<(), String>> },
+}
+
+/// Appended entries not yet committed: index -> (append sequence, encoded entry).
+type Overlay = Arc<Mutex<BTreeMap<u64, (u64, Vec<u8>)>>>;
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    durable: bool,
+    jobs: mpsc::Sender<Job>,
+    overlay: Overlay,
+    seq: Arc<AtomicU64>,
     pub stats: Arc<LogStats>,
+    /// Resolves when the writer thread has exited and closed the database (every handle
+    /// dropped): a restart in the same process may then open it again.
+    pub closed: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+}
+
+/// The writer: takes every queued job, runs them in order in one transaction, commits once
+/// (fsync when durable and anything asked for it), then completes them.
+fn writer(db: Arc<Database>, durable: bool, rx: mpsc::Receiver<Job>, overlay: Overlay, stats: Arc<LogStats>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let sync = durable && batch.iter().any(|j| matches!(j, Job::Append { .. } | Job::Write { durable: true, .. }));
+        let mut appended: Vec<(u64, Vec<u64>, LogFlushed<TypeConfig>)> = Vec::new();
+        let mut writes = Vec::new();
+        let mut n_entries = 0u64;
+        let result = (|| -> Result<(), String> {
+            let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.set_durability(if sync { Durability::Immediate } else { Durability::None });
+            for job in batch {
+                match job {
+                    Job::Append { seq, entries, callback } => {
+                        let mut t = txn.open_table(LOG).map_err(|e| e.to_string())?;
+                        let mut idxs = Vec::with_capacity(entries.len());
+                        for (i, bytes) in &entries {
+                            t.insert(*i, bytes.as_slice()).map_err(|e| e.to_string())?;
+                            idxs.push(*i);
+                        }
+                        n_entries += entries.len() as u64;
+                        appended.push((seq, idxs, callback));
+                    }
+                    Job::Write { f, done, .. } => {
+                        f(&txn).map_err(|e| e.to_string())?;
+                        writes.push(done);
+                    }
+                }
+            }
+            txn.commit().map_err(|e| e.to_string())
+        })();
+        if sync && result.is_ok() {
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.appends.fetch_add(appended.len() as u64, Ordering::Relaxed);
+        stats.entries.fetch_add(n_entries, Ordering::Relaxed);
+        {
+            let mut o = overlay.lock().unwrap_or_else(|p| p.into_inner());
+            for (seq, idxs, _) in &appended {
+                for i in idxs {
+                    if o.get(i).is_some_and(|(s, _)| s == seq) {
+                        o.remove(i);
+                    }
+                }
+            }
+        }
+        for (_, _, cb) in appended {
+            cb.log_io_completed(result.clone().map_err(std::io::Error::other));
+        }
+        for done in writes {
+            let _ = done.send(result.clone());
+        }
+    }
 }
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -44,7 +124,11 @@ fn err_w<E: std::fmt::Display>(e: E) -> StorageError {
 
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, String> {
-        let db = Database::create(path).map_err(|e| format!("raft log {}: {e}", path.display()))?;
+        // redb's default page cache is 1 GiB; the log is written once and read back rarely.
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(|e| format!("raft log {}: {e}", path.display()))?;
         Self::init(db, true)
     }
 
@@ -61,7 +145,34 @@ impl LogStore {
         txn.open_table(LOG).map_err(|e| e.to_string())?;
         txn.open_table(META).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())?;
-        Ok(LogStore { db: Arc::new(db), durable, stats: Arc::default() })
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let overlay: Overlay = Arc::default();
+        let stats: Arc<LogStats> = Arc::default();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        {
+            let (db, overlay, stats) = (db.clone(), overlay.clone(), stats.clone());
+            let weak = Arc::downgrade(&db);
+            std::thread::Builder::new()
+                .name("raft-log-writer".into())
+                .spawn(move || {
+                    writer(db, durable, rx, overlay, stats);
+                    // Readers may still hold the database for a moment.
+                    while weak.strong_count() > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    let _ = closed_tx.send(());
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(LogStore {
+            db,
+            jobs: tx,
+            overlay,
+            seq: Arc::default(),
+            stats,
+            closed: Arc::new(Mutex::new(Some(closed_rx))),
+        })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -71,26 +182,22 @@ impl LogStore {
         v.map(|v| bincode::deserialize(v.value()).map_err(err_r)).transpose()
     }
 
-    /// Writes in one transaction, fsynced when the store is durable.
+    /// Runs `f` in the writer's next transaction (fsynced when the store is durable and
+    /// `durable`), and waits for its commit.
+    async fn write_with<F>(&self, durable: bool, f: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send + 'static,
+    {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.jobs.send(Job::Write { f: Box::new(f), durable, done }).map_err(|_| err_w("log writer stopped"))?;
+        rx.await.map_err(|_| err_w("log writer stopped"))?.map_err(err_w)
+    }
+
     async fn write<F>(&self, f: F) -> Result<(), StorageError>
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send + 'static,
     {
-        let db = self.db.clone();
-        let durable = self.durable;
-        let stats = self.stats.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut txn = db.begin_write().map_err(err_w)?;
-            txn.set_durability(if durable { Durability::Immediate } else { Durability::None });
-            f(&txn)?;
-            txn.commit().map_err(err_w)?;
-            if durable {
-                stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
-        })
-        .await
-        .map_err(err_w)?
+        self.write_with(true, f).await
     }
 
     fn put_meta<T: serde::Serialize>(txn: &redb::WriteTransaction, key: &str, v: &T) -> Result<(), StorageError> {
@@ -112,13 +219,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(s) => s + 1,
             Bound::Unbounded => 0,
         };
-        let mut out = Vec::new();
+        let mut found: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for item in t.range(start..).map_err(err_r)? {
             let (k, v) = item.map_err(err_r)?;
             if !range.contains(&k.value()) {
                 break;
             }
-            out.push(bincode::deserialize(v.value()).map_err(err_r)?);
+            found.insert(k.value(), v.value().to_vec());
+        }
+        {
+            let o = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, (_, bytes)) in o.range(start..) {
+                if !range.contains(i) {
+                    break;
+                }
+                found.insert(*i, bytes.clone());
+            }
+        }
+        // Contiguous from the start: a gap means the rest is not there (yet).
+        let mut out = Vec::with_capacity(found.len());
+        let mut expect = None;
+        for (i, bytes) in found {
+            if expect.is_some_and(|e| e != i) {
+                break;
+            }
+            expect = Some(i + 1);
+            out.push(bincode::deserialize(&bytes).map_err(err_r)?);
         }
         Ok(out)
     }
@@ -131,9 +257,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged: Option<LogId<NodeId>> = self.get_meta("last_purged")?;
         let txn = self.db.begin_read().map_err(err_r)?;
         let t = txn.open_table(LOG).map_err(err_r)?;
-        let last = match t.last().map_err(err_r)? {
-            Some((_, v)) => Some(bincode::deserialize::<Entry>(v.value()).map_err(err_r)?.log_id),
-            None => last_purged,
+        let pending = {
+            let o = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+            o.last_key_value().map(|(_, (_, b))| b.clone())
+        };
+        let last = match pending {
+            Some(b) => Some(bincode::deserialize::<Entry>(&b).map_err(err_r)?.log_id),
+            None => match t.last().map_err(err_r)? {
+                Some((_, v)) => Some(bincode::deserialize::<Entry>(v.value()).map_err(err_r)?.log_id),
+                None => last_purged,
+            },
         };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
@@ -152,7 +285,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
-        self.write(move |txn| Self::put_meta(txn, "committed", &committed)).await
+        // Not fsynced: openraft tolerates losing it (it is re-derived), and the next durable
+        // append carries it to disk anyway.
+        self.write_with(false, move |txn| Self::put_meta(txn, "committed", &committed)).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
@@ -164,35 +299,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut encoded = Vec::new();
         for e in entries {
             encoded.push((e.log_id.index, bincode::serialize(&e).map_err(err_w)?));
         }
-        let n = encoded.len() as u64;
-        let res = self
-            .write(move |txn| {
-                let mut t = txn.open_table(LOG).map_err(err_w)?;
-                for (i, bytes) in &encoded {
-                    t.insert(*i, bytes.as_slice()).map_err(err_w)?;
-                }
-                Ok(())
-            })
-            .await;
-        self.stats.appends.fetch_add(1, Ordering::Relaxed);
-        self.stats.entries.fetch_add(n, Ordering::Relaxed);
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
+        {
+            let mut o = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, bytes) in &encoded {
+                o.insert(*i, (seq, bytes.clone()));
             }
         }
+        self.jobs.send(Job::Append { seq, entries: encoded, callback }).map_err(|_| err_w("log writer stopped"))?;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner()).retain(|i, _| *i < log_id.index);
         self.write(move |txn| {
             let mut t = txn.open_table(LOG).map_err(err_w)?;
             let keys: Vec<u64> = t
@@ -209,7 +332,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        self.write(move |txn| {
+        self.write_with(false, move |txn| {
             Self::put_meta(txn, "last_purged", &log_id)?;
             let mut t = txn.open_table(LOG).map_err(err_w)?;
             let keys: Vec<u64> = t

@@ -17,7 +17,7 @@ use super::{io_err, NodeId, StorageError, TypeConfig};
 use crate::server::command::{Command, CommandResponse};
 use crate::state::snapshot::{self, StateData};
 use crate::state::watch::Table;
-use crate::state::{kv, meta_get, meta_set_txn, Store, StoreError};
+use crate::state::{catalog, kv, meta_get, meta_set_txn, Store, StoreError};
 
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 
@@ -88,12 +88,21 @@ fn apply_command(
             }
             CommandResponse::Txn(if errors.is_empty() { Ok(results) } else { Err(errors) })
         }
+        Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index)?),
+        Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index)?),
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
         Command::Restore(data) => {
             snapshot::import_txn(txn, data)?;
             let _ = store;
             // Indexes never go backwards: the restored tables count as written now.
-            crate::state::bump_index_txn(txn, crate::state::schema::IDX_KVS, index)?;
+            for t in [
+                crate::state::schema::IDX_KVS,
+                crate::state::schema::IDX_NODES,
+                crate::state::schema::IDX_SERVICES,
+                crate::state::schema::IDX_CHECKS,
+            ] {
+                crate::state::bump_index_txn(txn, t, index)?;
+            }
             crate::state::bump_index_txn(txn, crate::state::schema::IDX_RESTORE, index)?;
             CommandResponse::Restored
         }
@@ -185,11 +194,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<_> = entries.into_iter().collect();
         let store = self.store.clone();
-        let (responses, last, touched, restored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let (responses, last, mut touched, restored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut responses = Vec::with_capacity(entries.len());
             let mut txn = store.write(false)?;
             let mut last = None;
-            let mut touched = false;
+            let mut touched: Vec<Table> = Vec::new();
             let mut restored = false;
             for entry in &entries {
                 let index = entry.log_id.index;
@@ -202,7 +211,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         responses.push(CommandResponse::None);
                     }
                     EntryPayload::Normal(cmd @ Command::Txn(_)) => {
-                        touched = true;
+                        touched.push(cmd.table());
                         // Isolate the transaction in a redb transaction of its own, so a
                         // rollback is an abort that loses nothing else.
                         write_applied(&txn, &last, None)?;
@@ -216,7 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         responses.push(resp);
                     }
                     EntryPayload::Normal(cmd) => {
-                        touched = true;
+                        touched.push(cmd.table());
                         restored |= matches!(cmd, Command::Restore(_));
                         responses.push(apply_command(&store, &mut txn, cmd, index)?);
                     }
@@ -229,12 +238,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| err_sm(ErrorVerb::Write, e))?
         .map_err(|e| err_sm(ErrorVerb::Write, e))?;
-        if let (true, Some(last)) = (touched, last) {
+        if let Some(last) = last {
             if restored {
                 // A restore may change every table: wake every blocked query.
                 self.store.watch.notify_all(last.index);
             } else {
-                self.store.watch.notify(Table::Kv, last.index);
+                touched.sort_by_key(|t| *t as u8);
+                touched.dedup();
+                for t in touched {
+                    self.store.watch.notify(t, last.index);
+                }
             }
         }
         Ok(responses)
