@@ -49,3 +49,10 @@ fn validate_exit_codes_and_messages() {
     assert_eq!(code, 1);
     assert!(err.contains("Error reading /nonexistent/legate.json"), "{err}");
 }
+
+#[test]
+fn example_config_dirs_validate() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/services");
+    let (code, out, err) = run_legate(&["validate", dir]);
+    assert_eq!((code, out.trim()), (0, "Configuration is valid!"), "{err}");
+}

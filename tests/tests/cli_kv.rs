@@ -187,3 +187,56 @@ async fn snapshot_save_inspect_restore() {
     assert_eq!(v, "before");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_services_and_maint_commands() {
+    let (a, addr) = agent().await;
+    let http = format!("-http-addr={addr}");
+    let run = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.insert(if args.len() > 1 && !args[1].starts_with('-') { 2 } else { 1 }, http.clone());
+        legate(v, vec![], None)
+    };
+    // The example config dir registers by file, through the CLI.
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/services");
+    let (code, out, err) =
+        run(&["services", "register", &format!("{examples}/web.json"), &format!("{examples}/cache.hcl")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "Registered service: jetty\nRegistered service: cache1\n");
+    let (code, out, err) = run(&["services", "register", "-name=api", "-port=9000", "-tag=v1"]).await;
+    assert_eq!((code, out.as_str()), (0, "Registered service: api\n"), "{err}");
+
+    retry_until(Duration::from_secs(10), "catalog has the services", || async {
+        let (_, out, _) = run(&["catalog", "services"]).await;
+        (out == "api\ncache\nconsul\nweb\n").then_some(())
+    })
+    .await;
+    let (_, out, _) = run(&["catalog", "services", "-tags"]).await;
+    assert!(out.lines().any(|l| l.starts_with("web") && l.ends_with("dev,http")), "{out}");
+    let (_, out, _) = run(&["catalog", "datacenters"]).await;
+    assert_eq!(out, "dc1\n");
+    let (_, out, _) = run(&["catalog", "nodes"]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("Node") && lines[0].contains("Address") && lines[0].ends_with("DC"), "{out}");
+    assert!(lines[1].starts_with("test-node") && lines[1].ends_with("dc1"), "{out}");
+    let (_, out, err) = run(&["catalog", "nodes", "-service=nothing"]).await;
+    assert!(out.is_empty() && err.contains("No nodes match"), "{out}{err}");
+
+    // Maintenance on and off, listed in between.
+    let (code, out, _) = run(&["maint", "-enable", "-service=jetty", "-reason=upgrade"]).await;
+    assert_eq!((code, out.trim()), (0, "Service maintenance is now enabled for \"jetty\""));
+    let (_, out, _) = run(&["maint"]).await;
+    assert!(out.contains("ID:     jetty") && out.contains("Reason: upgrade"), "{out}");
+    let (code, out, _) = run(&["maint", "-disable", "-service=jetty"]).await;
+    assert_eq!((code, out.trim()), (0, "Service maintenance is now disabled for \"jetty\""));
+    let (code, _, err) = run(&["maint", "-enable", "-disable"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Only one of -enable or -disable"), "{err}");
+
+    let (code, out, _) = run(&["services", "deregister", "-id=api"]).await;
+    assert_eq!((code, out.as_str()), (0, "Deregistered service: api\n"));
+    let (code, _, err) = run(&["services", "deregister", "-id=api"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Unknown service ID"), "{err}");
+    a.stop().await;
+}

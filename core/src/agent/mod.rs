@@ -65,6 +65,11 @@ pub struct AgentShared {
     server: Option<Arc<Server>>,
     /// Services and checks of this node.
     pub local: Arc<local::LocalState>,
+    /// RPC addresses of the servers this agent knows (from gossip): where a client agent
+    /// forwards its calls.
+    known_servers: std::sync::RwLock<Vec<String>>,
+    /// Connections to servers (client agents).
+    pool: Arc<crate::server::rpc::Pool>,
 }
 
 impl AgentShared {
@@ -106,15 +111,71 @@ impl AgentShared {
     }
 
     /// A catalog write through the servers: this server's Raft (forwarded to the leader), or
-    /// Consul's error on a client agent that knows no server.
+    /// on a client agent a known server's.
     pub async fn catalog_apply(
         &self,
         cmd: crate::server::command::Command,
     ) -> Result<crate::server::command::CommandResponse, String> {
-        match &self.server {
-            Some(s) => s.apply(cmd).await.map_err(|e| e.to_string()),
-            None => Err("No known Consul servers".into()),
+        use crate::server::rpc::{Request, Response};
+        if let Some(s) = &self.server {
+            return s.apply(cmd).await.map_err(|e| e.to_string());
         }
+        let hold = self.config().performance.rpc_hold_timeout.0;
+        let mut last = "No known Consul servers".to_string();
+        for addr in self.servers_in_random_order() {
+            let peer = self.pool.get(&addr).await;
+            match peer.call(Request::Apply(cmd.clone()), hold + Duration::from_secs(1)).await {
+                Ok(Response::Apply(r)) => return r.map_err(|e| e.to_string()),
+                Ok(other) => last = format!("unexpected response {other:?}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    /// Replaces the known servers (gossip feeds this).
+    pub fn set_known_servers(&self, servers: Vec<String>) {
+        *self.known_servers.write().unwrap_or_else(|p| p.into_inner()) = servers;
+    }
+
+    pub fn known_servers(&self) -> Vec<String> {
+        self.known_servers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn servers_in_random_order(&self) -> Vec<String> {
+        use rand::seq::SliceRandom;
+        let mut v = self.known_servers();
+        v.shuffle(&mut rand::thread_rng());
+        v
+    }
+
+    /// Sends an HTTP API call to a server (client agents); tries each known server once. A
+    /// blocking query's deadline is its wait plus slack.
+    pub async fn forward_http(
+        &self,
+        call: crate::server::rpc::HttpCall,
+    ) -> Result<crate::server::rpc::HttpReply, String> {
+        use crate::server::rpc::{Request, Response};
+        let c = self.config();
+        let wait = call
+            .query
+            .iter()
+            .find(|(k, _)| k == "wait")
+            .and_then(|(_, v)| crate::config::duration::parse_go_duration(v).ok())
+            .unwrap_or(c.default_query_time.0)
+            .min(c.max_query_time.0);
+        let deadline = wait + wait / 16 + c.performance.rpc_hold_timeout.0 + Duration::from_secs(5);
+        let mut last = "No known Consul servers".to_string();
+        for addr in self.servers_in_random_order() {
+            let peer = self.pool.get(&addr).await;
+            match peer.call(Request::Http(call.clone()), deadline).await {
+                Ok(Response::Http(Ok(r))) => return Ok(r),
+                Ok(Response::Http(Err(e))) => last = e,
+                Ok(other) => last = format!("unexpected response {other:?}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
     }
 
     /// Registers the services and checks of the config (start and reload); drops config ones
@@ -469,6 +530,8 @@ impl Agent {
             started: Instant::now(),
             server,
             local,
+            known_servers: std::sync::RwLock::new(Vec::new()),
+            pool: Arc::default(),
         });
         shared.load_config_definitions();
         shared.local.restore(shared.scripts_allowed(false));
@@ -483,6 +546,24 @@ impl Agent {
         }
 
         let ctx = Arc::new(http::Ctx { agent: shared.clone(), shutdown: shutdown.child_token() });
+        if let Some(server) = &shared.server {
+            // Weak: the server must not keep the agent (and its stores) alive after shutdown.
+            let ctx = Arc::downgrade(&ctx);
+            let hook: crate::server::rpc::HttpHook = Arc::new(move |call| {
+                let ctx = ctx.upgrade();
+                Box::pin(async move {
+                    match ctx {
+                        Some(ctx) => http::serve_forwarded(&ctx, call).await,
+                        None => crate::server::rpc::HttpReply {
+                            status: 500,
+                            headers: Vec::new(),
+                            body: b"agent is shutting down".to_vec(),
+                        },
+                    }
+                })
+            });
+            let _ = server.http_hook.set(hook);
+        }
         for l in listeners {
             crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, shutdown.child_token()));
         }

@@ -3,6 +3,7 @@
 //! [`normalize_args`] rewrites `-name` to `--name` before parsing. Both forms work.
 
 mod agent;
+mod catalog;
 mod http_flags;
 mod kv;
 mod snapshot;
@@ -28,6 +29,14 @@ struct Cli {
 enum Command {
     /// Runs a Legate agent (server or client)
     Agent(Box<agent::AgentFlags>),
+    /// Lists datacenters, nodes and services of the catalog
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+    /// Registers and deregisters services of the local agent
+    #[command(subcommand)]
+    Services(catalog::ServicesCommand),
+    /// Puts the node or a service into (or out of) maintenance mode
+    Maint(catalog::MaintArgs),
     /// Reads and writes the key/value store
     #[command(subcommand)]
     Kv(kv::KvCommand),
@@ -116,6 +125,9 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     match cli.command {
         Command::Agent(flags) => agent::run(*flags, sub.expect("agent matches")),
         Command::Kv(cmd) => kv::run(cmd),
+        Command::Catalog(cmd) => catalog::run_catalog(cmd),
+        Command::Services(cmd) => catalog::run_services(cmd),
+        Command::Maint(a) => catalog::run_maint(a),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Version(args) => version::run(args),

@@ -9,6 +9,7 @@ mod blocking;
 mod catalog;
 mod decode;
 mod error;
+mod forward;
 mod health;
 mod kv;
 mod request;
@@ -169,6 +170,11 @@ fn metric_path(path: &str) -> String {
     out
 }
 
+/// Answers a forwarded call on a server (the RPC port's HTTP hook).
+pub async fn serve_forwarded(ctx: &Ctx, call: crate::server::rpc::HttpCall) -> crate::server::rpc::HttpReply {
+    forward::serve_call(ctx, call).await
+}
+
 async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     let config = ctx.agent.config();
     if req.path == "/" {
@@ -188,6 +194,9 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         }
     }
     let (family, rest) = path.split_once('/').unwrap_or((path, ""));
+    if ctx.agent.server().is_none() && forward::FORWARDED.contains(&family) {
+        return forward::forward(ctx, req).await;
+    }
     match family {
         "agent" => agent::handle(ctx, req, rest).await,
         "status" => status::handle(ctx, req, rest),

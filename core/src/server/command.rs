@@ -21,6 +21,9 @@ pub enum Command {
     Register(Box<Register>),
     /// Catalog deregistration.
     Deregister(Deregister),
+    /// Writes that arrived together on the leader, replicated as one entry (one fsync): applied
+    /// in order, each with its own result.
+    Batch(Vec<Command>),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -30,6 +33,7 @@ pub enum CommandResponse {
     Txn(Result<Vec<KvResult>, Vec<(usize, String)>>),
     Reaped(usize),
     Catalog(Result<(), CatalogFail>),
+    Batch(Vec<CommandResponse>),
     Restored,
     /// Blank and membership entries.
     #[default]
@@ -46,12 +50,22 @@ impl Command {
             Command::Restore(_) => "snapshot.restore",
             Command::Register(_) => "catalog.register",
             Command::Deregister(_) => "catalog.deregister",
+            Command::Batch(_) => "raft.batch",
+        }
+    }
+
+    /// Every watch a committed command wakes.
+    pub fn tables(&self) -> Vec<Table> {
+        match self {
+            Command::Batch(cmds) => cmds.iter().flat_map(Command::tables).collect(),
+            other => vec![other.table()],
         }
     }
 
     /// The watch a committed command wakes.
     pub fn table(&self) -> Table {
         match self {
+            Command::Batch(cmds) if cmds.iter().any(|c| c.table() == Table::Catalog) => Table::Catalog,
             Command::Register(_) | Command::Deregister(_) => Table::Catalog,
             _ => Table::Kv,
         }

@@ -56,6 +56,9 @@ pub struct Server {
     pub log_stats: Arc<LogStats>,
     hold_timeout: Duration,
     shutdown: CancellationToken,
+    /// How forwarded HTTP calls are answered (set by the agent).
+    pub http_hook: rpc::HttpHookCell,
+    batcher: Batcher,
 }
 
 impl Server {
@@ -101,7 +104,13 @@ impl Server {
         let raft =
             Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(|e| format!("raft: {e}"))?;
 
-        crate::tasks::spawn(tracker, "rpc", rpc::serve(listener, raft.clone(), shutdown.child_token()));
+        let http_hook: rpc::HttpHookCell = Arc::default();
+        let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
+        crate::tasks::spawn(
+            tracker,
+            "rpc",
+            rpc::serve(listener, raft.clone(), batcher.clone(), http_hook.clone(), shutdown.child_token()),
+        );
         {
             let raft = raft.clone();
             let shutdown = shutdown.clone();
@@ -131,6 +140,8 @@ impl Server {
             log_stats,
             hold_timeout: opts.hold_timeout,
             shutdown: shutdown.clone(),
+            http_hook,
+            batcher,
         });
         crate::tasks::spawn(
             tracker,
@@ -175,7 +186,7 @@ impl Server {
                         Err(e) => Err(ApplyError::Other(e.to_string())),
                     }
                 }
-                _ => apply_local(&self.raft, cmd.clone()).await,
+                _ => self.batcher.apply(cmd.clone()).await,
             };
             match result {
                 Err(_) if self.shutdown.is_cancelled() => {
@@ -273,7 +284,74 @@ async fn tombstone_gc(server: Arc<Server>, ttl: Duration, shutdown: Cancellation
 }
 
 /// Applies on this node if it is the leader.
-pub(crate) async fn apply_local(raft: &Raft, cmd: Command) -> Result<CommandResponse, ApplyError> {
+type Pending = (Command, tokio::sync::oneshot::Sender<Result<CommandResponse, ApplyError>>);
+
+/// Group commit above Raft: writes that arrive while the previous entry is being replicated
+/// and fsynced are gathered into one `Command::Batch` entry, so N concurrent writers cost one
+/// log append and one fsync, not N. One writer alone goes through unchanged.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// Most commands in one entry.
+const MAX_BATCH: usize = 512;
+
+impl Batcher {
+    pub fn start(raft: Raft, tracker: &TaskTracker, shutdown: CancellationToken) -> Batcher {
+        // Bounded: callers wait (back-pressure) when writes arrive faster than they commit.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
+        crate::tasks::spawn(tracker, "raft-batcher", async move {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    p = rx.recv() => match p { Some(p) => p, None => return },
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                crate::telemetry::sample("raft.batch.size", Vec::new(), batch.len() as f64);
+                if batch.len() == 1 {
+                    let (cmd, reply) = batch.pop().expect("one");
+                    let _ = reply.send(apply_raw(&raft, cmd).await);
+                    continue;
+                }
+                let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+                match apply_raw(&raft, Command::Batch(cmds)).await {
+                    Ok(CommandResponse::Batch(results)) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Ok(other) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(ApplyError::Other(format!("unexpected batch result {other:?}"))));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Batcher { tx }
+    }
+
+    pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((cmd, reply)).await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?;
+        rx.await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?
+    }
+}
+
+async fn apply_raw(raft: &Raft, cmd: Command) -> Result<CommandResponse, ApplyError> {
     match raft.client_write(cmd).await {
         Ok(resp) => Ok(resp.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

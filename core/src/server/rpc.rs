@@ -35,7 +35,31 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A write forwarded from a follower (or a client agent) to the leader.
     Apply(Command),
+    /// An HTTP API call a client agent forwards to a server (KV, catalog, health, status...),
+    /// answered by the server's own HTTP handlers, blocking queries included.
+    Http(HttpCall),
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HttpCall {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub token: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Runs a forwarded HTTP call on this server (set by the agent once its HTTP layer exists).
+pub type HttpHook =
+    Arc<dyn Fn(HttpCall) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpReply> + Send>> + Send + Sync>;
+pub type HttpHookCell = Arc<std::sync::OnceLock<HttpHook>>;
 
 /// Errors travel as text; the caller maps them to its own error type.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +68,7 @@ pub enum Response {
     Vote(Result<VoteResponse<NodeId>, String>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, String>),
     Apply(Result<CommandResponse, ApplyError>),
+    Http(Result<HttpReply, String>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, thiserror::Error)]
@@ -202,7 +227,13 @@ impl Pool {
 }
 
 /// Serves the RPC port until `shutdown`.
-pub async fn serve(listener: TcpListener, raft: Raft, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    batcher: super::Batcher,
+    http: HttpHookCell,
+    shutdown: CancellationToken,
+) {
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -212,13 +243,20 @@ pub async fn serve(listener: TcpListener, raft: Raft, shutdown: CancellationToke
         };
         let Ok((stream, peer)) = accepted else { continue };
         stream.set_nodelay(true).ok();
-        tracker.spawn(serve_conn(stream, peer, raft.clone(), shutdown.child_token()));
+        tracker.spawn(serve_conn(stream, peer, raft.clone(), batcher.clone(), http.clone(), shutdown.child_token()));
     }
     tracker.close();
     tracker.wait().await;
 }
 
-async fn serve_conn(stream: TcpStream, peer: SocketAddr, raft: Raft, shutdown: CancellationToken) {
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    raft: Raft,
+    batcher: super::Batcher,
+    http: HttpHookCell,
+    shutdown: CancellationToken,
+) {
     let (r, w) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Frame<Response>>(PEER_QUEUE);
     let writer = tokio::spawn(async move {
@@ -250,8 +288,10 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, raft: Raft, shutdown: C
         };
         let raft = raft.clone();
         let out = out_tx.clone();
+        let http = http.clone();
+        let batcher = batcher.clone();
         tokio::spawn(async move {
-            let body = handle(&raft, frame.body).await;
+            let body = handle(&raft, &batcher, &http, frame.body).await;
             let _ = out.send(Frame { id: frame.id, body }).await;
         });
     }
@@ -259,13 +299,17 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, raft: Raft, shutdown: C
     let _ = writer.await;
 }
 
-async fn handle(raft: &Raft, req: Request) -> Response {
+async fn handle(raft: &Raft, batcher: &super::Batcher, http: &HttpHookCell, req: Request) -> Response {
     match req {
         Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await.map_err(|e| e.to_string())),
         Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
         Request::InstallSnapshot(r) => {
             Response::InstallSnapshot(raft.install_snapshot(r).await.map_err(|e| e.to_string()))
         }
-        Request::Apply(cmd) => Response::Apply(super::apply_local(raft, cmd).await),
+        Request::Apply(cmd) => Response::Apply(batcher.apply(cmd).await),
+        Request::Http(call) => match http.get() {
+            Some(hook) => Response::Http(Ok(hook(call).await)),
+            None => Response::Http(Err("server is starting".into())),
+        },
     }
 }

@@ -188,6 +188,34 @@ impl Client {
         format!("/v1/kv/{encoded}")
     }
 
+    /// GET a JSON endpoint (`/v1/catalog/nodes`, ...) with extra query pairs.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        opts: &QueryOptions,
+        extra: &[(&str, &str)],
+    ) -> Result<(T, QueryMeta), Error> {
+        let mut q = Self::query(opts);
+        q.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (status, headers, body) = self.send(Method::GET, path, &q, None).await?;
+        Self::check(status, &body)?;
+        Ok((Self::json(&body)?, Self::meta(&headers)))
+    }
+
+    /// PUT to an endpoint with an optional JSON body; returns the raw response body.
+    pub async fn put_json(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Bytes, Error> {
+        let q: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        let (status, _, bytes) = self.send(Method::PUT, path, &q, body).await?;
+        Self::check(status, &bytes)?;
+        Ok(bytes)
+    }
+
     /// One key; `None` when it does not exist.
     pub async fn kv_get(&self, key: &str, opts: &QueryOptions) -> Result<(Option<DirEntry>, QueryMeta), Error> {
         let (status, headers, body) = self.send(Method::GET, &Self::kv_path(key), &Self::query(opts), None).await?;

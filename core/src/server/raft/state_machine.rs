@@ -88,6 +88,7 @@ fn apply_command(
             }
             CommandResponse::Txn(if errors.is_empty() { Ok(results) } else { Err(errors) })
         }
+        Command::Batch(_) => unreachable!("batches are unpacked by apply_entry"),
         Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index)?),
         Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index)?),
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
@@ -107,6 +108,44 @@ fn apply_command(
             CommandResponse::Restored
         }
     })
+}
+
+/// Applies one command of an entry, taking and giving back the open write transaction. A
+/// transaction runs in a redb transaction of its own, so a rollback is an abort that loses
+/// nothing else; a batch applies its commands in order.
+fn apply_entry(
+    store: &Store,
+    mut txn: WriteTransaction,
+    last: &Option<LogId<NodeId>>,
+    cmd: &Command,
+    index: u64,
+) -> Result<(WriteTransaction, CommandResponse), StoreError> {
+    match cmd {
+        Command::Batch(cmds) => {
+            let mut out = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                let (t, r) = apply_entry(store, txn, last, c, index)?;
+                txn = t;
+                out.push(r);
+            }
+            Ok((txn, CommandResponse::Batch(out)))
+        }
+        Command::Txn(_) => {
+            write_applied(&txn, last, None)?;
+            txn.commit()?;
+            let mut txn = store.write(false)?;
+            let resp = apply_command(store, &mut txn, cmd, index)?;
+            if matches!(resp, CommandResponse::Txn(Err(_))) {
+                txn.abort()?;
+                txn = store.write(false)?;
+            }
+            Ok((txn, resp))
+        }
+        other => {
+            let resp = apply_command(store, &mut txn, other, index)?;
+            Ok((txn, resp))
+        }
+    }
 }
 
 fn write_applied(
@@ -210,24 +249,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         write_applied(&txn, &last, Some(&sm))?;
                         responses.push(CommandResponse::None);
                     }
-                    EntryPayload::Normal(cmd @ Command::Txn(_)) => {
-                        touched.push(cmd.table());
-                        // Isolate the transaction in a redb transaction of its own, so a
-                        // rollback is an abort that loses nothing else.
-                        write_applied(&txn, &last, None)?;
-                        txn.commit()?;
-                        txn = store.write(false)?;
-                        let resp = apply_command(&store, &mut txn, cmd, index)?;
-                        if matches!(resp, CommandResponse::Txn(Err(_))) {
-                            txn.abort()?;
-                            txn = store.write(false)?;
-                        }
-                        responses.push(resp);
-                    }
                     EntryPayload::Normal(cmd) => {
-                        touched.push(cmd.table());
+                        touched.extend(cmd.tables());
                         restored |= matches!(cmd, Command::Restore(_));
-                        responses.push(apply_command(&store, &mut txn, cmd, index)?);
+                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index)?;
+                        txn = t;
+                        responses.push(resp);
                     }
                 }
             }

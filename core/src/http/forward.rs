@@ -1,0 +1,81 @@
+//! Client agents hold no state: their KV, catalog, health, status, txn and snapshot calls go to
+//! a server over the RPC port, which answers them with its own handlers (blocking queries
+//! block there). Servers run forwarded calls through `serve_call`.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::response::Body;
+use super::{dispatch, ApiError, ApiResponse, Ctx, Request};
+use crate::server::rpc::{HttpCall, HttpReply};
+
+/// Endpoint families a client agent forwards.
+pub const FORWARDED: &[&str] = &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate"];
+
+/// Response headers carried back from the server.
+const HEADERS: &[&str] = &[
+    "X-Consul-Index",
+    "X-Consul-Knownleader",
+    "X-Consul-Lastcontact",
+    "X-Consul-Effective-Consistency",
+    "X-Content-Type-Options",
+    "Content-Security-Policy",
+    "Allow",
+];
+
+pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let call = HttpCall {
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        token: super::token(req),
+        body: req.body.to_vec(),
+    };
+    let reply = ctx.agent.forward_http(call).await.map_err(ApiError::Internal)?;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut headers = Vec::new();
+    let mut content_type = None;
+    for (k, v) in reply.headers {
+        if k.eq_ignore_ascii_case("content-type") {
+            content_type = Some(v);
+        } else if let Some(name) = HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&k)) {
+            headers.push((*name, v));
+        }
+    }
+    let body = match content_type {
+        None if reply.body.is_empty() => Body::Empty,
+        ct => Body::Raw { content_type: static_type(ct.as_deref()), data: Bytes::from(reply.body) },
+    };
+    Ok(ApiResponse { status, headers, body })
+}
+
+fn static_type(ct: Option<&str>) -> &'static str {
+    match ct {
+        Some(t) if t.starts_with("application/json") => "application/json",
+        Some(t) if t.starts_with("application/x-gzip") => "application/x-gzip",
+        Some(t) if t.starts_with("text/plain") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Answers a call forwarded by a client agent, as if it came to this server's HTTP port.
+pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
+    let method = call.method.parse().unwrap_or(http::Method::GET);
+    let mut headers = http::HeaderMap::new();
+    if let Some(t) = call.token.as_deref().and_then(|t| http::HeaderValue::from_str(t).ok()) {
+        headers.insert("X-Consul-Token", t);
+    }
+    let pretty = call.query.iter().any(|(k, _)| k == "pretty");
+    let req =
+        Request { method, path: call.path, query: call.query, headers, body: Bytes::from(call.body), remote: None };
+    let resp = dispatch(ctx, &req).await.unwrap_or_else(ApiError::into_response);
+    let http = resp.into_http(pretty);
+    let status = http.status().as_u16();
+    let headers = http
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let body = warp::hyper::body::to_bytes(http.into_body()).await.map(|b| b.to_vec()).unwrap_or_default();
+    HttpReply { status, headers, body }
+}

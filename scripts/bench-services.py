@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Benchmarks for the services issue (not tests): run against a release build.
+
+1. checks:  N services with one HTTP check each at 10 s interval against a local HTTP server;
+            after a warm-up, CPU of the agent (share of one core) and its RSS.
+2. fanout:  W blocking queries waiting on one KV key; RSS per waiter, then one write and the
+            wake-up latency of every waiter (p50/p99/max from the write's acknowledgement).
+
+Usage: scripts/bench-services.py [--bin target/release/legate] [--services 1000] [--waiters 10000]
+"""
+import argparse
+import asyncio
+import http.server
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return int(parts[11]) + int(parts[12])  # utime + stime
+
+
+def req(base, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    r = urllib.request.Request(base + path, data=data, method=method)
+    with urllib.request.urlopen(r, timeout=30) as resp:
+        return resp.status, resp.headers, resp.read()
+
+
+class Quiet(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *a):
+        pass
+
+
+def start_agent(binary, port, data_dir):
+    p = subprocess.Popen(
+        [binary, "agent", "-server", "-bootstrap", "-node", "bench", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+         "-http-port", str(port), "-dns-port", "-1", "-server-port", str(free_port()), "-serf-lan-port", str(free_port()),
+         "-data-dir", data_dir, "-log-level", "warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            _, _, body = req(base, "GET", "/v1/status/leader")
+            if json.loads(body):
+                return p, base
+        except Exception:
+            pass
+        time.sleep(0.05)
+    p.kill()
+    sys.exit("agent did not start")
+
+
+def bench_checks(binary, n):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{srv.server_address[1]}/"
+    d = tempfile.mkdtemp()
+    p, base = start_agent(binary, free_port(), d)
+    try:
+        for i in range(n):
+            req(base, "PUT", "/v1/agent/service/register",
+                {"ID": f"svc{i}", "Name": f"svc{i % 50}", "Port": 10000 + i,
+                 "Check": {"HTTP": target, "Interval": "10s", "Timeout": "2s"}})
+        # Every check has run at least once (first run is staggered within one interval).
+        time.sleep(25)
+        _, _, body = req(base, "GET", "/v1/health/state/passing")
+        passing = len(json.loads(body))
+        t0, c0 = time.time(), cpu_ticks(p.pid)
+        time.sleep(30)
+        t1, c1 = time.time(), cpu_ticks(p.pid)
+        cpu = (c1 - c0) / TICK / (t1 - t0) * 100
+        print(f"checks: {n} services x 1 HTTP check @10s: {passing} checks passing; "
+              f"agent CPU {cpu:.2f}% of one core over {t1 - t0:.0f}s; RSS {rss_kib(p.pid) / 1024:.1f} MiB")
+    finally:
+        p.terminate()
+        p.wait()
+        srv.shutdown()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def waiter(port, path, started, results):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await w.drain()
+    started.append(1)
+    await r.readuntil(b"\r\n\r\n")
+    results.append(time.perf_counter())
+    w.close()
+
+
+async def bench_fanout_async(base, port, pid, n):
+    req(base, "PUT", "/v1/kv/fanout", {"v": 0})
+    _, headers, _ = req(base, "GET", "/v1/kv/fanout")
+    idx = headers["X-Consul-Index"]
+    before = rss_kib(pid)
+    started, results = [], []
+    path = f"/v1/kv/fanout?index={idx}&wait=5m"
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(waiter(port, path, started, results)))
+        if i % 500 == 499:
+            await asyncio.sleep(0.05)
+    while len(started) < n:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)  # let the agent park every query
+    during = rss_kib(pid)
+    loop = asyncio.get_running_loop()
+    t_ack = await loop.run_in_executor(None, lambda: (req(base, "PUT", "/v1/kv/fanout", {"v": 1}), time.perf_counter())[1])
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    lat = sorted(max(0.0, t - t_ack) * 1000 for t in results)
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    print(f"fanout: {n} waiters on one key: RSS {before / 1024:.1f} -> {during / 1024:.1f} MiB "
+          f"({(during - before) * 1024 / n:.0f} B per waiter); wake-up after the write's ack: "
+          f"p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms, max {lat[-1]:.1f} ms")
+
+
+def bench_fanout(binary, n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, n * 2 + 1000)), hard))
+    d = tempfile.mkdtemp()
+    port = free_port()
+    p, base = start_agent(binary, port, d)
+    try:
+        asyncio.run(bench_fanout_async(base, port, p.pid, n))
+    finally:
+        p.terminate()
+        p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/legate")
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--waiters", type=int, default=10000)
+    ap.add_argument("--only", choices=["checks", "fanout"])
+    a = ap.parse_args()
+    if a.only in (None, "checks"):
+        bench_checks(a.bin, a.services)
+    if a.only in (None, "fanout"):
+        bench_fanout(a.bin, a.waiters)
+
+
+if __name__ == "__main__":
+    main()
