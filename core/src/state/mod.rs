@@ -56,7 +56,7 @@ impl Store {
     /// Opens (or creates) the store file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // redb's default page cache is 1 GiB; bound it (reads of hot keys stay cached).
-        let db = Database::builder().set_cache_size(64 << 20).create(path)?;
+        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
         Self::init(db)
     }
 

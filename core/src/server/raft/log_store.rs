@@ -62,6 +62,7 @@ fn writer(db: Arc<Database>, durable: bool, rx: mpsc::Receiver<Job>, overlay: Ov
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let sync = durable && batch.iter().any(|j| matches!(j, Job::Append { .. } | Job::Write { durable: true, .. }));
         let mut appended: Vec<(u64, Vec<u64>, LogFlushed<TypeConfig>)> = Vec::new();
         let mut writes = Vec::new();
@@ -92,6 +93,7 @@ fn writer(db: Arc<Database>, durable: bool, rx: mpsc::Receiver<Job>, overlay: Ov
         if sync && result.is_ok() {
             stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
+        crate::telemetry::sample("raft.log.commit", Vec::new(), started.elapsed().as_secs_f64() * 1000.0);
         stats.appends.fetch_add(appended.len() as u64, Ordering::Relaxed);
         stats.entries.fetch_add(n_entries, Ordering::Relaxed);
         {
@@ -126,7 +128,7 @@ impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, String> {
         // redb's default page cache is 1 GiB; the log is written once and read back rarely.
         let db = Database::builder()
-            .set_cache_size(16 << 20)
+            .set_cache_size(4 << 20)
             .create(path)
             .map_err(|e| format!("raft log {}: {e}", path.display()))?;
         Self::init(db, true)

@@ -32,9 +32,13 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// How often an apply batch is committed durably.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct StateMachine {
     pub store: Store,
+    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
     /// Where the latest snapshot is kept (None: memory only).
     snapshot_path: Option<PathBuf>,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
@@ -49,7 +53,33 @@ impl StateMachine {
             }
             _ => None,
         };
-        Ok(StateMachine { store, snapshot_path, current: Arc::new(Mutex::new(current)) })
+        let sm = StateMachine {
+            store,
+            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            snapshot_path,
+            current: Arc::new(Mutex::new(current)),
+        };
+        sm.recover_from_snapshot().map_err(|e| e.to_string())?;
+        Ok(sm)
+    }
+
+    /// State-machine commits are not fsynced, so after a crash the store may be behind the
+    /// last snapshot (whose log entries may be purged): then the snapshot is loaded into it.
+    /// The log replays everything after.
+    fn recover_from_snapshot(&self) -> Result<(), StoreError> {
+        let Ok(guard) = self.current.try_lock() else { return Ok(()) };
+        let Some(snap) = guard.as_ref() else { return Ok(()) };
+        let (applied, _) = self.applied()?;
+        let snap_index = snap.meta.last_log_id.map(|l| l.index);
+        if snap_index > applied.map(|l| l.index) {
+            let state: StateData = bincode::deserialize(&snap.data)?;
+            let txn = self.store.write(true)?;
+            snapshot::import_txn(&txn, &state)?;
+            write_applied(&txn, &snap.meta.last_log_id, Some(&snap.meta.last_membership))?;
+            txn.commit()?;
+            tracing::info!(index = ?snap_index, "state store recovered from the last snapshot");
+        }
+        Ok(())
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
@@ -162,10 +192,11 @@ fn write_applied(
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let _timer = crate::telemetry::Timer::start("raft.snapshot.build", Vec::new());
         let store = self.store.clone();
         let (meta_parts, data) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            // Make everything applied so far durable: the log may be purged behind this point.
-            store.write(true)?.commit()?;
+            // The state store need not be durable here: the snapshot file is (fsynced below), and
+            // a restart loads it when the store is behind (`recover_from_snapshot`).
             let txn = store.read()?;
             let applied: Option<LogId<NodeId>> = match meta_get(&txn, "last_applied")? {
                 Some(b) => bincode::deserialize(&b)?,
@@ -232,10 +263,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: openraft::OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
+        let _timer = crate::telemetry::Timer::start("raft.fsm.apply", Vec::new());
         let store = self.store.clone();
+        let durable_due = {
+            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= DURABLE_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
         let (responses, last, mut touched, restored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut responses = Vec::with_capacity(entries.len());
-            let mut txn = store.write(false)?;
+            // Applies are not fsynced (the log replays them), except about once a second, so
+            // redb reclaims pages and the replay after a crash stays short.
+            let mut txn = store.write(durable_due)?;
             let mut last = None;
             let mut touched: Vec<Table> = Vec::new();
             let mut restored = false;
