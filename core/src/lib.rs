@@ -36,6 +36,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod filter;
+pub mod gossip;
 pub mod http;
 pub mod logging;
 pub mod server;

@@ -59,6 +59,7 @@ pub fn test_config() -> Config {
     c.ports.http = 0;
     c.ports.dns = -1;
     c.ports.server = 0;
+    c.ports.serf_lan = -1;
     c.dev = true;
     c
 }
@@ -110,6 +111,8 @@ impl AgentProcess {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
         let mut cmd = Command::new(legate_bin());
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        // Parallel tests must not all take the default serf LAN port; flags still override.
+        cmd.env("LEGATE_PORTS__SERF_LAN", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }

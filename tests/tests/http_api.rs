@@ -171,12 +171,16 @@ async fn root_redirects_to_ui_when_enabled() {
 
 #[tokio::test]
 async fn agent_members_shows_this_agent() {
-    let a = InProcessAgent::start(test_config()).await;
+    let mut config = test_config();
+    config.ports.serf_lan = 0;
+    let a = InProcessAgent::start(config).await;
+    let gossip_port = a.agent.shared().gossip.get().expect("gossip runs").local_addr().port();
     let v: Value = client().get(a.url("/v1/agent/members?segment=_all")).send().await.unwrap().json().await.unwrap();
     let members = v.as_array().unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0]["Name"], "test-node");
-    assert_eq!(members[0]["Port"], 8301);
+    assert_eq!(members[0]["Port"], gossip_port);
+    assert_eq!(members[0]["Status"], 1);
     let wan: Value = client().get(a.url("/v1/agent/members?wan")).send().await.unwrap().json().await.unwrap();
     assert_eq!(wan[0]["Name"], "test-node.dc1");
     a.stop().await;

@@ -120,7 +120,7 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     // A valid edit, picked up on SIGHUP: reloadable keys apply, a port change does not.
     std::fs::write(
         dir.path().join("a.json"),
-        r#"{"log_level": "debug", "node_meta": {"rack": "r2"}, "ports": {"serf_lan": 9301}}"#,
+        r#"{"log_level": "debug", "node_meta": {"rack": "r2"}, "ports": {"serf_wan": 9302}}"#,
     )
     .unwrap();
     p.signal(libc::SIGHUP);
@@ -131,10 +131,10 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     .await;
     let v = get_json(&self_url).await;
     assert_eq!(v["Meta"]["rack"], "r2");
-    assert_eq!(v["DebugConfig"]["Ports"]["serf_lan"], 8301, "restart-only key not half-applied");
+    assert_eq!(v["DebugConfig"]["Ports"]["serf_wan"], 8302, "restart-only key not half-applied");
     let out = p.output();
     assert!(out.contains("config change requires restart"), "{out}");
-    assert!(out.contains("ports.serf_lan"), "{out}");
+    assert!(out.contains("ports.serf_wan"), "{out}");
 
     // A broken file: the reload fails with file and line, the running config stays.
     std::fs::write(dir.path().join("b.json"), "{\n  \"log_level\": \"warn\",\n  \"ports\": {\"http\": \"x\"}\n}")
@@ -176,10 +176,10 @@ async fn json_logs_and_log_file() {
 
 #[tokio::test]
 async fn config_errors_at_start_exit_1_with_the_message() {
-    let dir = config_dir(&[("x.hcl", "ports {\n  serf_lan = 70000\n}\n")]);
+    let dir = config_dir(&[("x.hcl", "ports {\n  serf_wan = 70000\n}\n")]);
     let mut p = AgentProcess::spawn(&args(DEV, &["-config-dir", dir.path().to_str().unwrap()]), &[]);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
-    assert!(p.output().contains("x.hcl:2: ports.serf_lan: invalid port 70000"), "{}", p.output());
+    assert!(p.output().contains("x.hcl:2: ports.serf_wan: invalid port 70000"), "{}", p.output());
 
     let mut p = AgentProcess::spawn(&["agent", "-server"], &[]);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));

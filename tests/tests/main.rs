@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_kv;
+mod cluster;
 mod config;
 mod durability;
 mod http_api;

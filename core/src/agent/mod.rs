@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod ae;
 pub mod checks;
+pub mod cluster;
 pub mod data_dir;
 pub mod local;
 pub mod runner;
@@ -70,6 +71,13 @@ pub struct AgentShared {
     known_servers: std::sync::RwLock<Vec<String>>,
     /// Connections to servers (client agents).
     pool: Arc<crate::server::rpc::Pool>,
+    /// LAN gossip (absent when the serf LAN port is -1).
+    pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
+    /// Wakes the leader's catalog reconciliation (membership changed).
+    pub reconcile: tokio::sync::Notify,
+    /// Set by a fatal condition (join retries exhausted); the agent stops and exits 1.
+    fatal: std::sync::Mutex<Option<String>>,
+    stop: CancellationToken,
 }
 
 impl AgentShared {
@@ -131,6 +139,30 @@ impl AgentShared {
             }
         }
         Err(last)
+    }
+
+    /// Stops the agent because of `why` (exit status 1).
+    pub fn fatal(&self, why: String) {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.stop.cancel();
+    }
+
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops the agent (after `PUT /v1/agent/leave`).
+    pub fn request_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Leaves the gossip pool gracefully (others see `left`, not `failed`).
+    pub async fn leave(&self) {
+        if let Some(g) = self.gossip.get() {
+            if let Err(e) = g.leave(Duration::from_secs(5)).await {
+                tracing::warn!(error = %e, "leave failed");
+            }
+        }
     }
 
     /// Replaces the known servers (gossip feeds this).
@@ -257,7 +289,20 @@ impl AgentShared {
     pub fn members(&self, wan: bool) -> Vec<Member> {
         let c = self.config();
         if !wan {
-            return vec![self.local_member()];
+            let Some(g) = self.gossip.get() else { return vec![self.local_member()] };
+            return g
+                .members()
+                .into_iter()
+                .map(|m| {
+                    let mut out = self.local_member();
+                    out.name = m.name;
+                    out.addr = m.addr.to_string();
+                    out.port = m.port;
+                    out.tags = m.tags;
+                    out.status = m.status;
+                    out
+                })
+                .collect();
         }
         if !c.server {
             return Vec::new();
@@ -532,7 +577,28 @@ impl Agent {
             local,
             known_servers: std::sync::RwLock::new(Vec::new()),
             pool: Arc::default(),
+            gossip: std::sync::OnceLock::new(),
+            reconcile: tokio::sync::Notify::new(),
+            fatal: std::sync::Mutex::new(None),
+            stop: shutdown.clone(),
         });
+        let gossip =
+            cluster::start_gossip(&shared, data_dir.as_ref().map(|d| d.path()), shutdown.child_token(), &tracker)
+                .await
+                .map_err(AgentError::Server)?;
+        if let Some(g) = gossip {
+            let _ = shared.gossip.set(g.clone());
+            crate::tasks::spawn(
+                &tracker,
+                "join",
+                cluster::join_loop(shared.clone(), g.clone(), shutdown.child_token()),
+            );
+            crate::tasks::spawn(
+                &tracker,
+                "membership",
+                cluster::membership_loop(shared.clone(), g, shutdown.child_token()),
+            );
+        }
         shared.load_config_definitions();
         shared.local.restore(shared.scripts_allowed(false));
         crate::tasks::spawn(
@@ -627,13 +693,31 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
     let mut metrics = server.raft.metrics();
     let mut was_leader = false;
     let mut last_full = Instant::now();
+    let mut force = false;
     loop {
         let leader = server.is_leader();
-        let due = leader && (!was_leader || last_full.elapsed() >= Duration::from_secs(60));
+        let due = leader && (force || !was_leader || last_full.elapsed() >= Duration::from_secs(60));
+        force = false;
         was_leader = leader;
         if due {
             last_full = Instant::now();
             for m in agent.members(false) {
+                if m.status == member_status::LEFT {
+                    // Left: deregistered with everything on it.
+                    let exists = server
+                        .store
+                        .read()
+                        .ok()
+                        .and_then(|t| crate::state::catalog::node(&t, &m.name).ok().flatten())
+                        .is_some();
+                    if exists && m.name != agent.node_name {
+                        let d = crate::state::catalog::Deregister { node: m.name.clone(), ..Default::default() };
+                        if let Err(e) = server.apply(Command::Deregister(d)).await {
+                            tracing::debug!(member = %m.name, error = %e, "deregistering left member failed");
+                        }
+                    }
+                    continue;
+                }
                 let mut node = ae::node_record(&agent);
                 if m.name != agent.node_name {
                     node.node = m.name.clone();
@@ -712,6 +796,7 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
             biased;
             _ = shutdown.cancelled() => return,
             r = metrics.changed() => if r.is_err() { return },
+            _ = agent.reconcile.notified() => force = true,
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }

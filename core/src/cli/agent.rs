@@ -396,6 +396,7 @@ async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
         }
     };
     let config = agent.shared().config();
+    let agent_fatal = agent.shared().fatal_error();
     let graceful = match stop {
         Stop::Interrupt => {
             println!("==> Caught signal: interrupt");
@@ -407,9 +408,12 @@ async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
         }
         Stop::Requested => true,
     };
+    if let Some(why) = agent.shared().fatal_error() {
+        eprintln!("==> {why}");
+    }
     if graceful {
-        // Nothing to leave until gossip runs; the shutdown below is the whole of it.
         println!("==> Gracefully shutting down agent...");
+        agent.shared().leave().await;
     } else {
         println!("==> Graceful shutdown disabled. Exiting");
     }
@@ -419,7 +423,7 @@ async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
         _ = sigint.recv() => false,
         _ = sigterm.recv() => false,
     };
-    if graceful && clean {
+    if graceful && clean && agent_fatal.is_none() {
         0
     } else {
         1

@@ -6,6 +6,7 @@ mod agent;
 mod catalog;
 mod http_flags;
 mod kv;
+mod members;
 mod snapshot;
 mod validate;
 mod version;
@@ -37,6 +38,14 @@ enum Command {
     Services(catalog::ServicesCommand),
     /// Puts the node or a service into (or out of) maintenance mode
     Maint(catalog::MaintArgs),
+    /// Lists the members of the cluster
+    Members(members::MembersArgs),
+    /// Tells the local agent to join a cluster
+    Join(members::JoinArgs),
+    /// Tells the local agent to leave the cluster gracefully and stop
+    Leave(members::LeaveArgs),
+    /// Forces a failed member into the left state
+    ForceLeave(members::ForceLeaveArgs),
     /// Reads and writes the key/value store
     #[command(subcommand)]
     Kv(kv::KvCommand),
@@ -125,6 +134,10 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     match cli.command {
         Command::Agent(flags) => agent::run(*flags, sub.expect("agent matches")),
         Command::Kv(cmd) => kv::run(cmd),
+        Command::Members(a) => members::run_members(a),
+        Command::Join(a) => members::run_join(a),
+        Command::Leave(a) => members::run_leave(a),
+        Command::ForceLeave(a) => members::run_force_leave(a),
         Command::Catalog(cmd) => catalog::run_catalog(cmd),
         Command::Services(cmd) => catalog::run_services(cmd),
         Command::Maint(a) => catalog::run_maint(a),

@@ -33,6 +33,27 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             req.allow(&[Method::GET])?;
             Ok(ApiResponse::json(&ctx.agent.members(req.flag("wan"))))
         }
+        "leave" => {
+            req.allow(&[Method::PUT])?;
+            ctx.agent.leave().await;
+            ctx.agent.request_stop();
+            Ok(ApiResponse::empty(http::StatusCode::OK))
+        }
+        r if r.starts_with("join/") => {
+            req.allow(&[Method::PUT])?;
+            let addr = &r["join/".len()..];
+            let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+            g.join(&[addr.to_string()]).await.map_err(ApiError::Internal)?;
+            Ok(ApiResponse::empty(http::StatusCode::OK))
+        }
+        r if r.starts_with("force-leave/") => {
+            req.allow(&[Method::PUT])?;
+            let node = &r["force-leave/".len()..];
+            let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+            g.force_leave(node, req.flag("prune")).map_err(ApiError::Internal)?;
+            ctx.agent.reconcile.notify_one();
+            Ok(ApiResponse::empty(http::StatusCode::OK))
+        }
         "metrics" => {
             req.allow(&[Method::GET])?;
             metrics(ctx, req)

@@ -33,7 +33,7 @@ struct StoredSnapshot {
 }
 
 /// How often an apply batch is committed durably.
-const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -275,7 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let (responses, last, mut touched, restored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut responses = Vec::with_capacity(entries.len());
-            // Applies are not fsynced (the log replays them), except about once a second, so
+            // Applies are not fsynced (the log replays them), except every 30 s (a durable redb commit stalls the writer while it flushes), so
             // redb reclaims pages and the replay after a crash stays short.
             let mut txn = store.write(durable_due)?;
             let mut last = None;
