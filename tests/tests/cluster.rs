@@ -109,6 +109,20 @@ async fn three_servers_and_a_client_form_one_cluster() {
     })
     .await;
 
+    // An event fired on one server is listed on every agent, once.
+    let r = c.put(agents[0].url("/v1/event/fire/deploy")).body("v2").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let fired: Value = r.json().await.unwrap();
+    assert_eq!(fired["Name"], "deploy");
+    for a in &agents {
+        retry_until(Duration::from_secs(15), "event everywhere", || async {
+            let l = get(&c, a.url("/v1/event/list?name=deploy")).await?;
+            let l = l.as_array()?.clone();
+            (l.len() == 1 && l[0]["ID"] == fired["ID"] && l[0]["Payload"] == "djI=").then_some(())
+        })
+        .await;
+    }
+
     // The client dies: it is seen as failed and its serfHealth goes critical.
     agents[3].signal(libc::SIGKILL);
     let killed = Instant::now();

@@ -254,3 +254,37 @@ async fn prometheus_metrics_refused_when_retention_is_off() {
     assert_eq!(r.status(), 200);
     a.stop().await;
 }
+
+#[tokio::test]
+async fn user_events_fire_list_filters_and_blocking() {
+    let a = InProcessAgent::start(test_config()).await;
+    let c = client();
+    let r = c.put(a.url("/v1/event/fire/_reserved")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c.put(a.url("/v1/event/fire/x?tag=a")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().await.unwrap(), "Cannot provide tag filter without service filter.");
+    let (_, h) = {
+        let r = c.get(a.url("/v1/event/list")).send().await.unwrap();
+        let h = r.headers()["x-consul-index"].to_str().unwrap().to_string();
+        (r.json::<Value>().await.unwrap(), h)
+    };
+    // A blocked list returns when an event arrives.
+    let url = a.url(&format!("/v1/event/list?index={h}&wait=10s"));
+    let c2 = c.clone();
+    let blocked = tokio::spawn(async move { c2.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let fired: Value =
+        c.put(a.url("/v1/event/fire/deploy")).body("payload").send().await.unwrap().json().await.unwrap();
+    assert_eq!((fired["Version"].as_u64(), fired["LTime"].as_u64()), (Some(1), Some(0)));
+    let listed = tokio::time::timeout(std::time::Duration::from_secs(5), blocked).await.unwrap().unwrap();
+    assert_eq!(listed[0]["ID"], fired["ID"]);
+    assert_eq!(listed[0]["Payload"], "cGF5bG9hZA==");
+    // A node filter that does not match this agent: fired, but not listed here.
+    c.put(a.url("/v1/event/fire/other?node=^nomatch$")).send().await.unwrap();
+    let all: Value = c.get(a.url("/v1/event/list")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let none: Value = c.get(a.url("/v1/event/list?name=other")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(none, serde_json::json!([]));
+    a.stop().await;
+}

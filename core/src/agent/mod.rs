@@ -9,6 +9,7 @@ pub mod ae;
 pub mod checks;
 pub mod cluster;
 pub mod data_dir;
+pub mod events;
 pub mod local;
 pub mod runner;
 
@@ -78,6 +79,8 @@ pub struct AgentShared {
     /// Set by a fatal condition (join retries exhausted); the agent stops and exits 1.
     fatal: std::sync::Mutex<Option<String>>,
     stop: CancellationToken,
+    /// User events this agent received (ring of 256).
+    pub events: events::EventBuffer,
 }
 
 impl AgentShared {
@@ -581,6 +584,7 @@ impl Agent {
             reconcile: tokio::sync::Notify::new(),
             fatal: std::sync::Mutex::new(None),
             stop: shutdown.clone(),
+            events: events::EventBuffer::default(),
         });
         let gossip =
             cluster::start_gossip(&shared, data_dir.as_ref().map(|d| d.path()), shutdown.child_token(), &tracker)
@@ -592,6 +596,11 @@ impl Agent {
                 &tracker,
                 "join",
                 cluster::join_loop(shared.clone(), g.clone(), shutdown.child_token()),
+            );
+            crate::tasks::spawn(
+                &tracker,
+                "user-events",
+                events::receive_loop(shared.clone(), g.clone(), shutdown.child_token()),
             );
             crate::tasks::spawn(
                 &tracker,

@@ -164,3 +164,51 @@ pub fn run_force_leave(a: ForceLeaveArgs) -> i32 {
         Ok(0)
     })
 }
+
+#[derive(clap::Args, Debug)]
+pub struct EventArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+    /// Name of the event
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Regular expression over node names
+    #[arg(long, default_value = "")]
+    node: String,
+    /// Regular expression over service names
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Regular expression over service tags (needs -service)
+    #[arg(long, default_value = "")]
+    tag: String,
+    payload: Vec<String>,
+}
+
+pub fn run_event(a: EventArgs) -> i32 {
+    block_on(async move {
+        if a.name.is_empty() {
+            return Err("Event name must be specified".into());
+        }
+        if !a.tag.is_empty() && a.service.is_empty() {
+            return Err("Cannot provide tag filter without service filter.".into());
+        }
+        if a.payload.len() > 1 {
+            return Err("Too many command line arguments.".into());
+        }
+        let mut q: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in [("node", &a.node), ("service", &a.service), ("tag", &a.tag)] {
+            if !v.is_empty() {
+                q.push((k, v));
+            }
+        }
+        let client = a.http.client()?;
+        let body = a.payload.first().cloned().unwrap_or_default();
+        let resp = client
+            .put_raw(&format!("/v1/event/fire/{}", a.name), &q, body.into_bytes())
+            .await
+            .map_err(|e| format!("Error firing event: {e}"))?;
+        let v: Json = serde_json::from_slice(&resp).map_err(|e| format!("Error decoding response: {e}"))?;
+        println!("Event ID: {}", v["ID"].as_str().unwrap_or_default());
+        Ok(0)
+    })
+}

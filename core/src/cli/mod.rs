@@ -44,6 +44,8 @@ enum Command {
     Join(members::JoinArgs),
     /// Tells the local agent to leave the cluster gracefully and stop
     Leave(members::LeaveArgs),
+    /// Fires a user event to the cluster
+    Event(members::EventArgs),
     /// Forces a failed member into the left state
     ForceLeave(members::ForceLeaveArgs),
     /// Reads and writes the key/value store
@@ -138,6 +140,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Join(a) => members::run_join(a),
         Command::Leave(a) => members::run_leave(a),
         Command::ForceLeave(a) => members::run_force_leave(a),
+        Command::Event(a) => members::run_event(a),
         Command::Catalog(cmd) => catalog::run_catalog(cmd),
         Command::Services(cmd) => catalog::run_services(cmd),
         Command::Maint(a) => catalog::run_maint(a),

@@ -168,8 +168,9 @@ pub(crate) struct Core {
     timer_seq: u64,
     outbox: Vec<(SocketAddr, Vec<u8>)>,
     pub(crate) keyring: Keyring,
-    /// Join handshakes in flight: token -> the identity that answered (once it did).
-    joins: HashMap<u64, Option<NodeId>>,
+    /// Join handshakes in flight: token -> the answer (once there is one): the identity we
+    /// announced to, or why we refused to join it.
+    joins: HashMap<u64, Option<Result<NodeId, String>>>,
     warned: HashSet<(SocketAddr, OpenError)>,
     event_clock: u64,
     member_tx: broadcast::Sender<MemberEvent>,
@@ -396,8 +397,8 @@ impl Core {
         self.send_direct(to, &Direct::Hello { token });
     }
 
-    /// The identity that answered join handshake `token`, if it did.
-    pub(crate) fn join_answer(&self, token: u64) -> Option<NodeId> {
+    /// The answer to join handshake `token`, if there is one yet.
+    pub(crate) fn join_answer(&self, token: u64) -> Option<Result<NodeId, String>> {
         self.joins.get(&token).cloned().flatten()
     }
 
@@ -736,7 +737,13 @@ impl Core {
             Direct::Welcome { token, id } => {
                 // Only answers to our own handshakes make us announce.
                 if let Some(slot) = self.joins.get_mut(&token) {
-                    *slot = Some(id.clone());
+                    if id.name == self.own.name {
+                        // Two agents with one name would keep declaring each other down.
+                        *slot =
+                            Some(Err(format!("node name {:?} is already used by the member at {}", id.name, id.addr)));
+                        return;
+                    }
+                    *slot = Some(Ok(id.clone()));
                     if let Err(e) = self.foca.announce(id, &mut self.fx) {
                         tracing::debug!(error = %e, "gossip: announce");
                     }

@@ -55,6 +55,7 @@ use self::core::{Core, Params};
 use self::keyring::Keyring;
 pub use self::transport::MemNetwork;
 use self::transport::{TransportRx, TransportTx, MAX_DATAGRAM};
+use self::wire::NodeId;
 
 /// Consul's member status codes (`Status` in `/v1/agent/members`).
 pub const STATUS_NONE: u8 = 0;
@@ -313,14 +314,24 @@ impl Gossip {
         let start = Instant::now();
         let deadline = start + self.join_timeout();
         let mut next_hello = start;
-        let mut answered: Vec<(SocketAddr, String)>;
+        let mut answered: Vec<(SocketAddr, String)> = Vec::new();
+        let mut refused = false;
         loop {
             let now = Instant::now();
-            answered = {
+            let answers: Vec<(SocketAddr, Result<NodeId, String>)> = {
                 let core = self.lock();
-                tokens.iter().filter_map(|(tok, addr)| core.join_answer(*tok).map(|id| (*addr, id.name))).collect()
+                tokens.iter().filter_map(|(tok, addr)| core.join_answer(*tok).map(|a| (*addr, a))).collect()
             };
-            if answered.len() == tokens.len() || now >= deadline {
+            if answers.len() == tokens.len() || now >= deadline {
+                for (addr, answer) in answers {
+                    match answer {
+                        Ok(id) => answered.push((addr, id.name)),
+                        Err(e) => {
+                            refused = true;
+                            errors.push(format!("{addr}: {e}"));
+                        }
+                    }
+                }
                 break;
             }
             if now >= next_hello {
@@ -349,6 +360,9 @@ impl Gossip {
         for (tok_addr, name) in &answered {
             tracing::info!(addr = %tok_addr, member = %name, "gossip: join answered");
         }
+        if answered.is_empty() && refused {
+            return Err(format!("failed to join{}", describe_errors(&errors)));
+        }
         if answered.is_empty() {
             let tried: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
             return Err(format!(
@@ -364,8 +378,11 @@ impl Gossip {
     /// Leaves gracefully: others see LEAVING then LEFT (not FAILED). Waits at most `timeout`
     /// for the news to spread; afterwards the loop stops gossiping.
     pub async fn leave(&self, timeout: Duration) -> Result<(), String> {
-        if self.is_stopped() || self.lock().has_left() {
+        if self.lock().has_left() {
             return Ok(());
+        }
+        if self.is_stopped() {
+            return Err("gossip is not running (shut down without leaving)".to_string());
         }
         let deadline = Instant::now() + timeout;
         self.with_core(|c, now| c.begin_leave(now));
@@ -508,9 +525,10 @@ impl Gossip {
             let branch = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => Branch::Stop,
-                r = rx.recv(&mut buf) => Branch::Packet(r),
+                // Timers before packets: a flood of datagrams must not starve probes.
                 _ = tokio::time::sleep_until(deadline) => Branch::Timers,
                 _ = tick.tick() => Branch::Tick,
+                r = rx.recv(&mut buf) => Branch::Packet(r),
                 _ = self.wake.notified() => Branch::Woken,
             };
             let out = match branch {

@@ -188,6 +188,8 @@ async fn scenario_graceful_leave(net: Net) {
     c.g.leave(Duration::from_secs(3)).await.unwrap();
     eprintln!("[gossip {}] leave() returned after {:?}", net.label(), started.elapsed());
     assert_eq!(status(&c.g, "c"), Some(STATUS_LEFT));
+    c.g.leave(Duration::from_secs(1)).await.unwrap(); // idempotent
+    assert!(c.g.join(&[a.addr()]).await.is_err(), "a left agent does not gossip any more");
     let took = wait_until("c LEFT on a and b", Duration::from_secs(10), || {
         status(&a.g, "c") == Some(STATUS_LEFT) && status(&b.g, "c") == Some(STATUS_LEFT)
     })
@@ -198,10 +200,13 @@ async fn scenario_graceful_leave(net: Net) {
     assert_eq!(status(&a.g, "c"), Some(STATUS_LEFT));
     assert_eq!(status(&b.g, "c"), Some(STATUS_LEFT));
     let evs = drain(&mut events);
-    assert!(evs.iter().any(|e| matches!(e, MemberEvent::Leave(m) if m.name == "c")), "{evs:?}");
+    let leaving =
+        evs.iter().position(|e| matches!(e, MemberEvent::Update(m) if m.name == "c" && m.status == STATUS_LEAVING));
+    let left = evs.iter().position(|e| matches!(e, MemberEvent::Leave(m) if m.name == "c"));
+    assert!(leaving.is_some() && left.is_some() && leaving < left, "LEAVING then LEFT: {evs:?}");
     assert!(!evs.iter().any(|e| matches!(e, MemberEvent::Failed(m) if m.name == "c")), "{evs:?}");
     // The rest of the cluster is unaffected.
-    assert_eq!(status(&a.g, "b"), Some(STATUS_ALIVE));
+    wait_until("b alive on a", Duration::from_secs(5), || status(&a.g, "b") == Some(STATUS_ALIVE)).await;
     for n in [&a, &b, &c] {
         n.token.cancel();
     }
@@ -221,7 +226,7 @@ async fn scenario_failure_and_restart(net: Net) {
     eprintln!("[gossip {}] stopped node detected FAILED everywhere in {took:?}", net.label());
     let evs = drain(&mut events);
     assert!(evs.iter().any(|e| matches!(e, MemberEvent::Failed(m) if m.name == "c")), "{evs:?}");
-    assert_eq!(status(&a.g, "b"), Some(STATUS_ALIVE));
+    wait_until("b alive on a", Duration::from_secs(5), || status(&a.g, "b") == Some(STATUS_ALIVE)).await;
 
     // The node comes back under the same name (new port, new tags): it replaces the old one.
     let c2 = node(&net, &tracker, "c", &[("role", "node"), ("id", "c-id-2")]).await;
@@ -408,6 +413,12 @@ async fn scenario_join_errors(net: Net) {
     assert!(a.g.join(&["127.0.0.1:notaport".into()]).await.is_err());
     assert_eq!(a.g.members().len(), 1);
     assert_eq!(a.g.members()[0].status, STATUS_ALIVE);
+    // Another agent with our node name is refused.
+    let twin = node(&net, &tracker, "a", &[]).await;
+    let err = twin.g.join(&[a.addr()]).await.unwrap_err();
+    assert!(err.contains("already used"), "{err}");
+    assert_eq!(twin.g.members().len(), 1);
+    twin.token.cancel();
     a.token.cancel();
     tracker.close();
     tracker.wait().await;

@@ -9,6 +9,7 @@ mod blocking;
 mod catalog;
 mod decode;
 mod error;
+mod event;
 mod forward;
 mod health;
 mod kv;
@@ -203,6 +204,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         "kv" => kv::handle(ctx, req, rest).await,
         "catalog" => catalog::handle(ctx, req, rest).await,
         "health" => health::handle(ctx, req, rest).await,
+        "event" => event::handle(ctx, req, rest).await,
         "txn" if rest.is_empty() => txn::handle(ctx, req).await,
         "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,
         _ => Err(ApiError::NotFound(String::new())),

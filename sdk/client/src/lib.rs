@@ -216,6 +216,14 @@ impl Client {
         Ok(bytes)
     }
 
+    /// PUT a raw body (event payloads).
+    pub async fn put_raw(&self, path: &str, query: &[(&str, &str)], body: Vec<u8>) -> Result<Bytes, Error> {
+        let q: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (status, _, bytes) = self.send(Method::PUT, path, &q, Some(Bytes::from(body))).await?;
+        Self::check(status, &bytes)?;
+        Ok(bytes)
+    }
+
     /// One key; `None` when it does not exist.
     pub async fn kv_get(&self, key: &str, opts: &QueryOptions) -> Result<(Option<DirEntry>, QueryMeta), Error> {
         let (status, headers, body) = self.send(Method::GET, &Self::kv_path(key), &Self::query(opts), None).await?;
