@@ -7,15 +7,26 @@
 //!
 //! ```text
 //! src/bin/legate.rs   args -> cli::run(); nothing else
-//! src/cli/            one file per command (agent.rs, validate.rs, version.rs); Consul-style
-//!                     single-dash flags are accepted by cli::normalize_args
+//! src/cli/            one file per command family (agent, validate, version, kv, snapshot,
+//!                     catalog/services/maint, members/join/leave/event, operator/keyring/info);
+//!                     Consul-style single-dash flags are accepted by cli::normalize_args
 //! src/config/         mod.rs (Config structs, Consul key names and defaults), load.rs (figment
 //!                     layers: defaults < -dev < files/dirs < LEGATE_* env < flags; validation),
 //!                     reload.rs (re-load, diff, swap), duration.rs (Go durations)
-//! src/agent/          mod.rs (Agent::start, shared state, shutdown), data_dir.rs (lock, node-id),
-//!                     addr.rs (advertise address)
+//! src/agent/          mod.rs (Agent::start, shared state, shutdown, leader reconcile),
+//!                     local.rs (this node's services/checks), checks/ (probes), runner.rs
+//!                     (check scheduling, TTL, reaper), ae.rs (anti-entropy), cluster.rs
+//!                     (gossip wiring, joins, bootstrap-expect, voters), events.rs (user events),
+//!                     data_dir.rs (lock, node-id), addr.rs (advertise address)
+//! src/gossip/         LAN membership on foca (SWIM): transport, AES-GCM keyring, user events
+//! src/server/         Raft (openraft) + RPC port: mod.rs (apply, batching, forwarding),
+//!                     command.rs (the Command enum), rpc.rs, raft/ (log store, state machine)
+//! src/state/          redb state store: kv.rs, catalog.rs, snapshot.rs, watch.rs, schema.rs
 //! src/http/           warp server + one dispatcher: mod.rs (routing, headers, pretty),
-//!                     error.rs (ApiError -> status), request.rs, response.rs, one file per family
+//!                     error.rs (ApiError -> status), request.rs, response.rs, blocking.rs,
+//!                     forward.rs (client agents -> servers), one file per endpoint family
+//! src/filter.rs       ?filter= (go-bexpr) expressions over JSON
+//! src/telemetry.rs    metrics registry behind /v1/agent/metrics
 //! src/logging.rs      tracing to stderr / file / syslog, reloadable level
 //! src/version.rs      Legate's version and the Consul version it presents
 //! ```

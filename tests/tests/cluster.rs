@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use legate_tests::{retry_until, AgentProcess};
+use legate_tests::{retry_until, run_legate, run_legate_with, AgentProcess};
 use reqwest::Client;
 use serde_json::{json, Value};
 
@@ -109,6 +109,23 @@ async fn three_servers_and_a_client_form_one_cluster() {
     })
     .await;
 
+    // The CLI sees the same cluster.
+    let http = format!("-http-addr={}", agents[3].http.unwrap());
+    let (code, out, err) = run_legate_with(&["members", &http], &[], None);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("Node") && lines[0].contains("Segment"), "{out}");
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("c1 ") && l.contains("alive") && l.contains("client")), "{out}");
+    let (code, out, err) = run_legate_with(&["operator", "raft", "list-peers", &http], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains("leader")).count(), 1, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("follower")).count(), 2, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("s1 ")), "{out}");
+    let (code, out, _) = run_legate_with(&["info", &http], &[], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("serf_lan:") && out.contains("agent:"), "{out}");
+
     // An event fired on one server is listed on every agent, once.
     let r = c.put(agents[0].url("/v1/event/fire/deploy")).body("v2").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -149,4 +166,82 @@ async fn three_servers_and_a_client_form_one_cluster() {
     })
     .await;
     eprintln!("new leader served a write {:?} after the leader's SIGKILL", killed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_gossip_key_cannot_join_and_retry_max_exits() {
+    let (code, k1, _) = run_legate(&["keygen"]);
+    assert_eq!(code, 0);
+    let (_, k2, _) = run_legate(&["keygen"]);
+    let (k1, k2) = (k1.trim().to_string(), k2.trim().to_string());
+    assert_eq!(k1.len(), 44);
+    assert_ne!(k1, k2);
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let mut a1 = agent_args("127.0.2.1", "k1", d1.path().to_str().unwrap(), false, "127.0.2.9");
+    a1.retain(|_| true);
+    // The first agent: a server of its own, with key 1.
+    let args1: Vec<String> = [
+        "agent",
+        "-node",
+        "k1",
+        "-bind",
+        "127.0.2.1",
+        "-client",
+        "127.0.2.1",
+        "-data-dir",
+        d1.path().to_str().unwrap(),
+        "-server",
+        "-bootstrap",
+        "-dns-port",
+        "-1",
+        "-serf-lan-port",
+        "8301",
+        "-http-port",
+        "0",
+        "-encrypt",
+        &k1,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args1: Vec<&str> = args1.iter().map(String::as_str).collect();
+    let first = AgentProcess::start(&args1, &[]);
+    // The second has key 2: its joins are refused, and after -retry-max it exits 1.
+    let args2: Vec<String> = [
+        "agent",
+        "-node",
+        "k2",
+        "-bind",
+        "127.0.2.2",
+        "-client",
+        "127.0.2.2",
+        "-data-dir",
+        d2.path().to_str().unwrap(),
+        "-retry-join",
+        "127.0.2.1",
+        "-retry-interval",
+        "200ms",
+        "-retry-max",
+        "3",
+        "-dns-port",
+        "-1",
+        "-serf-lan-port",
+        "8301",
+        "-http-port",
+        "0",
+        "-encrypt",
+        &k2,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    let mut second = AgentProcess::spawn(&args2, &[]);
+    assert_eq!(second.wait_exit(Duration::from_secs(60)), Some(1), "{}", second.output());
+    assert!(second.output().contains("max join retry exhausted"), "{}", second.output());
+    let c = Client::new();
+    let m = get(&c, first.url("/v1/agent/members")).await.unwrap();
+    assert_eq!(m.as_array().unwrap().len(), 1, "{m}");
+    drop(a1);
 }

@@ -39,7 +39,8 @@ pub async fn start_gossip(
         let k = base64::engine::general_purpose::STANDARD.decode(key).map_err(|e| format!("encrypt: {e}"))?;
         opts.keys = vec![k];
     }
-    opts.keyring_path = data_dir.map(|d| d.join("serf").join("local.keyring"));
+    opts.keyring_path =
+        if c.disable_keyring_file { None } else { data_dir.map(|d| d.join("serf").join("local.keyring")) };
     if let Some(p) = opts.keyring_path.as_ref().and_then(|p| p.parent()) {
         std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }

@@ -7,6 +7,7 @@ mod catalog;
 mod http_flags;
 mod kv;
 mod members;
+mod operator;
 mod snapshot;
 mod validate;
 mod version;
@@ -44,6 +45,15 @@ enum Command {
     Join(members::JoinArgs),
     /// Tells the local agent to leave the cluster gracefully and stop
     Leave(members::LeaveArgs),
+    /// Cluster operator tools (Raft peers)
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+    /// Generates a new gossip encryption key
+    Keygen,
+    /// Lists and manages gossip encryption keys
+    Keyring(operator::KeyringArgs),
+    /// Prints debugging information about the agent
+    Info(operator::InfoArgs),
     /// Fires a user event to the cluster
     Event(members::EventArgs),
     /// Forces a failed member into the left state
@@ -141,6 +151,10 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Leave(a) => members::run_leave(a),
         Command::ForceLeave(a) => members::run_force_leave(a),
         Command::Event(a) => members::run_event(a),
+        Command::Operator(cmd) => operator::run_operator(cmd),
+        Command::Keygen => operator::run_keygen(),
+        Command::Keyring(a) => operator::run_keyring(a),
+        Command::Info(a) => operator::run_info(a),
         Command::Catalog(cmd) => catalog::run_catalog(cmd),
         Command::Services(cmd) => catalog::run_services(cmd),
         Command::Maint(a) => catalog::run_maint(a),

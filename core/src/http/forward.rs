@@ -12,6 +12,11 @@ use crate::server::rpc::{HttpCall, HttpReply};
 /// Endpoint families a client agent forwards.
 pub const FORWARDED: &[&str] = &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate"];
 
+/// Operator paths a client agent forwards (the keyring is the agent's own).
+pub fn forwarded(family: &str, rest: &str) -> bool {
+    FORWARDED.contains(&family) || (family == "operator" && rest.starts_with("raft/"))
+}
+
 /// Response headers carried back from the server.
 const HEADERS: &[&str] = &[
     "X-Consul-Index",

@@ -13,6 +13,7 @@ mod event;
 mod forward;
 mod health;
 mod kv;
+mod operator;
 mod request;
 mod response;
 mod snapshot;
@@ -195,7 +196,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         }
     }
     let (family, rest) = path.split_once('/').unwrap_or((path, ""));
-    if ctx.agent.server().is_none() && forward::FORWARDED.contains(&family) {
+    if ctx.agent.server().is_none() && forward::forwarded(family, rest) {
         return forward::forward(ctx, req).await;
     }
     match family {
@@ -205,6 +206,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         "catalog" => catalog::handle(ctx, req, rest).await,
         "health" => health::handle(ctx, req, rest).await,
         "event" => event::handle(ctx, req, rest).await,
+        "operator" => operator::handle(ctx, req, rest).await,
         "txn" if rest.is_empty() => txn::handle(ctx, req).await,
         "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,
         _ => Err(ApiError::NotFound(String::new())),

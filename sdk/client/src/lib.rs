@@ -216,6 +216,22 @@ impl Client {
         Ok(bytes)
     }
 
+    /// DELETE with query pairs.
+    pub async fn delete_path(&self, path: &str, query: &[(&str, &str)]) -> Result<Bytes, Error> {
+        let q: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (status, _, bytes) = self.send(Method::DELETE, path, &q, None).await?;
+        Self::check(status, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Any method with a JSON body.
+    pub async fn request_json(&self, method: &str, path: &str, body: &serde_json::Value) -> Result<Bytes, Error> {
+        let m = Method::from_bytes(method.as_bytes()).map_err(|e| Error::Decode(e.to_string()))?;
+        let (status, _, bytes) = self.send(m, path, &[], Some(Bytes::from(body.to_string()))).await?;
+        Self::check(status, &bytes)?;
+        Ok(bytes)
+    }
+
     /// PUT a raw body (event payloads).
     pub async fn put_raw(&self, path: &str, query: &[(&str, &str)], body: Vec<u8>) -> Result<Bytes, Error> {
         let q: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

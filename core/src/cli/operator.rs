@@ -1,0 +1,177 @@
+//! `legate operator raft list-peers|remove-peer`, `legate keygen`, `legate keyring`,
+//! `legate info`.
+
+use base64::Engine;
+use rand::RngCore;
+use serde_json::{json, Value as Json};
+
+use super::http_flags::{block_on, HttpFlags};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Raft peer operations
+    #[command(subcommand)]
+    Raft(RaftCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RaftCommand {
+    /// Lists the Raft peers
+    ListPeers {
+        #[command(flatten)]
+        http: HttpFlags,
+    },
+    /// Removes a Raft peer by -address or -id
+    RemovePeer {
+        #[command(flatten)]
+        http: HttpFlags,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeyringArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+    #[arg(long)]
+    list: bool,
+    #[arg(long)]
+    install: Option<String>,
+    #[arg(long = "use")]
+    use_key: Option<String>,
+    #[arg(long)]
+    remove: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+}
+
+fn table(rows: &[Vec<String>]) {
+    let cols = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, s)| if i + 1 == cols { s.clone() } else { format!("{s:<w$}", w = widths[i]) })
+            .collect();
+        println!("{}", line.join("  "));
+    }
+}
+
+pub fn run_operator(cmd: OperatorCommand) -> i32 {
+    block_on(async move {
+        match cmd {
+            OperatorCommand::Raft(RaftCommand::ListPeers { http }) => {
+                let (v, _): (Json, _) = http
+                    .client()?
+                    .get_json("/v1/operator/raft/configuration", &http.query(), &[])
+                    .await
+                    .map_err(|e| format!("Error getting peers: {e}"))?;
+                let mut rows =
+                    vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol"].map(String::from).to_vec()];
+                for s in v["Servers"].as_array().into_iter().flatten() {
+                    let state = if s["Leader"].as_bool() == Some(true) { "leader" } else { "follower" };
+                    rows.push(vec![
+                        s["Node"].as_str().unwrap_or_default().to_string(),
+                        s["ID"].as_str().unwrap_or_default().to_string(),
+                        s["Address"].as_str().unwrap_or_default().to_string(),
+                        state.to_string(),
+                        s["Voter"].as_bool().unwrap_or(false).to_string(),
+                        s["ProtocolVersion"].as_str().unwrap_or("3").to_string(),
+                    ]);
+                }
+                table(&rows);
+                Ok(0)
+            }
+            OperatorCommand::Raft(RaftCommand::RemovePeer { http, address, id }) => {
+                let q: Vec<(&str, &str)> = match (&address, &id) {
+                    (Some(a), None) => vec![("address", a)],
+                    (None, Some(i)) => vec![("id", i)],
+                    _ => return Err("Error removing peer: exactly one of -address or -id is required".into()),
+                };
+                let client = http.client()?;
+                client
+                    .delete_path("/v1/operator/raft/peer", &q)
+                    .await
+                    .map_err(|e| format!("Error removing peer: {e}"))?;
+                match (address, id) {
+                    (Some(a), _) => println!("Removed peer with address \"{a}\""),
+                    (_, Some(i)) => println!("Removed peer with id \"{i}\""),
+                    _ => {}
+                }
+                Ok(0)
+            }
+        }
+    })
+}
+
+pub fn run_keygen() -> i32 {
+    let mut key = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+    0
+}
+
+pub fn run_keyring(a: KeyringArgs) -> i32 {
+    block_on(async move {
+        let client = a.http.client()?;
+        let chosen =
+            [a.list, a.install.is_some(), a.use_key.is_some(), a.remove.is_some()].iter().filter(|x| **x).count();
+        if chosen != 1 {
+            return Err("Exactly one of -list, -install, -use, or -remove must be provided".into());
+        }
+        if a.list {
+            println!("==> Gathering installed encryption keys...");
+            let (v, _): (Json, _) = client
+                .get_json("/v1/operator/keyring", &a.http.query(), &[])
+                .await
+                .map_err(|e| format!("Error: {e}"))?;
+            for pool in v.as_array().into_iter().flatten() {
+                let n = pool["NumNodes"].as_u64().unwrap_or(0);
+                println!("\n{} (LAN):", pool["Datacenter"].as_str().unwrap_or_default());
+                for (k, c) in pool["Keys"].as_object().into_iter().flatten() {
+                    println!("  {k} [{}/{n}]", c.as_u64().unwrap_or(0));
+                }
+            }
+            return Ok(0);
+        }
+        let (method, key, msg) = if let Some(k) = &a.install {
+            ("POST", k, "Installing new gossip encryption key...")
+        } else if let Some(k) = &a.use_key {
+            ("PUT", k, "Changing primary gossip encryption key...")
+        } else {
+            ("DELETE", a.remove.as_ref().expect("one chosen"), "Removing gossip encryption key...")
+        };
+        println!("==> {msg}");
+        client
+            .request_json(method, "/v1/operator/keyring", &json!({"Key": key}))
+            .await
+            .map_err(|e| format!("error: {e}"))?;
+        Ok(0)
+    })
+}
+
+pub fn run_info(a: InfoArgs) -> i32 {
+    block_on(async move {
+        let (v, _): (Json, _) = a
+            .http
+            .client()?
+            .get_json("/v1/agent/self", &a.http.query(), &[])
+            .await
+            .map_err(|e| format!("Error querying agent: {e}"))?;
+        for (section, values) in v["Stats"].as_object().into_iter().flatten() {
+            println!("{section}:");
+            for (k, val) in values.as_object().into_iter().flatten() {
+                println!("\t{k} = {}", val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
+            }
+        }
+        Ok(0)
+    })
+}
