@@ -166,6 +166,20 @@ async fn three_servers_and_a_client_form_one_cluster() {
     })
     .await;
     eprintln!("new leader served a write {:?} after the leader's SIGKILL", killed.elapsed());
+
+    // The old leader restarts with its data dir, rejoins as a follower and catches up.
+    agents[leader_idx].wait_exit(Duration::from_secs(5));
+    let name = format!("s{}", leader_idx + 1);
+    let restarted = start(ips[leader_idx], &name, &dirs[leader_idx], true, ips[survivor]);
+    retry_until(Duration::from_secs(30), "restarted server caught up", || async {
+        let v = c.get(restarted.url("/v1/kv/cluster/after?raw&stale")).send().await.ok()?.text().await.ok()?;
+        (v == "x").then_some(())
+    })
+    .await;
+    let old = c.get(restarted.url("/v1/kv/cluster/k?raw&stale")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(old, "through-client");
+    let leader_now = get(&c, restarted.url("/v1/status/leader")).await.unwrap();
+    assert!(!leader_now.as_str().unwrap().starts_with(&format!("{}:", ips[leader_idx])), "rejoined as follower");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
