@@ -51,13 +51,14 @@ async fn get(c: &Client, url: String) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_and_a_client_form_one_cluster() {
     let c = Client::new();
-    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ips = ["127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4"];
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ips = ["127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4", "127.0.1.5"];
     let mut agents = Vec::new();
     for i in 0..3 {
         agents.push(start(ips[i], &format!("s{}", i + 1), &dirs[i], true, ips[0]));
     }
     agents.push(start(ips[3], "c1", &dirs[3], false, ips[0]));
+    let mut c2 = start(ips[4], "c2", &dirs[4], false, ips[1]);
 
     // A leader is elected once all three servers see each other, and every agent knows it.
     let leader = retry_until(Duration::from_secs(30), "leader known to the client", || async {
@@ -73,9 +74,30 @@ async fn three_servers_and_a_client_form_one_cluster() {
         .await;
         assert!(peers.as_array().unwrap().iter().any(|p| p == &json!(leader)));
     }
-    let members = retry_until(Duration::from_secs(15), "four alive members", || async {
+    let members = retry_until(Duration::from_secs(15), "five alive members", || async {
         let m = get(&c, agents[3].url("/v1/agent/members")).await?;
-        (m.as_array()?.iter().filter(|m| m["Status"] == 1).count() == 4).then_some(m)
+        (m.as_array()?.iter().filter(|m| m["Status"] == 1).count() == 5).then_some(m)
+    })
+    .await;
+
+    // A graceful leave: `legate leave` stops c2, the others list it as left and the leader
+    // deregisters its node.
+    retry_until(Duration::from_secs(15), "c2 in the catalog", || async {
+        let v = get(&c, agents[0].url("/v1/catalog/node/c2")).await?;
+        (!v.is_null()).then_some(())
+    })
+    .await;
+    let (code, out, err) = run_legate_with(&["leave", &format!("-http-addr={}", c2.http.unwrap())], &[], None);
+    assert_eq!((code, out.trim()), (0, "Graceful leave complete"), "{err}");
+    assert_eq!(c2.wait_exit(Duration::from_secs(20)), Some(0), "{}", c2.output());
+    retry_until(Duration::from_secs(15), "c2 left", || async {
+        let m = get(&c, agents[0].url("/v1/agent/members")).await?;
+        m.as_array()?.iter().any(|m| m["Name"] == "c2" && m["Status"] == 3).then_some(())
+    })
+    .await;
+    retry_until(Duration::from_secs(15), "c2 deregistered", || async {
+        let v = get(&c, agents[0].url("/v1/catalog/node/c2")).await?;
+        v.is_null().then_some(())
     })
     .await;
     let client = members.as_array().unwrap().iter().find(|m| m["Name"] == "c1").unwrap();
@@ -115,7 +137,7 @@ async fn three_servers_and_a_client_form_one_cluster() {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("Node") && lines[0].contains("Segment"), "{out}");
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 6, "{out}");
     assert!(out.lines().any(|l| l.starts_with("c1 ") && l.contains("alive") && l.contains("client")), "{out}");
     let (code, out, err) = run_legate_with(&["operator", "raft", "list-peers", &http], &[], None);
     assert_eq!(code, 0, "{err}");
