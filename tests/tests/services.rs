@@ -366,3 +366,71 @@ async fn api_registrations_survive_restart() {
     assert_eq!(checks["service:db"]["Type"], "ttl");
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_node_service_and_check_verbs() {
+    let a = InProcessAgent::start(test_config()).await;
+    leader(&a).await;
+    let c = Client::new();
+    let ops = json!([
+        {"Node": {"Verb": "set", "Node": {"Node": "db1", "Address": "10.0.0.9", "Meta": {"rack": "r1"}}}},
+        {"Service": {"Verb": "set", "Node": "db1", "Service": {"ID": "pg1", "Service": "postgres", "Port": 5432, "Tags": ["primary"]}}},
+        {"Check": {"Verb": "set", "Check": {"Node": "db1", "CheckID": "pg-alive", "Name": "pg", "Status": "passing", "ServiceID": "pg1"}}},
+        {"KV": {"Verb": "set", "Key": "db/leader", "Value": "ZGIx"}}
+    ]);
+    let r = c.put(a.url("/v1/txn")).json(&ops).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let results = v["Results"].as_array().unwrap();
+    assert_eq!(results[0]["Node"]["Node"], "db1");
+    assert_eq!(results[1]["Service"]["Port"], 5432);
+    assert_eq!(results[2]["Check"]["ServiceName"], "postgres");
+    assert_eq!(results[3]["KV"]["Key"], "db/leader");
+    let (_, h, _) = get_json(a.url("/v1/health/service/postgres?passing")).await;
+    assert_eq!(h[0]["Node"]["Meta"]["rack"], "r1");
+    let node_index = results[0]["Node"]["ModifyIndex"].as_u64().unwrap();
+
+    // A stale cas and a get of something missing roll everything back (409 with Errors).
+    let ops = json!([
+        {"Node": {"Verb": "cas", "Node": {"Node": "db1", "Address": "10.0.0.10", "ModifyIndex": node_index - 1}}},
+        {"Service": {"Verb": "get", "Node": "db1", "Service": {"ID": "nope"}}},
+        {"KV": {"Verb": "delete", "Key": "db/leader"}}
+    ]);
+    let r = c.put(a.url("/v1/txn")).json(&ops).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    let errors = v["Errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{v}");
+    assert_eq!((errors[0]["OpIndex"].as_u64(), errors[1]["OpIndex"].as_u64()), (Some(0), Some(1)));
+    let (status, _, _) = get_json(a.url("/v1/kv/db/leader")).await;
+    assert_eq!(status, 200, "the KV delete rolled back");
+    let (_, n, _) = get_json(a.url("/v1/catalog/node/db1")).await;
+    assert_eq!(n["Node"]["Address"], "10.0.0.9");
+
+    // A read-only transaction (gets) and a delete.
+    let r = c
+        .put(a.url("/v1/txn"))
+        .json(&json!([{"Check": {"Verb": "get", "Check": {"Node": "db1", "CheckID": "pg-alive"}}}]))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["Results"][0]["Check"]["Status"], "passing");
+    let r = c
+        .put(a.url("/v1/txn"))
+        .json(&json!([{"Node": {"Verb": "delete", "Node": {"Node": "db1"}}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v, _) = get_json(a.url("/v1/catalog/service/postgres")).await;
+    assert_eq!(v, json!([]));
+    let r = c
+        .put(a.url("/v1/txn"))
+        .json(&json!([{"Node": {"Verb": "bogus", "Node": {"Node": "x"}}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    a.stop().await;
+}

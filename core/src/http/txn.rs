@@ -4,12 +4,14 @@
 use base64::Engine;
 use http::{Method, StatusCode};
 use legate_api::kv::{TxnError, TxnResponse, TxnResult};
-use serde_json::Value as Json;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value as Json};
 
 use super::blocking::{self, Consistency};
 use super::{ApiError, ApiResponse, Ctx, Request};
-use crate::server::command::{Command, CommandResponse};
-use crate::state::kv::{self as store_kv, KvOp, KvVerb};
+use crate::server::command::{Command, CommandResponse, TxnOp, TxnOpResult};
+use crate::state::catalog::{self, CatalogOp, CatalogResult, CatalogVerb};
+use crate::state::kv::{KvOp, KvVerb};
 
 const MAX_OPS: usize = 128;
 
@@ -36,7 +38,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     }
     let ops = items.iter().enumerate().map(|(i, item)| parse_op(i, item)).collect::<Result<Vec<_>, _>>()?;
     let server = blocking::server(ctx)?;
-    let read_only = ops.iter().all(|op| op.verb.is_read());
+    let read_only = ops.iter().all(TxnOp::is_read);
     let outcome = if read_only {
         let opts = blocking::query_options(ctx, req)?;
         if opts.consistency == Consistency::Consistent {
@@ -47,14 +49,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         let store = server.store.clone();
         tokio::task::spawn_blocking(move || -> Result<_, crate::state::StoreError> {
             let txn = store.write(false)?;
-            let mut results = Vec::new();
-            let mut errors = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                match store_kv::apply_txn(&txn, op, 0)? {
-                    Ok(r) => results.push(r),
-                    Err(f) => errors.push((i, f.what().to_string())),
-                }
-            }
+            let (results, errors) = crate::state::txn_ops(&txn, &ops, 0)?;
             txn.abort()?;
             Ok(if errors.is_empty() { Ok(results) } else { Err(errors) })
         })
@@ -71,11 +66,27 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     let (known, last) = server.leader_contact();
     let resp = match outcome {
         Ok(results) => {
-            let mut out = Vec::new();
+            let mut out: Vec<Json> = Vec::new();
             for r in results {
-                out.extend(r.into_wire().into_iter().map(|kv| TxnResult { kv }));
+                match r {
+                    TxnOpResult::Kv(r) => out.extend(
+                        r.into_wire()
+                            .into_iter()
+                            .map(|kv| serde_json::to_value(TxnResult { kv }).unwrap_or(Json::Null)),
+                    ),
+                    TxnOpResult::Catalog(CatalogResult::Node(n)) => {
+                        out.push(json!({"Node": super::catalog::node_json(&n)}))
+                    }
+                    TxnOpResult::Catalog(CatalogResult::Service(sv)) => {
+                        out.push(json!({"Service": super::catalog::service_json(&sv, None)}))
+                    }
+                    TxnOpResult::Catalog(CatalogResult::Check(c)) => {
+                        out.push(json!({"Check": super::catalog::check_json(&c)}))
+                    }
+                    TxnOpResult::Catalog(CatalogResult::Nothing) => {}
+                }
             }
-            ApiResponse::json(&TxnResponse { results: Some(out), errors: None })
+            ApiResponse::json(&json!({"Results": out, "Errors": null}))
         }
         Err(errors) => {
             let errors = errors.into_iter().map(|(op_index, what)| TxnError { op_index, what }).collect();
@@ -98,11 +109,120 @@ fn lowercase_keys(v: Json) -> Json {
     }
 }
 
-fn parse_op(i: usize, item: &Json) -> Result<KvOp, ApiError> {
+fn catalog_part<T: DeserializeOwned>(v: Option<&Json>, what: &str, i: usize) -> Result<T, ApiError> {
+    let v = super::decode::normalize(v.cloned().unwrap_or(Json::Null));
+    serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("Failed to parse operation {i}: {what}: {e}")))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NodeBody {
+    id: String,
+    node: String,
+    address: String,
+    datacenter: String,
+    tagged_addresses: std::collections::BTreeMap<String, String>,
+    meta: std::collections::BTreeMap<String, String>,
+    node_meta: std::collections::BTreeMap<String, String>,
+    modify_index: u64,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ServiceBody {
+    id: String,
+    service: String,
+    tags: Vec<String>,
+    address: String,
+    meta: std::collections::BTreeMap<String, String>,
+    port: u16,
+    enable_tag_override: bool,
+    modify_index: u64,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct CheckBody {
+    node: String,
+    check_id: String,
+    id: String,
+    name: String,
+    status: String,
+    notes: String,
+    output: String,
+    service_id: String,
+    modify_index: u64,
+}
+
+fn parse_catalog(i: usize, kind: &str, body: &Json) -> Result<TxnOp, ApiError> {
+    let bad = |what: String| ApiError::BadRequest(format!("Failed to parse operation {i}: {what}"));
+    let verb_text = body.get("verb").and_then(Json::as_str).unwrap_or("");
+    let verb = CatalogVerb::parse(verb_text).ok_or_else(|| bad(format!("unknown {kind} verb {verb_text:?}")))?;
+    let op = match kind {
+        "node" => {
+            let n: NodeBody = catalog_part(body.get("node"), "Node", i)?;
+            let mut meta = n.meta;
+            meta.extend(n.node_meta);
+            CatalogOp::Node {
+                verb,
+                node: catalog::Node {
+                    id: n.id,
+                    node: n.node,
+                    address: n.address,
+                    datacenter: n.datacenter,
+                    tagged_addresses: n.tagged_addresses,
+                    meta,
+                    create_index: 0,
+                    modify_index: n.modify_index,
+                },
+            }
+        }
+        "service" => {
+            let node = body.get("node").and_then(Json::as_str).unwrap_or_default().to_string();
+            let s: ServiceBody = catalog_part(body.get("service"), "Service", i)?;
+            CatalogOp::Service {
+                verb,
+                node,
+                service: catalog::Service {
+                    id: s.id,
+                    service: s.service,
+                    tags: s.tags,
+                    address: s.address,
+                    meta: s.meta,
+                    port: s.port,
+                    enable_tag_override: s.enable_tag_override,
+                    modify_index: s.modify_index,
+                    ..catalog::Service::default()
+                },
+            }
+        }
+        _ => {
+            let c: CheckBody = catalog_part(body.get("check"), "Check", i)?;
+            CatalogOp::Check {
+                verb,
+                check: catalog::Check {
+                    node: c.node,
+                    check_id: if c.check_id.is_empty() { c.id } else { c.check_id },
+                    name: c.name,
+                    status: c.status,
+                    notes: c.notes,
+                    output: c.output,
+                    service_id: c.service_id,
+                    definition: "{}".into(),
+                    modify_index: c.modify_index,
+                    ..catalog::Check::default()
+                },
+            }
+        }
+    };
+    Ok(TxnOp::Catalog(op))
+}
+
+fn parse_op(i: usize, item: &Json) -> Result<TxnOp, ApiError> {
     let bad = |what: String| ApiError::BadRequest(format!("Failed to parse operation {i}: {what}"));
     let obj = item.as_object().ok_or_else(|| bad("not an object".into()))?;
     if let Some(kind) = ["node", "service", "check"].iter().find(|k| obj.contains_key(**k)) {
-        return Err(bad(format!("{kind} operations are not supported yet (only KV)")));
+        return parse_catalog(i, kind, &obj[*kind]);
     }
     let kv = obj.get("kv").and_then(Json::as_object).ok_or_else(|| bad("missing KV operation".into()))?;
     let verb_text = kv.get("verb").and_then(Json::as_str).unwrap_or("");
@@ -117,5 +237,5 @@ fn parse_op(i: usize, item: &Json) -> Result<KvOp, ApiError> {
     op.flags = kv.get("flags").and_then(Json::as_u64).unwrap_or(0);
     op.index = kv.get("index").and_then(Json::as_u64).unwrap_or(0);
     op.session = kv.get("session").and_then(Json::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-    Ok(op)
+    Ok(TxnOp::Kv(op))
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::catalog::{CatalogFail, Deregister, Register};
+use crate::state::catalog::{CatalogFail, CatalogOp, CatalogResult, CatalogVerb, Deregister, Register};
 use crate::state::kv::{KvFail, KvOp, KvResult};
 use crate::state::snapshot::StateData;
 use crate::state::watch::Table;
@@ -12,7 +12,7 @@ pub enum Command {
     /// One KV verb (`/v1/kv` PUT/DELETE).
     Kv(KvOp),
     /// An atomic KV transaction (`/v1/txn`): all verbs apply or none.
-    Txn(Vec<KvOp>),
+    Txn(Vec<TxnOp>),
     /// Drop tombstones at or below an index (leader's tombstone GC).
     ReapTombstones { index: u64 },
     /// Replace the whole state (`PUT /v1/snapshot`).
@@ -30,7 +30,7 @@ pub enum Command {
 pub enum CommandResponse {
     Kv(Result<KvResult, KvFail>),
     /// Results of every verb, or the (op index, reason) pairs that rolled it back.
-    Txn(Result<Vec<KvResult>, Vec<(usize, String)>>),
+    Txn(Result<Vec<TxnOpResult>, Vec<(usize, String)>>),
     Reaped(usize),
     Catalog(Result<(), CatalogFail>),
     Batch(Vec<CommandResponse>),
@@ -57,6 +57,13 @@ impl Command {
     /// Every watch a committed command wakes.
     pub fn tables(&self) -> Vec<Table> {
         match self {
+            Command::Txn(ops) => {
+                let mut t = vec![Table::Kv];
+                if ops.iter().any(|o| matches!(o, TxnOp::Catalog(_))) {
+                    t.push(Table::Catalog);
+                }
+                t
+            }
             Command::Batch(cmds) => cmds.iter().flat_map(Command::tables).collect(),
             other => vec![other.table()],
         }
@@ -70,4 +77,28 @@ impl Command {
             _ => Table::Kv,
         }
     }
+}
+
+/// One operation of `/v1/txn`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum TxnOp {
+    Kv(KvOp),
+    Catalog(CatalogOp),
+}
+
+impl TxnOp {
+    pub fn is_read(&self) -> bool {
+        match self {
+            TxnOp::Kv(op) => op.verb.is_read(),
+            TxnOp::Catalog(
+                CatalogOp::Node { verb, .. } | CatalogOp::Service { verb, .. } | CatalogOp::Check { verb, .. },
+            ) => *verb == CatalogVerb::Get,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum TxnOpResult {
+    Kv(KvResult),
+    Catalog(CatalogResult),
 }

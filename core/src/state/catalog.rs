@@ -467,6 +467,145 @@ pub fn deregister_txn(
     Ok(Ok(()))
 }
 
+/// Verbs of the Node, Service and Check operations of `/v1/txn`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CatalogVerb {
+    Set,
+    Cas,
+    Get,
+    Delete,
+    DeleteCas,
+}
+
+impl CatalogVerb {
+    pub fn parse(s: &str) -> Option<CatalogVerb> {
+        Some(match s {
+            "set" => CatalogVerb::Set,
+            "cas" => CatalogVerb::Cas,
+            "get" => CatalogVerb::Get,
+            "delete" => CatalogVerb::Delete,
+            "delete-cas" => CatalogVerb::DeleteCas,
+            _ => return None,
+        })
+    }
+}
+
+/// A catalog operation of a transaction.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum CatalogOp {
+    Node { verb: CatalogVerb, node: Node },
+    Service { verb: CatalogVerb, node: String, service: Service },
+    Check { verb: CatalogVerb, check: Check },
+}
+
+/// What a catalog operation returns (set/cas/get: the record as stored now).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum CatalogResult {
+    Node(Node),
+    Service(Service),
+    Check(Check),
+    Nothing,
+}
+
+fn cas_ok(verb: CatalogVerb, want: u64, current: Option<u64>) -> bool {
+    !matches!(verb, CatalogVerb::Cas | CatalogVerb::DeleteCas) || current.unwrap_or(0) == want
+}
+
+/// Applies one catalog operation of a transaction (Consul's `txnNode`/`txnService`/`txnCheck`).
+pub fn apply_op_txn(
+    txn: &WriteTransaction,
+    op: &CatalogOp,
+    index: u64,
+) -> Result<Result<CatalogResult, CatalogFail>, StoreError> {
+    Ok(match op {
+        CatalogOp::Node { verb, node } => {
+            let current: Option<Node> = get_w(txn, NODES, &node.node)?;
+            if !cas_ok(*verb, node.modify_index, current.as_ref().map(|n| n.modify_index)) {
+                return Ok(Err(CatalogFail(format!("failed to set node {:?}, index is stale", node.node))));
+            }
+            match verb {
+                CatalogVerb::Get => match current {
+                    Some(n) => Ok(CatalogResult::Node(n)),
+                    None => Err(CatalogFail(format!("node {:?} doesn't exist", node.node))),
+                },
+                CatalogVerb::Set | CatalogVerb::Cas => {
+                    let reg = Register { node: node.clone(), ..Register::default() };
+                    match register_txn(txn, &reg, index)? {
+                        Ok(()) => Ok(CatalogResult::Node(get_w(txn, NODES, &node.node)?.unwrap_or_default())),
+                        Err(e) => Err(e),
+                    }
+                }
+                CatalogVerb::Delete | CatalogVerb::DeleteCas => {
+                    deregister_txn(txn, &Deregister { node: node.node.clone(), ..Deregister::default() }, index)?
+                        .map(|_| CatalogResult::Nothing)
+                }
+            }
+        }
+        CatalogOp::Service { verb, node, service } => {
+            let id = if service.id.is_empty() { service.service.clone() } else { service.id.clone() };
+            let current: Option<Service> = get_w(txn, SERVICES, &key(node, &id))?;
+            if !cas_ok(*verb, service.modify_index, current.as_ref().map(|s| s.modify_index)) {
+                return Ok(Err(CatalogFail(format!("failed to set service {id:?} on node {node:?}, index is stale"))));
+            }
+            match verb {
+                CatalogVerb::Get => match current {
+                    Some(s) => Ok(CatalogResult::Service(s)),
+                    None => Err(CatalogFail(format!("service {id:?} on node {node:?} doesn't exist"))),
+                },
+                CatalogVerb::Set | CatalogVerb::Cas => {
+                    let Some(n) = get_w::<Node>(txn, NODES, node)? else {
+                        return Ok(Err(CatalogFail(format!("node {node:?} doesn't exist"))));
+                    };
+                    let reg = Register {
+                        node: n,
+                        service: Some(service.clone()),
+                        checks: Vec::new(),
+                        skip_node_update: true,
+                    };
+                    match register_txn(txn, &reg, index)? {
+                        Ok(()) => {
+                            Ok(CatalogResult::Service(get_w(txn, SERVICES, &key(node, &id))?.unwrap_or_default()))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                CatalogVerb::Delete | CatalogVerb::DeleteCas => deregister_txn(
+                    txn,
+                    &Deregister { node: node.clone(), service_id: Some(id), check_id: None },
+                    index,
+                )?
+                .map(|_| CatalogResult::Nothing),
+            }
+        }
+        CatalogOp::Check { verb, check } => {
+            let id = if check.check_id.is_empty() { check.name.clone() } else { check.check_id.clone() };
+            let current: Option<Check> = get_w(txn, CHECKS, &key(&check.node, &id))?;
+            if !cas_ok(*verb, check.modify_index, current.as_ref().map(|c| c.modify_index)) {
+                return Ok(Err(CatalogFail(format!(
+                    "failed to set check {id:?} on node {:?}, index is stale",
+                    check.node
+                ))));
+            }
+            match verb {
+                CatalogVerb::Get => match current {
+                    Some(c) => Ok(CatalogResult::Check(c)),
+                    None => Err(CatalogFail(format!("check {id:?} on node {:?} doesn't exist", check.node))),
+                },
+                CatalogVerb::Set | CatalogVerb::Cas => match ensure_check_txn(txn, &check.node, check, index)? {
+                    Ok(()) => Ok(CatalogResult::Check(get_w(txn, CHECKS, &key(&check.node, &id))?.unwrap_or_default())),
+                    Err(e) => Err(e),
+                },
+                CatalogVerb::Delete | CatalogVerb::DeleteCas => deregister_txn(
+                    txn,
+                    &Deregister { node: check.node.clone(), service_id: None, check_id: Some(id) },
+                    index,
+                )?
+                .map(|_| CatalogResult::Nothing),
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

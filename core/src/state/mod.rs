@@ -116,3 +116,29 @@ pub fn meta_set_txn(txn: &WriteTransaction, key: &str, value: &[u8]) -> Result<(
     t.insert(key, value)?;
     Ok(())
 }
+
+/// Runs the operations of a transaction in order inside `txn`: results, and the (op index,
+/// reason) of every operation that failed (then the caller aborts `txn`).
+#[allow(clippy::type_complexity)]
+pub fn txn_ops(
+    txn: &WriteTransaction,
+    ops: &[crate::server::command::TxnOp],
+    index: u64,
+) -> Result<(Vec<crate::server::command::TxnOpResult>, Vec<(usize, String)>), StoreError> {
+    use crate::server::command::{TxnOp, TxnOpResult};
+    let mut results = Vec::with_capacity(ops.len());
+    let mut errors = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            TxnOp::Kv(op) => match kv::apply_txn(txn, op, index)? {
+                Ok(r) => results.push(TxnOpResult::Kv(r)),
+                Err(f) => errors.push((i, f.what().to_string())),
+            },
+            TxnOp::Catalog(op) => match catalog::apply_op_txn(txn, op, index)? {
+                Ok(r) => results.push(TxnOpResult::Catalog(r)),
+                Err(f) => errors.push((i, f.0)),
+            },
+        }
+    }
+    Ok((results, errors))
+}

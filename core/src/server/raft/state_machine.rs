@@ -108,14 +108,7 @@ fn apply_command(
         Command::Txn(ops) => {
             // All or nothing: the caller hands a transaction holding nothing else, and aborts
             // it when this returns errors.
-            let mut results = Vec::with_capacity(ops.len());
-            let mut errors = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                match kv::apply_txn(txn, op, index)? {
-                    Ok(r) => results.push(r),
-                    Err(fail) => errors.push((i, fail.what().to_string())),
-                }
-            }
+            let (results, errors) = crate::state::txn_ops(txn, ops, index)?;
             CommandResponse::Txn(if errors.is_empty() { Ok(results) } else { Err(errors) })
         }
         Command::Batch(_) => unreachable!("batches are unpacked by apply_entry"),
