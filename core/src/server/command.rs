@@ -81,6 +81,7 @@ impl Command {
 
 /// One operation of `/v1/txn`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived, at most 128 per transaction
 pub enum TxnOp {
     Kv(KvOp),
     Catalog(CatalogOp),
@@ -98,6 +99,7 @@ impl TxnOp {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived, at most 128 per transaction
 pub enum TxnOpResult {
     Kv(KvResult),
     Catalog(CatalogResult),
