@@ -10,4 +10,5 @@ mod kv;
 mod lifecycle;
 mod raft_cluster;
 mod services;
+mod sessions;
 mod snapshot;

@@ -407,6 +407,17 @@ async fn txn_node_service_and_check_verbs() {
     let (_, n, _) = get_json(a.url("/v1/catalog/node/db1")).await;
     assert_eq!(n["Node"]["Address"], "10.0.0.9");
 
+    // With the current index the cas applies.
+    let r = c
+        .put(a.url("/v1/txn"))
+        .json(&json!([{"Node": {"Verb": "cas", "Node": {"Node": "db1", "Address": "10.0.0.10", "ModifyIndex": node_index}}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, n, _) = get_json(a.url("/v1/catalog/node/db1")).await;
+    assert_eq!(n["Node"]["Address"], "10.0.0.10");
+
     // A read-only transaction (gets) and a delete.
     let r = c
         .put(a.url("/v1/txn"))

@@ -9,6 +9,16 @@ use super::ApiError;
 
 /// Field names of the definitions the API decodes into (snake_case, as the config types).
 const FIELDS: &[&str] = &[
+    // operator
+    "key",
+    // transactions
+    "modify_index",
+    "create_index",
+    // sessions
+    "node_checks",
+    "service_checks",
+    "lock_delay",
+    "behavior",
     // services
     "id",
     "name",

@@ -10,7 +10,7 @@ use super::{dispatch, ApiError, ApiResponse, Ctx, Request};
 use crate::server::rpc::{HttpCall, HttpReply};
 
 /// Endpoint families a client agent forwards.
-pub const FORWARDED: &[&str] = &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate"];
+pub const FORWARDED: &[&str] = &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate", "session"];
 
 /// Operator paths a client agent forwards (the keyring is the agent's own).
 pub fn forwarded(family: &str, rest: &str) -> bool {

@@ -107,6 +107,10 @@ async fn put(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiErro
     } else if let Some(s) = acquire {
         op.verb = KvVerb::Lock;
         op.session = Some(s.to_string());
+        // Inside a lock-delay (the key's previous holder was invalidated) acquires fail.
+        if blocking::server(ctx)?.store.lock_delays.active(key) {
+            return Ok(ApiResponse::json(&false));
+        }
     } else if let Some(s) = release {
         op.verb = KvVerb::Unlock;
         op.session = Some(s.to_string());

@@ -16,6 +16,7 @@ mod kv;
 mod operator;
 mod request;
 mod response;
+mod session;
 mod snapshot;
 mod status;
 mod txn;
@@ -206,6 +207,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         "catalog" => catalog::handle(ctx, req, rest).await,
         "health" => health::handle(ctx, req, rest).await,
         "event" => event::handle(ctx, req, rest).await,
+        "session" => session::handle(ctx, req, rest).await,
         "operator" => operator::handle(ctx, req, rest).await,
         "txn" if rest.is_empty() => txn::handle(ctx, req).await,
         "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,

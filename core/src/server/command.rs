@@ -21,6 +21,10 @@ pub enum Command {
     Register(Box<Register>),
     /// Catalog deregistration.
     Deregister(Deregister),
+    /// `/v1/session/create`.
+    SessionCreate(crate::state::session::Session),
+    /// `/v1/session/destroy`, TTL expiry: the session goes, its locks are released.
+    SessionDestroy { id: String },
     /// Writes that arrived together on the leader, replicated as one entry (one fsync): applied
     /// in order, each with its own result.
     Batch(Vec<Command>),
@@ -33,6 +37,7 @@ pub enum CommandResponse {
     Txn(Result<Vec<TxnOpResult>, Vec<(usize, String)>>),
     Reaped(usize),
     Catalog(Result<(), CatalogFail>),
+    Session(Result<(), String>),
     Batch(Vec<CommandResponse>),
     Restored,
     /// Blank and membership entries.
@@ -51,6 +56,8 @@ impl Command {
             Command::Register(_) => "catalog.register",
             Command::Deregister(_) => "catalog.deregister",
             Command::Batch(_) => "raft.batch",
+            Command::SessionCreate(_) => "session.apply",
+            Command::SessionDestroy { .. } => "session.apply",
         }
     }
 
@@ -65,6 +72,9 @@ impl Command {
                 t
             }
             Command::Batch(cmds) => cmds.iter().flat_map(Command::tables).collect(),
+            Command::SessionCreate(_) | Command::SessionDestroy { .. } => vec![Table::Sessions, Table::Kv],
+            // A check turning critical or a node going away can invalidate sessions.
+            Command::Register(_) | Command::Deregister(_) => vec![Table::Catalog, Table::Sessions, Table::Kv],
             other => vec![other.table()],
         }
     }

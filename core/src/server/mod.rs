@@ -59,6 +59,8 @@ pub struct Server {
     /// How forwarded HTTP calls are answered (set by the agent).
     pub http_hook: rpc::HttpHookCell,
     batcher: Batcher,
+    /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
+    session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl Server {
@@ -142,7 +144,9 @@ impl Server {
             shutdown: shutdown.clone(),
             http_hook,
             batcher,
+            session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
+        crate::tasks::spawn(tracker, "session-ttl", session_ttl_loop(server.clone(), shutdown.child_token()));
         crate::tasks::spawn(
             tracker,
             "tombstone-gc",
@@ -264,8 +268,75 @@ impl Server {
         }
     }
 
+    /// Resets a session's TTL timer (leader): it expires after twice its TTL, Consul's grace.
+    pub fn renew_session(&self, id: &str, ttl: Duration) {
+        self.session_deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), Instant::now() + ttl * 2);
+    }
+
+    /// Sends an HTTP call to the leader over the RPC port (session renewals from followers).
+    pub async fn forward_to_leader(&self, call: rpc::HttpCall) -> Result<rpc::HttpReply, String> {
+        let leader = self.leader().ok_or_else(|| "No cluster leader".to_string())?;
+        let peer = self.pool.get(&leader).await;
+        match peer.call(Request::Http(call), self.hold_timeout).await {
+            Ok(Response::Http(r)) => r,
+            Ok(other) => Err(format!("unexpected response {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     pub fn data_dir_store_path(dir: &Path) -> std::path::PathBuf {
         dir.join("raft")
+    }
+}
+
+/// The leader's session TTL timers: rebuilt (now + 2 x TTL for every session) when this server
+/// becomes leader, so a failover never expires a session early; expired sessions are destroyed
+/// through Raft.
+async fn session_ttl_loop(server: Arc<Server>, shutdown: CancellationToken) {
+    let mut was_leader = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let leader = server.is_leader();
+        if !leader {
+            was_leader = false;
+            continue;
+        }
+        let sessions = match server.store.read().and_then(|t| crate::state::session::list(&t)) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        let expired: Vec<String> = {
+            let mut d = server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner());
+            if !was_leader {
+                d.clear();
+            }
+            d.retain(|id, _| sessions.iter().any(|s| &s.id == id));
+            for s in &sessions {
+                let Some(ttl) = crate::config::duration::parse_go_duration(&s.ttl).ok().filter(|t| !t.is_zero()) else {
+                    continue;
+                };
+                d.entry(s.id.clone()).or_insert(now + ttl * 2);
+            }
+            d.iter().filter(|(_, t)| **t <= now).map(|(id, _)| id.clone()).collect()
+        };
+        was_leader = true;
+        for id in expired {
+            tracing::info!(session = %id, "session TTL expired, destroying it");
+            server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            if let Err(e) = server.apply(Command::SessionDestroy { id: id.clone() }).await {
+                tracing::warn!(session = %id, error = %e, "destroying expired session failed");
+            }
+        }
     }
 }
 

@@ -394,6 +394,10 @@ fn ensure_check_txn(
     if old.as_ref() != Some(&c) {
         c.modify_index = index;
         put_w(txn, CHECKS, &k, &c)?;
+        if c.status == "critical" {
+            // Sessions tied to a check that turns critical are invalidated.
+            super::session::invalidate_txn(txn, node, Some(&c.check_id), index)?;
+        }
         bump_index_txn(txn, IDX_CHECKS, index)?;
         if let Some(o) = &old {
             if !o.service_name.is_empty() {
@@ -410,6 +414,7 @@ fn delete_check_w(txn: &WriteTransaction, node: &str, id: &str, index: u64) -> R
     let old: Option<Check> = get_w(txn, CHECKS, &k)?;
     let Some(old) = old else { return Ok(false) };
     txn.open_table(CHECKS)?.remove(k.as_str())?;
+    super::session::invalidate_txn(txn, node, Some(id), index)?;
     bump_index_txn(txn, IDX_CHECKS, index)?;
     let affected =
         if old.service_name.is_empty() { service_names_w(txn, node)? } else { BTreeSet::from([old.service_name]) };
@@ -462,6 +467,7 @@ pub fn deregister_txn(
             }
             txn.open_table(NODES)?.remove(node)?;
             bump_index_txn(txn, IDX_NODES, index)?;
+            super::session::invalidate_txn(txn, node, None, index)?;
         }
     }
     Ok(Ok(()))

@@ -288,11 +288,59 @@ pub fn apply_txn(txn: &WriteTransaction, op: &KvOp, index: u64) -> Result<Result
                 Ok(set(txn, existing)?)
             }
         }
-        KvVerb::Lock | KvVerb::Unlock | KvVerb::CheckSession => match op.session.as_deref() {
-            None | Some("") => Err(KvFail::Invalid("missing session".into())),
-            // Sessions do not exist yet: every session is unknown, as Consul answers for one.
-            Some(s) => Err(KvFail::Invalid(format!("invalid session {s:?}"))),
-        },
+        KvVerb::Lock | KvVerb::Unlock | KvVerb::CheckSession => {
+            let session = match op.session.as_deref() {
+                None | Some("") => return Ok(Err(KvFail::Invalid("missing session".into()))),
+                Some(s) => s,
+            };
+            if !super::session::exists_w(txn, session)? {
+                return Ok(Err(KvFail::Invalid(format!("invalid session {session:?}"))));
+            }
+            let holder = existing.as_ref().and_then(|e| e.session.as_deref());
+            match op.verb {
+                KvVerb::CheckSession => {
+                    if holder == Some(session) {
+                        Ok(KvResult::Entry { key: key.to_string(), entry: existing.expect("held"), with_value: true })
+                    } else {
+                        Err(KvFail::Refused(format!(
+                            "failed session check for key {key:?}, current session {holder:?} != {session:?}"
+                        )))
+                    }
+                }
+                KvVerb::Lock => match holder {
+                    Some(h) if h != session => {
+                        Err(KvFail::Refused(format!("failed to lock key {key:?}, lock is held by {h:?}")))
+                    }
+                    _ => {
+                        let relock = holder == Some(session);
+                        let e = StoredEntry {
+                            create_index: existing.as_ref().map_or(index, |e| e.create_index),
+                            modify_index: index,
+                            lock_index: existing.as_ref().map_or(0, |e| e.lock_index) + u64::from(!relock),
+                            flags: op.flags,
+                            session: Some(session.to_string()),
+                            value: op.value.clone(),
+                        };
+                        put_w(txn, key, &e, index)?;
+                        Ok(KvResult::Entry { key: key.to_string(), entry: e, with_value: false })
+                    }
+                },
+                _ => match holder {
+                    Some(h) if h == session => {
+                        let mut e = existing.expect("held");
+                        e.session = None;
+                        e.modify_index = index;
+                        e.flags = op.flags;
+                        e.value = op.value.clone();
+                        put_w(txn, key, &e, index)?;
+                        Ok(KvResult::Entry { key: key.to_string(), entry: e, with_value: false })
+                    }
+                    _ => Err(KvFail::Refused(format!(
+                        "failed to unlock key {key:?}, lock isn't held, or is held by another session"
+                    ))),
+                },
+            }
+        }
         KvVerb::Get => match existing {
             Some(e) => Ok(KvResult::Entry { key: key.to_string(), entry: e, with_value: true }),
             None => Err(KvFail::Refused(format!("key {key:?} doesn't exist"))),
@@ -333,6 +381,11 @@ pub fn apply_txn(txn: &WriteTransaction, op: &KvOp, index: u64) -> Result<Result
             Ok(KvResult::Nothing)
         }
     })
+}
+
+/// Deletes a key (leaving a tombstone); false if it was not there.
+pub fn delete_key_txn(txn: &WriteTransaction, key: &str, index: u64) -> Result<bool, StoreError> {
+    delete_w(txn, key, index)
 }
 
 /// The lowest index among tombstones, if any (the GC's "is there anything to reap" test).

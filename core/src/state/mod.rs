@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod kv;
 pub mod schema;
+pub mod session;
 pub mod snapshot;
 pub mod watch;
 
@@ -50,6 +51,8 @@ impl From<bincode::Error> for StoreError {
 pub struct Store {
     db: Arc<Database>,
     pub watch: Arc<watch::Watches>,
+    /// Lock-delays armed by session invalidations on this replica.
+    pub lock_delays: Arc<session::LockDelays>,
 }
 
 impl Store {
@@ -70,7 +73,7 @@ impl Store {
         let txn = db.begin_write()?;
         schema::create_tables(&txn)?;
         txn.commit()?;
-        Ok(Store { db: Arc::new(db), watch: Arc::new(watch::Watches::new()) })
+        Ok(Store { db: Arc::new(db), watch: Arc::new(watch::Watches::new()), lock_delays: Arc::default() })
     }
 
     pub fn read(&self) -> Result<ReadTransaction, StoreError> {

@@ -20,12 +20,16 @@ pub const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("service
 /// Catalog checks: "node\0check-id" -> bincode(`catalog::Check`).
 pub const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
 
+/// Sessions: id -> bincode(`session::Session`).
+pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 3] = [NODES, SERVICES, CHECKS];
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 4] = [NODES, SERVICES, CHECKS, SESSIONS];
 
 pub const IDX_NODES: &str = "nodes";
 pub const IDX_SERVICES: &str = "services";
 pub const IDX_CHECKS: &str = "checks";
+pub const IDX_SESSIONS: &str = "sessions";
 pub const IDX_KVS: &str = "kvs";
 pub const IDX_TOMBSTONES: &str = "tombstones";
 /// Raft index of the last snapshot restore: a floor under every reported index, so indexes

@@ -11,11 +11,13 @@ pub enum Table {
     Kv,
     /// Nodes, services and checks together.
     Catalog,
+    Sessions,
 }
 
 pub struct Watches {
     kv: watch::Sender<u64>,
     catalog: watch::Sender<u64>,
+    sessions: watch::Sender<u64>,
     /// Bumped by every snapshot restore: blocked queries return at once (Consul abandons
     /// every watch on restore).
     restores: watch::Sender<u64>,
@@ -29,13 +31,19 @@ impl Default for Watches {
 
 impl Watches {
     pub fn new() -> Self {
-        Watches { kv: watch::channel(0).0, catalog: watch::channel(0).0, restores: watch::channel(0).0 }
+        Watches {
+            kv: watch::channel(0).0,
+            catalog: watch::channel(0).0,
+            sessions: watch::channel(0).0,
+            restores: watch::channel(0).0,
+        }
     }
 
     fn sender(&self, table: Table) -> &watch::Sender<u64> {
         match table {
             Table::Kv => &self.kv,
             Table::Catalog => &self.catalog,
+            Table::Sessions => &self.sessions,
         }
     }
 
@@ -55,6 +63,7 @@ impl Watches {
     pub fn notify_all(&self, index: u64) {
         self.notify(Table::Kv, index);
         self.notify(Table::Catalog, index);
+        self.notify(Table::Sessions, index);
         self.restores.send_modify(|n| *n += 1);
     }
 }

@@ -112,6 +112,11 @@ fn apply_command(
             CommandResponse::Txn(if errors.is_empty() { Ok(results) } else { Err(errors) })
         }
         Command::Batch(_) => unreachable!("batches are unpacked by apply_entry"),
+        Command::SessionCreate(sess) => CommandResponse::Session(crate::state::session::create_txn(txn, sess, index)?),
+        Command::SessionDestroy { id } => {
+            crate::state::session::destroy_txn(txn, id, index)?;
+            CommandResponse::Session(Ok(()))
+        }
         Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index)?),
         Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index)?),
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
@@ -159,6 +164,8 @@ fn apply_entry(
             let mut txn = store.write(false)?;
             let resp = apply_command(store, &mut txn, cmd, index)?;
             if matches!(resp, CommandResponse::Txn(Err(_))) {
+                // Nothing of a rolled-back transaction happened, invalidations included.
+                crate::state::session::take_released();
                 txn.abort()?;
                 txn = store.write(false)?;
             }
@@ -295,6 +302,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             write_applied(&txn, &last, None)?;
             txn.commit()?;
+            store.lock_delays.arm(&crate::state::session::take_released());
             Ok((responses, last, touched, restored))
         })
         .await
