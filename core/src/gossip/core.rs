@@ -149,6 +149,9 @@ struct Record {
     view: Option<MemberInfo>,
     /// When `view`'s status last changed (reaping counts from here).
     since: Instant,
+    /// A force-leave hit this member while it was alive: shown as leaving until then (serf
+    /// marks it leaving until the member refutes by being alive).
+    leave_intent_until: Option<Instant>,
 }
 
 fn is_up(status: u8) -> bool {
@@ -308,6 +311,18 @@ impl Core {
             return;
         }
         self.reap(now);
+        let lapsed: Vec<String> = self
+            .records
+            .iter_mut()
+            .filter(|(_, r)| r.leave_intent_until.is_some_and(|t| t <= now))
+            .map(|(name, r)| {
+                r.leave_intent_until = None;
+                name.clone()
+            })
+            .collect();
+        for name in lapsed {
+            self.refresh(&name, now);
+        }
         let missing: Vec<(String, SocketAddr)> = {
             let l = self.ledger();
             self.records
@@ -477,7 +492,13 @@ impl Core {
             .filter(|r| r.view.is_some())
             .ok_or_else(|| format!("No node found with name '{node}'"))?;
         if rec.active {
-            // Consul: an alive member refutes a force-leave by being alive. Nothing to do.
+            // Serf marks an alive member leaving on a force-leave, until it refutes by being
+            // alive; here the local view shows it leaving for a few probe rounds.
+            let until = now + self.params.probe_interval() * 3;
+            if let Some(r) = self.records.get_mut(node) {
+                r.leave_intent_until = Some(until);
+            }
+            self.refresh(node, now);
             return Ok(());
         }
         let epoch = rec.id.epoch;
@@ -646,8 +667,10 @@ impl Core {
                 if !active {
                     return;
                 }
-                self.records
-                    .insert(id.name.clone(), Record { id: id.clone(), active, forced: false, view: None, since: now });
+                self.records.insert(
+                    id.name.clone(),
+                    Record { id: id.clone(), active, forced: false, view: None, since: now, leave_intent_until: None },
+                );
                 true
             }
             Some(r) if r.id == id => {
@@ -687,7 +710,11 @@ impl Core {
                     addr: rec.id.addr.ip(),
                     port: rec.id.addr.port(),
                     tags: m.tags.clone(),
-                    status: if m.leaving { STATUS_LEAVING } else { STATUS_ALIVE },
+                    status: if m.leaving || rec.leave_intent_until.is_some_and(|t| t > now) {
+                        STATUS_LEAVING
+                    } else {
+                        STATUS_ALIVE
+                    },
                 }),
                 // Wait for this identity's metadata before changing what we show.
                 None => rec.view.clone(),

@@ -362,9 +362,10 @@ async fn scenario_force_leave_and_reap(net: Net) {
     .await;
     let mut events = b.g.subscribe();
     assert!(a.g.force_leave("nope", false).unwrap_err().contains("No node found"));
-    // Alive members are not affected.
+    // An alive member shows as leaving (serf's leave intent) until it refutes, then alive again.
     a.g.force_leave("b", false).unwrap();
-    assert_eq!(status(&a.g, "b"), Some(STATUS_ALIVE));
+    assert_eq!(status(&a.g, "b"), Some(crate::gossip::STATUS_LEAVING));
+    wait_until("b alive again", Duration::from_secs(10), || status(&a.g, "b") == Some(STATUS_ALIVE)).await;
 
     c.token.cancel();
     d.token.cancel();
