@@ -240,3 +240,41 @@ async fn catalog_services_and_maint_commands() {
     assert!(err.contains("Unknown service ID"), "{err}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_runs_one_child_at_a_time() {
+    let (a, addr) = agent().await;
+    // Sessions need the node (and its serfHealth) in the catalog.
+    let c = reqwest::Client::new();
+    retry_until(Duration::from_secs(10), "node registered", || async {
+        let v: serde_json::Value = c.get(a.url("/v1/health/node/test-node")).send().await.ok()?.json().await.ok()?;
+        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("work").display().to_string();
+    let script = format!(
+        "if [ -e {f}.busy ]; then echo overlap >> {f}.err; fi; touch {f}.busy; echo $LEGATE_LOCK_HELD >> {f}.log; sleep 0.4; rm {f}.busy"
+    );
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let args = vec!["lock".to_string(), format!("-http-addr={addr}"), "svc/leader".to_string(), script.clone()];
+        runs.push(tokio::spawn(legate(args, vec![], None)));
+    }
+    let mut results = Vec::new();
+    for r in runs {
+        results.push(r.await.unwrap());
+    }
+    for (code, _, err) in &results {
+        assert_eq!(*code, 0, "{err}");
+    }
+    let log = std::fs::read_to_string(format!("{f}.log")).unwrap();
+    assert_eq!(log, "true\ntrue\ntrue\n");
+    assert!(!std::path::Path::new(&format!("{f}.err")).exists(), "two children ran at once");
+    // Sessions are destroyed and the lock is free afterwards.
+    let sessions: serde_json::Value = c.get(a.url("/v1/session/list")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(sessions, serde_json::json!([]));
+    let e: serde_json::Value = c.get(a.url("/v1/kv/svc/leader/.lock")).send().await.unwrap().json().await.unwrap();
+    assert!(e[0].get("Session").is_none(), "{e}");
+    a.stop().await;
+}

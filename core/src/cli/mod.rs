@@ -6,6 +6,7 @@ mod agent;
 mod catalog;
 mod http_flags;
 mod kv;
+mod lock;
 mod members;
 mod operator;
 mod snapshot;
@@ -54,6 +55,8 @@ enum Command {
     Keyring(operator::KeyringArgs),
     /// Prints debugging information about the agent
     Info(operator::InfoArgs),
+    /// Runs a command while holding a lock (leader election)
+    Lock(lock::LockArgs),
     /// Fires a user event to the cluster
     Event(members::EventArgs),
     /// Forces a failed member into the left state
@@ -151,6 +154,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Leave(a) => members::run_leave(a),
         Command::ForceLeave(a) => members::run_force_leave(a),
         Command::Event(a) => members::run_event(a),
+        Command::Lock(a) => lock::run(a),
         Command::Operator(cmd) => operator::run_operator(cmd),
         Command::Keygen => operator::run_keygen(),
         Command::Keyring(a) => operator::run_keyring(a),

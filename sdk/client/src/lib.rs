@@ -374,3 +374,106 @@ pub fn decode_value(entry: &DirEntry) -> Result<Vec<u8>, Error> {
         Some(v) => base64::engine::general_purpose::STANDARD.decode(v).map_err(|e| Error::Decode(e.to_string())),
     }
 }
+
+/// Sessions and locks: the building blocks of leader election (`legate lock`).
+impl Client {
+    /// Creates a session on the agent's node; returns its ID.
+    pub async fn session_create(&self, name: &str, ttl: Duration, lock_delay: Duration) -> Result<String, Error> {
+        let body = serde_json::json!({
+            "Name": name,
+            "TTL": format!("{}s", ttl.as_secs().max(10)),
+            "LockDelay": format!("{}ms", lock_delay.as_millis()),
+            "Behavior": "release",
+        });
+        let bytes = self.request_json("PUT", "/v1/session/create", &body).await?;
+        let v: serde_json::Value = Self::json(&bytes)?;
+        v["ID"].as_str().map(str::to_string).ok_or_else(|| Error::Decode("session create: no ID".into()))
+    }
+
+    /// Renews a session; false if it no longer exists.
+    pub async fn session_renew(&self, id: &str) -> Result<bool, Error> {
+        let (status, _, body) = self.send(Method::PUT, &format!("/v1/session/renew/{id}"), &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        Self::check(status, &body)?;
+        Ok(true)
+    }
+
+    pub async fn session_destroy(&self, id: &str) -> Result<(), Error> {
+        let (status, _, body) = self.send(Method::PUT, &format!("/v1/session/destroy/{id}"), &[], None).await?;
+        Self::check(status, &body)
+    }
+}
+
+/// A mutual-exclusion lock on one key, held by a session (Consul's lock recipe): acquire with
+/// `?acquire`, wait on the key with blocking queries while someone else holds it, and watch it
+/// after acquiring to notice a loss (session invalidated, key released by someone else).
+pub struct Lock {
+    client: Client,
+    key: String,
+    session: String,
+}
+
+impl Lock {
+    pub fn new(client: Client, key: impl Into<String>, session: impl Into<String>) -> Lock {
+        Lock { client, key: key.into(), session: session.into() }
+    }
+
+    /// Tries once; true when this session holds the lock.
+    pub async fn try_acquire(&self, value: &[u8]) -> Result<bool, Error> {
+        let opts = WriteOptions { acquire: Some(self.session.clone()), ..Default::default() };
+        self.client.kv_put(&self.key, value, &opts).await
+    }
+
+    /// Blocks until the lock is held (or `timeout` passes: false).
+    pub async fn acquire(&self, value: &[u8], timeout: Option<Duration>) -> Result<bool, Error> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut index = 0;
+        loop {
+            if self.try_acquire(value).await? {
+                return Ok(true);
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    left.min(Duration::from_secs(15))
+                }
+                None => Duration::from_secs(15),
+            };
+            // Wait for the holder to change (or the lock-delay to pass: retry at least every 1 s
+            // while the key is free but refused).
+            let (entry, meta) =
+                self.client.kv_get(&self.key, &QueryOptions { index, wait: Some(wait), ..Default::default() }).await?;
+            let free = entry.as_ref().is_none_or(|e| e.session.is_none());
+            if free && meta.index == index {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            index = meta.index;
+        }
+    }
+
+    /// Waits until this session no longer holds the lock.
+    pub async fn wait_lost(&self) -> Result<(), Error> {
+        let mut index = 0;
+        loop {
+            let (entry, meta) = self
+                .client
+                .kv_get(&self.key, &QueryOptions { index, wait: Some(Duration::from_secs(30)), ..Default::default() })
+                .await?;
+            if entry.as_ref().and_then(|e| e.session.as_deref()) != Some(self.session.as_str()) {
+                return Ok(());
+            }
+            index = meta.index;
+        }
+    }
+
+    /// Releases the lock (if held).
+    pub async fn release(&self) -> Result<bool, Error> {
+        let opts = WriteOptions { release: Some(self.session.clone()), ..Default::default() };
+        self.client.kv_put(&self.key, &[], &opts).await
+    }
+}

@@ -1,0 +1,120 @@
+//! `legate lock [-n 1] [-name] [-timeout] [-try] [-shell] [-child-exit-code] <prefix> <command...>`:
+//! runs the command while holding the lock `<prefix>/.lock` (Consul's leader-election recipe):
+//! a session renewed in the background, a blocking acquire, the child killed if the lock is
+//! lost, the lock released and the session destroyed when the child ends.
+
+use std::time::Duration;
+
+use legate_client::Lock;
+
+use super::http_flags::{block_on, HttpFlags};
+
+#[derive(clap::Args, Debug)]
+pub struct LockArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+    /// How many holders at once (only 1 — a mutex — is supported)
+    #[arg(short = 'n', long = "n", default_value_t = 1)]
+    limit: u32,
+    /// Name of the session
+    #[arg(long, default_value = "Legate lock")]
+    name: String,
+    /// Give up acquiring after this long (Go duration; default: wait forever)
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Try once (or for -timeout) and exit 1 if the lock is not free
+    #[arg(long = "try")]
+    try_: Option<String>,
+    /// Run the command through `sh -c` (default true)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    shell: bool,
+    /// Exit 2 if the child exits with an error
+    #[arg(long)]
+    child_exit_code: bool,
+    /// Print what is happening
+    #[arg(long)]
+    verbose: bool,
+    prefix: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run(a: LockArgs) -> i32 {
+    block_on(async move {
+        if a.limit != 1 {
+            return Err("Error: semaphores (-n > 1) are not supported yet; -n 1 is a mutex".into());
+        }
+        if a.command.is_empty() {
+            return Err("Error! Missing command to run".into());
+        }
+        let parse = |s: &Option<String>| -> Result<Option<Duration>, String> {
+            s.as_deref()
+                .map(|t| {
+                    crate::config::duration::parse_go_duration(t).map_err(|e| format!("Error parsing timeout: {e}"))
+                })
+                .transpose()
+        };
+        let timeout = parse(&a.try_)?.or(parse(&a.timeout)?);
+        let client = a.http.client()?;
+        let ttl = Duration::from_secs(15);
+        let session = client
+            .session_create(&a.name, ttl, Duration::from_secs(15))
+            .await
+            .map_err(|e| format!("Error creating session: {e}"))?;
+        let renew = {
+            let (client, session) = (client.clone(), session.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 2).await;
+                    match client.session_renew(&session).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => eprintln!("Error renewing session: {e}"),
+                    }
+                }
+            })
+        };
+        let key = format!("{}/.lock", a.prefix.trim_end_matches('/'));
+        let lock = Lock::new(client.clone(), key.clone(), session.clone());
+        if a.verbose {
+            eprintln!("Attempting lock acquisition on {key}");
+        }
+        let held = lock.acquire(b"", timeout).await.map_err(|e| format!("Lock acquisition failed: {e}"))?;
+        if !held {
+            renew.abort();
+            let _ = client.session_destroy(&session).await;
+            return Err("Shutdown triggered or timeout during lock acquisition".into());
+        }
+        if a.verbose {
+            eprintln!("Lock acquisition successful");
+        }
+        let mut cmd = if a.shell {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(a.command.join(" "));
+            c
+        } else {
+            let mut c = tokio::process::Command::new(&a.command[0]);
+            c.args(&a.command[1..]);
+            c
+        };
+        cmd.env("CONSUL_LOCK_HELD", "true").env("LEGATE_LOCK_HELD", "true").kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("Error starting handler: {e}"))?;
+        let outcome = tokio::select! {
+            status = child.wait() => Ok(status.map_err(|e| e.to_string())?),
+            lost = lock.wait_lost() => {
+                let _ = lost;
+                eprintln!("Lock lost, killing child");
+                let _ = child.kill().await;
+                Err("Lock lost".to_string())
+            }
+        };
+        let _ = lock.release().await;
+        renew.abort();
+        let _ = client.session_destroy(&session).await;
+        let status = outcome?;
+        if a.verbose {
+            eprintln!("Child exited with {status}");
+        }
+        Ok(if a.child_exit_code && !status.success() { 2 } else { 0 })
+    })
+}
