@@ -189,7 +189,17 @@ async fn three_servers_and_a_client_form_one_cluster() {
     .await;
     eprintln!("new leader served a write {:?} after the leader's SIGKILL", killed.elapsed());
 
-    // The old leader restarts with its data dir, rejoins as a follower and catches up.
+    // Autopilot removes the dead server from Raft once it has been failed for
+    // server_stabilization_time (10 s).
+    retry_until(Duration::from_secs(45), "dead server removed from the peers", || async {
+        let p = get(&c, agents[survivor].url("/v1/status/peers")).await?;
+        (p.as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    eprintln!("dead server removed from Raft {:?} after its SIGKILL", killed.elapsed());
+
+    // The old leader restarts with its data dir, rejoins as a follower, is a voter again and
+    // catches up.
     agents[leader_idx].wait_exit(Duration::from_secs(5));
     let name = format!("s{}", leader_idx + 1);
     let restarted = start(ips[leader_idx], &name, &dirs[leader_idx], true, ips[survivor]);
@@ -200,6 +210,11 @@ async fn three_servers_and_a_client_form_one_cluster() {
     .await;
     let old = c.get(restarted.url("/v1/kv/cluster/k?raw&stale")).send().await.unwrap().text().await.unwrap();
     assert_eq!(old, "through-client");
+    retry_until(Duration::from_secs(30), "three peers again", || async {
+        let p = get(&c, agents[survivor].url("/v1/status/peers")).await?;
+        (p.as_array()?.len() == 3).then_some(())
+    })
+    .await;
     let leader_now = get(&c, restarted.url("/v1/status/leader")).await.unwrap();
     assert!(!leader_now.as_str().unwrap().starts_with(&format!("{}:", ips[leader_idx])), "rejoined as follower");
 }

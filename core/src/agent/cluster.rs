@@ -91,6 +91,7 @@ pub fn server_rpc_addr(m: &MemberInfo) -> Option<String> {
 /// Reacts to membership: known servers, Raft bootstrap and voters, leader reconcile.
 pub async fn membership_loop(agent: Arc<AgentShared>, gossip: Arc<Gossip>, shutdown: CancellationToken) {
     let mut events = gossip.subscribe();
+    let mut failed_since: std::collections::HashMap<String, std::time::Instant> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -102,6 +103,7 @@ pub async fn membership_loop(agent: Arc<AgentShared>, gossip: Arc<Gossip>, shutd
             maybe_bootstrap(&agent, server, &members).await;
             if server.is_leader() {
                 sync_voters(server, &members).await;
+                cleanup_dead_servers(&agent, server, &members, &mut failed_since).await;
             }
         }
         agent.reconcile.notify_one();
@@ -150,6 +152,53 @@ async fn maybe_bootstrap(agent: &AgentShared, server: &Arc<crate::server::Server
     match server.raft.initialize(voters.clone()).await {
         Ok(()) => tracing::info!(servers = voters.len(), "Found expected number of peers, bootstrapping Raft"),
         Err(e) => tracing::debug!(error = %e, "raft bootstrap skipped"),
+    }
+}
+
+/// Autopilot's dead-server cleanup (`autopilot.cleanup_dead_servers`): a server failed for
+/// longer than `server_stabilization_time` is removed from Raft, if the voters left still
+/// number at least `min_quorum` and a majority of them is alive.
+async fn cleanup_dead_servers(
+    agent: &AgentShared,
+    server: &Arc<crate::server::Server>,
+    members: &[MemberInfo],
+    failed_since: &mut std::collections::HashMap<String, std::time::Instant>,
+) {
+    let c = agent.config();
+    let now = std::time::Instant::now();
+    failed_since.retain(|name, _| members.iter().any(|m| &m.name == name && m.status == crate::gossip::STATUS_FAILED));
+    for m in members.iter().filter(|m| m.status == crate::gossip::STATUS_FAILED && server_rpc_addr(m).is_some()) {
+        failed_since.entry(m.name.clone()).or_insert(now);
+    }
+    if !c.autopilot.cleanup_dead_servers {
+        return;
+    }
+    let metrics = server.raft.metrics().borrow().clone();
+    let voters: BTreeSet<u64> = metrics.membership_config.membership().voter_ids().collect();
+    let alive: BTreeSet<u64> = members
+        .iter()
+        .filter(|m| m.status == STATUS_ALIVE)
+        .filter_map(|m| server_rpc_addr(m).and(m.tags.get("id")).map(|id| crate::server::raft::raft_id(id)))
+        .collect();
+    let dead: BTreeSet<u64> = members
+        .iter()
+        .filter(|m| {
+            failed_since.get(&m.name).is_some_and(|t| now.duration_since(*t) >= c.autopilot.server_stabilization_time.0)
+        })
+        .filter_map(|m| m.tags.get("id").map(|id| crate::server::raft::raft_id(id)))
+        .filter(|rid| voters.contains(rid) && *rid != server.id)
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let keep: BTreeSet<u64> = voters.difference(&dead).copied().collect();
+    let healthy = keep.iter().filter(|v| alive.contains(v) || **v == server.id).count();
+    if keep.len() < c.autopilot.min_quorum as usize || healthy * 2 <= keep.len() {
+        return;
+    }
+    tracing::info!(removed = ?dead, "autopilot: removing dead servers from Raft");
+    if let Err(e) = server.raft.change_membership(keep, false).await {
+        tracing::warn!(error = %e, "autopilot: removing dead servers failed");
     }
 }
 
