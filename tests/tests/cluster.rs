@@ -296,3 +296,80 @@ async fn wrong_gossip_key_cannot_join_and_retry_max_exits() {
     assert_eq!(m.as_array().unwrap().len(), 1, "{m}");
     drop(a1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_changes_reach_every_member() {
+    let (_, k1, _) = run_legate(&["keygen"]);
+    let (_, k2, _) = run_legate(&["keygen"]);
+    let (k1, k2) = (k1.trim().to_string(), k2.trim().to_string());
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut agents = Vec::new();
+    for (i, ip) in ["127.0.3.1", "127.0.3.2"].iter().enumerate() {
+        let args: Vec<String> = [
+            "agent",
+            "-node",
+            &format!("r{i}"),
+            "-bind",
+            ip,
+            "-client",
+            ip,
+            "-data-dir",
+            dirs[i].path().to_str().unwrap(),
+            "-retry-join",
+            "127.0.3.1",
+            "-retry-interval",
+            "500ms",
+            "-dns-port",
+            "-1",
+            "-serf-lan-port",
+            "8301",
+            "-http-port",
+            "0",
+            "-encrypt",
+            &k1,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        agents.push(AgentProcess::start(&args, &[]));
+    }
+    let c = Client::new();
+    retry_until(Duration::from_secs(20), "two members", || async {
+        let m = get(&c, agents[1].url("/v1/agent/members")).await?;
+        (m.as_array()?.iter().filter(|m| m["Status"] == 1).count() == 2).then_some(())
+    })
+    .await;
+    let keys_of = |i: usize| {
+        let url = agents[i].url("/v1/operator/keyring");
+        let c = c.clone();
+        async move {
+            let v = get(&c, url).await?;
+            let mut keys: Vec<String> = v[0]["Keys"].as_object()?.keys().cloned().collect();
+            keys.sort();
+            Some(keys)
+        }
+    };
+    // Install, use, remove on agent 0: agent 1 follows.
+    let r = c.post(agents[0].url("/v1/operator/keyring")).json(&json!({"Key": k2})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut both = vec![k1.clone(), k2.clone()];
+    both.sort();
+    retry_until(Duration::from_secs(10), "k2 installed everywhere", || async {
+        (keys_of(1).await? == both).then_some(())
+    })
+    .await;
+    let r = c.put(agents[0].url("/v1/operator/keyring")).json(&json!({"Key": k2})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = c.delete(agents[0].url("/v1/operator/keyring")).json(&json!({"Key": k1})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    retry_until(Duration::from_secs(10), "k1 removed everywhere", || async {
+        (keys_of(1).await? == vec![k2.clone()]).then_some(())
+    })
+    .await;
+    // Still one cluster on the new key.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = get(&c, agents[0].url("/v1/agent/members")).await.unwrap();
+    assert_eq!(m.as_array().unwrap().iter().filter(|m| m["Status"] == 1).count(), 2, "{m}");
+}

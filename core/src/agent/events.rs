@@ -81,6 +81,24 @@ pub fn accepts(agent: &AgentShared, ev: &UserEvent) -> bool {
     })
 }
 
+/// Internal events that relay keyring changes to every member (Consul uses serf queries).
+pub const KEYRING_EVENT_PREFIX: &str = "_legate-keyring-";
+
+fn apply_keyring_event(gossip: &crate::gossip::Gossip, ev: &UserEvent) {
+    let key = String::from_utf8_lossy(&ev.payload).to_string();
+    let op = &ev.name[KEYRING_EVENT_PREFIX.len()..];
+    let r = match op {
+        "install" => gossip.keyring_install(&key),
+        "use" => gossip.keyring_use(&key),
+        "remove" => gossip.keyring_remove(&key),
+        other => Err(format!("unknown keyring operation {other:?}")),
+    };
+    match r {
+        Ok(()) => tracing::info!(op, "gossip keyring changed by the cluster"),
+        Err(e) => tracing::warn!(op, error = %e, "gossip keyring change from the cluster failed"),
+    }
+}
+
 /// Feeds events arriving by gossip into the buffer.
 pub async fn receive_loop(agent: Arc<AgentShared>, gossip: Arc<crate::gossip::Gossip>, shutdown: CancellationToken) {
     let mut rx = gossip.subscribe_events();
@@ -91,6 +109,7 @@ pub async fn receive_loop(agent: Arc<AgentShared>, gossip: Arc<crate::gossip::Go
             e = rx.recv() => e,
         };
         match ev {
+            Ok(ev) if ev.name.starts_with(KEYRING_EVENT_PREFIX) => apply_keyring_event(&gossip, &ev),
             Ok(ev) => {
                 if accepts(&agent, &ev) {
                     tracing::debug!(name = %ev.name, id = %ev.id, "user event received");

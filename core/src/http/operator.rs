@@ -22,7 +22,7 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
         }
         "keyring" => {
             req.allow(&[Method::GET, Method::POST, Method::PUT, Method::DELETE])?;
-            keyring(ctx, req)
+            keyring(ctx, req).await
         }
         _ => Err(ApiError::NotFound(String::new())),
     }
@@ -102,9 +102,9 @@ struct KeyBody {
     key: String,
 }
 
-/// This agent's LAN keyring (cluster-wide relay through gossip queries is not built: each
-/// agent's keyring is managed through its own API).
-fn keyring(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+/// The LAN keyring: changes apply here and are relayed to every member by an internal gossip
+/// event; listing shows this agent's keys (per-node counts are not collected).
+async fn keyring(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
     if req.method == Method::GET {
         let keys = g.keyring_list();
@@ -124,11 +124,25 @@ fn keyring(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     if body.key.is_empty() {
         return Err(ApiError::BadRequest("Missing key".into()));
     }
-    let r = match req.method {
-        Method::POST => g.keyring_install(&body.key),
-        Method::PUT => g.keyring_use(&body.key),
-        _ => g.keyring_remove(&body.key),
+    let (op, r) = match req.method {
+        Method::POST => ("install", g.keyring_install(&body.key)),
+        Method::PUT => ("use", g.keyring_use(&body.key)),
+        _ => ("remove", g.keyring_remove(&body.key)),
     };
     r.map_err(ApiError::Internal)?;
+    // Relay to every member (sealed with the cluster's key), unless ?local-only.
+    if req.param("local-only").is_none() {
+        let ev = crate::gossip::UserEvent {
+            id: String::new(),
+            name: format!("{}{op}", crate::agent::events::KEYRING_EVENT_PREFIX),
+            payload: body.key.into_bytes(),
+            ltime: 0,
+            node_filter: String::new(),
+            service_filter: String::new(),
+            tag_filter: String::new(),
+            origin: String::new(),
+        };
+        g.fire_event(ev).await.map_err(ApiError::Internal)?;
+    }
     Ok(ApiResponse::empty(StatusCode::OK))
 }
