@@ -278,3 +278,35 @@ async fn lock_runs_one_child_at_a_time() {
     assert!(e[0].get("Session").is_none(), "{e}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_with_n_is_a_semaphore() {
+    let (a, addr) = agent().await;
+    let c = reqwest::Client::new();
+    retry_until(Duration::from_secs(10), "node registered", || async {
+        let v: serde_json::Value = c.get(a.url("/v1/health/node/test-node")).send().await.ok()?.json().await.ok()?;
+        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::create_dir(format!("{d}/slots")).unwrap();
+    // Each child records how many others were running when it started.
+    let script = format!("ls {d}/slots | wc -l >> {d}/seen; touch {d}/slots/$$; sleep 0.8; rm {d}/slots/$$");
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let args =
+            vec!["lock".to_string(), format!("-http-addr={addr}"), "-n=2".into(), "svc/pool".into(), script.clone()];
+        runs.push(tokio::spawn(legate(args, vec![], None)));
+    }
+    for r in runs {
+        let (code, _, err) = r.await.unwrap();
+        assert_eq!(code, 0, "{err}");
+    }
+    let seen: Vec<u32> =
+        std::fs::read_to_string(format!("{d}/seen")).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(seen.len(), 4);
+    assert!(seen.iter().all(|n| *n <= 1), "never more than 2 at once: {seen:?}");
+    assert!(seen.contains(&1), "two ran together: {seen:?}");
+    a.stop().await;
+}

@@ -373,3 +373,61 @@ async fn keyring_changes_reach_every_member() {
     let m = get(&c, agents[0].url("/v1/agent/members")).await.unwrap();
     assert_eq!(m.as_array().unwrap().iter().filter(|m| m["Status"] == 1).count(), 2, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_a_leader_change_and_expire_on_time() {
+    let c = Client::new();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ips = ["127.0.5.1", "127.0.5.2", "127.0.5.3"];
+    let mut agents: Vec<AgentProcess> =
+        (0..3).map(|i| start(ips[i], &format!("t{}", i + 1), &dirs[i], true, ips[0])).collect();
+    let leader = retry_until(Duration::from_secs(30), "leader", || async {
+        let l = get(&c, agents[0].url("/v1/status/leader")).await?;
+        l.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    })
+    .await;
+    let leader_idx = (0..3).find(|&i| leader.starts_with(&format!("{}:", ips[i]))).unwrap();
+    let follower = (0..3).find(|&i| i != leader_idx).unwrap();
+    // Sessions on a follower's node: one with a TTL, one without.
+    let create = |body: Value| {
+        let c = c.clone();
+        let url = agents[follower].url("/v1/session/create");
+        async move {
+            let r = c.put(url).json(&body).send().await.ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            Some(r.json::<Value>().await.ok()?["ID"].as_str()?.to_string())
+        }
+    };
+    let ttl = retry_until(Duration::from_secs(20), "ttl session", || create(json!({"TTL": "10s"}))).await;
+    let plain = create(json!({"Name": "plain"})).await.expect("plain session");
+    let created = Instant::now();
+
+    agents[leader_idx].signal(libc::SIGKILL);
+    let info = |id: String| {
+        let c = c.clone();
+        let url = agents[follower].url(&format!("/v1/session/info/{id}?stale"));
+        async move { get(&c, url).await.and_then(|v| v.as_array().map(|a| !a.is_empty())) }
+    };
+    retry_until(Duration::from_secs(30), "new leader", || async {
+        let l = get(&c, agents[follower].url("/v1/status/leader")).await?;
+        let l = l.as_str()?.to_string();
+        (!l.is_empty() && l != leader).then_some(())
+    })
+    .await;
+    // Not early: still there 15 s after creation (2 x TTL is 20 s, and the new leader restarts
+    // the timers).
+    while created.elapsed() < Duration::from_secs(15) {
+        assert_eq!(info(ttl.clone()).await, Some(true), "TTL session expired early at {:?}", created.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Expires once the new leader's 2 x TTL has run out.
+    retry_until(Duration::from_secs(40), "ttl session expired", || async {
+        (info(ttl.clone()).await == Some(false)).then_some(())
+    })
+    .await;
+    eprintln!("TTL session expired {:?} after creation (leader killed right after)", created.elapsed());
+    assert_eq!(info(plain).await, Some(true), "the session without TTL is not lost");
+    drop(agents.remove(leader_idx));
+}

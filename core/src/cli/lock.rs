@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use legate_client::Lock;
+use legate_client::{Lock, Semaphore};
 
 use super::http_flags::{block_on, HttpFlags};
 
@@ -13,7 +13,7 @@ use super::http_flags::{block_on, HttpFlags};
 pub struct LockArgs {
     #[command(flatten)]
     http: HttpFlags,
-    /// How many holders at once (only 1 — a mutex — is supported)
+    /// How many holders at once (1: a lock; more: a semaphore)
     #[arg(short = 'n', long = "n", default_value_t = 1)]
     limit: u32,
     /// Name of the session
@@ -41,8 +41,8 @@ pub struct LockArgs {
 
 pub fn run(a: LockArgs) -> i32 {
     block_on(async move {
-        if a.limit != 1 {
-            return Err("Error: semaphores (-n > 1) are not supported yet; -n 1 is a mutex".into());
+        if a.limit == 0 {
+            return Err("Error! -n must be at least 1".into());
         }
         if a.command.is_empty() {
             return Err("Error! Missing command to run".into());
@@ -75,13 +75,24 @@ pub fn run(a: LockArgs) -> i32 {
             })
         };
         let key = format!("{}/.lock", a.prefix.trim_end_matches('/'));
-        let lock = Lock::new(client.clone(), key.clone(), session.clone());
+        let holder = if a.limit == 1 {
+            Holder::Lock(Lock::new(client.clone(), key.clone(), session.clone()))
+        } else {
+            Holder::Semaphore(Semaphore::new(client.clone(), a.prefix.clone(), session.clone(), a.limit))
+        };
         if a.verbose {
             eprintln!("Attempting lock acquisition on {key}");
         }
-        let held = lock.acquire(b"", timeout).await.map_err(|e| format!("Lock acquisition failed: {e}"))?;
+        let held = match &holder {
+            Holder::Lock(l) => l.acquire(b"", timeout).await,
+            Holder::Semaphore(s) => s.acquire(timeout).await,
+        }
+        .map_err(|e| format!("Lock acquisition failed: {e}"))?;
         if !held {
             renew.abort();
+            if let Holder::Semaphore(s) = &holder {
+                let _ = s.release().await;
+            }
             let _ = client.session_destroy(&session).await;
             return Err("Shutdown triggered or timeout during lock acquisition".into());
         }
@@ -101,14 +112,14 @@ pub fn run(a: LockArgs) -> i32 {
         let mut child = cmd.spawn().map_err(|e| format!("Error starting handler: {e}"))?;
         let outcome = tokio::select! {
             status = child.wait() => Ok(status.map_err(|e| e.to_string())?),
-            lost = lock.wait_lost() => {
+            lost = holder.wait_lost() => {
                 let _ = lost;
                 eprintln!("Lock lost, killing child");
                 let _ = child.kill().await;
                 Err("Lock lost".to_string())
             }
         };
-        let _ = lock.release().await;
+        holder.release().await;
         renew.abort();
         let _ = client.session_destroy(&session).await;
         let status = outcome?;
@@ -117,4 +128,25 @@ pub fn run(a: LockArgs) -> i32 {
         }
         Ok(if a.child_exit_code && !status.success() { 2 } else { 0 })
     })
+}
+
+enum Holder {
+    Lock(Lock),
+    Semaphore(Semaphore),
+}
+
+impl Holder {
+    async fn wait_lost(&self) -> Result<(), legate_client::Error> {
+        match self {
+            Holder::Lock(l) => l.wait_lost().await,
+            Holder::Semaphore(s) => s.wait_lost().await,
+        }
+    }
+
+    async fn release(&self) {
+        let _ = match self {
+            Holder::Lock(l) => l.release().await.map(|_| ()),
+            Holder::Semaphore(s) => s.release().await,
+        };
+    }
 }

@@ -477,3 +477,149 @@ impl Lock {
         self.client.kv_put(&self.key, &[], &opts).await
     }
 }
+
+/// A semaphore of `limit` holders under a prefix (Consul's semaphore recipe): each contender
+/// holds `<prefix>/<session>` with its session; `<prefix>/.lock` holds `{"Limit":N,"Holders":{..}}`
+/// updated by check-and-set. Holders whose contender key is gone are pruned.
+pub struct Semaphore {
+    client: Client,
+    prefix: String,
+    session: String,
+    limit: u32,
+}
+
+impl Semaphore {
+    pub fn new(client: Client, prefix: impl Into<String>, session: impl Into<String>, limit: u32) -> Semaphore {
+        Semaphore { client, prefix: prefix.into().trim_end_matches('/').to_string(), session: session.into(), limit }
+    }
+
+    fn lock_key(&self) -> String {
+        format!("{}/.lock", self.prefix)
+    }
+
+    fn contender_key(&self) -> String {
+        format!("{}/{}", self.prefix, self.session)
+    }
+
+    /// Live contenders: keys under the prefix still held by their session.
+    async fn live(&self) -> Result<std::collections::BTreeSet<String>, Error> {
+        let (entries, _) = self.client.kv_list(&format!("{}/", self.prefix), &QueryOptions::default()).await?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.key.ends_with("/.lock"))
+            .filter_map(|e| e.session.clone().filter(|s| e.key.ends_with(s.as_str())))
+            .collect())
+    }
+
+    /// Blocks until this session is one of the holders (or `timeout` passes: false).
+    pub async fn acquire(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let opts = WriteOptions { acquire: Some(self.session.clone()), ..Default::default() };
+        if !self.client.kv_put(&self.contender_key(), &[], &opts).await? {
+            return Err(Error::Decode("could not create the contender key".into()));
+        }
+        let mut index = 0;
+        loop {
+            let (entry, meta) = self.client.kv_get(&self.lock_key(), &QueryOptions::default()).await?;
+            let mut state: serde_json::Value = match &entry {
+                Some(e) => serde_json::from_slice(&decode_value(e)?).unwrap_or_else(|_| serde_json::json!({})),
+                None => serde_json::json!({}),
+            };
+            if let Some(l) = state.get("Limit").and_then(serde_json::Value::as_u64) {
+                if l != u64::from(self.limit) {
+                    return Err(Error::Decode(format!("semaphore limit conflict (lock: {l}, local: {})", self.limit)));
+                }
+            }
+            let live = self.live().await?;
+            let mut holders: std::collections::BTreeSet<String> = state
+                .get("Holders")
+                .and_then(serde_json::Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            holders.retain(|h| live.contains(h));
+            if holders.contains(&self.session) {
+                return Ok(true);
+            }
+            if holders.len() < self.limit as usize {
+                holders.insert(self.session.clone());
+                state = serde_json::json!({
+                    "Limit": self.limit,
+                    "Holders": holders.iter().map(|h| (h.clone(), serde_json::Value::Bool(true))).collect::<serde_json::Map<_, _>>(),
+                });
+                let cas = entry.as_ref().map_or(0, |e| e.modify_index);
+                let w = WriteOptions { cas: Some(cas), ..Default::default() };
+                if self.client.kv_put(&self.lock_key(), state.to_string().as_bytes(), &w).await? {
+                    return Ok(true);
+                }
+                continue;
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    left.min(Duration::from_secs(15))
+                }
+                None => Duration::from_secs(15),
+            };
+            // Wait for a change anywhere under the prefix (a holder leaving, a contender dying).
+            let (_, m) = self
+                .client
+                .kv_list(
+                    &format!("{}/", self.prefix),
+                    &QueryOptions { index: index.max(meta.index), wait: Some(wait), ..Default::default() },
+                )
+                .await?;
+            index = m.index;
+        }
+    }
+
+    /// Waits until this session is no longer a holder (or its contender key is gone).
+    pub async fn wait_lost(&self) -> Result<(), Error> {
+        let mut index = 0;
+        loop {
+            let (entries, meta) = self
+                .client
+                .kv_list(
+                    &format!("{}/", self.prefix),
+                    &QueryOptions { index, wait: Some(Duration::from_secs(30)), ..Default::default() },
+                )
+                .await?;
+            let mine = entries
+                .iter()
+                .any(|e| e.key == self.contender_key() && e.session.as_deref() == Some(self.session.as_str()));
+            let listed = entries.iter().find(|e| e.key == self.lock_key()).and_then(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&decode_value(e).ok()?).ok()?;
+                Some(v.get("Holders")?.get(&self.session).is_some())
+            });
+            if !mine || listed == Some(false) {
+                return Ok(());
+            }
+            index = meta.index;
+        }
+    }
+
+    /// Leaves the holders and deletes the contender key.
+    pub async fn release(&self) -> Result<(), Error> {
+        for _ in 0..10 {
+            let (entry, _) = self.client.kv_get(&self.lock_key(), &QueryOptions::default()).await?;
+            let Some(e) = entry else { break };
+            let mut state: serde_json::Value =
+                serde_json::from_slice(&decode_value(&e)?).unwrap_or_else(|_| serde_json::json!({}));
+            if let Some(h) = state.get_mut("Holders").and_then(serde_json::Value::as_object_mut) {
+                if h.remove(&self.session).is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+            let w = WriteOptions { cas: Some(e.modify_index), ..Default::default() };
+            if self.client.kv_put(&self.lock_key(), state.to_string().as_bytes(), &w).await? {
+                break;
+            }
+        }
+        self.client.kv_delete(&self.contender_key(), false, None).await?;
+        Ok(())
+    }
+}
