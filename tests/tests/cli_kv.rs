@@ -310,3 +310,37 @@ async fn lock_with_n_is_a_semaphore() {
     assert!(seen.contains(&1), "two ran together: {seen:?}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_lost_kills_the_child() {
+    let (a, addr) = agent().await;
+    let c = reqwest::Client::new();
+    retry_until(Duration::from_secs(10), "node registered", || async {
+        let v: serde_json::Value = c.get(a.url("/v1/health/node/test-node")).send().await.ok()?.json().await.ok()?;
+        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
+    })
+    .await;
+    let mut child = std::process::Command::new(legate_tests::legate_bin())
+        .args(["lock", &format!("-http-addr={addr}"), "svc/lost", "sleep 60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let session = retry_until(Duration::from_secs(10), "lock held", || async {
+        let v: serde_json::Value = c.get(a.url("/v1/kv/svc/lost/.lock")).send().await.ok()?.json().await.ok()?;
+        v[0]["Session"].as_str().map(str::to_string)
+    })
+    .await;
+    let started = std::time::Instant::now();
+    c.put(a.url(&format!("/v1/session/destroy/{session}"))).send().await.unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0, Some(1), "{}", status.1);
+    assert!(status.1.contains("Lock lost, killing child"), "{}", status.1);
+    assert!(started.elapsed() < Duration::from_secs(30), "the child (sleep 60) was killed");
+    a.stop().await;
+}

@@ -388,6 +388,36 @@ async fn sessions_survive_a_leader_change_and_expire_on_time() {
     .await;
     let leader_idx = (0..3).find(|&i| leader.starts_with(&format!("{}:", ips[i]))).unwrap();
     let follower = (0..3).find(|&i| i != leader_idx).unwrap();
+
+    // `legate lock` through three different agents: one child at a time.
+    for a in &agents {
+        let name = a.url("/v1/health/node/").split("//").nth(1).unwrap().split(':').next().unwrap().to_string();
+        let node = format!("t{}", ips.iter().position(|ip| *ip == name).unwrap() + 1);
+        retry_until(Duration::from_secs(20), "serfHealth of every node", || async {
+            let v = get(&c, agents[0].url(&format!("/v1/health/node/{node}"))).await?;
+            v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth" && k["Status"] == "passing").then_some(())
+        })
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("work").display().to_string();
+    let script =
+        format!("if [ -e {f}.busy ]; then echo overlap >> {f}.err; fi; touch {f}.busy; echo x >> {f}.log; sleep 0.5; rm {f}.busy");
+    let threads: Vec<_> = agents
+        .iter()
+        .map(|a| {
+            let http = format!("-http-addr={}", a.http.unwrap());
+            let script = script.clone();
+            std::thread::spawn(move || run_legate_with(&["lock", &http, "cluster/leader", &script], &[], None))
+        })
+        .collect();
+    for t in threads {
+        let (code, _, err) = t.join().unwrap();
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(format!("{f}.log")).unwrap().lines().count(), 3);
+    assert!(!std::path::Path::new(&format!("{f}.err")).exists(), "two children at once across agents");
+
     // Sessions on a follower's node: one with a TTL, one without.
     let create = |body: Value| {
         let c = c.clone();

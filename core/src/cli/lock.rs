@@ -108,13 +108,20 @@ pub fn run(a: LockArgs) -> i32 {
             c.args(&a.command[1..]);
             c
         };
-        cmd.env("CONSUL_LOCK_HELD", "true").env("LEGATE_LOCK_HELD", "true").kill_on_drop(true);
+        // Its own process group, so losing the lock kills the whole command, not just the shell.
+        cmd.env("CONSUL_LOCK_HELD", "true").env("LEGATE_LOCK_HELD", "true").kill_on_drop(true).process_group(0);
         let mut child = cmd.spawn().map_err(|e| format!("Error starting handler: {e}"))?;
         let outcome = tokio::select! {
             status = child.wait() => Ok(status.map_err(|e| e.to_string())?),
             lost = holder.wait_lost() => {
                 let _ = lost;
                 eprintln!("Lock lost, killing child");
+                if let Some(pid) = child.id() {
+                    // SAFETY: signalling the child's process group, which we created.
+                    unsafe {
+                        libc::kill(-(pid as i32), libc::SIGKILL);
+                    }
+                }
                 let _ = child.kill().await;
                 Err("Lock lost".to_string())
             }
