@@ -320,7 +320,7 @@ async fn lock_lost_kills_the_child() {
         v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
     })
     .await;
-    let mut child = std::process::Command::new(legate_tests::legate_bin())
+    let child = std::process::Command::new(legate_tests::legate_bin())
         .args(["lock", &format!("-http-addr={addr}"), "svc/lost", "sleep 60"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
