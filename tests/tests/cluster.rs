@@ -162,6 +162,14 @@ async fn three_servers_and_a_client_form_one_cluster() {
         .await;
     }
 
+    // A lock held by a session on the client...
+    let r = c.put(agents[3].url("/v1/session/create")).json(&json!({"LockDelay": "2s"})).send().await.unwrap();
+    let client_session = r.json::<Value>().await.unwrap()["ID"].as_str().unwrap().to_string();
+    let r = c.put(agents[3].url(&format!("/v1/kv/cluster/lock?acquire={client_session}"))).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), "true");
+    let r = c.put(agents[0].url("/v1/session/create")).json(&json!({})).send().await.unwrap();
+    let server_session = r.json::<Value>().await.unwrap()["ID"].as_str().unwrap().to_string();
+
     // The client dies: it is seen as failed and its serfHealth goes critical.
     agents[3].signal(libc::SIGKILL);
     let killed = Instant::now();
@@ -176,6 +184,21 @@ async fn three_servers_and_a_client_form_one_cluster() {
         v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth" && k["Status"] == "critical").then_some(())
     })
     .await;
+
+    // ...is released by the invalidation (serfHealth critical), and another session gets it
+    // once the lock-delay has passed.
+    retry_until(Duration::from_secs(15), "lock released", || async {
+        let v = get(&c, agents[0].url("/v1/kv/cluster/lock")).await?;
+        v[0].get("Session").is_none().then_some(())
+    })
+    .await;
+    let released = Instant::now();
+    retry_until(Duration::from_secs(15), "acquired after the lock-delay", || async {
+        let r = c.put(agents[0].url(&format!("/v1/kv/cluster/lock?acquire={server_session}"))).send().await.ok()?;
+        (r.text().await.ok()?.trim() == "true").then_some(())
+    })
+    .await;
+    assert!(released.elapsed() >= Duration::from_millis(1500), "lock-delay honoured: {:?}", released.elapsed());
 
     // The leader dies: the other two elect a new one that serves writes.
     let leader_idx = (0..3).find(|&i| leader.starts_with(&format!("{}:", ips[i]))).expect("leader is a server");

@@ -34,6 +34,9 @@ pub struct LockArgs {
     /// Print what is happening
     #[arg(long)]
     verbose: bool,
+    /// Errors tolerated while watching the lock before giving it up
+    #[arg(long, default_value_t = 3)]
+    monitor_retry: u32,
     prefix: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -113,8 +116,18 @@ pub fn run(a: LockArgs) -> i32 {
         let mut child = cmd.spawn().map_err(|e| format!("Error starting handler: {e}"))?;
         let outcome = tokio::select! {
             status = child.wait() => Ok(status.map_err(|e| e.to_string())?),
-            lost = holder.wait_lost() => {
-                let _ = lost;
+            _ = async {
+                // Transient errors while watching (an agent restarting) are retried.
+                let mut errors = 0;
+                while let Err(e) = holder.wait_lost().await {
+                    errors += 1;
+                    if errors > a.monitor_retry {
+                        eprintln!("Error monitoring lock: {e}");
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            } => {
                 eprintln!("Lock lost, killing child");
                 if let Some(pid) = child.id() {
                     // SAFETY: signalling the child's process group, which we created.

@@ -29,12 +29,16 @@ const HEADERS: &[&str] = &[
 ];
 
 pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let mut body = req.body.to_vec();
+    if req.path == "/v1/session/create" {
+        body = with_default_node(&body, ctx.agent.node_name());
+    }
     let call = HttpCall {
         method: req.method.to_string(),
         path: req.path.clone(),
         query: req.query.clone(),
         token: super::token(req),
-        body: req.body.to_vec(),
+        body,
     };
     let reply = ctx.agent.forward_http(call).await.map_err(ApiError::Internal)?;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -52,6 +56,27 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
         ct => Body::Raw { content_type: static_type(ct.as_deref()), data: Bytes::from(reply.body) },
     };
     Ok(ApiResponse { status, headers, body })
+}
+
+/// A session is created on the agent's own node unless the body names one: the server that
+/// answers the forwarded call would otherwise use its own.
+fn with_default_node(body: &[u8], node: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return body.to_vec(),
+        }
+    };
+    if let Some(m) = v.as_object_mut() {
+        let named = m.iter().any(|(k, v)| k.eq_ignore_ascii_case("node") && v.as_str().is_some_and(|s| !s.is_empty()));
+        if !named {
+            m.retain(|k, _| !k.eq_ignore_ascii_case("node"));
+            m.insert("Node".into(), serde_json::Value::String(node.to_string()));
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
 }
 
 fn static_type(ct: Option<&str>) -> &'static str {
