@@ -115,6 +115,14 @@ async fn three_servers_and_a_client_form_one_cluster() {
         .await;
     }
 
+    // ?consistent reads on every agent are answered by the leader.
+    for a in &agents[..4] {
+        let r = c.get(a.url("/v1/kv/cluster/k?raw&consistent")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-consul-effective-consistency"], "consistent");
+        assert_eq!(r.text().await.unwrap(), "through-client");
+    }
+
     // A service registered on the client is in the server's catalog, with serfHealth.
     let r = c
         .put(agents[3].url("/v1/agent/service/register"))

@@ -5,6 +5,7 @@ mod cli_kv;
 mod cluster;
 mod config;
 mod durability;
+mod hot_reload;
 mod http_api;
 mod kv;
 mod lifecycle;

@@ -295,10 +295,16 @@ impl LocalState {
             let mut stored = def.clone();
             stored.check = None;
             stored.checks = embedded.clone();
-            g.services.insert(
-                id.clone(),
-                LocalService { service, token: token.clone(), source, definition: stored, in_sync: false },
-            );
+            // A re-registration that changes nothing (a reload) keeps the sync state.
+            let unchanged = g.services.get(&id).is_some_and(|old| {
+                old.service == service && old.definition == stored && old.token == token && old.source == source
+            });
+            if !unchanged {
+                g.services.insert(
+                    id.clone(),
+                    LocalService { service, token: token.clone(), source, definition: stored, in_sync: false },
+                );
+            }
             for (record, cdef) in records {
                 insert_check(&mut g, record, cdef, token.clone(), source);
             }
@@ -472,7 +478,12 @@ impl LocalState {
             definition: "{}".into(),
             ..Check::default()
         };
-        let def = CheckDefinition { id: Some(id.to_string()), name: Some(name.to_string()), ..Default::default() };
+        let def = CheckDefinition {
+            id: Some(id.to_string()),
+            name: Some(name.to_string()),
+            notes: Some(notes.to_string()),
+            ..Default::default()
+        };
         {
             let mut g = self.lock();
             g.deleted_checks.remove(id);
@@ -669,8 +680,12 @@ pub enum TtlError {
 }
 
 fn insert_check(g: &mut Inner, mut record: Check, def: CheckDefinition, token: Option<String>, source: Source) {
-    g.generation += 1;
     let id = record.check_id.clone();
+    // The same definition again (a config reload): keep status, schedule and sync state.
+    if g.checks.get(&id).is_some_and(|old| old.definition == def && old.token == token && old.source == source) {
+        return;
+    }
+    g.generation += 1;
     // A re-registration keeps the current status and output unless a status is given.
     if let Some(old) = g.checks.get(&id) {
         if def.status.is_none() && old.check.kind == record.kind {

@@ -8,6 +8,7 @@ pub mod addr;
 pub mod ae;
 pub mod checks;
 pub mod cluster;
+pub mod config_watch;
 pub mod data_dir;
 pub mod events;
 pub mod local;
@@ -152,6 +153,11 @@ impl AgentShared {
 
     pub fn fatal_error(&self) -> Option<String> {
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The config files and dirs this agent was started with (none for in-memory configs).
+    pub fn config_sources(&self) -> Vec<PathBuf> {
+        self.reloader.as_ref().map(|r| r.sources().to_vec()).unwrap_or_default()
     }
 
     /// Stops the agent (after `PUT /v1/agent/leave`).
@@ -610,6 +616,7 @@ impl Agent {
         }
         shared.load_config_definitions();
         shared.local.restore(shared.scripts_allowed(false));
+        crate::tasks::spawn(&tracker, "config-watch", config_watch::watch_loop(shared.clone(), shutdown.child_token()));
         crate::tasks::spawn(
             &tracker,
             "check-supervisor",

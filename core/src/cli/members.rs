@@ -212,3 +212,17 @@ pub fn run_event(a: EventArgs) -> i32 {
         Ok(0)
     })
 }
+
+#[derive(clap::Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+}
+
+pub fn run_reload(a: ReloadArgs) -> i32 {
+    block_on(async move {
+        a.http.client()?.put_json("/v1/agent/reload", &[], None).await.map_err(|e| format!("Error reloading: {e}"))?;
+        println!("Configuration reload triggered");
+        Ok(0)
+    })
+}

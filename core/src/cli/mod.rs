@@ -55,6 +55,8 @@ enum Command {
     Keyring(operator::KeyringArgs),
     /// Prints debugging information about the agent
     Info(operator::InfoArgs),
+    /// Tells the agent to reload its config files
+    Reload(members::ReloadArgs),
     /// Runs a command while holding a lock (leader election)
     Lock(lock::LockArgs),
     /// Fires a user event to the cluster
@@ -155,6 +157,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::ForceLeave(a) => members::run_force_leave(a),
         Command::Event(a) => members::run_event(a),
         Command::Lock(a) => lock::run(a),
+        Command::Reload(a) => members::run_reload(a),
         Command::Operator(cmd) => operator::run_operator(cmd),
         Command::Keygen => operator::run_keygen(),
         Command::Keyring(a) => operator::run_keyring(a),

@@ -85,6 +85,11 @@ impl Reloader {
         Reloader { opts, current }
     }
 
+    /// The `-config-file` / `-config-dir` paths (what the file watcher watches).
+    pub fn sources(&self) -> &[std::path::PathBuf] {
+        &self.opts.sources
+    }
+
     /// Re-reads every source. On error nothing changes and the error (naming file, line and
     /// key) is returned for the caller to log or answer with.
     pub fn reload(&self) -> Result<ReloadOutcome, ConfigError> {

@@ -41,21 +41,7 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
         body,
     };
     let reply = ctx.agent.forward_http(call).await.map_err(ApiError::Internal)?;
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut headers = Vec::new();
-    let mut content_type = None;
-    for (k, v) in reply.headers {
-        if k.eq_ignore_ascii_case("content-type") {
-            content_type = Some(v);
-        } else if let Some(name) = HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&k)) {
-            headers.push((*name, v));
-        }
-    }
-    let body = match content_type {
-        None if reply.body.is_empty() => Body::Empty,
-        ct => Body::Raw { content_type: static_type(ct.as_deref()), data: Bytes::from(reply.body) },
-    };
-    Ok(ApiResponse { status, headers, body })
+    Ok(reply_to_response(reply))
 }
 
 /// A session is created on the agent's own node unless the body names one: the server that
@@ -77,6 +63,37 @@ fn with_default_node(body: &[u8], node: &str) -> Vec<u8> {
         }
     }
     serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+}
+
+/// Sends a call to the Raft leader (a follower's `?consistent` read).
+pub async fn to_leader(server: &crate::server::Server, req: &Request) -> Result<ApiResponse, ApiError> {
+    let call = HttpCall {
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        token: super::token(req),
+        body: req.body.to_vec(),
+    };
+    let reply = server.forward_to_leader(call).await.map_err(ApiError::Internal)?;
+    Ok(reply_to_response(reply))
+}
+
+fn reply_to_response(reply: HttpReply) -> ApiResponse {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut headers = Vec::new();
+    let mut content_type = None;
+    for (k, v) in reply.headers {
+        if k.eq_ignore_ascii_case("content-type") {
+            content_type = Some(v);
+        } else if let Some(name) = HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&k)) {
+            headers.push((*name, v));
+        }
+    }
+    let body = match content_type {
+        None if reply.body.is_empty() => Body::Empty,
+        ct => Body::Raw { content_type: static_type(ct.as_deref()), data: Bytes::from(reply.body) },
+    };
+    ApiResponse { status, headers, body }
 }
 
 fn static_type(ct: Option<&str>) -> &'static str {

@@ -200,6 +200,12 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     if ctx.agent.server().is_none() && forward::forwarded(family, rest) {
         return forward::forward(ctx, req).await;
     }
+    // `?consistent` reads are answered by the leader (as Consul forwards them).
+    if let Some(server) = ctx.agent.server() {
+        if req.param("consistent").is_some() && !server.is_leader() && forward::forwarded(family, rest) {
+            return forward::to_leader(server, req).await;
+        }
+    }
     match family {
         "agent" => agent::handle(ctx, req, rest).await,
         "status" => status::handle(ctx, req, rest),

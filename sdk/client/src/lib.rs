@@ -456,17 +456,19 @@ impl Lock {
         }
     }
 
-    /// Waits until this session no longer holds the lock.
+    /// Waits until this session no longer holds the lock. The first read is a consistent one
+    /// (answered by the leader), so a server that has not yet applied the acquire does not
+    /// report the lock lost.
     pub async fn wait_lost(&self) -> Result<(), Error> {
         let mut index = 0;
+        let mut consistent = true;
         loop {
-            let (entry, meta) = self
-                .client
-                .kv_get(&self.key, &QueryOptions { index, wait: Some(Duration::from_secs(30)), ..Default::default() })
-                .await?;
+            let opts = QueryOptions { index, wait: Some(Duration::from_secs(30)), consistent, ..Default::default() };
+            let (entry, meta) = self.client.kv_get(&self.key, &opts).await?;
             if entry.as_ref().and_then(|e| e.session.as_deref()) != Some(self.session.as_str()) {
                 return Ok(());
             }
+            consistent = false;
             index = meta.index;
         }
     }
@@ -578,14 +580,11 @@ impl Semaphore {
     /// Waits until this session is no longer a holder (or its contender key is gone).
     pub async fn wait_lost(&self) -> Result<(), Error> {
         let mut index = 0;
+        let mut consistent = true;
         loop {
-            let (entries, meta) = self
-                .client
-                .kv_list(
-                    &format!("{}/", self.prefix),
-                    &QueryOptions { index, wait: Some(Duration::from_secs(30)), ..Default::default() },
-                )
-                .await?;
+            let opts = QueryOptions { index, wait: Some(Duration::from_secs(30)), consistent, ..Default::default() };
+            let (entries, meta) = self.client.kv_list(&format!("{}/", self.prefix), &opts).await?;
+            consistent = false;
             let mine = entries
                 .iter()
                 .any(|e| e.key == self.contender_key() && e.session.as_deref() == Some(self.session.as_str()));
