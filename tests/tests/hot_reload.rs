@@ -94,6 +94,12 @@ async fn service_files_in_a_watched_dir_apply_without_restart() {
     assert!((1..=10).contains(&burst), "{burst} reloads for 100 writes");
     let me = get(&c, p.url("/v1/agent/self")).await.unwrap();
     assert_eq!(me["Meta"]["burst"], "99");
+    // node_meta reaches the catalog's node entry.
+    retry_until(Duration::from_secs(5), "node meta in the catalog", || async {
+        let n = get(&c, p.url("/v1/catalog/nodes")).await?;
+        (n[0]["Meta"]["burst"] == "99").then_some(())
+    })
+    .await;
 
     // `legate reload` takes the same path.
     let (code, out, err) = run_legate_with(&["reload", &format!("-http-addr={}", p.http.unwrap())], &[], None);

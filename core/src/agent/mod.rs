@@ -822,6 +822,7 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
 /// parts (services, checks, watches, DNS...) subscribe to the same channel.
 async fn apply_reloads(agent: Arc<AgentShared>, mut rx: watch::Receiver<Arc<Config>>, shutdown: CancellationToken) {
     let mut level = rx.borrow().log_level.clone();
+    let mut node_meta = rx.borrow().node_meta.clone();
     loop {
         tokio::select! {
             biased;
@@ -834,6 +835,14 @@ async fn apply_reloads(agent: Arc<AgentShared>, mut rx: watch::Receiver<Arc<Conf
         }
         let config = rx.borrow_and_update().clone();
         agent.load_config_definitions();
+        if config.node_meta != node_meta {
+            node_meta = config.node_meta.clone();
+            // The node entry in the catalog carries the meta: sync it now, not at the next
+            // periodic full sync.
+            if !ae::full_sync(&agent).await {
+                tracing::warn!("node_meta changed; the catalog will be updated at the next sync");
+            }
+        }
         if config.log_level != level {
             level = config.log_level.clone();
             match logging::set_level(&level) {
