@@ -530,9 +530,7 @@ impl Agent {
         if config.ports.http >= 0 {
             for ip in config.http_addrs() {
                 let addr = SocketAddr::new(ip, config.ports.http as u16);
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AgentError::HttpBind { addr, source })?;
+                let l = addr::bind_tcp(addr).await.map_err(|source| AgentError::HttpBind { addr, source })?;
                 listeners.push(l);
             }
         }

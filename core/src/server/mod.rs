@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,7 +68,7 @@ impl Server {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Server>, String> {
-        let listener = TcpListener::bind(opts.bind)
+        let listener = crate::agent::addr::bind_tcp(opts.bind)
             .await
             .map_err(|e| format!("Error starting server RPC: listen tcp {}: bind: {e}", opts.bind))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
