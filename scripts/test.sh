@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, the binary, every test.
-# Installs what it needs (only the Rust toolchain's own components for now).
+# Installs what it needs: rustfmt and clippy, and cargo-nextest (every test in its own process:
+# the tests share process-wide state such as the metrics registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! cargo nextest --version >/dev/null 2>&1; then
+    bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+    mkdir -p "$bin"
+    echo "installing cargo-nextest into $bin" >&2
+    curl -LsSf https://get.nexte.st/latest/linux | tar zxf - -C "$bin" 2>/dev/null \
+        || cargo install --locked cargo-nextest
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Process tests run the real binary from the same target dir.
 cargo build --workspace --bins
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
-else
-    cargo test --workspace --no-fail-fast
-fi
+cargo nextest run --workspace --no-fail-fast

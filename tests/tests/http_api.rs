@@ -224,7 +224,8 @@ async fn metrics_show_durable_raft_writes_and_request_timings() {
     assert!(fsyncs >= 3.0 && entries >= 3.0, "{g}");
     assert_eq!(find(g, "consul.server.isLeader").unwrap()["Value"], 1.0);
     let kvs = find(&m["Samples"], "consul.kvs.apply").expect("kvs.apply sample");
-    assert_eq!(kvs["Count"], 3);
+    // At least ours (the registry is per process: under `cargo test` other tests add to it).
+    assert!(kvs["Count"].as_u64().unwrap() >= 3, "{kvs}");
     assert!(kvs["Min"].as_f64().unwrap() > 0.0 && kvs["Max"].as_f64().unwrap() >= kvs["Mean"].as_f64().unwrap());
     let http = m["Samples"]
         .as_array()
@@ -232,7 +233,8 @@ async fn metrics_show_durable_raft_writes_and_request_timings() {
         .iter()
         .find(|s| s["Name"] == "consul.api.http" && s["Labels"]["method"] == "PUT")
         .expect("api.http sample for PUT");
-    assert_eq!((http["Labels"]["path"].as_str(), http["Count"].as_u64()), (Some("v1_kv_"), Some(3)));
+    assert_eq!(http["Labels"]["path"].as_str(), Some("v1_kv_"));
+    assert!(http["Count"].as_u64().unwrap() >= 3, "{http}");
     assert!(find(&m["Counters"], "consul.raft.apply").unwrap()["Count"].as_u64().unwrap() >= 3);
 
     let r = c.get(a.url("/v1/agent/metrics?format=prometheus")).send().await.unwrap();
@@ -240,7 +242,13 @@ async fn metrics_show_durable_raft_writes_and_request_timings() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = r.text().await.unwrap();
     assert!(text.contains("# TYPE consul_raft_log_fsyncs gauge"), "{text}");
-    assert!(text.contains("consul_api_http_count{method=\"PUT\",path=\"v1_kv_\"} 3"), "{text}");
+    let put_count: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("consul_api_http_count{method=\"PUT\",path=\"v1_kv_\"} "))
+        .expect("PUT count line")
+        .parse()
+        .unwrap();
+    assert!(put_count >= 3.0, "{text}");
     a.stop().await;
 }
 
