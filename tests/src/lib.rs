@@ -221,3 +221,24 @@ pub fn run_legate_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Waits until the agent at `base` (`http://ip:port`) knows a Raft leader.
+pub async fn wait_leader(base: &str) {
+    let c = reqwest::Client::new();
+    retry_until(Duration::from_secs(15), "a leader", || async {
+        let l: serde_json::Value = c.get(format!("{base}/v1/status/leader")).send().await.ok()?.json().await.ok()?;
+        (!l.as_str()?.is_empty()).then_some(())
+    })
+    .await;
+}
+
+/// Waits until `node` is in the catalog with a passing `serfHealth` (sessions need it).
+pub async fn wait_serf_health(base: &str, node: &str) {
+    let c = reqwest::Client::new();
+    retry_until(Duration::from_secs(15), "serfHealth passing", || async {
+        let v: serde_json::Value =
+            c.get(format!("{base}/v1/health/node/{node}")).send().await.ok()?.json().await.ok()?;
+        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth" && k["Status"] == "passing").then_some(())
+    })
+    .await;
+}

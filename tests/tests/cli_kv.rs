@@ -6,12 +6,7 @@ use legate_tests::{retry_until, run_legate_with, test_config, InProcessAgent};
 
 async fn agent() -> (InProcessAgent, String) {
     let a = InProcessAgent::start(test_config()).await;
-    let c = reqwest::Client::new();
-    retry_until(Duration::from_secs(10), "leader", || async {
-        let l: String = c.get(a.url("/v1/status/leader")).send().await.ok()?.json().await.ok()?;
-        (!l.is_empty()).then_some(())
-    })
-    .await;
+    legate_tests::wait_leader(&a.base).await;
     let addr = a.base.trim_start_matches("http://").to_string();
     (a, addr)
 }
@@ -246,11 +241,7 @@ async fn lock_runs_one_child_at_a_time() {
     let (a, addr) = agent().await;
     // Sessions need the node (and its serfHealth) in the catalog.
     let c = reqwest::Client::new();
-    retry_until(Duration::from_secs(10), "node registered", || async {
-        let v: serde_json::Value = c.get(a.url("/v1/health/node/test-node")).send().await.ok()?.json().await.ok()?;
-        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
-    })
-    .await;
+    legate_tests::wait_serf_health(&a.base, "test-node").await;
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("work").display().to_string();
     let script = format!(
@@ -282,12 +273,7 @@ async fn lock_runs_one_child_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_with_n_is_a_semaphore() {
     let (a, addr) = agent().await;
-    let c = reqwest::Client::new();
-    retry_until(Duration::from_secs(10), "node registered", || async {
-        let v: serde_json::Value = c.get(a.url("/v1/health/node/test-node")).send().await.ok()?.json().await.ok()?;
-        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
-    })
-    .await;
+    legate_tests::wait_serf_health(&a.base, "test-node").await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     std::fs::create_dir(format!("{d}/slots")).unwrap();
@@ -315,11 +301,7 @@ async fn lock_with_n_is_a_semaphore() {
 async fn lock_lost_kills_the_child() {
     let (a, addr) = agent().await;
     let c = reqwest::Client::new();
-    retry_until(Duration::from_secs(10), "node registered", || async {
-        let v: serde_json::Value = c.get(a.url("/v1/health/node/test-node")).send().await.ok()?.json().await.ok()?;
-        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
-    })
-    .await;
+    legate_tests::wait_serf_health(&a.base, "test-node").await;
     let child = std::process::Command::new(legate_tests::legate_bin())
         .args(["lock", &format!("-http-addr={addr}"), "svc/lost", "sleep 60"])
         .stdout(std::process::Stdio::piped())

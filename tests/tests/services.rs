@@ -30,12 +30,7 @@ async fn http_server(listener: TcpListener, status: u16, stop: CancellationToken
 }
 
 async fn leader(a: &InProcessAgent) {
-    let c = Client::new();
-    retry_until(Duration::from_secs(10), "leader", || async {
-        let l: String = c.get(a.url("/v1/status/leader")).send().await.ok()?.json().await.ok()?;
-        (!l.is_empty()).then_some(())
-    })
-    .await;
+    legate_tests::wait_leader(&a.base).await;
 }
 
 async fn get_json(url: String) -> (u16, Value, reqwest::header::HeaderMap) {

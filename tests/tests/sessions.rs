@@ -9,13 +9,8 @@ use serde_json::{json, Value};
 
 async fn agent() -> InProcessAgent {
     let a = InProcessAgent::start(test_config()).await;
-    let c = Client::new();
     // The node and its serfHealth must be in the catalog before sessions can be created on it.
-    retry_until(Duration::from_secs(10), "node with serfHealth", || async {
-        let v: Value = c.get(a.url("/v1/health/node/test-node")).send().await.ok()?.json().await.ok()?;
-        v.as_array()?.iter().any(|k| k["CheckID"] == "serfHealth").then_some(())
-    })
-    .await;
+    legate_tests::wait_serf_health(&a.base, "test-node").await;
     a
 }
 

@@ -47,21 +47,7 @@ pub async fn start_gossip(
     // As for TCP: an address still held by an exiting process is retried for a second.
     let mut tries = 0;
     loop {
-        let attempt = GossipOptions {
-            tags: opts.tags.clone(),
-            keys: opts.keys.clone(),
-            keyring_path: opts.keyring_path.clone(),
-            config: opts.config.clone(),
-            node_name: opts.node_name.clone(),
-            ..GossipOptions::new(opts.node_name.clone(), opts.bind)
-        };
-        let attempt = GossipOptions {
-            advertise: opts.advertise,
-            reconnect_timeout: opts.reconnect_timeout,
-            tombstone_timeout: opts.tombstone_timeout,
-            ..attempt
-        };
-        match Gossip::start(attempt, shutdown.clone(), tracker).await {
+        match Gossip::start(opts.clone(), shutdown.clone(), tracker).await {
             Err(e) if e.contains("in use") && tries < 20 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -718,12 +718,7 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
             for m in agent.members(false) {
                 if m.status == member_status::LEFT {
                     // Left: deregistered with everything on it.
-                    let exists = server
-                        .store
-                        .read()
-                        .ok()
-                        .and_then(|t| crate::state::catalog::node(&t, &m.name).ok().flatten())
-                        .is_some();
+                    let exists = node_in_catalog(&server, &m.name);
                     if exists && m.name != agent.node_name {
                         let d = crate::state::catalog::Deregister { node: m.name.clone(), ..Default::default() };
                         if let Err(e) = server.apply(Command::Deregister(d)).await {
@@ -793,12 +788,7 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
                 }
                 if skip {
                     // Our own node entry is anti-entropy's; only create it if missing.
-                    let exists = server
-                        .store
-                        .read()
-                        .ok()
-                        .and_then(|t| crate::state::catalog::node(&t, &m.name).ok().flatten())
-                        .is_some();
+                    let exists = node_in_catalog(&server, &m.name);
                     reg.skip_node_update = exists;
                 }
                 if let Err(e) = server.apply(Command::Register(Box::new(reg))).await {
@@ -814,6 +804,10 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }
+}
+
+fn node_in_catalog(server: &Server, name: &str) -> bool {
+    server.store.read().ok().and_then(|t| crate::state::catalog::node(&t, name).ok().flatten()).is_some()
 }
 
 /// Applies the parts of a reloaded config that this agent runs today: the log level. Later

@@ -123,6 +123,7 @@ pub struct UserEvent {
     pub origin: String,
 }
 
+#[derive(Clone)]
 pub struct GossipOptions {
     pub node_name: String,
     /// UDP bind address (serf LAN port); port 0 lets the OS choose.

@@ -33,14 +33,7 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
     if req.path == "/v1/session/create" {
         body = with_default_node(&body, ctx.agent.node_name());
     }
-    let call = HttpCall {
-        method: req.method.to_string(),
-        path: req.path.clone(),
-        query: req.query.clone(),
-        token: super::token(req),
-        body,
-    };
-    let reply = ctx.agent.forward_http(call).await.map_err(ApiError::Internal)?;
+    let reply = ctx.agent.forward_http(call_of(req, body)).await.map_err(ApiError::Internal)?;
     Ok(reply_to_response(reply))
 }
 
@@ -65,16 +58,20 @@ fn with_default_node(body: &[u8], node: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
 }
 
-/// Sends a call to the Raft leader (a follower's `?consistent` read).
-pub async fn to_leader(server: &crate::server::Server, req: &Request) -> Result<ApiResponse, ApiError> {
-    let call = HttpCall {
+/// The forwarded form of a request (its token travels with it).
+fn call_of(req: &Request, body: Vec<u8>) -> HttpCall {
+    HttpCall {
         method: req.method.to_string(),
         path: req.path.clone(),
         query: req.query.clone(),
         token: super::token(req),
-        body: req.body.to_vec(),
-    };
-    let reply = server.forward_to_leader(call).await.map_err(ApiError::Internal)?;
+        body,
+    }
+}
+
+/// Sends a call to the Raft leader (a follower's `?consistent` read).
+pub async fn to_leader(server: &crate::server::Server, req: &Request) -> Result<ApiResponse, ApiError> {
+    let reply = server.forward_to_leader(call_of(req, req.body.to_vec())).await.map_err(ApiError::Internal)?;
     Ok(reply_to_response(reply))
 }
 

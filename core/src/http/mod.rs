@@ -10,7 +10,7 @@ mod catalog;
 mod decode;
 mod error;
 mod event;
-mod forward;
+pub(crate) mod forward;
 mod health;
 mod kv;
 mod operator;

@@ -1,6 +1,6 @@
 //! `/v1/session/*`: create, destroy, info, node, list, renew.
 
-use http::{Method, StatusCode};
+use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
@@ -155,22 +155,7 @@ async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiErr
     let server = blocking::server(ctx)?;
     if !server.is_leader() {
         // The TTL timers live on the leader.
-        let call = crate::server::rpc::HttpCall {
-            method: "PUT".into(),
-            path: req.path.clone(),
-            query: req.query.clone(),
-            token: super::token(req),
-            body: Vec::new(),
-        };
-        let reply = server.forward_to_leader(call).await.map_err(ApiError::Internal)?;
-        let mut r = ApiResponse::text(
-            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
-            String::from_utf8_lossy(&reply.body).into_owned(),
-        );
-        if reply.status == 200 {
-            r.body = super::response::Body::Json(serde_json::from_slice(&reply.body).unwrap_or(Json::Null));
-        }
-        return Ok(r);
+        return super::forward::to_leader(server, req).await;
     }
     let found =
         server.store.read().and_then(|t| session::get(&t, id)).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -406,6 +406,18 @@ impl Client {
     }
 }
 
+/// How long the next blocking wait of an acquire may be: up to 15 s, less near `deadline`;
+/// None once it has passed.
+fn next_wait(deadline: Option<std::time::Instant>) -> Option<Duration> {
+    match deadline {
+        Some(d) => {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            (!left.is_zero()).then(|| left.min(Duration::from_secs(15)))
+        }
+        None => Some(Duration::from_secs(15)),
+    }
+}
+
 /// A mutual-exclusion lock on one key, held by a session (Consul's lock recipe): acquire with
 /// `?acquire`, wait on the key with blocking queries while someone else holds it, and watch it
 /// after acquiring to notice a loss (session invalidated, key released by someone else).
@@ -434,16 +446,7 @@ impl Lock {
             if self.try_acquire(value).await? {
                 return Ok(true);
             }
-            let wait = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    left.min(Duration::from_secs(15))
-                }
-                None => Duration::from_secs(15),
-            };
+            let Some(wait) = next_wait(deadline) else { return Ok(false) };
             // Wait for the holder to change (or the lock-delay to pass: retry at least every 1 s
             // while the key is free but refused).
             let (entry, meta) =
@@ -555,16 +558,7 @@ impl Semaphore {
                 }
                 continue;
             }
-            let wait = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    left.min(Duration::from_secs(15))
-                }
-                None => Duration::from_secs(15),
-            };
+            let Some(wait) = next_wait(deadline) else { return Ok(false) };
             // Wait for a change anywhere under the prefix (a holder leaving, a contender dying).
             let (_, m) = self
                 .client

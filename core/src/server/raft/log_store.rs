@@ -29,6 +29,20 @@ pub struct LogStats {
     pub entries: AtomicU64,
 }
 
+/// Removes the log entries in `range` (truncate: a suffix, purge: a prefix).
+fn remove_entries(
+    txn: &redb::WriteTransaction,
+    range: impl std::ops::RangeBounds<u64> + 'static,
+) -> Result<(), StorageError> {
+    let mut t = txn.open_table(LOG).map_err(err_w)?;
+    let keys: Vec<u64> =
+        t.range(range).map_err(err_w)?.map(|r| r.map(|(k, _)| k.value()).map_err(err_w)).collect::<Result<_, _>>()?;
+    for k in keys {
+        t.remove(k).map_err(err_w)?;
+    }
+    Ok(())
+}
+
 type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;
 
 enum Job {
@@ -318,34 +332,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.overlay.lock().unwrap_or_else(|p| p.into_inner()).retain(|i, _| *i < log_id.index);
-        self.write(move |txn| {
-            let mut t = txn.open_table(LOG).map_err(err_w)?;
-            let keys: Vec<u64> = t
-                .range(log_id.index..)
-                .map_err(err_w)?
-                .map(|r| r.map(|(k, _)| k.value()).map_err(err_w))
-                .collect::<Result<_, _>>()?;
-            for k in keys {
-                t.remove(k).map_err(err_w)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |txn| remove_entries(txn, log_id.index..)).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.write_with(false, move |txn| {
             Self::put_meta(txn, "last_purged", &log_id)?;
-            let mut t = txn.open_table(LOG).map_err(err_w)?;
-            let keys: Vec<u64> = t
-                .range(..=log_id.index)
-                .map_err(err_w)?
-                .map(|r| r.map(|(k, _)| k.value()).map_err(err_w))
-                .collect::<Result<_, _>>()?;
-            for k in keys {
-                t.remove(k).map_err(err_w)?;
-            }
-            Ok(())
+            remove_entries(txn, ..=log_id.index)
         })
         .await
     }
