@@ -94,21 +94,6 @@ pub struct MaintArgs {
     service: Option<String>,
 }
 
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.len()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, s)| if i + 1 == r.len() { s.clone() } else { format!("{s:<w$}  ", w = widths[i]) })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn meta_pairs(v: &[String]) -> Result<Vec<String>, String> {
     v.iter()
         .map(|kv| match kv.split_once('=') {
@@ -181,7 +166,7 @@ pub fn run_catalog(cmd: CatalogCommand) -> i32 {
                     }
                     rows.push(row);
                 }
-                println!("{}", table(&rows));
+                println!("{}", super::table(&rows));
                 Ok(0)
             }
             CatalogCommand::Services { http, tags, node, node_meta } => {
@@ -215,7 +200,7 @@ pub fn run_catalog(cmd: CatalogCommand) -> i32 {
                 }
                 if tags {
                     let rows: Vec<Vec<String>> = services.iter().map(|(s, t)| vec![s.clone(), t.join(",")]).collect();
-                    println!("{}", table(&rows));
+                    println!("{}", super::table(&rows));
                 } else {
                     for s in services.keys() {
                         println!("{s}");

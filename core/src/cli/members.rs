@@ -109,16 +109,7 @@ pub fn run_members(a: MembersArgs) -> i32 {
                 .collect()
         };
         rows.insert(0, header);
-        let cols = rows[0].len();
-        let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-        for r in &rows {
-            let line: Vec<String> = r
-                .iter()
-                .enumerate()
-                .map(|(i, s)| if i + 1 == cols { s.clone() } else { format!("{s:<w$}", w = widths[i]) })
-                .collect();
-            println!("{}", line.join("  "));
-        }
+        println!("{}", super::table(&rows));
         Ok(0)
     })
 }

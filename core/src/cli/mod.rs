@@ -129,6 +129,23 @@ pub fn agent_load_options<I: IntoIterator<Item = OsString>>(
     }
 }
 
+/// Rows as aligned columns (two spaces apart, the last column not padded), as Consul's CLI
+/// prints its tables.
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, s)| if i + 1 == r.len() { s.clone() } else { format!("{s:<w$}  ", w = widths[i]) })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let args = normalize_args(args);

@@ -52,19 +52,6 @@ pub struct InfoArgs {
     http: HttpFlags,
 }
 
-fn table(rows: &[Vec<String>]) {
-    let cols = rows.first().map(Vec::len).unwrap_or(0);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, s)| if i + 1 == cols { s.clone() } else { format!("{s:<w$}", w = widths[i]) })
-            .collect();
-        println!("{}", line.join("  "));
-    }
-}
-
 pub fn run_operator(cmd: OperatorCommand) -> i32 {
     block_on(async move {
         match cmd {
@@ -87,7 +74,7 @@ pub fn run_operator(cmd: OperatorCommand) -> i32 {
                         s["ProtocolVersion"].as_str().unwrap_or("3").to_string(),
                     ]);
                 }
-                table(&rows);
+                println!("{}", super::table(&rows));
                 Ok(0)
             }
             OperatorCommand::Raft(RaftCommand::RemovePeer { http, address, id }) => {
