@@ -43,6 +43,7 @@
 //! `http::dispatch` picks the endpoint family -> the handler checks the method and answers an
 //! `ApiResponse` or an `ApiError` -> `http::finish` adds Consul's headers and serializes.
 
+pub mod acl;
 pub mod agent;
 pub mod cli;
 pub mod config;

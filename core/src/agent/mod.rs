@@ -82,6 +82,8 @@ pub struct AgentShared {
     stop: CancellationToken,
     /// User events this agent received (ring of 256).
     pub events: events::EventBuffer,
+    /// ACL token resolution and the agent's own tokens.
+    pub acl: crate::acl::resolve::Resolver,
 }
 
 impl AgentShared {
@@ -589,7 +591,13 @@ impl Agent {
             fatal: std::sync::Mutex::new(None),
             stop: shutdown.clone(),
             events: events::EventBuffer::default(),
+            acl: Default::default(),
         });
+        if shared.config().acl.enable_token_persistence {
+            if let Some(d) = data_dir.as_ref() {
+                shared.acl.load_persisted(d.path());
+            }
+        }
         let gossip =
             cluster::start_gossip(&shared, data_dir.as_ref().map(|d| d.path()), shutdown.child_token(), &tracker)
                 .await
@@ -715,6 +723,9 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
         was_leader = leader;
         if due {
             last_full = Instant::now();
+            if let Err(e) = crate::http::acl::leader_init(&agent).await {
+                tracing::warn!(error = %e, "writing the built-in ACL policy and tokens failed");
+            }
             for m in agent.members(false) {
                 if m.status == member_status::LEFT {
                     // Left: deregistered with everything on it.

@@ -31,7 +31,9 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
         }
         "members" => {
             req.allow(&[Method::GET])?;
-            Ok(ApiResponse::json(&ctx.agent.members(req.flag("wan"))))
+            let mut members = ctx.agent.members(req.flag("wan"));
+            members.retain(|m| req.can_read(crate::acl::Resource::Node, &m.name));
+            Ok(ApiResponse::json(&members))
         }
         "leave" => {
             req.allow(&[Method::PUT])?;
@@ -54,6 +56,10 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             ctx.agent.reconcile.notify_one();
             Ok(ApiResponse::empty(http::StatusCode::OK))
         }
+        r if r.starts_with("token/") => {
+            req.allow(&[Method::PUT])?;
+            set_token(ctx, req, &r["token/".len()..])
+        }
         "metrics" => {
             req.allow(&[Method::GET])?;
             metrics(ctx, req)
@@ -70,6 +76,28 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
         }
         _ => Err(ApiError::NotFound(String::new())),
     }
+}
+
+/// `PUT /v1/agent/token/<kind>` `{"Token": "..."}`: replaces one of the agent's tokens.
+fn set_token(ctx: &Ctx, req: &Request, kind: &str) -> Result<ApiResponse, ApiError> {
+    if !ctx.agent.config().acl.enabled {
+        return Err(ApiError::Unauthorized("ACL support disabled".into()));
+    }
+    let kind = crate::acl::resolve::canonical_kind(kind)
+        .ok_or_else(|| ApiError::NotFound(format!("Token {kind:?} is unknown")))?;
+    let body: Json = if req.body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?
+    };
+    let token = body
+        .as_object()
+        .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("token")))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    ctx.agent.acl.set_agent_token(&ctx.agent, kind, token).map_err(ApiError::Internal)?;
+    Ok(ApiResponse::empty(http::StatusCode::OK))
 }
 
 fn agent_self(ctx: &Ctx) -> Json {

@@ -7,6 +7,7 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use crate::acl::{Access, Resource};
 use super::catalog::{check_filter, check_json, filter, service_json};
 use super::{decode, ApiError, ApiResponse, Ctx, Request};
 use crate::agent::checks::CheckStatus;
@@ -45,7 +46,14 @@ fn list_services(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     req.allow(&[Method::GET])?;
     check_filter(req)?;
     let dc = ctx.agent.config().datacenter.clone();
-    let list: Vec<Json> = ctx.agent.local.services().iter().map(|s| service_json(&s.service, Some(&dc))).collect();
+    let list: Vec<Json> = ctx
+        .agent
+        .local
+        .services()
+        .iter()
+        .filter(|s| req.can_read(Resource::Service, &s.service.service))
+        .map(|s| service_json(&s.service, Some(&dc)))
+        .collect();
     let map: serde_json::Map<String, Json> =
         filter(req, list)?.into_iter().map(|s| (s["ID"].as_str().unwrap_or_default().to_string(), s)).collect();
     Ok(ApiResponse::json(&map))
@@ -65,6 +73,7 @@ fn get_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiErr
     let Some(mut v) = agent_service(ctx, id) else {
         return Err(ApiError::NotFound(format!("unknown service ID: {id}")));
     };
+    req.require(Resource::Service, v["Service"].as_str().unwrap_or_default(), Access::Read)?;
     let hash = content_hash(&v);
     v["ContentHash"] = json!(hash);
     Ok(ApiResponse::json(&v).header("X-Consul-Contenthash", hash))
@@ -73,6 +82,7 @@ fn get_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiErr
 fn register_service(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     req.allow(&[Method::PUT])?;
     let def: ServiceDefinition = decode::body(&req.body)?;
+    req.require(Resource::Service, &def.name, Access::Write)?;
     let replace = req.flag("replace-existing-checks");
     let token = super::token(req);
     ctx.agent
@@ -87,12 +97,33 @@ fn deregister_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse,
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
+    service_write(ctx, req, id)?;
     if !ctx.agent.local.remove_service(id) {
         return Err(ApiError::NotFound(format!(
             "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
         )));
     }
     Ok(ApiResponse::empty(StatusCode::OK))
+}
+
+/// service:write on a local service's name (unknown IDs pass: the handler answers 404).
+fn service_write(ctx: &Ctx, req: &Request, id: &str) -> Result<(), ApiError> {
+    match ctx.agent.local.service(id) {
+        Some(s) => req.require(Resource::Service, &s.service.service, Access::Write),
+        None => Ok(()),
+    }
+}
+
+/// A check's write permission: service:write on its service, else node:write on this node.
+fn check_write(ctx: &Ctx, req: &Request, id: &str) -> Result<(), ApiError> {
+    let Some(c) = ctx.agent.local.checks().into_iter().find(|c| c.check.check_id == id) else {
+        return Ok(());
+    };
+    if c.check.service_id.is_empty() {
+        req.require(Resource::Node, ctx.agent.node_name(), Access::Write)
+    } else {
+        service_write(ctx, req, &c.check.service_id)
+    }
 }
 
 fn enable_param(req: &Request) -> Result<bool, ApiError> {
@@ -107,6 +138,7 @@ fn service_maintenance(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
+    service_write(ctx, req, id)?;
     let enable = enable_param(req)?;
     let reason = req.param("reason").unwrap_or_default();
     if !ctx.agent.local.set_service_maintenance(id, enable, reason) {
@@ -137,6 +169,10 @@ fn list_checks(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         .local
         .checks()
         .into_iter()
+        .filter(|c| match services.get(&c.check.service_id) {
+            Some((name, _)) => req.can_read(Resource::Service, name),
+            None => req.can_read(Resource::Node, ctx.agent.node_name()),
+        })
         .map(|c| {
             let mut c = c.check;
             if let Some((name, tags)) = services.get(&c.service_id) {
@@ -154,6 +190,10 @@ fn list_checks(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
 fn register_check(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     req.allow(&[Method::PUT])?;
     let def: CheckDefinition = decode::body(&req.body)?;
+    match def.service_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(sid) => service_write(ctx, req, sid)?,
+        None => req.require(Resource::Node, ctx.agent.node_name(), Access::Write)?,
+    }
     let token = super::token(req);
     ctx.agent
         .local
@@ -168,6 +208,7 @@ fn unknown_check(id: &str) -> ApiError {
 
 fn deregister_check(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     req.allow(&[Method::PUT])?;
+    check_write(ctx, req, id)?;
     if !ctx.agent.local.remove_check(id) {
         return Err(unknown_check(id));
     }
@@ -183,6 +224,7 @@ struct UpdateBody {
 
 fn ttl(ctx: &Ctx, req: &Request, id: &str, status: Option<CheckStatus>) -> Result<ApiResponse, ApiError> {
     req.allow(&[Method::PUT])?;
+    check_write(ctx, req, id)?;
     let (status, output) = match status {
         Some(s) => (s, req.param("note").unwrap_or_default().to_string()),
         None => {
@@ -230,6 +272,11 @@ fn aggregated(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiEr
         .into_iter()
         .filter(|s| if by == "id" { s.service.id == what } else { s.service.service == what })
         .collect();
+    if by == "id" {
+        if let Some(s) = services.first() {
+            req.require(Resource::Service, &s.service.service, Access::Read)?;
+        }
+    }
     let text = req.param("format") == Some("text");
     if services.is_empty() {
         let msg =

@@ -10,7 +10,8 @@ use super::{dispatch, ApiError, ApiResponse, Ctx, Request};
 use crate::server::rpc::{HttpCall, HttpReply};
 
 /// Endpoint families a client agent forwards.
-pub const FORWARDED: &[&str] = &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate", "session"];
+pub const FORWARDED: &[&str] =
+    &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate", "session", "acl"];
 
 /// Operator paths a client agent forwards (the keyring is the agent's own).
 pub fn forwarded(family: &str, rest: &str) -> bool {
@@ -26,6 +27,7 @@ const HEADERS: &[&str] = &[
     "X-Content-Type-Options",
     "Content-Security-Policy",
     "Allow",
+    "X-Consul-Results-Filtered-By-Acls",
 ];
 
 pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
@@ -33,7 +35,12 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
     if req.path == "/v1/session/create" {
         body = with_default_node(&body, ctx.agent.node_name());
     }
-    let reply = ctx.agent.forward_http(call_of(req, body)).await.map_err(ApiError::Internal)?;
+    let mut call = call_of(req, body);
+    if call.token.is_none() {
+        // The server would otherwise use its own default token.
+        call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
+    }
+    let reply = ctx.agent.forward_http(call).await.map_err(ApiError::Internal)?;
     Ok(reply_to_response(reply))
 }
 
@@ -110,9 +117,12 @@ pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
         headers.insert("X-Consul-Token", t);
     }
     let pretty = call.query.iter().any(|(k, _)| k == "pretty");
-    let req =
-        Request { method, path: call.path, query: call.query, headers, body: Bytes::from(call.body), remote: None };
-    let resp = dispatch(ctx, &req).await.unwrap_or_else(ApiError::into_response);
+    if call.path == crate::acl::resolve::RESOLVE_PATH {
+        return resolve_for_client(ctx, call.token.as_deref());
+    }
+    let mut req = Request::new(method, call.path, call.query, headers, Bytes::from(call.body), None);
+    let resp = dispatch(ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
+    let resp = super::mark_filtered(&req, resp);
     let http = resp.into_http(pretty);
     let status = http.status().as_u16();
     let headers = http
@@ -122,4 +132,18 @@ pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
         .collect();
     let body = warp::hyper::body::to_bytes(http.into_body()).await.map(|b| b.to_vec()).unwrap_or_default();
     HttpReply { status, headers, body }
+}
+
+/// A client agent resolving a token (`acl::resolve`): the token's flattened policies, 403 when
+/// it does not exist. Reachable only over the RPC port.
+fn resolve_for_client(ctx: &Ctx, secret: Option<&str>) -> HttpReply {
+    let Some(server) = ctx.agent.server() else {
+        return HttpReply { status: 500, headers: Vec::new(), body: b"not a server".to_vec() };
+    };
+    let secret = secret.unwrap_or(crate::acl::ANONYMOUS_SECRET);
+    match crate::acl::resolve::resolve_in_store(&server.store, secret) {
+        Ok(Some(r)) => HttpReply { status: 200, headers: Vec::new(), body: serde_json::to_vec(&r).unwrap_or_default() },
+        Ok(None) => HttpReply { status: 403, headers: Vec::new(), body: b"ACL not found".to_vec() },
+        Err(e) => HttpReply { status: 500, headers: Vec::new(), body: e.into_bytes() },
+    }
 }

@@ -3,6 +3,7 @@
 //! plain-text errors are ours, so they are the same on every endpoint. One file per endpoint
 //! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
 
+pub(crate) mod acl;
 mod agent;
 mod agent_local;
 mod blocking;
@@ -16,6 +17,7 @@ mod kv;
 mod operator;
 mod request;
 mod response;
+pub mod routes;
 mod session;
 mod snapshot;
 mod status;
@@ -94,12 +96,13 @@ fn routes(
                     Ok(b) => b,
                     Err(e) => return finish(&ctx, e.into_response(), pretty),
                 };
-                let req = Request { method, path: request::decode_path(path.as_str()), query, headers, body, remote };
+                let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
                 let timer = crate::telemetry::Timer::start(
                     "api.http",
                     vec![("method", req.method.to_string()), ("path", metric_path(&req.path))],
                 );
-                let resp = dispatch(&ctx, &req).await.unwrap_or_else(ApiError::into_response);
+                let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
+                let resp = mark_filtered(&req, resp);
                 drop(timer);
                 finish(&ctx, resp, pretty)
             },
@@ -178,7 +181,28 @@ pub async fn serve_forwarded(ctx: &Ctx, call: crate::server::rpc::HttpCall) -> c
     forward::serve_call(ctx, call).await
 }
 
-async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+/// Adds `X-Consul-Results-Filtered-By-ACLs` when a handler dropped entries.
+pub(crate) fn mark_filtered(req: &Request, resp: ApiResponse) -> ApiResponse {
+    if req.filtered.load(std::sync::atomic::Ordering::Relaxed) {
+        resp.header("X-Consul-Results-Filtered-By-ACLs", "true")
+    } else {
+        resp
+    }
+}
+
+/// Resolves the request's token and applies the route table's check (ACLs enabled only).
+async fn authorize(ctx: &Ctx, req: &mut Request, path: &str) -> Result<(), ApiError> {
+    let secret = token(req);
+    let authz = match ctx.agent.acl.authorize(&ctx.agent, secret.as_deref()).await {
+        Ok(a) => a,
+        Err(crate::acl::resolve::ResolveError::NotFound) => return Err(ApiError::Forbidden("ACL not found".into())),
+        Err(crate::acl::resolve::ResolveError::Unavailable(why)) => return Err(ApiError::Forbidden(why)),
+    };
+    req.authz = authz;
+    routes::enforce(req, ctx.agent.node_name(), path)
+}
+
+async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError> {
     let config = ctx.agent.config();
     if req.path == "/" {
         req.allow(&[Method::GET, Method::HEAD])?;
@@ -198,8 +222,18 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     }
     let (family, rest) = path.split_once('/').unwrap_or((path, ""));
     if ctx.agent.server().is_none() && forward::forwarded(family, rest) {
+        // The server resolves the token and enforces.
         return forward::forward(ctx, req).await;
     }
+    if config.acl.enabled {
+        let path = path.to_string();
+        authorize(ctx, req, &path).await?;
+    }
+    let req: &Request = req;
+    let (family, rest) = {
+        let path = req.path.strip_prefix("/v1/").unwrap_or_default();
+        path.split_once('/').unwrap_or((path, ""))
+    };
     // `?consistent` reads are answered by the leader (as Consul forwards them).
     if let Some(server) = ctx.agent.server() {
         if req.param("consistent").is_some() && !server.is_leader() && forward::forwarded(family, rest) {
@@ -217,6 +251,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         "operator" => operator::handle(ctx, req, rest).await,
         "txn" if rest.is_empty() => txn::handle(ctx, req).await,
         "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,
+        "acl" => acl::handle(ctx, req, rest).await,
         _ => Err(ApiError::NotFound(String::new())),
     }
 }

@@ -2,11 +2,14 @@
 //! with Consul's parsing rules for flags by presence and method restrictions.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
 use super::error::ApiError;
+use crate::acl::{Access, Authz, Resource};
 
 pub struct Request {
     pub method: Method,
@@ -16,9 +19,53 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub remote: Option<SocketAddr>,
+    /// What the request's token may do (everything when ACLs are off); set by the dispatcher.
+    pub authz: Arc<Authz>,
+    /// Set by a handler that dropped list entries the token may not read
+    /// (`X-Consul-Results-Filtered-By-ACLs`).
+    pub filtered: AtomicBool,
 }
 
 impl Request {
+    pub fn new(
+        method: Method,
+        path: String,
+        query: Vec<(String, String)>,
+        headers: HeaderMap,
+        body: Bytes,
+        remote: Option<SocketAddr>,
+    ) -> Request {
+        Request {
+            method,
+            path,
+            query,
+            headers,
+            body,
+            remote,
+            authz: Arc::new(Authz::disabled()),
+            filtered: AtomicBool::new(false),
+        }
+    }
+
+    /// Fails with Consul's 403 unless the token has `need` on `segment` of `res`.
+    pub fn require(&self, res: Resource, segment: &str, need: Access) -> Result<(), ApiError> {
+        self.authz.require(res, segment, need).map_err(|d| ApiError::Forbidden(d.0))
+    }
+
+    /// Whether a list entry stays; a dropped one marks the response as filtered.
+    pub fn keep(&self, res: Resource, segment: &str, need: Access) -> bool {
+        let ok = self.authz.allowed(res, segment, need);
+        if !ok && self.authz.flags_filtering() {
+            self.filtered.store(true, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Whether the token may read `segment` of `res` (a filter shorthand).
+    pub fn can_read(&self, res: Resource, segment: &str) -> bool {
+        self.keep(res, segment, Access::Read)
+    }
+
     /// Fails with 405 (or answers `OPTIONS`) unless the method is one of `allowed`.
     pub fn allow(&self, allowed: &[Method]) -> Result<(), ApiError> {
         if allowed.contains(&self.method) {

@@ -25,6 +25,8 @@ pub enum Command {
     SessionCreate(crate::state::session::Session),
     /// `/v1/session/destroy`, TTL expiry: the session goes, its locks are released.
     SessionDestroy { id: String },
+    /// ACL tokens, policies and roles (applied together or not at all).
+    Acl(Vec<crate::state::acl::AclOp>),
     /// Writes that arrived together on the leader, replicated as one entry (one fsync): applied
     /// in order, each with its own result.
     Batch(Vec<Command>),
@@ -38,6 +40,7 @@ pub enum CommandResponse {
     Reaped(usize),
     Catalog(Result<(), CatalogFail>),
     Session(Result<(), String>),
+    Acl(Result<(), String>),
     Batch(Vec<CommandResponse>),
     Restored,
     /// Blank and membership entries.
@@ -58,6 +61,7 @@ impl Command {
             Command::Batch(_) => "raft.batch",
             Command::SessionCreate(_) => "session.apply",
             Command::SessionDestroy { .. } => "session.apply",
+            Command::Acl(_) => "acl.apply",
         }
     }
 
@@ -75,6 +79,7 @@ impl Command {
             Command::SessionCreate(_) | Command::SessionDestroy { .. } => vec![Table::Sessions, Table::Kv],
             // A check turning critical or a node going away can invalidate sessions.
             Command::Register(_) | Command::Deregister(_) => vec![Table::Catalog, Table::Sessions, Table::Kv],
+            Command::Acl(_) => vec![Table::Acl],
             other => vec![other.table()],
         }
     }

@@ -6,6 +6,7 @@
 //! Public wrappers own the transaction; inner `*_txn` functions take the open transaction so
 //! they compose (one `/v1/txn` = one transaction).
 
+pub mod acl;
 pub mod catalog;
 pub mod kv;
 pub mod schema;

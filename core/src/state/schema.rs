@@ -23,14 +23,27 @@ pub const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
 /// Sessions: id -> bincode(`session::Session`).
 pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
+/// ACL tokens: AccessorID -> bincode(`acl::Token`).
+pub const ACL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_tokens");
+/// SecretID -> AccessorID.
+pub const ACL_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_secrets");
+/// ACL policies: ID -> bincode(`acl::Policy`).
+pub const ACL_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_policies");
+/// ACL roles: ID -> bincode(`acl::Role`).
+pub const ACL_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_roles");
+
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 4] = [NODES, SERVICES, CHECKS, SESSIONS];
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 8] =
+    [NODES, SERVICES, CHECKS, SESSIONS, ACL_TOKENS, ACL_SECRETS, ACL_POLICIES, ACL_ROLES];
 
 pub const IDX_NODES: &str = "nodes";
 pub const IDX_SERVICES: &str = "services";
 pub const IDX_CHECKS: &str = "checks";
 pub const IDX_SESSIONS: &str = "sessions";
 pub const IDX_KVS: &str = "kvs";
+pub const IDX_ACL_TOKENS: &str = "acl-tokens";
+pub const IDX_ACL_POLICIES: &str = "acl-policies";
+pub const IDX_ACL_ROLES: &str = "acl-roles";
 pub const IDX_TOMBSTONES: &str = "tombstones";
 /// Raft index of the last snapshot restore: a floor under every reported index, so indexes
 /// never go backwards although restored entries keep their own ModifyIndex.

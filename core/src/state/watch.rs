@@ -12,12 +12,15 @@ pub enum Table {
     /// Nodes, services and checks together.
     Catalog,
     Sessions,
+    /// ACL tokens, policies and roles.
+    Acl,
 }
 
 pub struct Watches {
     kv: watch::Sender<u64>,
     catalog: watch::Sender<u64>,
     sessions: watch::Sender<u64>,
+    acl: watch::Sender<u64>,
     /// Bumped by every snapshot restore: blocked queries return at once (Consul abandons
     /// every watch on restore).
     restores: watch::Sender<u64>,
@@ -35,6 +38,7 @@ impl Watches {
             kv: watch::channel(0).0,
             catalog: watch::channel(0).0,
             sessions: watch::channel(0).0,
+            acl: watch::channel(0).0,
             restores: watch::channel(0).0,
         }
     }
@@ -44,6 +48,7 @@ impl Watches {
             Table::Kv => &self.kv,
             Table::Catalog => &self.catalog,
             Table::Sessions => &self.sessions,
+            Table::Acl => &self.acl,
         }
     }
 
@@ -64,6 +69,7 @@ impl Watches {
         self.notify(Table::Kv, index);
         self.notify(Table::Catalog, index);
         self.notify(Table::Sessions, index);
+        self.notify(Table::Acl, index);
         self.restores.send_modify(|n| *n += 1);
     }
 }

@@ -117,6 +117,7 @@ fn apply_command(
             crate::state::session::destroy_txn(txn, id, index)?;
             CommandResponse::Session(Ok(()))
         }
+        Command::Acl(ops) => CommandResponse::Acl(crate::state::acl::apply_txn(txn, ops, index)?),
         Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index)?),
         Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index)?),
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),

@@ -1,0 +1,295 @@
+//! From a request's secret to an [`Authz`]. Servers read the token, its roles and policies from
+//! their state store (compiled authorizers are cached until an ACL table changes); client
+//! agents ask a server (an internal call over the RPC port) and cache the answer for
+//! `acl.token_ttl`, falling back to `acl.down_policy` when no server answers.
+//!
+//! Also the agent's own tokens (`acl.tokens` in config, replaced at run time through
+//! `/v1/agent/token/<kind>` and persisted when `enable_token_persistence` is set).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{node_identity_rules, service_identity_rules, Authz, Rules, ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET};
+use crate::agent::AgentShared;
+use crate::state::{acl as store, Store};
+
+/// The internal path a client agent resolves tokens through (answered on the RPC port only).
+pub const RESOLVE_PATH: &str = "/_legate/acl/resolve";
+
+/// A token as an authorizer needs it: what a server sends a client agent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Resolved {
+    pub accessor_id: String,
+    pub management: bool,
+    /// (rules text, legacy syntax).
+    pub policies: Vec<(String, bool)>,
+    pub service_identities: Vec<String>,
+    pub node_identities: Vec<String>,
+}
+
+impl Resolved {
+    pub fn compile(&self, default_allow: bool) -> Authz {
+        if self.management {
+            return Authz::management(&self.accessor_id);
+        }
+        let mut rules: Vec<Rules> = self
+            .policies
+            .iter()
+            // Stored rules were validated when written.
+            .filter_map(|(text, legacy)| Rules::parse(text, *legacy).ok())
+            .collect();
+        rules.extend(self.service_identities.iter().map(|s| service_identity_rules(s)));
+        rules.extend(self.node_identities.iter().map(|n| node_identity_rules(n)));
+        Authz::compile(&self.accessor_id, rules.iter(), default_allow)
+    }
+}
+
+/// Why a secret resolves to no authorizer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResolveError {
+    /// 403 `ACL not found`.
+    NotFound,
+    /// No server could answer and the down policy is `deny`... or an internal error (500).
+    Unavailable(String),
+}
+
+/// Reads a token by secret from a state store, with its roles and policies flattened.
+pub fn resolve_in_store(store: &Store, secret: &str) -> Result<Option<Resolved>, String> {
+    let txn = store.read().map_err(|e| e.to_string())?;
+    let Some(token) = store::token_by_secret(&txn, secret).map_err(|e| e.to_string())? else {
+        // Before the leader has written the anonymous token, anonymous still resolves.
+        return Ok((secret == ANONYMOUS_SECRET)
+            .then(|| Resolved { accessor_id: ANONYMOUS_ACCESSOR.into(), ..Default::default() }));
+    };
+    if token.expires_unix != 0 && token.expires_unix <= now_unix() {
+        return Ok(None);
+    }
+    let mut out = Resolved {
+        accessor_id: token.accessor_id.clone(),
+        management: token.legacy_type == "management",
+        ..Default::default()
+    };
+    let mut policy_ids: Vec<String> = token.policies.iter().map(|l| l.id.clone()).collect();
+    out.service_identities.extend(token.service_identities.iter().map(|s| s.service_name.clone()));
+    out.node_identities.extend(token.node_identities.iter().map(|n| n.node_name.clone()));
+    for link in &token.roles {
+        if let Some(role) = store::role(&txn, &link.id).map_err(|e| e.to_string())? {
+            policy_ids.extend(role.policies.iter().map(|l| l.id.clone()));
+            out.service_identities.extend(role.service_identities.iter().map(|s| s.service_name.clone()));
+            out.node_identities.extend(role.node_identities.iter().map(|n| n.node_name.clone()));
+        }
+    }
+    policy_ids.sort();
+    policy_ids.dedup();
+    for id in policy_ids {
+        if id == super::GLOBAL_MANAGEMENT_ID {
+            out.management = true;
+        }
+        if let Some(p) = store::policy(&txn, &id).map_err(|e| e.to_string())? {
+            out.policies.push((p.rules, p.legacy));
+        }
+    }
+    Ok(Some(out))
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+struct Cached {
+    authz: Arc<Authz>,
+    /// Servers: the ACL table index it was compiled at. Clients: 0.
+    index: u64,
+    fetched: Instant,
+}
+
+/// Token kinds settable through `/v1/agent/token/<kind>`.
+pub const TOKEN_KINDS: &[&str] = &["default", "agent", "agent_recovery", "replication", "dns", "config_file_service_registration"];
+
+/// Old names of those kinds.
+pub fn canonical_kind(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "default" | "acl_token" => "default",
+        "agent" | "acl_agent_token" => "agent",
+        "agent_recovery" | "agent_master" | "acl_agent_master_token" => "agent_recovery",
+        "replication" | "acl_replication_token" => "replication",
+        "dns" => "dns",
+        "config_file_service_registration" => "config_file_service_registration",
+        _ => return None,
+    })
+}
+
+#[derive(Default)]
+pub struct Resolver {
+    cache: Mutex<HashMap<String, Cached>>,
+    /// Tokens set at run time (kind -> secret), over the config's.
+    agent_tokens: RwLock<HashMap<String, String>>,
+}
+
+fn disabled() -> Arc<Authz> {
+    static D: OnceLock<Arc<Authz>> = OnceLock::new();
+    D.get_or_init(|| Arc::new(Authz::disabled())).clone()
+}
+
+const CACHE_LIMIT: usize = 4096;
+
+impl Resolver {
+    /// The agent's token of a kind: set at run time, else from config. `dns` falls back to
+    /// `default` (Consul).
+    pub fn agent_token(&self, agent: &AgentShared, kind: &str) -> Option<String> {
+        if let Some(t) = self.agent_tokens.read().unwrap_or_else(|p| p.into_inner()).get(kind) {
+            return Some(t.clone()).filter(|t| !t.is_empty());
+        }
+        let c = agent.config();
+        let t = &c.acl.tokens;
+        let v = match kind {
+            "default" => t.default.clone(),
+            "agent" => t.agent.clone().or_else(|| t.default.clone()),
+            "agent_recovery" => t.agent_recovery.clone(),
+            "replication" => t.replication.clone(),
+            "dns" => t.dns.clone().or_else(|| self.agent_token(agent, "default")),
+            "config_file_service_registration" => t.config_file_service_registration.clone(),
+            _ => None,
+        };
+        v.filter(|t| !t.is_empty())
+    }
+
+    /// Sets a token at run time (`/v1/agent/token/<kind>`), persisted in the data dir when
+    /// `enable_token_persistence` is on.
+    pub fn set_agent_token(&self, agent: &AgentShared, kind: &str, secret: String) -> Result<(), String> {
+        let snapshot = {
+            let mut m = self.agent_tokens.write().unwrap_or_else(|p| p.into_inner());
+            m.insert(kind.to_string(), secret);
+            m.clone()
+        };
+        let c = agent.config();
+        if c.acl.enable_token_persistence {
+            if let Some(dir) = c.data_dir.as_ref() {
+                let path = std::path::Path::new(dir).join("acl-tokens.json");
+                let body = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
+                let tmp = path.with_extension("json.tmp");
+                std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads tokens persisted by an earlier run (at start, when persistence is on).
+    pub fn load_persisted(&self, data_dir: &std::path::Path) {
+        let path = data_dir.join("acl-tokens.json");
+        if let Ok(bytes) = std::fs::read(&path) {
+            match serde_json::from_slice::<HashMap<String, String>>(&bytes) {
+                Ok(m) => *self.agent_tokens.write().unwrap_or_else(|p| p.into_inner()) = m,
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring persisted ACL tokens: {e}"),
+            }
+        }
+    }
+
+    /// The authorizer of a request's secret (None: the agent's default token, else anonymous).
+    pub async fn authorize(&self, agent: &AgentShared, secret: Option<&str>) -> Result<Arc<Authz>, ResolveError> {
+        let c = agent.config();
+        if !c.acl.enabled {
+            return Ok(disabled());
+        }
+        let default_allow = c.acl.default_policy == "allow";
+        let secret = match secret {
+            Some(s) => s.to_string(),
+            None => self.agent_token(agent, "default").unwrap_or_else(|| ANONYMOUS_SECRET.to_string()),
+        };
+        if let Some(recovery) = self.agent_token(agent, "agent_recovery") {
+            if super::secret_eq(&secret, &recovery) {
+                return Ok(Arc::new(recovery_authz(agent.node_name(), default_allow)));
+            }
+        }
+        if let Some(server) = agent.server() {
+            let index = acl_index(&server.store);
+            if let Some(hit) = self.cached(&secret, |c| c.index == index) {
+                return Ok(hit);
+            }
+            let resolved = resolve_in_store(&server.store, &secret).map_err(ResolveError::Unavailable)?;
+            let authz = Arc::new(resolved.ok_or(ResolveError::NotFound)?.compile(default_allow));
+            self.store_cache(secret, authz.clone(), index);
+            return Ok(authz);
+        }
+        let ttl = c.acl.token_ttl.0;
+        if let Some(hit) = self.cached(&secret, |c| c.fetched.elapsed() < ttl) {
+            return Ok(hit);
+        }
+        let call = crate::server::rpc::HttpCall {
+            method: "GET".into(),
+            path: RESOLVE_PATH.into(),
+            query: Vec::new(),
+            token: Some(secret.clone()),
+            body: Vec::new(),
+        };
+        match agent.forward_http(call).await {
+            Ok(reply) if reply.status == 200 => {
+                let resolved: Resolved = serde_json::from_slice(&reply.body)
+                    .map_err(|e| ResolveError::Unavailable(format!("bad token resolution: {e}")))?;
+                let authz = Arc::new(resolved.compile(default_allow));
+                self.store_cache(secret, authz.clone(), 0);
+                Ok(authz)
+            }
+            Ok(reply) if reply.status == 403 => {
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&secret);
+                Err(ResolveError::NotFound)
+            }
+            Ok(reply) => self.on_down(agent, &secret, String::from_utf8_lossy(&reply.body).into_owned()),
+            Err(e) => self.on_down(agent, &secret, e),
+        }
+    }
+
+    fn on_down(&self, agent: &AgentShared, secret: &str, why: String) -> Result<Arc<Authz>, ResolveError> {
+        let policy = agent.config().acl.down_policy.clone();
+        tracing::warn!(error = %why, "ACL token resolution failed; applying down_policy {policy}");
+        self.down_authz(agent, Some(secret)).ok_or(ResolveError::Unavailable(format!("ACL not found: {why}")))
+    }
+
+    fn cached(&self, secret: &str, fresh: impl Fn(&Cached) -> bool) -> Option<Arc<Authz>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(secret).filter(|c| fresh(c)).map(|c| c.authz.clone())
+    }
+
+    fn store_cache(&self, secret: String, authz: Arc<Authz>, index: u64) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(secret, Cached { authz, index, fetched: Instant::now() });
+    }
+
+    /// A client agent that could not reach a server: the authorizer down_policy gives.
+    pub fn down_authz(&self, agent: &AgentShared, secret: Option<&str>) -> Option<Arc<Authz>> {
+        let c = agent.config();
+        match c.acl.down_policy.as_str() {
+            "allow" => Some(Arc::new(Authz::compile("", std::iter::empty(), true))),
+            "extend-cache" | "async-cache" => {
+                let secret = secret.map(str::to_string).or_else(|| self.agent_token(agent, "default"))?;
+                self.cached(&secret, |_| true)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The agent recovery token: the agent's own endpoints on this node, and reading nodes.
+fn recovery_authz(node: &str, default_allow: bool) -> Authz {
+    let mut r = Rules::default();
+    r.segments.entry((super::Resource::Agent, true)).or_default().insert(node.to_string(), super::Access::Write);
+    r.segments.entry((super::Resource::Node, false)).or_default().insert(String::new(), super::Access::Read);
+    Authz::compile("agent-recovery-token", [&r], default_allow)
+}
+
+/// The newest index of any ACL table (cache key on servers).
+pub fn acl_index(store: &Store) -> u64 {
+    use crate::state::schema::{IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS, IDX_RESTORE};
+    let Ok(txn) = store.read() else { return 0 };
+    [IDX_ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_RESTORE]
+        .iter()
+        .map(|t| crate::state::table_index_read(&txn, t).unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+}
