@@ -1,5 +1,6 @@
 //! Legate's black-box tests: one test binary, a module per area.
 
+mod acl;
 mod cli;
 mod cli_kv;
 mod cluster;

@@ -175,7 +175,9 @@ impl Rules {
             let exact = !prefix && !legacy;
             for (segment, access) in segment_rules(&name, &body)? {
                 if access == Access::List && resource != Resource::Key {
-                    return Err(RulesError(format!("invalid {name} policy for {segment:?}: \"list\" is only valid for keys")));
+                    return Err(RulesError(format!(
+                        "invalid {name} policy for {segment:?}: \"list\" is only valid for keys"
+                    )));
                 }
                 let map = rules.segments.entry((resource, exact)).or_default();
                 let merged = map.get(&segment).map_or(access, |a| a.merge(access));
@@ -294,7 +296,8 @@ impl Authz {
         let mut scalars: HashMap<Resource, Access> = HashMap::new();
         for r in rules {
             for ((res, is_exact), segs) in &r.segments {
-                let target = if *is_exact { exact.entry(*res).or_default() } else { prefix_map.entry(*res).or_default() };
+                let target =
+                    if *is_exact { exact.entry(*res).or_default() } else { prefix_map.entry(*res).or_default() };
                 for (seg, a) in segs {
                     let merged = target.get(seg).map_or(*a, |cur| cur.merge(*a));
                     target.insert(seg.clone(), merged);
@@ -313,7 +316,15 @@ impl Authz {
                 (res, v)
             })
             .collect();
-        Authz { accessor: accessor.to_string(), management: false, disabled: false, default_allow, exact, prefix, scalars }
+        Authz {
+            accessor: accessor.to_string(),
+            management: false,
+            disabled: false,
+            default_allow,
+            exact,
+            prefix,
+            scalars,
+        }
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -362,22 +373,25 @@ impl Authz {
         Denied(if res.is_scalar() {
             format!("Permission denied: token with AccessorID '{}' lacks permission '{what}'", self.accessor)
         } else {
-            format!("Permission denied: token with AccessorID '{}' lacks permission '{what}' on {segment:?}", self.accessor)
+            format!(
+                "Permission denied: token with AccessorID '{}' lacks permission '{what}' on {segment:?}",
+                self.accessor
+            )
         })
     }
 
-    /// Whether every key under `prefix` may be written (recursive deletes): no rule under the
-    /// prefix denies write, and the prefix itself allows it.
-    pub fn key_write_prefix(&self, prefix: &str) -> bool {
+    /// Whether `need` is allowed on every key under `prefix` (recursive deletes and tree
+    /// reads): the prefix itself allows it and no rule under the prefix takes it away.
+    pub fn key_prefix_allows(&self, prefix: &str, need: Access) -> bool {
         if self.management {
             return true;
         }
-        if !self.allowed(Resource::Key, prefix, Access::Write) {
+        if !self.allowed(Resource::Key, prefix, need) {
             return false;
         }
         let exact = self.exact.get(&Resource::Key).into_iter().flat_map(|m| m.iter());
         let pre = self.prefix.get(&Resource::Key).into_iter().flat_map(|v| v.iter().map(|(k, a)| (k, a)));
-        exact.chain(pre).all(|(seg, a)| !seg.starts_with(prefix) || a.allows(Access::Write))
+        exact.chain(pre).all(|(seg, a)| !seg.starts_with(prefix) || a.allows(need))
     }
 
     /// Whether the token's results are filtered silently (anonymous results are not flagged).
@@ -513,8 +527,9 @@ mod tests {
         assert!(!a.allowed(Resource::Service, "db", Access::Write));
         assert!(a.allowed(Resource::Node, "any", Access::Read));
         let k = authz(r#"key_prefix "a/" { policy = "write" } key "a/locked" { policy = "read" }"#, false);
-        assert!(!k.key_write_prefix("a/"));
-        assert!(k.key_write_prefix("a/b/"));
+        assert!(!k.key_prefix_allows("a/", Access::Write));
+        assert!(k.key_prefix_allows("a/", Access::Read));
+        assert!(k.key_prefix_allows("a/b/", Access::Write));
     }
 
     #[test]

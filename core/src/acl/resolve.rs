@@ -107,7 +107,8 @@ struct Cached {
 }
 
 /// Token kinds settable through `/v1/agent/token/<kind>`.
-pub const TOKEN_KINDS: &[&str] = &["default", "agent", "agent_recovery", "replication", "dns", "config_file_service_registration"];
+pub const TOKEN_KINDS: &[&str] =
+    &["default", "agent", "agent_recovery", "replication", "dns", "config_file_service_registration"];
 
 /// Old names of those kinds.
 pub fn canonical_kind(kind: &str) -> Option<&'static str> {

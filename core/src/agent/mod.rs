@@ -268,7 +268,13 @@ impl AgentShared {
         tag("build", format!("{}:{}", version::CONSUL_VERSION, version::GIT_SHA));
         if c.server {
             tag("role", "consul".into());
-            tag("port", c.ports.server.to_string());
+            // The bound port (the configured one may be 0: any free port).
+            let port = self
+                .server
+                .as_ref()
+                .and_then(|s| s.rpc_addr.rsplit(':').next().map(str::to_string))
+                .unwrap_or_else(|| c.ports.server.to_string());
+            tag("port", port);
             tag("raft_vsn", c.raft_protocol.to_string());
             tag("wan_join_port", c.ports.serf_wan.to_string());
             if c.bootstrap {
@@ -283,7 +289,11 @@ impl AgentShared {
         Member {
             name: self.node_name.clone(),
             addr: self.advertise.to_string(),
-            port: u16::try_from(c.ports.serf_lan).unwrap_or(0),
+            port: self
+                .gossip
+                .get()
+                .map(|g| g.local_addr().port())
+                .unwrap_or_else(|| u16::try_from(c.ports.serf_lan).unwrap_or(0)),
             tags,
             status: member_status::ALIVE,
             protocol_min: 1,

@@ -2,6 +2,7 @@
 //! long flags with one dash (`-data-dir=/x`, `-server`); clap wants two, so
 //! [`normalize_args`] rewrites `-name` to `--name` before parsing. Both forms work.
 
+mod acl;
 mod agent;
 mod catalog;
 mod http_flags;
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Runs a Legate agent (server or client)
     Agent(Box<agent::AgentFlags>),
+    /// Manages ACL tokens, policies and roles
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Lists datacenters, nodes and services of the catalog
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
@@ -168,6 +172,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     match cli.command {
         Command::Agent(flags) => agent::run(*flags, sub.expect("agent matches")),
         Command::Kv(cmd) => kv::run(cmd),
+        Command::Acl(cmd) => acl::run(cmd),
         Command::Members(a) => members::run_members(a),
         Command::Join(a) => members::run_join(a),
         Command::Leave(a) => members::run_leave(a),

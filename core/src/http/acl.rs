@@ -153,13 +153,7 @@ fn httpdate_like(t: std::time::SystemTime) -> String {
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     let (y, m, dd) = civil(days);
-    format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    format!("{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:09}Z", rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_nanos())
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
@@ -220,7 +214,10 @@ fn identities_json(svc: &[ServiceIdentity], nodes: &[NodeIdentity], m: &mut serd
     if !nodes.is_empty() {
         m.insert(
             "NodeIdentities".into(),
-            json!(nodes.iter().map(|n| json!({"NodeName": n.node_name, "Datacenter": n.datacenter})).collect::<Vec<_>>()),
+            json!(nodes
+                .iter()
+                .map(|n| json!({"NodeName": n.node_name, "Datacenter": n.datacenter}))
+                .collect::<Vec<_>>()),
         );
     }
 }
@@ -329,10 +326,8 @@ async fn bootstrap(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
         return Err(ApiError::Internal("No cluster leader".into()));
     }
     let reset_file = ctx.agent.config().data_dir.as_ref().map(|d| std::path::Path::new(d).join("acl-bootstrap-reset"));
-    let reset_index = reset_file
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let reset_index =
+        reset_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|s| s.trim().parse::<u64>().ok());
     let token = management_token(uuid::Uuid::new_v4().to_string(), "Bootstrap Token (Global Management)");
     let mut ops = Vec::new();
     let has_policy = {
@@ -503,7 +498,11 @@ async fn token_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<
                 return Err(ApiError::BadRequest("Invalid Token: SecretID is already in use".into()));
             }
             let mut t = Token {
-                accessor_id: if b.accessor_id.is_empty() { uuid::Uuid::new_v4().to_string() } else { b.accessor_id.clone() },
+                accessor_id: if b.accessor_id.is_empty() {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    b.accessor_id.clone()
+                },
                 secret_id: if b.secret_id.is_empty() { uuid::Uuid::new_v4().to_string() } else { b.secret_id.clone() },
                 local: b.local,
                 create_time: now_rfc3339(),
@@ -658,16 +657,17 @@ struct PolicyBody {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 async fn policy_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<ApiResponse, ApiError> {
     let b: PolicyBody = decode(&req.body)?;
     if let Some(id) = path_id {
         if !b.id.is_empty() && b.id != id {
-            return Err(ApiError::BadRequest(format!("Policy ID in URL and payload do not match: {id:?} != {:?}", b.id)));
+            return Err(ApiError::BadRequest(format!(
+                "Policy ID in URL and payload do not match: {id:?} != {:?}",
+                b.id
+            )));
         }
     }
     if !valid_name(&b.name) {
@@ -685,7 +685,10 @@ async fn policy_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result
     };
     if let Some(other) = store::policy_by_name(&txn, &b.name).map_err(internal)? {
         if existing.as_ref().map(|e| &e.id) != Some(&other.id) {
-            return Err(ApiError::BadRequest(format!("Invalid Policy: A Policy with Name {:?} already exists", b.name)));
+            return Err(ApiError::BadRequest(format!(
+                "Invalid Policy: A Policy with Name {:?} already exists",
+                b.name
+            )));
         }
     }
     let mut p = existing.unwrap_or_else(|| Policy { id: uuid::Uuid::new_v4().to_string(), ..Default::default() });
@@ -733,7 +736,9 @@ async fn policy_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&s
 
 async fn policy_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
     if id == GLOBAL_MANAGEMENT_ID {
-        return Err(ApiError::BadRequest("Delete operation not permitted on the builtin global-management policy".into()));
+        return Err(ApiError::BadRequest(
+            "Delete operation not permitted on the builtin global-management policy".into(),
+        ));
     }
     let txn = read_txn(ctx)?;
     if store::policy(&txn, id).map_err(internal)?.is_none() {

@@ -7,9 +7,9 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::acl::{Access, Resource};
 use super::catalog::{check_filter, check_json, filter, service_json};
 use super::{decode, ApiError, ApiResponse, Ctx, Request};
+use crate::acl::{Access, Resource};
 use crate::agent::checks::CheckStatus;
 use crate::agent::local::{Source, TtlError};
 use crate::config::{CheckDefinition, ServiceDefinition};

@@ -9,6 +9,7 @@ use serde_json::{json, Value as Json};
 
 use super::blocking::{self, with_headers};
 use super::{decode, ApiError, ApiResponse, Ctx, Request};
+use crate::acl::{Access, Resource};
 use crate::config::TaggedAddress;
 use crate::server::command::{Command, CommandResponse};
 use crate::state::catalog::{self, Check, Node, Service, ServiceAddress, Weights};
@@ -283,7 +284,7 @@ async fn register(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     if service.as_ref().is_some_and(|s| s.service.is_empty()) {
         return Err(ApiError::BadRequest("Must provide service name".into()));
     }
-    let checks = b
+    let checks: Vec<Check> = b
         .check
         .into_iter()
         .chain(b.checks)
@@ -299,6 +300,13 @@ async fn register(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
             ..Check::default()
         })
         .collect();
+    if let Some(s) = &service {
+        req.require(Resource::Service, &s.service, Access::Write)?;
+    }
+    let node_checks = checks.iter().any(|c: &Check| c.service_id.is_empty());
+    if !b.skip_node_update || node_checks {
+        req.require(Resource::Node, &node.node, Access::Write)?;
+    }
     let reg = catalog::Register { node, service, checks, skip_node_update: b.skip_node_update };
     write(ctx, Command::Register(Box::new(reg))).await
 }
@@ -318,7 +326,36 @@ async fn deregister(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         return Err(ApiError::BadRequest("Must provide node".into()));
     }
     let d = catalog::Deregister { node: b.node, service_id: b.service_id, check_id: b.check_id.or(b.id) };
+    deregister_allowed(ctx, req, &d)?;
     write(ctx, Command::Deregister(d)).await
+}
+
+/// Deregistering a service needs service:write on it, a check the write of its service (or
+/// node), the whole node node:write.
+fn deregister_allowed(ctx: &Ctx, req: &Request, d: &catalog::Deregister) -> Result<(), ApiError> {
+    if req.authz.is_disabled() {
+        return Ok(());
+    }
+    let txn = blocking::server(ctx)?.store.read().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let service_name = |id: &str| -> Result<Option<String>, ApiError> {
+        let services = catalog::node_services(&txn, &d.node).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(services.into_iter().find(|s| s.id == id).map(|s| s.service))
+    };
+    if let Some(sid) = &d.service_id {
+        return match service_name(sid)? {
+            Some(name) => req.require(Resource::Service, &name, Access::Write),
+            None => req.require(Resource::Node, &d.node, Access::Write),
+        };
+    }
+    if let Some(cid) = &d.check_id {
+        let checks = catalog::node_checks(&txn, &d.node).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Some(c) = checks.iter().find(|c| &c.check_id == cid).filter(|c| !c.service_id.is_empty()) {
+            if let Some(name) = service_name(&c.service_id)? {
+                return req.require(Resource::Service, &name, Access::Write);
+            }
+        }
+    }
+    req.require(Resource::Node, &d.node, Access::Write)
 }
 
 async fn write(ctx: &Ctx, cmd: Command) -> Result<ApiResponse, ApiError> {
@@ -335,7 +372,11 @@ async fn nodes(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::tables_index(&txn, &[IDX_NODES])?;
-        let list: Vec<Json> = catalog::nodes(&txn)?.iter().filter(|n| node_matches(n, &meta)).map(node_json).collect();
+        let list: Vec<Json> = catalog::nodes(&txn)?
+            .iter()
+            .filter(|n| node_matches(n, &meta) && req.can_read(Resource::Node, &n.node))
+            .map(node_json)
+            .collect();
         Ok((index, list))
     })
     .await?;
@@ -352,7 +393,7 @@ async fn services(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         let mut pairs = Vec::new();
         for (node_name, s) in catalog::all_services(&txn)? {
             if let Some(n) = catalog::node(&txn, &node_name)? {
-                if node_matches(&n, &meta) {
+                if node_matches(&n, &meta) && req.can_read(Resource::Service, &s.service) {
                     pairs.push(service_node_json(&n, &s));
                 }
             }
@@ -386,7 +427,7 @@ async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, Ap
         let index = catalog::service_index(&txn, name)?;
         let list: Vec<Json> = catalog::service_nodes(&txn, name)?
             .iter()
-            .filter(|(n, s)| node_matches(n, &meta) && tags_match(s, req))
+            .filter(|(n, s)| node_matches(n, &meta) && tags_match(s, req) && req.can_read(Resource::Node, &n.node))
             .map(|(n, s)| service_node_json(n, s))
             .collect();
         Ok((index, list))
@@ -412,7 +453,8 @@ async fn node(ctx: &Ctx, req: &Request, name: &str, as_list: bool) -> Result<Api
         None if as_list => json!({"Node": null, "Services": []}),
         None => Json::Null,
         Some((n, services)) => {
-            let list = filter(req, services.iter().map(|s| service_json(s, None)).collect())?;
+            let readable = services.iter().filter(|s| req.can_read(Resource::Service, &s.service));
+            let list = filter(req, readable.map(|s| service_json(s, None)).collect())?;
             if as_list {
                 json!({"Node": node_json(&n), "Services": list})
             } else {

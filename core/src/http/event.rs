@@ -97,8 +97,15 @@ async fn list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
             _ = rx.changed() => {}
         }
     }
-    let events: Vec<Json> =
-        ctx.agent.events.list().iter().filter(|e| name.is_empty() || e.name == name).map(event_json).collect();
+    let events: Vec<Json> = ctx
+        .agent
+        .events
+        .list()
+        .iter()
+        .filter(|e| name.is_empty() || e.name == name)
+        .filter(|e| req.can_read(crate::acl::Resource::Event, &e.name))
+        .map(event_json)
+        .collect();
     let index = ctx.agent.events.list().last().map(|e| event_index(&e.id)).unwrap_or(0).max(1);
     Ok(ApiResponse::json(&events).header("X-Consul-Index", index.to_string()))
 }

@@ -9,6 +9,7 @@ use super::catalog::{
     check_filter, check_json, filter, node_json, node_matches, node_meta_filter, service_json, tags_match,
 };
 use super::{ApiError, ApiResponse, Ctx, Request};
+use crate::acl::Resource;
 use crate::state::catalog;
 use crate::state::schema::IDX_CHECKS;
 use crate::state::watch::Table;
@@ -35,7 +36,8 @@ async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
-        Ok((index, catalog::node_checks(&txn, node)?.iter().map(check_json).collect::<Vec<_>>()))
+        let checks = catalog::node_checks(&txn, node)?;
+        Ok((index, checks.iter().filter(|c| check_readable(req, c)).map(check_json).collect::<Vec<_>>()))
     })
     .await?;
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
@@ -49,6 +51,9 @@ async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiRespo
         let index = catalog::service_index(&txn, name)?;
         let mut list = Vec::new();
         for c in catalog::all_checks(&txn)?.iter().filter(|c| c.service_name == name) {
+            if !req.can_read(Resource::Node, &c.node) {
+                continue;
+            }
             if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
                 list.push(check_json(c));
             }
@@ -76,7 +81,7 @@ async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, Ap
         let index = catalog::service_index(&txn, name)?;
         let mut list = Vec::new();
         for (n, s) in catalog::service_nodes(&txn, name)? {
-            if !node_matches(&n, &meta) || !tags_match(&s, req) {
+            if !node_matches(&n, &meta) || !tags_match(&s, req) || !req.can_read(Resource::Node, &n.node) {
                 continue;
             }
             let checks: Vec<catalog::Check> = catalog::node_checks(&txn, &n.node)?
@@ -109,6 +114,9 @@ async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse, Api
         let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
         let mut list: Vec<Json> = Vec::new();
         for c in catalog::all_checks(&txn)?.iter().filter(|c| state == "any" || c.status == state) {
+            if !check_readable(req, c) {
+                continue;
+            }
             if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
                 list.push(check_json(c));
             }
@@ -117,4 +125,11 @@ async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse, Api
     })
     .await?;
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+}
+
+/// A check is readable with node:read on its node and, for a service check, service:read on
+/// its service.
+fn check_readable(req: &Request, c: &catalog::Check) -> bool {
+    req.can_read(Resource::Node, &c.node)
+        && (c.service_name.is_empty() || req.can_read(Resource::Service, &c.service_name))
 }

@@ -7,6 +7,7 @@ use http::{Method, StatusCode};
 use super::blocking::{self, with_headers};
 use super::response::Body;
 use super::{ApiError, ApiResponse, Ctx, Request};
+use crate::acl::{Access, Resource};
 use crate::server::command::{Command, CommandResponse};
 use crate::state::kv::{self as store_kv, KvFail, KvOp, KvVerb};
 use crate::state::watch::Table;
@@ -46,6 +47,13 @@ async fn get(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiErro
     if key.is_empty() && !recurse && !keys {
         return Err(ApiError::BadRequest("Missing key name".into()));
     }
+    if recurse || keys {
+        if ctx.agent.config().acl.enable_key_list_policy {
+            req.require(Resource::Key, key, Access::List)?;
+        }
+    } else {
+        req.require(Resource::Key, key, Access::Read)?;
+    }
     let store = blocking::server(ctx)?.store.clone();
     let (_, result, headers) = blocking::run(ctx, req, Table::Kv, || {
         let txn = store.read()?;
@@ -54,6 +62,21 @@ async fn get(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiErro
         Ok((index.max(floor), read))
     })
     .await?;
+    let result = match result {
+        Read::Keys(mut k) if !req.authz.is_disabled() => {
+            k.retain(|k| req.can_read(Resource::Key, k));
+            Read::Keys(k)
+        }
+        Read::Entries(mut e) if !req.authz.is_disabled() => {
+            e.retain(|e| req.can_read(Resource::Key, &e.key));
+            if e.is_empty() {
+                Read::Missing
+            } else {
+                Read::Entries(e)
+            }
+        }
+        other => other,
+    };
     let resp = match result {
         Read::Missing => ApiResponse::empty(StatusCode::NOT_FOUND),
         Read::Keys(k) => ApiResponse::json(&k),
@@ -126,6 +149,13 @@ async fn delete(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiE
     }
     if key.is_empty() && !recurse {
         return Err(ApiError::BadRequest("Missing key name".into()));
+    }
+    if recurse {
+        if !req.authz.key_prefix_allows(key, Access::Write) {
+            return Err(ApiError::Forbidden(req.authz.denied(Resource::Key, key, Access::Write).0));
+        }
+    } else {
+        req.require(Resource::Key, key, Access::Write)?;
     }
     let mut op = KvOp::new(if recurse { KvVerb::DeleteTree } else { KvVerb::Delete }, key);
     if let Some(idx) = cas {

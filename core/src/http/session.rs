@@ -6,6 +6,7 @@ use serde_json::{json, Value as Json};
 
 use super::blocking::{self, with_headers};
 use super::{decode, ApiError, ApiResponse, Ctx, Request};
+use crate::acl::{Access, Resource};
 use crate::server::command::{Command, CommandResponse};
 use crate::state::schema::IDX_SESSIONS;
 use crate::state::session::{self, Session};
@@ -39,6 +40,7 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             if arg.is_empty() {
                 return Err(ApiError::BadRequest("Missing session".into()));
             }
+            session_write(ctx, req, arg)?;
             apply(ctx, Command::SessionDestroy { id: arg.to_string() }).await?;
             Ok(ApiResponse::json(&true))
         }
@@ -130,6 +132,7 @@ async fn create(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         create_index: 0,
         modify_index: 0,
     };
+    req.require(Resource::Session, &s.node, Access::Write)?;
     let id = s.id.clone();
     let ttl = crate::config::duration::parse_go_duration(&s.ttl).unwrap_or_default();
     apply(ctx, Command::SessionCreate(s)).await?;
@@ -139,6 +142,19 @@ async fn create(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         }
     }
     Ok(ApiResponse::json(&json!({"ID": id})))
+}
+
+/// session:write on the node of an existing session (unknown sessions pass: destroying one
+/// is a no-op).
+fn session_write(ctx: &Ctx, req: &Request, id: &str) -> Result<(), ApiError> {
+    if req.authz.is_disabled() {
+        return Ok(());
+    }
+    let txn = blocking::server(ctx)?.store.read().map_err(|e| ApiError::Internal(e.to_string()))?;
+    match session::get(&txn, id).map_err(|e| ApiError::Internal(e.to_string()))? {
+        Some(s) => req.require(Resource::Session, &s.node, Access::Write),
+        None => Ok(()),
+    }
 }
 
 async fn apply(ctx: &Ctx, cmd: Command) -> Result<(), ApiError> {
@@ -162,6 +178,7 @@ async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiErr
     let Some(s) = found else {
         return Err(ApiError::NotFound(format!("Session id '{id}' not found")));
     };
+    req.require(Resource::Session, &s.node, Access::Write)?;
     if let Ok(ttl) = crate::config::duration::parse_go_duration(&s.ttl) {
         if !ttl.is_zero() {
             server.renew_session(id, ttl);
@@ -186,6 +203,7 @@ async fn read(ctx: &Ctx, req: &Request, op: &str, arg: &str) -> Result<ApiRespon
                 "node" => s.node == arg,
                 _ => true,
             })
+            .filter(|s| req.can_read(Resource::Session, &s.node))
             .map(session_json)
             .collect();
         Ok((index, list))

@@ -37,6 +37,9 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         )));
     }
     let ops = items.iter().enumerate().map(|(i, item)| parse_op(i, item)).collect::<Result<Vec<_>, _>>()?;
+    for op in &ops {
+        op_allowed(ctx, req, op)?;
+    }
     let server = blocking::server(ctx)?;
     let read_only = ops.iter().all(TxnOp::is_read);
     let outcome = if read_only {
@@ -238,4 +241,39 @@ fn parse_op(i: usize, item: &Json) -> Result<TxnOp, ApiError> {
     op.index = kv.get("index").and_then(Json::as_u64).unwrap_or(0);
     op.session = kv.get("session").and_then(Json::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     Ok(TxnOp::Kv(op))
+}
+
+/// The permission of one verb: key read/write (tree verbs on every key under the prefix),
+/// node write for node verbs, service write for service verbs, and for checks the write of
+/// their service, else of their node (reads need read).
+fn op_allowed(ctx: &Ctx, req: &Request, op: &TxnOp) -> Result<(), ApiError> {
+    use crate::acl::{Access, Resource};
+    if req.authz.is_disabled() {
+        return Ok(());
+    }
+    let need = if op.is_read() { Access::Read } else { Access::Write };
+    match op {
+        TxnOp::Kv(kv) => {
+            if matches!(kv.verb, KvVerb::GetTree | KvVerb::DeleteTree) {
+                if req.authz.key_prefix_allows(&kv.key, need) {
+                    return Ok(());
+                }
+                return Err(ApiError::Forbidden(req.authz.denied(Resource::Key, &kv.key, need).0));
+            }
+            req.require(Resource::Key, &kv.key, need)
+        }
+        TxnOp::Catalog(CatalogOp::Node { node, .. }) => req.require(Resource::Node, &node.node, need),
+        TxnOp::Catalog(CatalogOp::Service { service, .. }) => req.require(Resource::Service, &service.service, need),
+        TxnOp::Catalog(CatalogOp::Check { check, .. }) => {
+            if !check.service_id.is_empty() {
+                let txn = blocking::server(ctx)?.store.read().map_err(|e| ApiError::Internal(e.to_string()))?;
+                let services =
+                    catalog::node_services(&txn, &check.node).map_err(|e| ApiError::Internal(e.to_string()))?;
+                if let Some(s) = services.iter().find(|s| s.id == check.service_id) {
+                    return req.require(Resource::Service, &s.service, need);
+                }
+            }
+            req.require(Resource::Node, &check.node, need)
+        }
+    }
 }

@@ -5,8 +5,10 @@
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{ACL_POLICIES, ACL_ROLES, ACL_SECRETS, ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS};
-use super::{bump_index_txn, meta_get, meta_set_txn, StoreError};
+use super::schema::{
+    ACL_META, ACL_POLICIES, ACL_ROLES, ACL_SECRETS, ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS,
+};
+use super::{bump_index_txn, StoreError};
 
 /// A link to a policy or role (by ID; the name is filled in when read).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -87,7 +89,10 @@ pub enum AclOp {
     RoleDelete(String),
     /// The one-time bootstrap: refused once done, unless `reset_index` names the index it was
     /// done at (the operator's `acl-bootstrap-reset` file).
-    Bootstrap { token: Token, reset_index: Option<u64> },
+    Bootstrap {
+        token: Token,
+        reset_index: Option<u64>,
+    },
 }
 
 const META_BOOTSTRAP: &str = "acl_bootstrap_index";
@@ -163,7 +168,9 @@ pub fn role_by_name(txn: &ReadTransaction, name: &str) -> Result<Option<Role>, S
 
 /// The index bootstrap was done at, if it was.
 pub fn bootstrap_index(txn: &ReadTransaction) -> Result<Option<u64>, StoreError> {
-    Ok(meta_get(txn, META_BOOTSTRAP)?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
+    let t = txn.open_table(ACL_META)?;
+    let v = t.get(META_BOOTSTRAP)?;
+    Ok(v.and_then(|v| <[u8; 8]>::try_from(v.value()).ok()).map(u64::from_be_bytes))
 }
 
 /// Applies ACL writes at `index`; Err(reason) refuses all of them (only bootstrap refuses).
@@ -171,7 +178,7 @@ pub fn apply_txn(txn: &WriteTransaction, ops: &[AclOp], index: u64) -> Result<Re
     for op in ops {
         if let AclOp::Bootstrap { reset_index, .. } = op {
             let done = {
-                let t = txn.open_table(super::schema::META)?;
+                let t = txn.open_table(ACL_META)?;
                 let v = t.get(META_BOOTSTRAP)?;
                 v.and_then(|v| <[u8; 8]>::try_from(v.value()).ok()).map(u64::from_be_bytes)
             };
@@ -201,7 +208,7 @@ pub fn apply_txn(txn: &WriteTransaction, ops: &[AclOp], index: u64) -> Result<Re
                 txn.open_table(ACL_SECRETS)?.insert(t.secret_id.as_str(), t.accessor_id.as_bytes())?;
                 bump_index_txn(txn, IDX_ACL_TOKENS, index)?;
                 if matches!(op, AclOp::Bootstrap { .. }) {
-                    meta_set_txn(txn, META_BOOTSTRAP, &index.to_be_bytes())?;
+                    txn.open_table(ACL_META)?.insert(META_BOOTSTRAP, index.to_be_bytes().as_slice())?;
                 }
             }
             AclOp::TokenDelete(accessor) => {

@@ -29,12 +29,14 @@ pub const ACL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_t
 pub const ACL_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_secrets");
 /// ACL policies: ID -> bincode(`acl::Policy`).
 pub const ACL_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_policies");
+/// ACL bookkeeping (the bootstrap index): key -> bytes.
+pub const ACL_META: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_meta");
 /// ACL roles: ID -> bincode(`acl::Role`).
 pub const ACL_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_roles");
 
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 8] =
-    [NODES, SERVICES, CHECKS, SESSIONS, ACL_TOKENS, ACL_SECRETS, ACL_POLICIES, ACL_ROLES];
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 9] =
+    [NODES, SERVICES, CHECKS, SESSIONS, ACL_TOKENS, ACL_SECRETS, ACL_POLICIES, ACL_ROLES, ACL_META];
 
 pub const IDX_NODES: &str = "nodes";
 pub const IDX_SERVICES: &str = "services";

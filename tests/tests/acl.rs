@@ -1,0 +1,549 @@
+//! ACLs: every route of the route table with no token, a token without rights and a token with
+//! rights under `default_policy = deny`; the modern and legacy token APIs; persistence across a
+//! restart.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use legate_core::acl::Access;
+use legate_core::http::routes::{Need, ROUTES};
+use legate_tests::{retry_until, test_config, InProcessAgent};
+use reqwest::{Client, Method};
+use serde_json::{json, Value};
+
+const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+const MGMT: &str = "5a1b5b7e-0a3f-4e47-9a43-2c4e1c0a9f01";
+
+fn acl_config() -> legate_core::Config {
+    let mut c = test_config();
+    c.acl.enabled = true;
+    c.acl.default_policy = "deny".into();
+    c.acl.tokens.initial_management = Some(MGMT.into());
+    c.ports.serf_lan = 0;
+    c
+}
+
+struct Api {
+    c: Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, String) {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.c.request(m, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.header("X-Consul-Token", t);
+        }
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        let resp = r.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (s, text) = self.call(method, path, Some(MGMT), body).await;
+        assert!(s < 300, "{method} {path}: {s} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+async fn start(config: legate_core::Config) -> (InProcessAgent, Api) {
+    let a = InProcessAgent::start(config).await;
+    ready(a).await
+}
+
+/// An ACL agent started from a config file (so `/v1/agent/reload` has something to reload).
+async fn start_from_file(dir: &std::path::Path) -> (InProcessAgent, Api) {
+    let file = dir.join("agent.json");
+    let body = json!({
+        "server": true, "bootstrap": true, "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
+        "node_name": "test-node", "ports": {"http": 0, "dns": -1, "server": 0, "serf_lan": 0},
+        "acl": {"enabled": true, "default_policy": "deny", "tokens": {"initial_management": MGMT}},
+        "encrypt": GOSSIP_KEY,
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    let opts = legate_core::config::load::LoadOptions { sources: vec![file], dev: true, ..Default::default() };
+    let agent = legate_core::Agent::start_with_sources(opts, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    let base = format!("http://{}", agent.http_addrs()[0]);
+    ready(InProcessAgent { agent, base }).await
+}
+
+async fn ready(a: InProcessAgent) -> (InProcessAgent, Api) {
+    let api = Api { c: Client::new(), base: a.base.clone() };
+    // The leader writes the management token; the node's serfHealth must be in the catalog.
+    retry_until(Duration::from_secs(20), "node registered and readable with the management token", || async {
+        let (s, body) = api.call("GET", "/v1/health/node/test-node", Some(MGMT), None).await;
+        (s == 200 && body.contains("serfHealth")).then_some(())
+    })
+    .await;
+    (a, api)
+}
+
+const FULL_RULES: &str = r#"
+key_prefix "" { policy = "write" }
+service_prefix "" { policy = "write" }
+node_prefix "" { policy = "write" }
+session_prefix "" { policy = "write" }
+event_prefix "" { policy = "write" }
+agent_prefix "" { policy = "write" }
+query_prefix "" { policy = "write" }
+operator = "write"
+keyring = "write"
+acl = "write"
+"#;
+
+/// One request per route: the path with its wildcards filled and a body.
+struct Case {
+    path: String,
+    body: Option<Value>,
+    /// For filtered lists: text the list shows with rights and hides without.
+    marker: Option<&'static str>,
+}
+
+fn case(path: impl Into<String>, body: Option<Value>) -> Case {
+    Case { path: path.into(), body, marker: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_denied_without_rights_and_allowed_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, api) = start_from_file(dir.path()).await;
+
+    // Fixtures, written with the management token.
+    api.ok("PUT", "/v1/kv/app/config", Some(&json!("v"))).await;
+    api.ok(
+        "PUT",
+        "/v1/catalog/register",
+        Some(&json!({"Node": "ext1", "Address": "10.0.0.9", "Service": {"Service": "websvc", "Port": 80}})),
+    )
+    .await;
+    api.ok("PUT", "/v1/agent/service/register", Some(&json!({"Name": "localsvc", "Port": 81}))).await;
+    api.ok("PUT", "/v1/agent/service/register", Some(&json!({"Name": "gone", "Port": 82}))).await;
+    api.ok("PUT", "/v1/agent/check/register", Some(&json!({"Name": "ttl1", "TTL": "60s"}))).await;
+    api.ok("PUT", "/v1/agent/check/register", Some(&json!({"Name": "ttl-gone", "TTL": "60s"}))).await;
+    let sess =
+        api.ok("PUT", "/v1/session/create", Some(&json!({"Name": "s1"}))).await["ID"].as_str().unwrap().to_string();
+    let sess2 =
+        api.ok("PUT", "/v1/session/create", Some(&json!({"Name": "s2"}))).await["ID"].as_str().unwrap().to_string();
+    api.ok("PUT", "/v1/event/fire/deploy", Some(&json!("x"))).await;
+    let full = api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "full", "Rules": FULL_RULES}))).await;
+    let full_id = full["ID"].as_str().unwrap().to_string();
+    let rights = api
+        .ok("PUT", "/v1/acl/token", Some(&json!({"Description": "rights", "Policies": [{"Name": "full"}]})))
+        .await["SecretID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let none = api.ok("PUT", "/v1/acl/token", Some(&json!({"Description": "no rights"}))).await["SecretID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim = api.ok("PUT", "/v1/acl/token", Some(&json!({"Description": "victim"}))).await;
+    let victim_id = victim["AccessorID"].as_str().unwrap().to_string();
+    let other = api.ok("PUT", "/v1/acl/token", Some(&json!({"Description": "other"}))).await;
+    let other_id = other["AccessorID"].as_str().unwrap().to_string();
+    let pol2 = api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "p2", "Rules": ""}))).await["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pol3 = api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "p3", "Rules": ""}))).await["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let role = api.ok("PUT", "/v1/acl/role", Some(&json!({"Name": "r1", "Policies": [{"ID": full_id}]}))).await["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let role2 = api.ok("PUT", "/v1/acl/role", Some(&json!({"Name": "r2"}))).await["ID"].as_str().unwrap().to_string();
+    let legacy = api.ok("PUT", "/v1/acl/create", Some(&json!({"Name": "legacy", "Type": "client", "Rules": ""}))).await
+        ["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let legacy2 =
+        api.ok("PUT", "/v1/acl/create", Some(&json!({"Name": "legacy2"}))).await["ID"].as_str().unwrap().to_string();
+    let (_, snapshot) = {
+        let r = api.c.get(format!("{}/v1/snapshot", api.base)).header("X-Consul-Token", MGMT).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        ((), r.bytes().await.unwrap())
+    };
+    // A client agent to join and force-leave.
+    let mut pc = test_config();
+    pc.server = false;
+    pc.bootstrap = false;
+    pc.ports.server = -1;
+    pc.ports.serf_lan = 0;
+    pc.node_name = Some("peer".into());
+    pc.encrypt = Some(GOSSIP_KEY.into());
+    let peer = InProcessAgent::start(pc).await;
+    let serf_addr = peer.agent.shared().gossip.get().expect("peer gossip").local_addr().to_string();
+    let keyring = api.ok("GET", "/v1/operator/keyring", None).await;
+    let _ = keyring;
+
+    let mut cases: HashMap<(&str, &str), Case> = HashMap::new();
+    let mut add = |m: &'static str, p: &'static str, c: Case| {
+        cases.insert((m, p), c);
+    };
+    add("GET", "agent/self", case("/v1/agent/self", None));
+    add("GET", "agent/version", case("/v1/agent/version", None));
+    add("GET", "agent/members", Case { path: "/v1/agent/members".into(), body: None, marker: Some("test-node") });
+    add("PUT", "agent/leave", case("/v1/agent/leave", None));
+    add("PUT", "agent/join/+", case(format!("/v1/agent/join/{serf_addr}"), None));
+    add("PUT", "agent/force-leave/+", case("/v1/agent/force-leave/peer", None));
+    add("GET", "agent/metrics", case("/v1/agent/metrics", None));
+    add("PUT", "agent/reload", case("/v1/agent/reload", None));
+    add("PUT", "agent/maintenance", case("/v1/agent/maintenance?enable=false", None));
+    add("PUT", "agent/token/+", case("/v1/agent/token/dns", Some(json!({"Token": "x"}))));
+    add("GET", "agent/services", Case { path: "/v1/agent/services".into(), body: None, marker: Some("localsvc") });
+    add("PUT", "agent/service/register", case("/v1/agent/service/register", Some(json!({"Name": "newsvc"}))));
+    add("PUT", "agent/service/deregister/+", case("/v1/agent/service/deregister/gone", None));
+    add("PUT", "agent/service/maintenance/+", case("/v1/agent/service/maintenance/localsvc?enable=false", None));
+    add("GET", "agent/service/+", case("/v1/agent/service/localsvc", None));
+    add("GET", "agent/checks", Case { path: "/v1/agent/checks".into(), body: None, marker: Some("ttl1") });
+    add(
+        "PUT",
+        "agent/check/register",
+        case("/v1/agent/check/register", Some(json!({"Name": "c2", "TTL": "30s", "Status": "passing"}))),
+    );
+    add("PUT", "agent/check/deregister/+", case("/v1/agent/check/deregister/ttl-gone", None));
+    add("PUT", "agent/check/pass/+", case("/v1/agent/check/pass/ttl1", None));
+    add("PUT", "agent/check/warn/+", case("/v1/agent/check/warn/ttl1", None));
+    add("PUT", "agent/check/fail/+", case("/v1/agent/check/fail/ttl1", None));
+    add("PUT", "agent/check/update/+", case("/v1/agent/check/update/ttl1", Some(json!({"Status": "passing"}))));
+    add("GET", "agent/health/service/name/+", case("/v1/agent/health/service/name/localsvc", None));
+    add("GET", "agent/health/service/id/+", case("/v1/agent/health/service/id/localsvc", None));
+    add(
+        "PUT",
+        "catalog/register",
+        case(
+            "/v1/catalog/register",
+            Some(json!({"Node": "ext2", "Address": "10.0.0.8", "Service": {"Service": "s2"}})),
+        ),
+    );
+    add("PUT", "catalog/deregister", case("/v1/catalog/deregister", Some(json!({"Node": "ext2"}))));
+    add("GET", "catalog/datacenters", case("/v1/catalog/datacenters", None));
+    add("GET", "catalog/nodes", Case { path: "/v1/catalog/nodes".into(), body: None, marker: Some("ext1") });
+    add("GET", "catalog/services", Case { path: "/v1/catalog/services".into(), body: None, marker: Some("websvc") });
+    add("GET", "catalog/service/+", case("/v1/catalog/service/websvc", None));
+    add("GET", "catalog/node/+", case("/v1/catalog/node/ext1", None));
+    add("GET", "catalog/node-services/+", case("/v1/catalog/node-services/ext1", None));
+    add("GET", "health/node/+", case("/v1/health/node/test-node", None));
+    add("GET", "health/checks/+", case("/v1/health/checks/websvc", None));
+    add("GET", "health/service/+", case("/v1/health/service/websvc", None));
+    add("GET", "health/state/+", Case { path: "/v1/health/state/any".into(), body: None, marker: Some("serfHealth") });
+    add("GET", "kv/*", case("/v1/kv/app/config", None));
+    add("PUT", "kv/*", case("/v1/kv/app/other", Some(json!("x"))));
+    add("DELETE", "kv/*", case("/v1/kv/app/other", None));
+    add("PUT", "txn", case("/v1/txn", Some(json!([{"KV": {"Verb": "get", "Key": "app/config"}}]))));
+    add("PUT", "session/create", case("/v1/session/create", Some(json!({"Name": "s3"}))));
+    add("PUT", "session/destroy/+", case(format!("/v1/session/destroy/{sess2}"), None));
+    add("PUT", "session/renew/+", case(format!("/v1/session/renew/{sess}"), None));
+    add("GET", "session/info/+", Case { path: format!("/v1/session/info/{sess}"), body: None, marker: Some("s1") });
+    add("GET", "session/node/+", case("/v1/session/node/test-node", None));
+    add("GET", "session/list", Case { path: "/v1/session/list".into(), body: None, marker: Some("s1") });
+    add("PUT", "event/fire/+", case("/v1/event/fire/deploy", None));
+    add("GET", "event/list", Case { path: "/v1/event/list".into(), body: None, marker: Some("deploy") });
+    add("GET", "status/leader", case("/v1/status/leader", None));
+    add("GET", "status/peers", case("/v1/status/peers", None));
+    add("GET", "operator/raft/configuration", case("/v1/operator/raft/configuration", None));
+    add("DELETE", "operator/raft/peer", case("/v1/operator/raft/peer?address=10.9.9.9:8300", None));
+    add("GET", "operator/keyring", case("/v1/operator/keyring", None));
+    add("PUT", "operator/keyring", case("/v1/operator/keyring", Some(json!({ "Key": GOSSIP_KEY }))));
+    add("GET", "snapshot", case("/v1/snapshot", None));
+    add("PUT", "snapshot", case("/v1/snapshot", None));
+    add("PUT", "acl/bootstrap", case("/v1/acl/bootstrap", None));
+    add("GET", "acl/token/self", case("/v1/acl/token/self", None));
+    add("PUT", "acl/token", case("/v1/acl/token", Some(json!({"Description": "new"}))));
+    add("PUT", "acl/token/+", case(format!("/v1/acl/token/{other_id}"), Some(json!({"Description": "renamed"}))));
+    add("GET", "acl/token/+", case(format!("/v1/acl/token/{other_id}"), None));
+    add("DELETE", "acl/token/+", case(format!("/v1/acl/token/{victim_id}"), None));
+    add("GET", "acl/tokens", case("/v1/acl/tokens", None));
+    add("PUT", "acl/policy", case("/v1/acl/policy", Some(json!({"Name": "p9", "Rules": ""}))));
+    add("GET", "acl/policy/+", case(format!("/v1/acl/policy/{pol2}"), None));
+    add("PUT", "acl/policy/+", case(format!("/v1/acl/policy/{pol2}"), Some(json!({"Name": "p2", "Description": "d"}))));
+    add("DELETE", "acl/policy/+", case(format!("/v1/acl/policy/{pol3}"), None));
+    add("GET", "acl/policies", case("/v1/acl/policies", None));
+    add("PUT", "acl/role", case("/v1/acl/role", Some(json!({"Name": "r9"}))));
+    add("GET", "acl/role/+", case(format!("/v1/acl/role/{role}"), None));
+    add("PUT", "acl/role/+", case(format!("/v1/acl/role/{role}"), Some(json!({"Name": "r1", "Description": "d"}))));
+    add("DELETE", "acl/role/+", case(format!("/v1/acl/role/{role2}"), None));
+    add("GET", "acl/roles", case("/v1/acl/roles", None));
+    add("PUT", "acl/create", case("/v1/acl/create", Some(json!({"Name": "l3"}))));
+    add("PUT", "acl/update", case("/v1/acl/update", Some(json!({"ID": legacy, "Name": "legacy-renamed"}))));
+    add("PUT", "acl/destroy/+", case(format!("/v1/acl/destroy/{legacy2}"), None));
+    add("GET", "acl/info/+", case(format!("/v1/acl/info/{legacy}"), None));
+    add("PUT", "acl/clone/+", case(format!("/v1/acl/clone/{legacy}"), None));
+    add("GET", "acl/list", case("/v1/acl/list", None));
+
+    // Every route has a case (a route added to the table without one fails here), and the
+    // agent's leave runs last: it stops the agent.
+    let mut order: Vec<(&'static str, &'static str, Need)> = Vec::new();
+    for r in ROUTES {
+        for m in r.methods {
+            order.push((m.as_str(), r.pattern, r.need));
+        }
+    }
+    order.sort_by_key(|(_, p, _)| *p == "agent/leave");
+    let mut missing = Vec::new();
+    for (m, p, need) in &order {
+        let key = (*m, *p);
+        let Some(c) = cases.get(&key) else {
+            // A second method of a route (e.g. keyring POST beside PUT) shares the PUT case.
+            if *m == "POST" || *m == "DELETE" && *p == "operator/keyring" {
+                continue;
+            }
+            missing.push(format!("{m} {p}"));
+            continue;
+        };
+        let body = if *p == "snapshot" && *m == "PUT" { None } else { c.body.clone() };
+        let results =
+            [api.call(m, &c.path, None, body.as_ref()).await, api.call(m, &c.path, Some(&none), body.as_ref()).await];
+        let with_rights = if *p == "snapshot" && *m == "PUT" {
+            let r = api
+                .c
+                .put(format!("{}/v1/snapshot", api.base))
+                .header("X-Consul-Token", &rights)
+                .body(snapshot.clone())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        } else {
+            api.call(m, &c.path, Some(&rights), body.as_ref()).await
+        };
+        match need {
+            Need::Open | Need::AnyToken => {
+                if *p == "acl/bootstrap" {
+                    // Once only: the first call bootstraps, later ones are refused.
+                    assert_eq!(results[0].0, 200, "{m} {p}: {:?}", results[0]);
+                    assert_eq!(results[1].0, 403, "{m} {p}");
+                    assert!(with_rights.1.contains("ACL bootstrap no longer allowed"), "{with_rights:?}");
+                    continue;
+                }
+                for r in results.iter().chain([&with_rights]) {
+                    assert!(r.0 < 300, "{m} {p} is open: {r:?}");
+                }
+            }
+            Need::Filtered(_) => {
+                let marker = c.marker.unwrap_or_else(|| panic!("{m} {p}: filtered case needs a marker"));
+                for r in &results {
+                    assert!(r.0 == 200 && !r.1.contains(marker), "{m} {p} without rights shows {marker}: {r:?}");
+                }
+                assert!(with_rights.0 == 200 && with_rights.1.contains(marker), "{m} {p} with rights: {with_rights:?}");
+            }
+            _ => {
+                for (who, r) in ["no token", "token without rights"].iter().zip(&results) {
+                    assert_eq!(r.0, 403, "{m} {p} with {who}: {r:?}");
+                    assert!(r.1.starts_with("Permission denied") || r.1 == "ACL not found", "{m} {p}: {r:?}");
+                }
+                if *p == "operator/raft/peer" {
+                    // Authorized and carried out: a single server has no other peer to remove.
+                    assert!(with_rights.1.contains("was not found in the Raft configuration"), "{with_rights:?}");
+                    continue;
+                }
+                assert!(with_rights.0 < 300, "{m} {p} with rights: {with_rights:?}");
+            }
+        }
+    }
+    assert!(missing.is_empty(), "routes without a test case: {missing:?}");
+    let _ = a.agent.shutdown(Duration::from_secs(5)).await;
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_endpoints_answer_401_when_disabled_and_unknown_routes_404_when_enabled() {
+    let a = InProcessAgent::start(test_config()).await;
+    let api = Api { c: Client::new(), base: a.base.clone() };
+    for (m, p) in [("PUT", "/v1/acl/bootstrap"), ("GET", "/v1/acl/tokens"), ("PUT", "/v1/agent/token/default")] {
+        let (s, body) = api.call(m, p, None, Some(&json!({"Token": "x"}))).await;
+        assert_eq!((s, body.as_str()), (401, "ACL support disabled"), "{m} {p}");
+    }
+    a.stop().await;
+    let (a, api) = start(acl_config()).await;
+    let (s, _) = api.call("GET", "/v1/agent/nonexistent-route", Some(MGMT), None).await;
+    assert_eq!(s, 404);
+    // The default policy shows in a header on every response.
+    let r = api.c.get(format!("{}/v1/status/leader", api.base)).send().await.unwrap();
+    assert_eq!(r.headers()["X-Consul-Default-Acl-Policy"], "deny");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_decide_per_key_and_lists_are_filtered_with_the_header() {
+    let (a, api) = start(acl_config()).await;
+    for k in ["app/a", "app/secret/b", "app/secret/open", "other/c"] {
+        api.ok("PUT", &format!("/v1/kv/{k}"), Some(&json!("v"))).await;
+    }
+    let rules = r#"
+        key_prefix "app/" { policy = "write" }
+        key_prefix "app/secret/" { policy = "deny" }
+        key "app/secret/open" { policy = "read" }
+    "#;
+    api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "app", "Rules": rules}))).await;
+    let tok = api.ok("PUT", "/v1/acl/token", Some(&json!({"Policies": [{"Name": "app"}]}))).await;
+    let (secret, accessor) = (tok["SecretID"].as_str().unwrap(), tok["AccessorID"].as_str().unwrap());
+    let t = Some(secret);
+    assert_eq!(api.call("GET", "/v1/kv/app/a", t, None).await.0, 200);
+    assert_eq!(api.call("PUT", "/v1/kv/app/new", t, Some(&json!("x"))).await.0, 200);
+    let (s, body) = api.call("GET", "/v1/kv/app/secret/b", t, None).await;
+    assert_eq!(s, 403);
+    assert_eq!(
+        body,
+        format!(
+            "Permission denied: token with AccessorID '{accessor}' lacks permission 'key:read' on \"app/secret/b\""
+        )
+    );
+    assert_eq!(api.call("GET", "/v1/kv/app/secret/open", t, None).await.0, 200, "exact beats prefix");
+    assert_eq!(api.call("PUT", "/v1/kv/app/secret/open", t, Some(&json!("x"))).await.0, 403);
+    assert_eq!(api.call("GET", "/v1/kv/other/c", t, None).await.0, 403, "default deny");
+    // A recursive delete under a prefix holding denied keys is refused as a whole.
+    assert_eq!(api.call("DELETE", "/v1/kv/app/?recurse", t, None).await.0, 403);
+    // Recursive reads drop what the token can't read and say so.
+    let r = api.c.get(format!("{}/v1/kv/?recurse", api.base)).header("X-Consul-Token", secret).send().await.unwrap();
+    assert_eq!(r.headers().get("X-Consul-Results-Filtered-By-Acls").map(|v| v.to_str().unwrap()), Some("true"));
+    let keys: Vec<String> = r
+        .json::<Value>()
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["app/a", "app/new", "app/secret/open"]);
+    // Tokens are taken from Authorization: Bearer and ?token= too.
+    let r = api.c.get(format!("{}/v1/kv/app/a", api.base)).bearer_auth(secret).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _) = api.call("GET", &format!("/v1/kv/app/a?token={secret}"), None, None).await;
+    assert_eq!(s, 200);
+    // An unknown token is not the anonymous one.
+    let (s, body) = api.call("GET", "/v1/kv/app/a", Some("00000000-1111-2222-3333-444444444444"), None).await;
+    assert_eq!((s, body.as_str()), (403, "ACL not found"));
+    // A policy change applies at once.
+    let p = api.ok("GET", "/v1/acl/policy/name/app", None).await;
+    let id = p["ID"].as_str().unwrap();
+    api.ok(
+        "PUT",
+        &format!("/v1/acl/policy/{id}"),
+        Some(&json!({"Name": "app", "Rules": "key_prefix \"\" { policy = \"read\" }"})),
+    )
+    .await;
+    assert_eq!(api.call("GET", "/v1/kv/other/c", t, None).await.0, 200);
+    assert_eq!(api.call("PUT", "/v1/kv/app/a", t, Some(&json!("x"))).await.0, 403);
+    // Bad rules are a 400 with the parser's reason, and nothing is stored.
+    let (s, body) = api
+        .call(
+            "PUT",
+            "/v1/acl/policy",
+            Some(MGMT),
+            Some(&json!({"Name": "bad", "Rules": "key \"a\" { policy = \"maybe\" }"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(body.contains("Failed to parse ACL rules") && body.contains("invalid key policy"), "{body}");
+    assert_eq!(api.call("GET", "/v1/acl/policy/name/bad", Some(MGMT), None).await.0, 403);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_tokens_round_trip_and_grant_their_rules() {
+    let (a, api) = start(acl_config()).await;
+    let rules = r#"key "pub" { policy = "write" }"#;
+    let id = api
+        .ok("PUT", "/v1/acl/create", Some(&json!({"Name": "app token", "Type": "client", "Rules": rules})))
+        .await["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info = api.ok("GET", &format!("/v1/acl/info/{id}"), None).await;
+    assert_eq!(
+        (&info[0]["ID"], &info[0]["Name"], &info[0]["Type"], &info[0]["Rules"]),
+        (&json!(id), &json!("app token"), &json!("client"), &json!(rules))
+    );
+    // Legacy rules are prefix rules.
+    assert_eq!(api.call("PUT", "/v1/kv/pub/x", Some(&id), Some(&json!("v"))).await.0, 200);
+    assert_eq!(api.call("PUT", "/v1/kv/private", Some(&id), Some(&json!("v"))).await.0, 403);
+    // Update to management, clone, list, destroy.
+    api.ok("PUT", "/v1/acl/update", Some(&json!({"ID": id, "Name": "now mgmt", "Type": "management"}))).await;
+    assert_eq!(api.call("PUT", "/v1/kv/private", Some(&id), Some(&json!("v"))).await.0, 200);
+    let info = api.ok("GET", &format!("/v1/acl/info/{id}"), None).await;
+    assert_eq!((&info[0]["Type"], &info[0]["Name"]), (&json!("management"), &json!("now mgmt")));
+    let clone = api.ok("PUT", &format!("/v1/acl/clone/{id}"), None).await["ID"].as_str().unwrap().to_string();
+    assert_ne!(clone, id);
+    let list = api.ok("GET", "/v1/acl/list", None).await;
+    assert!(list.as_array().unwrap().iter().any(|t| t["ID"] == json!(clone) && t["Type"] == "management"));
+    // The same token seen through the modern API.
+    let modern = api.ok("GET", "/v1/acl/tokens", None).await;
+    assert!(modern.as_array().unwrap().iter().any(|t| t["Description"] == "now mgmt"));
+    assert_eq!(api.ok("PUT", &format!("/v1/acl/destroy/{id}"), None).await, json!(true));
+    assert_eq!(api.ok("GET", &format!("/v1/acl/info/{id}"), None).await, json!([]));
+    assert_eq!(
+        api.call("PUT", "/v1/kv/private", Some(&id), Some(&json!("v"))).await,
+        (403, "ACL not found".to_string())
+    );
+    // A management legacy token can be created with a chosen ID.
+    let chosen = "a3d2c1b0-0000-4000-8000-000000000abc";
+    api.ok("PUT", "/v1/acl/create", Some(&json!({"ID": chosen, "Name": "ops", "Type": "management"}))).await;
+    assert_eq!(api.call("GET", "/v1/acl/tokens", Some(chosen), None).await.0, 200);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_policies_and_roles_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = acl_config();
+    config.data_dir = Some(dir.path().to_path_buf());
+    config.dev = false;
+    // The Raft configuration keeps the server's address: the port must stay the same.
+    config.ports.server = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port() as i32;
+    let (a, api) = start(config.clone()).await;
+    api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "ro", "Rules": "key_prefix \"\" { policy = \"read\" }"})))
+        .await;
+    api.ok("PUT", "/v1/acl/role", Some(&json!({"Name": "readers", "Policies": [{"Name": "ro"}]}))).await;
+    let t =
+        api.ok("PUT", "/v1/acl/token", Some(&json!({"Description": "via role", "Roles": [{"Name": "readers"}]}))).await;
+    let secret = t["SecretID"].as_str().unwrap().to_string();
+    api.ok("PUT", "/v1/kv/k", Some(&json!("v"))).await;
+    assert_eq!(api.call("GET", "/v1/kv/k", Some(&secret), None).await.0, 200);
+    assert_eq!(api.call("PUT", "/v1/kv/k", Some(&secret), Some(&json!("w"))).await.0, 403);
+    // Bootstrap after initial_management still works once, then is refused.
+    let (s, _) = api.call("PUT", "/v1/acl/bootstrap", None, None).await;
+    assert_eq!(s, 200);
+    a.stop().await;
+
+    let (a, api) = start(config).await;
+    assert_eq!(api.call("GET", "/v1/kv/k", Some(&secret), None).await.0, 200, "token, role and policy restored");
+    assert_eq!(api.call("PUT", "/v1/kv/k", Some(&secret), Some(&json!("w"))).await.0, 403);
+    let (s, body) = retry_until(Duration::from_secs(10), "a leader answers bootstrap", || async {
+        let r = api.call("PUT", "/v1/acl/bootstrap", None, None).await;
+        (r.0 != 500).then_some(r)
+    })
+    .await;
+    assert_eq!(s, 403, "{body}");
+    let reset: u64 = body.rsplit("reset index: ").next().unwrap().trim_end_matches(')').parse().unwrap();
+    // The operator's reset file allows one more bootstrap.
+    std::fs::write(dir.path().join("acl-bootstrap-reset"), reset.to_string()).unwrap();
+    let (s, body) = api.call("PUT", "/v1/acl/bootstrap", None, None).await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["Policies"][0]["Name"], "global-management");
+    assert_eq!(v["ID"], v["SecretID"]);
+    a.stop().await;
+}
+
+#[test]
+fn the_route_table_covers_every_permission_kind() {
+    // Guards the table's shape: writes never need only read.
+    for r in ROUTES {
+        if let Need::OnPath(_, Access::Read) | Need::Scalar(_, Access::Read) | Need::OnNode(_, Access::Read) = r.need {
+            assert!(
+                r.methods.iter().all(|m| m.as_str() == "GET"),
+                "{} needs read but allows {:?}",
+                r.pattern,
+                r.methods
+            );
+        }
+    }
+}
