@@ -264,7 +264,13 @@ impl WatchSpec {
                 Ok((index, result)) => {
                     failures = 0;
                     if let Some(result) = state.observe(index, result) {
-                        if deliver(index, result).await.is_break() {
+                        // A handler still running at shutdown is dropped (and so killed).
+                        let flow = tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => return,
+                            f = deliver(index, result) => f,
+                        };
+                        if flow.is_break() {
                             return;
                         }
                     }
