@@ -77,6 +77,13 @@ async fn interrupted() {
 }
 
 pub fn run(a: WatchArgs) -> i32 {
+    // Query errors (the agent went away...) are retried with backoff and reported on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
     block_on(async move {
         let Some(kind) = a.kind.clone().filter(|k| !k.is_empty()) else {
             return Err("Must specify watch type".into());
