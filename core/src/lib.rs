@@ -25,6 +25,9 @@
 //! src/http/           warp server + one dispatcher: mod.rs (routing, headers, pretty),
 //!                     error.rs (ApiError -> status), request.rs, response.rs, blocking.rs,
 //!                     forward.rs (client agents -> servers), one file per endpoint family
+//! src/watch/         watches: mod.rs (types, the blocking-query loop), handler.rs (exec,
+//!                     http, wasm); the agent runs config watches in agent/watches.rs, the
+//!                     CLI in cli/watch.rs
 //! src/filter.rs       ?filter= (go-bexpr) expressions over JSON
 //! src/telemetry.rs    metrics registry behind /v1/agent/metrics
 //! src/logging.rs      tracing to stderr / file / syslog, reloadable level
@@ -55,6 +58,7 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod version;
+pub mod watch;
 
 pub use agent::{Agent, AgentError};
 pub use config::Config;

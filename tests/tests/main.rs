@@ -14,3 +14,4 @@ mod raft_cluster;
 mod services;
 mod sessions;
 mod snapshot;
+mod watch;

@@ -13,6 +13,7 @@ pub mod data_dir;
 pub mod events;
 pub mod local;
 pub mod runner;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -665,6 +666,16 @@ impl Agent {
         for l in listeners {
             crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, shutdown.child_token()));
         }
+        crate::tasks::spawn(
+            &tracker,
+            "watches",
+            watches::supervise(
+                shared.clone(),
+                watches::local_api_addr(&http_addrs),
+                tracker.clone(),
+                shutdown.child_token(),
+            ),
+        );
         crate::tasks::spawn(
             &tracker,
             "reloads",

@@ -13,6 +13,7 @@ mod operator;
 mod snapshot;
 mod validate;
 mod version;
+mod watch;
 
 use std::ffi::OsString;
 
@@ -77,6 +78,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Prints the Legate version
     Version(version::VersionArgs),
+    /// Watches a view of the catalog, KV or events and runs a handler on each change
+    Watch(watch::WatchArgs),
 }
 
 /// Rewrites Go-style single-dash long flags to clap's double-dash form: `-data-dir` ->
@@ -190,6 +193,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Version(args) => version::run(args),
+        Command::Watch(args) => watch::run(args),
     }
 }
 

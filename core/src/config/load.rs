@@ -698,27 +698,8 @@ fn validate_check(chk: &CheckDefinition, in_service: bool) -> Result<(), (String
     Ok(())
 }
 
-const WATCH_TYPES: &[&str] = &["key", "keyprefix", "services", "nodes", "service", "checks", "event"];
-
 fn validate_watch(w: &WatchDefinition) -> Result<(), (String, String)> {
-    if !WATCH_TYPES.contains(&w.kind.as_str()) {
-        return Err((
-            ".type".into(),
-            format!("unsupported watch type {:?} (one of {})", w.kind, WATCH_TYPES.join(", ")),
-        ));
-    }
-    match w.kind.as_str() {
-        "key" if w.key.is_none() => return Err((".key".into(), "watch type key requires key".into())),
-        "keyprefix" if w.prefix.is_none() => {
-            return Err((".prefix".into(), "watch type keyprefix requires prefix".into()))
-        }
-        "service" if w.service.is_none() => {
-            return Err((".service".into(), "watch type service requires service".into()))
-        }
-        _ => {}
-    }
-    if w.args.is_empty() && w.handler.is_none() && w.http_handler_config.is_none() && w.wasm.is_none() {
-        return Err((String::new(), "watch has no handler (args, handler, http_handler_config or wasm)".into()));
-    }
+    crate::watch::WatchSpec::from_definition(w)?;
+    crate::watch::handler::HandlerSpec::from_definition(w)?;
     Ok(())
 }

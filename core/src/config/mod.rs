@@ -751,8 +751,8 @@ pub struct CheckDefinition {
     pub wasm: Option<Json>,
 }
 
-/// A watch definition (`watches []`). Handlers are given meaning by the watches issue; the
-/// type and its required parameters are validated now.
+/// A watch definition (`watches []`): run by `crate::watch` (the query) and
+/// `crate::watch::handler` (args, handler, http_handler_config, wasm).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatchDefinition {
@@ -760,6 +760,8 @@ pub struct WatchDefinition {
     pub kind: String,
     pub datacenter: Option<String>,
     pub token: Option<String>,
+    /// Let any server answer (Consul's `stale` watch parameter).
+    pub stale: Option<bool>,
     pub key: Option<String>,
     pub prefix: Option<String>,
     pub service: Option<String>,

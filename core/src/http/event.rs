@@ -86,26 +86,28 @@ async fn fire(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiEr
 async fn list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     let opts = super::blocking::query_options(ctx, req)?;
     let name = req.param("name").unwrap_or_default().to_string();
+    let deadline = tokio::time::Instant::now() + opts.wait;
     let mut rx = ctx.agent.events.index.subscribe();
-    let current = *rx.borrow_and_update();
-    // The index is opaque: block while it equals the one the client holds.
-    if opts.index > 0 && current.max(1) == opts.index {
-        let shutdown = ctx.shutdown.clone();
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(opts.wait) => {}
-            _ = rx.changed() => {}
+    let mut timed_out = false;
+    loop {
+        rx.borrow_and_update();
+        let events: Vec<UserEvent> =
+            ctx.agent.events.list().into_iter().filter(|e| name.is_empty() || e.name == name).collect();
+        let events: Vec<_> =
+            events.into_iter().filter(|e| req.can_read(crate::acl::Resource::Event, &e.name)).collect();
+        // The index is opaque (a hash of the newest matching event's ID; 1 when none match, so a
+        // watch does not spin): block while it equals the one the client holds. Events of other
+        // names wake the query but do not answer it.
+        let index = events.last().map(|e| event_index(&e.id)).unwrap_or(0).max(1);
+        if opts.index > 0 && index == opts.index && !timed_out {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => timed_out = true,
+                _ = tokio::time::sleep_until(deadline) => timed_out = true,
+                r = rx.changed() => if r.is_err() { timed_out = true },
+            }
+            continue;
         }
+        let body: Vec<Json> = events.iter().map(event_json).collect();
+        return Ok(ApiResponse::json(&body).header("X-Consul-Index", index.to_string()));
     }
-    let events: Vec<Json> = ctx
-        .agent
-        .events
-        .list()
-        .iter()
-        .filter(|e| name.is_empty() || e.name == name)
-        .filter(|e| req.can_read(crate::acl::Resource::Event, &e.name))
-        .map(event_json)
-        .collect();
-    let index = ctx.agent.events.list().last().map(|e| event_index(&e.id)).unwrap_or(0).max(1);
-    Ok(ApiResponse::json(&events).header("X-Consul-Index", index.to_string()))
 }

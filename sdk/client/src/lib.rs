@@ -202,6 +202,20 @@ impl Client {
         Ok((Self::json(&body)?, Self::meta(&headers)))
     }
 
+    /// GET any endpoint without interpreting the status: (status, meta, body). Watches use it to
+    /// tell a missing key (404) from an error.
+    pub async fn get_raw(
+        &self,
+        path: &str,
+        opts: &QueryOptions,
+        extra: &[(&str, &str)],
+    ) -> Result<(u16, QueryMeta, Bytes), Error> {
+        let mut q = Self::query(opts);
+        q.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (status, headers, body) = self.send(Method::GET, path, &q, None).await?;
+        Ok((status.as_u16(), Self::meta(&headers), body))
+    }
+
     /// PUT to an endpoint with an optional JSON body; returns the raw response body.
     pub async fn put_json(
         &self,
