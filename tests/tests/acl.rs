@@ -547,3 +547,139 @@ fn the_route_table_covers_every_permission_kind() {
         }
     }
 }
+
+fn cluster_agent(
+    ip: &str,
+    name: &str,
+    dir: &tempfile::TempDir,
+    server: bool,
+    config: &str,
+) -> legate_tests::AgentProcess {
+    let file = dir.path().join("acl.hcl");
+    std::fs::write(&file, config).unwrap();
+    let data = dir.path().join("data");
+    let mut args: Vec<String> = [
+        "agent",
+        "-node",
+        name,
+        "-bind",
+        ip,
+        "-client",
+        ip,
+        "-retry-join",
+        "127.0.6.1",
+        "-retry-interval",
+        "1s",
+        "-dns-port",
+        "-1",
+        "-serf-lan-port",
+        "8301",
+        "-http-port",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "-data-dir".to_string(),
+        data.display().to_string(),
+        "-config-file".into(),
+        file.display().to_string(),
+    ]);
+    if server {
+        args.extend(["-server", "-bootstrap-expect", "3"].iter().map(|s| s.to_string()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    legate_tests::AgentProcess::start(&args, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_survive_a_leader_change_and_client_agents_enforce_them() {
+    let server_config = format!(
+        r#"acl {{
+  enabled = true
+  default_policy = "deny"
+  tokens {{
+    initial_management = "{MGMT}"
+    agent = "{MGMT}"
+  }}
+}}"#
+    );
+    // The client registers a service from its config; anti-entropy writes it with the agent token.
+    let client_config = format!(
+        r#"acl {{
+  enabled = true
+  default_policy = "deny"
+  tokens {{ agent = "{MGMT}" }}
+}}
+service {{
+  name = "clientsvc"
+  port = 9000
+}}"#
+    );
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ips = ["127.0.6.1", "127.0.6.2", "127.0.6.3", "127.0.6.4"];
+    let mut agents: Vec<legate_tests::AgentProcess> =
+        (0..3).map(|i| cluster_agent(ips[i], &format!("s{}", i + 1), &dirs[i], true, &server_config)).collect();
+    let client = cluster_agent(ips[3], "c1", &dirs[3], false, &client_config);
+    let api = |i: usize| Api { c: Client::new(), base: agents[i].url("").trim_end_matches('/').to_string() };
+    let capi = Api { c: Client::new(), base: client.url("").trim_end_matches('/').to_string() };
+    let leader = retry_until(Duration::from_secs(40), "a leader", || async {
+        let (s, body) = api(0).call("GET", "/v1/status/leader", None, None).await;
+        (s == 200 && body.len() > 4).then(|| body.trim_matches('"').to_string())
+    })
+    .await;
+    let leader_idx = (0..3).find(|&i| leader.starts_with(&format!("{}:", ips[i]))).unwrap();
+    let other = (0..3).find(|&i| i != leader_idx).unwrap();
+    // The leader writes the initial management token; then a policy and a token through a follower.
+    retry_until(Duration::from_secs(20), "management token", || async {
+        (api(other).call("GET", "/v1/acl/token/self", Some(MGMT), None).await.0 == 200).then_some(())
+    })
+    .await;
+    api(other)
+        .ok(
+            "PUT",
+            "/v1/acl/policy",
+            Some(&json!({"Name": "kv-read", "Rules": "key_prefix \"\" { policy = \"read\" }"})),
+        )
+        .await;
+    let tok = api(other).ok("PUT", "/v1/acl/token", Some(&json!({"Policies": [{"Name": "kv-read"}]}))).await;
+    let secret = tok["SecretID"].as_str().unwrap().to_string();
+    api(other).ok("PUT", "/v1/kv/shared", Some(&json!("v"))).await;
+
+    // The client resolves tokens through a server: its own endpoints and forwarded ones.
+    retry_until(Duration::from_secs(20), "client reads with the token", || async {
+        (capi.call("GET", "/v1/kv/shared", Some(&secret), None).await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(capi.call("PUT", "/v1/kv/shared", Some(&secret), Some(&json!("w"))).await.0, 403);
+    let (s, body) = capi.call("GET", "/v1/agent/self", Some(&secret), None).await;
+    assert_eq!(s, 403, "agent:read is not granted: {body}");
+    assert!(body.contains("agent:read"), "{body}");
+    assert_eq!(capi.call("GET", "/v1/agent/self", Some(MGMT), None).await.0, 200);
+    // The client's config service reached the catalog through the token-checked write path.
+    retry_until(Duration::from_secs(30), "client service in the catalog", || async {
+        let (s, body) = api(other).call("GET", "/v1/catalog/service/clientsvc", Some(MGMT), None).await;
+        (s == 200 && body.contains("\"c1\"")).then_some(())
+    })
+    .await;
+
+    // The leader goes away; the token and its policy are on the others.
+    agents[leader_idx].signal(libc::SIGKILL);
+    retry_until(Duration::from_secs(30), "a new leader", || async {
+        let (s, body) = api(other).call("GET", "/v1/status/leader", None, None).await;
+        (s == 200 && body.len() > 4 && !body.contains(ips[leader_idx])).then_some(())
+    })
+    .await;
+    assert_eq!(api(other).call("GET", "/v1/kv/shared", Some(&secret), None).await.0, 200);
+    assert_eq!(api(other).call("PUT", "/v1/kv/shared", Some(&secret), Some(&json!("w"))).await.0, 403);
+    let again = retry_until(Duration::from_secs(20), "a token created after the failover", || async {
+        let (s, body) =
+            api(other).call("PUT", "/v1/acl/token", Some(MGMT), Some(&json!({"Description": "after"}))).await;
+        (s == 200).then_some(body)
+    })
+    .await;
+    assert!(again.contains("\"after\""), "{again}");
+    drop(client);
+    agents.clear();
+}

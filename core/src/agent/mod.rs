@@ -131,21 +131,23 @@ impl AgentShared {
         &self,
         cmd: crate::server::command::Command,
     ) -> Result<crate::server::command::CommandResponse, String> {
-        use crate::server::rpc::{Request, Response};
+        use crate::server::rpc::HttpCall;
         if let Some(s) = &self.server {
             return s.apply(cmd).await.map_err(|e| e.to_string());
         }
-        let hold = self.config().performance.rpc_hold_timeout.0;
-        let mut last = "No known Consul servers".to_string();
-        for addr in self.servers_in_random_order() {
-            let peer = self.pool.get(&addr).await;
-            match peer.call(Request::Apply(cmd.clone()), hold + Duration::from_secs(1)).await {
-                Ok(Response::Apply(r)) => return r.map_err(|e| e.to_string()),
-                Ok(other) => last = format!("unexpected response {other:?}"),
-                Err(e) => last = e.to_string(),
-            }
+        // Through the servers' token-checked path: the agent's token must allow the write.
+        let call = HttpCall {
+            method: "PUT".into(),
+            path: crate::http::forward::CATALOG_APPLY_PATH.into(),
+            query: Vec::new(),
+            token: self.acl.agent_token(self, "agent"),
+            body: bincode::serialize(&cmd).map_err(|e| e.to_string())?,
+        };
+        let reply = self.forward_http(call).await?;
+        if reply.status != 200 {
+            return Err(String::from_utf8_lossy(&reply.body).into_owned());
         }
-        Err(last)
+        bincode::deserialize(&reply.body).map_err(|e| e.to_string())
     }
 
     /// Stops the agent because of `why` (exit status 1).
@@ -604,6 +606,9 @@ impl Agent {
             events: events::EventBuffer::default(),
             acl: Default::default(),
         });
+        if let Some(server) = &shared.server {
+            server.acl_enforced.store(shared.config().acl.enabled, std::sync::atomic::Ordering::Relaxed);
+        }
         if shared.config().acl.enable_token_persistence {
             if let Some(d) = data_dir.as_ref() {
                 shared.acl.load_persisted(d.path());
@@ -858,6 +863,9 @@ async fn apply_reloads(agent: Arc<AgentShared>, mut rx: watch::Receiver<Arc<Conf
             }
         }
         let config = rx.borrow_and_update().clone();
+        if let Some(server) = &agent.server {
+            server.acl_enforced.store(config.acl.enabled, std::sync::atomic::Ordering::Relaxed);
+        }
         agent.load_config_definitions();
         if config.node_meta != node_meta {
             node_meta = config.node_meta.clone();

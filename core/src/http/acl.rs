@@ -18,6 +18,11 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
         return Err(ApiError::Unauthorized("ACL support disabled".into()));
     }
     super::kv::check_dc(ctx, req)?;
+    // Writes run on the leader, which answers with the record as applied.
+    let server = blocking::server(ctx)?;
+    if req.method != Method::GET && !server.is_leader() {
+        return super::forward::to_leader(server, req).await;
+    }
     let (head, arg) = rest.split_once('/').unwrap_or((rest, ""));
     match (head, arg) {
         ("bootstrap", "") => {
@@ -320,11 +325,7 @@ pub fn anonymous_token() -> Token {
 }
 
 async fn bootstrap(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
-    let server = blocking::server(ctx)?;
-    if !server.is_leader() {
-        // The leader reads the reset file of its own data dir.
-        return Err(ApiError::Internal("No cluster leader".into()));
-    }
+    // (Runs on the leader: it reads the reset file of its own data dir.)
     let reset_file = ctx.agent.config().data_dir.as_ref().map(|d| std::path::Path::new(d).join("acl-bootstrap-reset"));
     let reset_index =
         reset_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|s| s.trim().parse::<u64>().ok());

@@ -9,6 +9,9 @@ use super::response::Body;
 use super::{dispatch, ApiError, ApiResponse, Ctx, Request};
 use crate::server::rpc::{HttpCall, HttpReply};
 
+/// The internal path a client agent's anti-entropy writes through (RPC port only).
+pub const CATALOG_APPLY_PATH: &str = "/_legate/catalog/apply";
+
 /// Endpoint families a client agent forwards.
 pub const FORWARDED: &[&str] =
     &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate", "session", "acl"];
@@ -120,6 +123,9 @@ pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
     if call.path == crate::acl::resolve::RESOLVE_PATH {
         return resolve_for_client(ctx, call.token.as_deref());
     }
+    if call.path == CATALOG_APPLY_PATH {
+        return catalog_apply_for_client(ctx, call.token.as_deref(), &call.body).await;
+    }
     let mut req = Request::new(method, call.path, call.query, headers, Bytes::from(call.body), None);
     let resp = dispatch(ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
     let resp = super::mark_filtered(&req, resp);
@@ -145,5 +151,46 @@ fn resolve_for_client(ctx: &Ctx, secret: Option<&str>) -> HttpReply {
         Ok(Some(r)) => HttpReply { status: 200, headers: Vec::new(), body: serde_json::to_vec(&r).unwrap_or_default() },
         Ok(None) => HttpReply { status: 403, headers: Vec::new(), body: b"ACL not found".to_vec() },
         Err(e) => HttpReply { status: 500, headers: Vec::new(), body: e.into_bytes() },
+    }
+}
+
+fn reply(status: u16, body: Vec<u8>) -> HttpReply {
+    HttpReply { status, headers: Vec::new(), body }
+}
+
+/// A client agent's catalog write (anti-entropy): only registrations and deregistrations,
+/// checked against the agent's token (node:write on the node, service:write on the service).
+async fn catalog_apply_for_client(ctx: &Ctx, token: Option<&str>, body: &[u8]) -> HttpReply {
+    use crate::acl::{Access, Resource};
+    use crate::server::command::Command;
+    let cmd: Command = match bincode::deserialize(body) {
+        Ok(c) => c,
+        Err(e) => return reply(400, format!("bad write: {e}").into_bytes()),
+    };
+    let authz = match ctx.agent.acl.authorize(&ctx.agent, token).await {
+        Ok(a) => a,
+        Err(_) => return reply(403, b"ACL not found".to_vec()),
+    };
+    let check = match &cmd {
+        Command::Register(r) => {
+            let node = if r.skip_node_update && r.checks.iter().all(|c| !c.service_id.is_empty()) {
+                Ok(())
+            } else {
+                authz.require(Resource::Node, &r.node.node, Access::Write)
+            };
+            node.and_then(|_| match &r.service {
+                Some(s) => authz.require(Resource::Service, &s.service, Access::Write),
+                None => Ok(()),
+            })
+        }
+        Command::Deregister(d) => authz.require(Resource::Node, &d.node, Access::Write),
+        _ => return reply(403, b"Permission denied: agents may only write their catalog entries".to_vec()),
+    };
+    if let Err(denied) = check {
+        return reply(403, denied.0.into_bytes());
+    }
+    match ctx.agent.catalog_apply(cmd).await {
+        Ok(r) => reply(200, bincode::serialize(&r).unwrap_or_default()),
+        Err(e) => reply(500, e.into_bytes()),
     }
 }

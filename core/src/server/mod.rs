@@ -57,6 +57,8 @@ pub struct Server {
     shutdown: CancellationToken,
     /// How forwarded HTTP calls are answered (set by the agent).
     pub http_hook: rpc::HttpHookCell,
+    /// ACLs on: raw `Apply` writes are refused unless they come from a Raft member.
+    pub acl_enforced: Arc<std::sync::atomic::AtomicBool>,
     batcher: Batcher,
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
     session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
@@ -100,17 +102,25 @@ impl Server {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| format!("raft config: {e}"))?);
-        let pool = Arc::new(Pool::default());
+        let pool = Arc::new(Pool::from_source(opts.advertise_ip));
         let id = raft::raft_id(&opts.node_id);
         let raft =
             Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(|e| format!("raft: {e}"))?;
 
         let http_hook: rpc::HttpHookCell = Arc::default();
+        let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
         crate::tasks::spawn(
             tracker,
             "rpc",
-            rpc::serve(listener, raft.clone(), batcher.clone(), http_hook.clone(), shutdown.child_token()),
+            rpc::serve(
+                listener,
+                raft.clone(),
+                batcher.clone(),
+                http_hook.clone(),
+                acl_enforced.clone(),
+                shutdown.child_token(),
+            ),
         );
         {
             let raft = raft.clone();
@@ -142,6 +152,7 @@ impl Server {
             hold_timeout: opts.hold_timeout,
             shutdown: shutdown.clone(),
             http_hook,
+            acl_enforced,
             batcher,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
         });

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,13 +125,29 @@ struct Conn {
 /// A client for one peer; reconnects on the next call after a failure.
 pub struct PeerClient {
     addr: String,
+    /// The local IP connections leave from (servers: their advertise IP, so peers can tell
+    /// a server's connection by its source address).
+    source: Option<std::net::IpAddr>,
     conn: Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
 }
 
 impl PeerClient {
     pub fn new(addr: String) -> Self {
-        PeerClient { addr, conn: Mutex::new(None), next_id: AtomicU64::new(1) }
+        PeerClient { addr, source: None, conn: Mutex::new(None), next_id: AtomicU64::new(1) }
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.source else { return TcpStream::connect(&self.addr).await };
+        let target: SocketAddr = match self.addr.parse() {
+            Ok(a) => a,
+            Err(_) => return TcpStream::connect(&self.addr).await,
+        };
+        let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if ip.is_ipv4() != target.is_ipv4() || socket.bind(SocketAddr::new(ip, 0)).is_err() {
+            return TcpStream::connect(target).await;
+        }
+        socket.connect(target).await
     }
 
     async fn connection(&self, deadline: Duration) -> Result<Arc<Conn>, RpcError> {
@@ -141,7 +157,7 @@ impl PeerClient {
                 return Ok(c.clone());
             }
         }
-        let stream = tokio::time::timeout(deadline, TcpStream::connect(&self.addr))
+        let stream = tokio::time::timeout(deadline, self.connect())
             .await
             .map_err(|_| RpcError::Timeout(self.addr.clone(), deadline))?
             .map_err(|e| RpcError::Connect(self.addr.clone(), e.to_string()))?;
@@ -217,12 +233,26 @@ impl PeerClient {
 #[derive(Default)]
 pub struct Pool {
     peers: Mutex<HashMap<String, Arc<PeerClient>>>,
+    source: Option<std::net::IpAddr>,
 }
 
 impl Pool {
+    /// Connections leave from `ip` (a server's advertise address).
+    pub fn from_source(ip: std::net::IpAddr) -> Pool {
+        Pool { peers: Mutex::default(), source: Some(ip) }
+    }
+
     pub async fn get(&self, addr: &str) -> Arc<PeerClient> {
         let mut peers = self.peers.lock().await;
-        peers.entry(addr.to_string()).or_insert_with(|| Arc::new(PeerClient::new(addr.to_string()))).clone()
+        let source = self.source;
+        peers
+            .entry(addr.to_string())
+            .or_insert_with(|| {
+                let mut p = PeerClient::new(addr.to_string());
+                p.source = source;
+                Arc::new(p)
+            })
+            .clone()
     }
 }
 
@@ -232,6 +262,7 @@ pub async fn serve(
     raft: Raft,
     batcher: super::Batcher,
     http: HttpHookCell,
+    acl: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let tracker = tokio_util::task::TaskTracker::new();
@@ -243,7 +274,15 @@ pub async fn serve(
         };
         let Ok((stream, peer)) = accepted else { continue };
         stream.set_nodelay(true).ok();
-        tracker.spawn(serve_conn(stream, peer, raft.clone(), batcher.clone(), http.clone(), shutdown.child_token()));
+        tracker.spawn(serve_conn(
+            stream,
+            peer,
+            raft.clone(),
+            batcher.clone(),
+            http.clone(),
+            acl.clone(),
+            shutdown.child_token(),
+        ));
     }
     tracker.close();
     tracker.wait().await;
@@ -255,6 +294,7 @@ async fn serve_conn(
     raft: Raft,
     batcher: super::Batcher,
     http: HttpHookCell,
+    acl: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let (r, w) = stream.into_split();
@@ -290,8 +330,17 @@ async fn serve_conn(
         let out = out_tx.clone();
         let http = http.clone();
         let batcher = batcher.clone();
+        let acl = acl.load(Ordering::Relaxed);
         tokio::spawn(async move {
-            let body = handle(&raft, &batcher, &http, frame.body).await;
+            let body = if acl && matches!(frame.body, Request::Apply(_)) && !from_member(&raft, peer) {
+                // With ACLs on, agents write through the token-checked path (`Request::Http`);
+                // raw writes come from servers only.
+                Response::Apply(Err(ApplyError::Other(format!(
+                    "Permission denied: {peer} is not a server of this cluster"
+                ))))
+            } else {
+                handle(&raft, &batcher, &http, frame.body).await
+            };
             let _ = out.send(Frame { id: frame.id, body }).await;
         });
     }
@@ -312,4 +361,15 @@ async fn handle(raft: &Raft, batcher: &super::Batcher, http: &HttpHookCell, req:
             None => Response::Http(Err("server is starting".into())),
         },
     }
+}
+
+/// Whether a connection comes from a server in the Raft configuration (by IP).
+fn from_member(raft: &Raft, peer: SocketAddr) -> bool {
+    let metrics = raft.metrics().borrow().clone();
+    let found = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .any(|(_, n)| n.addr.parse::<SocketAddr>().map(|a| a.ip() == peer.ip()).unwrap_or(false));
+    found
 }
