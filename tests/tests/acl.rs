@@ -683,3 +683,76 @@ service {{
     drop(client);
     agents.clear();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_cli_bootstraps_and_manages_policies_tokens_and_roles() {
+    let mut config = acl_config();
+    config.acl.tokens.initial_management = None;
+    let a = InProcessAgent::start(config).await;
+    let addr = format!("-http-addr={}", a.base.trim_start_matches("http://"));
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push(&addr);
+        legate_tests::run_legate(&all)
+    };
+    let (code, out, err) = retry_until_ok(|| run(&["acl", "bootstrap"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Description:      Bootstrap Token (Global Management)"), "{out}");
+    assert!(out.contains("00000000-0000-0000-0000-000000000001 - global-management"), "{out}");
+    let secret = out.lines().find_map(|l| l.strip_prefix("SecretID:")).unwrap().trim().to_string();
+    let tok = format!("-token={secret}");
+    let (code, _, err) = run(&["acl", "bootstrap"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("ACL bootstrap no longer allowed"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.hcl");
+    std::fs::write(&rules, "key_prefix \"team/\" { policy = \"write\" }\n").unwrap();
+    let at = format!("@{}", rules.display());
+    let (code, out, err) = run(&["acl", "policy", "create", &tok, "-name", "team", "-rules", &at]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Name:         team") && out.contains("key_prefix \"team/\""), "{out}");
+    let (code, _, err) = run(&["acl", "policy", "create", &tok, "-name", "broken", "-rules", "key {"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Failed to parse ACL rules"), "{err}");
+    let (code, out, err) = run(&["acl", "role", "create", &tok, "-name", "team-role", "-policy-name", "team"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("- team"), "{out}");
+    let (code, out, err) =
+        run(&["acl", "token", "create", &tok, "-description", "ci", "-role-name", "team-role", "-format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let (ci_secret, ci_accessor) = (v["SecretID"].as_str().unwrap(), v["AccessorID"].as_str().unwrap());
+    let client = Client::new();
+    let put = |k: &'static str, t: &str| {
+        client.put(a.url(&format!("/v1/kv/{k}"))).header("X-Consul-Token", t.to_string()).body("v").send()
+    };
+    assert_eq!(put("team/x", ci_secret).await.unwrap().status(), 200);
+    assert_eq!(put("other", ci_secret).await.unwrap().status(), 403);
+    let (code, out, _) = run(&["acl", "token", "list", &tok]);
+    assert_eq!(code, 0);
+    assert!(out.contains(ci_accessor) && out.contains("Anonymous Token"), "{out}");
+    let (code, out, _) = run(&["acl", "token", "read", &tok, "-id", ci_accessor]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Description:      ci") && out.contains("team-role"), "{out}");
+    let (code, _, err) = run(&["acl", "token", "delete", &tok, "-id", ci_accessor]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(put("team/x", ci_secret).await.unwrap().status(), 403);
+    let (code, _, err) = run(&["acl", "policy", "delete", &tok, "-name", "team"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(&["acl", "policy", "list", &tok]);
+    assert!(code == 0 && !out.contains("Name:         team\n") && out.contains("global-management"), "{out}");
+    a.stop().await;
+}
+
+/// Retries a CLI call until it succeeds (the leader writes the built-in ACL records first).
+fn retry_until_ok(mut f: impl FnMut() -> (i32, String, String)) -> (i32, String, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = f();
+        if r.0 == 0 || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -150,10 +150,14 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<&'a str> {
     (pattern == path).then_some("")
 }
 
+/// A path no route has.
+#[derive(Debug, PartialEq)]
+pub struct UnknownRoute;
+
 /// The route of a request (path below `/v1/`), with its wildcard part. A path some route has
 /// but not for this method gives `Ok(None)` (the handler answers 405 / OPTIONS); a path no
 /// route has gives `Err`.
-pub fn lookup<'a>(method: &Method, path: &'a str) -> Result<Option<(&'static Route, &'a str)>, ()> {
+pub fn lookup<'a>(method: &Method, path: &'a str) -> Result<Option<(&'static Route, &'a str)>, UnknownRoute> {
     let mut known = false;
     for r in ROUTES {
         if let Some(rest) = matches(r.pattern, path) {
@@ -166,7 +170,7 @@ pub fn lookup<'a>(method: &Method, path: &'a str) -> Result<Option<(&'static Rou
     if known {
         Ok(None)
     } else {
-        Err(())
+        Err(UnknownRoute)
     }
 }
 
