@@ -526,7 +526,7 @@ mod tests {
         assert!(a.allowed(Resource::Service, "web", Access::Write));
         assert!(!a.allowed(Resource::Service, "db", Access::Write));
         assert!(a.allowed(Resource::Node, "any", Access::Read));
-        let k = authz(r#"key_prefix "a/" { policy = "write" } key "a/locked" { policy = "read" }"#, false);
+        let k = authz("key_prefix \"a/\" { policy = \"write\" }\nkey \"a/locked\" { policy = \"read\" }", false);
         assert!(!k.key_prefix_allows("a/", Access::Write));
         assert!(k.key_prefix_allows("a/", Access::Read));
         assert!(k.key_prefix_allows("a/b/", Access::Write));
