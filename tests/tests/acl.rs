@@ -558,37 +558,8 @@ fn cluster_agent(
     let file = dir.path().join("acl.hcl");
     std::fs::write(&file, config).unwrap();
     let data = dir.path().join("data");
-    let mut args: Vec<String> = [
-        "agent",
-        "-node",
-        name,
-        "-bind",
-        ip,
-        "-client",
-        ip,
-        "-retry-join",
-        "127.0.6.1",
-        "-retry-interval",
-        "1s",
-        "-dns-port",
-        "-1",
-        "-serf-lan-port",
-        "8301",
-        "-http-port",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend([
-        "-data-dir".to_string(),
-        data.display().to_string(),
-        "-config-file".into(),
-        file.display().to_string(),
-    ]);
-    if server {
-        args.extend(["-server", "-bootstrap-expect", "3"].iter().map(|s| s.to_string()));
-    }
+    let mut args = legate_tests::cluster_agent_args(ip, name, data.to_str().unwrap(), server, "127.0.6.1");
+    args.extend(["-config-file".to_string(), file.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     legate_tests::AgentProcess::start(&args, &[])
 }

@@ -7,39 +7,8 @@ use legate_tests::{retry_until, run_legate, run_legate_with, AgentProcess};
 use reqwest::Client;
 use serde_json::{json, Value};
 
-fn agent_args(ip: &str, name: &str, dir: &str, server: bool, join: &str) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "agent",
-        "-node",
-        name,
-        "-bind",
-        ip,
-        "-client",
-        ip,
-        "-data-dir",
-        dir,
-        "-retry-join",
-        join,
-        "-retry-interval",
-        "1s",
-        "-dns-port",
-        "-1",
-        "-serf-lan-port",
-        "8301",
-        "-http-port",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if server {
-        v.extend(["-server", "-bootstrap-expect", "3"].iter().map(|s| s.to_string()));
-    }
-    v
-}
-
 fn start(ip: &str, name: &str, dir: &tempfile::TempDir, server: bool, join: &str) -> AgentProcess {
-    let args = agent_args(ip, name, dir.path().to_str().unwrap(), server, join);
+    let args = legate_tests::cluster_agent_args(ip, name, dir.path().to_str().unwrap(), server, join);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     AgentProcess::start(&args, &[])
 }
@@ -260,7 +229,7 @@ async fn wrong_gossip_key_cannot_join_and_retry_max_exits() {
     assert_ne!(k1, k2);
     let d1 = tempfile::tempdir().unwrap();
     let d2 = tempfile::tempdir().unwrap();
-    let mut a1 = agent_args("127.0.2.1", "k1", d1.path().to_str().unwrap(), false, "127.0.2.9");
+    let mut a1 = legate_tests::cluster_agent_args("127.0.2.1", "k1", d1.path().to_str().unwrap(), false, "127.0.2.9");
     a1.retain(|_| true);
     // The first agent: a server of its own, with key 1.
     let args1: Vec<String> = [

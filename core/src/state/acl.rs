@@ -101,6 +101,19 @@ fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
     Ok(bincode::deserialize(b)?)
 }
 
+/// Every record of a table, decoded.
+fn all<T: serde::de::DeserializeOwned>(
+    txn: &ReadTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+) -> Result<Vec<T>, StoreError> {
+    let t = txn.open_table(table)?;
+    let mut out = Vec::new();
+    for item in t.iter()? {
+        out.push(dec(item?.1.value())?);
+    }
+    Ok(out)
+}
+
 pub fn token(txn: &ReadTransaction, accessor: &str) -> Result<Option<Token>, StoreError> {
     let t = txn.open_table(ACL_TOKENS)?;
     let v = t.get(accessor)?;
@@ -120,12 +133,7 @@ pub fn token_by_secret(txn: &ReadTransaction, secret: &str) -> Result<Option<Tok
 }
 
 pub fn tokens(txn: &ReadTransaction) -> Result<Vec<Token>, StoreError> {
-    let t = txn.open_table(ACL_TOKENS)?;
-    let mut out = Vec::new();
-    for item in t.iter()? {
-        out.push(dec(item?.1.value())?);
-    }
-    Ok(out)
+    all(txn, ACL_TOKENS)
 }
 
 pub fn policy(txn: &ReadTransaction, id: &str) -> Result<Option<Policy>, StoreError> {
@@ -135,12 +143,7 @@ pub fn policy(txn: &ReadTransaction, id: &str) -> Result<Option<Policy>, StoreEr
 }
 
 pub fn policies(txn: &ReadTransaction) -> Result<Vec<Policy>, StoreError> {
-    let t = txn.open_table(ACL_POLICIES)?;
-    let mut out = Vec::new();
-    for item in t.iter()? {
-        out.push(dec(item?.1.value())?);
-    }
-    Ok(out)
+    all(txn, ACL_POLICIES)
 }
 
 pub fn policy_by_name(txn: &ReadTransaction, name: &str) -> Result<Option<Policy>, StoreError> {
@@ -154,12 +157,7 @@ pub fn role(txn: &ReadTransaction, id: &str) -> Result<Option<Role>, StoreError>
 }
 
 pub fn roles(txn: &ReadTransaction) -> Result<Vec<Role>, StoreError> {
-    let t = txn.open_table(ACL_ROLES)?;
-    let mut out = Vec::new();
-    for item in t.iter()? {
-        out.push(dec(item?.1.value())?);
-    }
-    Ok(out)
+    all(txn, ACL_ROLES)
 }
 
 pub fn role_by_name(txn: &ReadTransaction, name: &str) -> Result<Option<Role>, StoreError> {
