@@ -46,6 +46,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod filter;
 pub mod gossip;
 pub mod http;

@@ -42,6 +42,8 @@ pub enum AgentError {
     Advertise(String),
     #[error("Error starting HTTP server: listen tcp {addr}: bind: {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("Error starting DNS server: listen {proto} {addr}: bind: {source}")]
+    DnsBind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
     #[error("{0}")]
     Server(String),
     #[error("Could not write pid file {path}: {source}")]
@@ -479,6 +481,7 @@ pub struct Agent {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     http_addrs: Vec<SocketAddr>,
+    dns_addrs: Vec<SocketAddr>,
     data_dir: Option<DataDir>,
     pid_file: Option<PathBuf>,
 }
@@ -535,6 +538,12 @@ impl Agent {
             }
         }
         let http_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let dns = crate::dns::bind(&config).await.map_err(|e| AgentError::DnsBind {
+            addr: e.addr,
+            proto: e.proto,
+            source: e.source,
+        })?;
+        let dns_addrs = dns.addrs.clone();
 
         if let Some(path) = &config.pid_file {
             crate::agent::data_dir::write_atomic(path, &format!("{}\n", std::process::id()))
@@ -647,6 +656,7 @@ impl Agent {
         for l in listeners {
             crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, shutdown.child_token()));
         }
+        crate::tasks::spawn(&tracker, "dns", crate::dns::serve(shared.clone(), dns, shutdown.child_token()));
         crate::tasks::spawn(
             &tracker,
             "reloads",
@@ -657,9 +667,10 @@ impl Agent {
             node = %shared.node_name,
             id = %shared.node_id,
             http = ?http_addrs,
+            dns = ?dns_addrs,
             "agent started"
         );
-        Ok(Agent { shared, shutdown, tracker, http_addrs, data_dir, pid_file })
+        Ok(Agent { shared, shutdown, tracker, http_addrs, dns_addrs, data_dir, pid_file })
     }
 
     pub fn shared(&self) -> &Arc<AgentShared> {
@@ -669,6 +680,12 @@ impl Agent {
     /// The bound HTTP addresses (with the real port when configured as 0).
     pub fn http_addrs(&self) -> &[SocketAddr] {
         &self.http_addrs
+    }
+
+    /// The bound DNS addresses, UDP and TCP on each (the real port when configured as 0;
+    /// empty when `ports.dns` is -1).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns_addrs
     }
 
     pub fn data_dir(&self) -> Option<&std::path::Path> {
