@@ -554,3 +554,63 @@ async fn dev_agent_answers_for_the_consul_service() {
     .await;
     assert_eq!(srvs(&m), vec![(1, 9000, "devnode.node.dc1.consul.".to_string())]);
 }
+
+/// A client agent has no state store: it answers DNS through a server over the RPC port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_agent_answers_through_a_server() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (d1s, d2s) = (d1.path().to_str().unwrap(), d2.path().to_str().unwrap());
+    let common = ["-http-port", "0", "-serf-lan-port", "8301", "-retry-interval", "1s"];
+    let mut server_args = vec!["agent", "-server", "-bootstrap-expect", "1", "-node", "s1", "-bind", "127.0.8.1"];
+    server_args.extend(["-client", "127.0.8.1", "-data-dir", d1s, "-dns-port", "-1"]);
+    server_args.extend(common);
+    let server = AgentProcess::start(&server_args, &[]);
+    let mut client_args = vec!["agent", "-node", "c1", "-bind", "127.0.8.2", "-client", "127.0.8.2"];
+    client_args.extend(["-data-dir", d2s, "-dns-port", "0", "-retry-join", "127.0.8.1"]);
+    client_args.extend(common);
+    let client = AgentProcess::start(&client_args, &[]);
+    let dns: SocketAddr = retry_until(Duration::from_secs(10), "DNS listener in the banner", || async {
+        client
+            .output()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("DNS listeners: ["))
+            .and_then(|rest| rest.split([',', ']']).next())
+            .and_then(|a| a.trim().parse().ok())
+    })
+    .await;
+    legate_tests::wait_leader(&format!("http://{}", server.http.unwrap())).await;
+
+    // A service registered on the server's catalog, seen through the client's DNS.
+    let r = Client::new()
+        .put(server.url("/v1/catalog/register"))
+        .json(&json!({"Node": "ext", "Address": "10.5.5.5", "Service": {"Service": "ext", "Port": 7000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = retry_until(Duration::from_secs(20), "ext through the client", || async {
+        let m = udp(dns, "ext.service.consul.", RecordType::SRV).await;
+        (!m.answers.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(srvs(&m), vec![(1, 7000, "ext.node.dc1.consul.".to_string())]);
+    assert_eq!(ips(&m.additionals), ip_set(&["10.5.5.5"]));
+    // The client's own node, once the leader has registered it.
+    let m = retry_until(Duration::from_secs(20), "c1 through the client", || async {
+        let m = udp(dns, "c1.node.consul.", RecordType::A).await;
+        (!m.answers.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(ips(&m.answers), ip_set(&["127.0.8.2"]));
+    let m = udp(dns, "ext.service.consul.", RecordType::AAAA).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let m = udp(dns, "nope.service.consul.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let m = retry_until(Duration::from_secs(20), "PTR of s1 through the client", || async {
+        let m = udp(dns, "1.8.0.127.in-addr.arpa.", RecordType::PTR).await;
+        (!m.answers.is_empty()).then_some(m)
+    })
+    .await;
+    assert!(matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "s1.node.dc1.consul."), "{m:?}");
+    assert_eq!(m.answers.len(), 1, "only s1 has the address: {m:?}");
+}

@@ -749,6 +749,11 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
                     node.node = m.name.clone();
                     node.address = m.addr.clone();
                     node.id = m.tags.get("id").cloned().unwrap_or_default();
+                    // The member's own addresses, not this server's (its agent syncs the rest).
+                    for a in node.tagged_addresses.values_mut() {
+                        *a = m.addr.clone();
+                    }
+                    node.meta.retain(|k, _| k.starts_with("consul-"));
                 }
                 let consul = (m.tags.get("role").map(String::as_str) == Some("consul")).then(|| {
                     let mut meta = std::collections::BTreeMap::new();

@@ -271,7 +271,7 @@ fn trim(
     } else {
         match edns {
             Some(e) => (e.max_payload().max(512) as usize, usize::MAX),
-            None => (512, (cfg.dns_config.udp_answer_limit as usize).min(8).max(1)),
+            None => (512, (cfg.dns_config.udp_answer_limit as usize).clamp(1, 8)),
         }
     };
     let all_extra = std::mem::take(&mut reply.additionals);
