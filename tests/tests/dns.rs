@@ -229,6 +229,18 @@ async fn service_lookups_filter_health_and_tags() {
     .await;
     let m = udp(dns, "lone.service.consul.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+
+    // Answers follow catalog changes: n2's check turns critical, n1's address changes.
+    register(
+        &a,
+        json!({"Node": "n2", "Address": "10.0.0.2",
+               "Checks": [{"CheckID": "w", "Name": "w", "Status": "critical", "ServiceID": "web2"}]}),
+    )
+    .await;
+    register(&a, json!({"Node": "n1", "Address": "10.0.0.11", "NodeMeta": {"env": "prod", "rfc1035-note": "plain"}}))
+        .await;
+    let m = udp_edns(dns, "web.service.consul.", RecordType::A, Some(4096)).await.0;
+    assert_eq!(ips(&m.answers), ip_set(&["10.0.0.11", "10.1.1.1"]));
     a.stop().await;
 }
 

@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 
 use super::authz::{dns_allows, Resource};
 use super::name::{self, Lookup};
-use super::source::{Health, Instance, NodeInfo, Source};
+use super::source::{CatalogCache, Health, Instance, NodeInfo, Source};
 use crate::agent::AgentShared;
 use crate::config::Config;
 
@@ -34,6 +34,7 @@ impl Reply {
 /// One query inside the domain: its name, type, and the domain it was asked in.
 pub struct Question<'a> {
     pub agent: &'a AgentShared,
+    pub cache: &'a CatalogCache,
     pub cfg: &'a Config,
     pub qname: &'a Name,
     pub qtype: RecordType,
@@ -45,7 +46,7 @@ pub struct Question<'a> {
 
 impl Question<'_> {
     fn source(&self) -> Source<'_> {
-        Source::for_agent(self.agent, self.cfg)
+        Source::for_agent(self.agent, self.cfg, self.cache)
     }
 
     fn stale(&self) -> bool {
@@ -143,13 +144,9 @@ impl Question<'_> {
 
     /// Up to three random healthy servers (the `consul` service) as NS records and A glue.
     async fn nameservers(&self) -> Result<(Vec<Record>, Vec<Record>), String> {
-        let mut servers: Vec<Instance> = self
-            .source()
-            .service("consul", self.stale())
-            .await?
-            .into_iter()
-            .filter(|i| i.health != Health::Critical && self.allowed(i))
-            .collect();
+        let all = self.source().service("consul", self.stale()).await?;
+        let mut servers: Vec<&Instance> =
+            all.iter().filter(|i| i.health != Health::Critical && self.allowed(i)).collect();
         servers.shuffle(&mut rand::thread_rng());
         let domain = self.name(self.domain).unwrap_or_else(Name::root);
         let ttl = self.node_ttl();
@@ -188,11 +185,9 @@ impl Question<'_> {
 
     async fn service(&self, name: &str, tag: Option<&str>) -> Result<Reply, String> {
         let only_passing = self.cfg.dns_config.only_passing;
-        let mut instances: Vec<Instance> = self
-            .source()
-            .service(name, self.stale())
-            .await?
-            .into_iter()
+        let all = self.source().service(name, self.stale()).await?;
+        let mut instances: Vec<&Instance> = all
+            .iter()
             .filter(|i| match i.health {
                 Health::Critical => false,
                 Health::Warning => !only_passing,
@@ -217,7 +212,7 @@ impl Question<'_> {
                 let mut seen = HashSet::new();
                 for i in &instances {
                     let (addr, tagged) = instance_address(i);
-                    for r in address_records(self.qname, ttl, self.qtype, addr, &tagged) {
+                    for r in address_records(self.qname, ttl, self.qtype, addr, tagged) {
                         if seen.insert(r.data.clone()) && seen.len() <= limit {
                             reply.answers.push(r);
                         }
@@ -230,7 +225,7 @@ impl Question<'_> {
     }
 
     /// `1 <weight> <port> <target>` per instance, targets' addresses in Additional.
-    fn srv_records(&self, instances: &[Instance], ttl: u32, reply: &mut Reply) {
+    fn srv_records(&self, instances: &[&Instance], ttl: u32, reply: &mut Reply) {
         let mut seen = HashSet::new();
         let mut extra_seen = HashSet::new();
         for i in instances {
@@ -298,8 +293,14 @@ impl Question<'_> {
 
 /// PTR answers for a reverse name: nodes with that address, then services with it as their
 /// own address. `None` when nothing has the address.
-pub async fn ptr(agent: &AgentShared, cfg: &Config, qname: &Name, ip: IpAddr) -> Result<Option<Vec<Record>>, String> {
-    let source = Source::for_agent(agent, cfg);
+pub async fn ptr(
+    agent: &AgentShared,
+    cache: &CatalogCache,
+    cfg: &Config,
+    qname: &Name,
+    ip: IpAddr,
+) -> Result<Option<Vec<Record>>, String> {
+    let source = Source::for_agent(agent, cfg, cache);
     let stale = cfg.dns_config.allow_stale;
     let ttl = cfg.dns_config.node_ttl.0.as_secs().min(u32::MAX as u64) as u32;
     let same = |a: &str| a.parse::<IpAddr>().is_ok_and(|a| a == ip);
@@ -342,11 +343,11 @@ fn ip_record(owner: Name, ttl: u32, ip: IpAddr) -> Record {
 }
 
 /// The instance's address (its own, else its node's) and the tagged addresses that go with it.
-fn instance_address(i: &Instance) -> (&str, BTreeMap<String, String>) {
+fn instance_address(i: &Instance) -> (&str, &BTreeMap<String, String>) {
     if i.address.is_empty() {
-        (&i.node.address, i.node.tagged_addresses.clone())
+        (&i.node.address, &i.node.tagged_addresses)
     } else {
-        (&i.address, i.tagged_addresses.clone())
+        (&i.address, &i.tagged_addresses)
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn serve(agent: Arc<AgentShared>, listeners: Listeners, shutdown: Canc
     if listeners.addrs.is_empty() {
         return;
     }
-    let mut server = hickory_server::Server::new(Handler { agent });
+    let mut server = hickory_server::Server::new(Handler { agent, cache: source::CatalogCache::default() });
     for u in listeners.udp {
         server.register_socket(u);
     }
@@ -111,6 +111,7 @@ pub async fn serve(agent: Arc<AgentShared>, listeners: Listeners, shutdown: Canc
 
 struct Handler {
     agent: Arc<AgentShared>,
+    cache: source::CatalogCache,
 }
 
 /// A reply ready to send.
@@ -195,7 +196,15 @@ impl Handler {
                 .then(|| (d, labels.len() - dl.len()))
         });
         if let Some((domain, left)) = zone {
-            let q = Question { agent: &self.agent, cfg: &cfg, qname, qtype, labels: &labels[..left], domain };
+            let q = Question {
+                agent: &self.agent,
+                cache: &self.cache,
+                cfg: &cfg,
+                qname,
+                qtype,
+                labels: &labels[..left],
+                domain,
+            };
             let mut reply = match q.answer().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -210,7 +219,7 @@ impl Handler {
 
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             if let Some(ip) = name::addr_of_arpa(&labels) {
-                match answer::ptr(&self.agent, &cfg, qname, ip).await {
+                match answer::ptr(&self.agent, &self.cache, &cfg, qname, ip).await {
                     Ok(Some(answers)) => {
                         let mut reply = Reply { answers, ..Reply::default() };
                         let trimmed = trim(&mut reply, request, &md, edns.as_ref(), tcp, &cfg, qtype);
@@ -274,6 +283,8 @@ fn trim(
             None => (512, (cfg.dns_config.udp_answer_limit as usize).clamp(1, 8)),
         }
     };
+    // Additional records that go with the kept answers: the targets of kept SRV records (all
+    // of them when the answers are not SRV).
     let all_extra = std::mem::take(&mut reply.additionals);
     let sync = |answers: &[Record]| -> Vec<Record> {
         let targets: Vec<&Name> = answers
@@ -288,21 +299,27 @@ fn trim(
         }
         all_extra.iter().filter(|r| targets.iter().any(|t| t.eq_ignore_root(&r.name))).cloned().collect()
     };
+    let queries: Vec<_> = request.queries.queries().iter().map(|q| q.original().clone()).collect();
+    // The encoded size (records are moved into the message and back, not copied).
+    let size = |reply: &mut Reply| -> usize {
+        let mut m = Message::new(md.id, MessageType::Response, md.op_code);
+        m.queries = queries.clone();
+        m.answers = std::mem::take(&mut reply.answers);
+        m.authorities = std::mem::take(&mut reply.authorities);
+        m.additionals = std::mem::take(&mut reply.additionals);
+        m.edns = edns.cloned();
+        let n = m.to_vec().map_or(usize::MAX, |v| v.len());
+        reply.answers = m.answers;
+        reply.authorities = m.authorities;
+        reply.additionals = m.additionals;
+        n
+    };
     if reply.answers.len() > max_answers {
         reply.answers.truncate(max_answers);
+        reply.additionals = sync(&reply.answers);
+    } else {
+        reply.additionals = all_extra.clone();
     }
-    reply.additionals = sync(&reply.answers);
-    let size = |reply: &Reply| -> usize {
-        let mut m = Message::new(md.id, MessageType::Response, md.op_code);
-        m.add_queries(request.queries.queries().iter().map(|q| q.original().clone()));
-        m.answers = reply.answers.clone();
-        m.authorities = reply.authorities.clone();
-        m.additionals = reply.additionals.clone();
-        if let Some(e) = edns {
-            m.set_edns(e.clone());
-        }
-        m.to_vec().map_or(usize::MAX, |v| v.len())
-    };
     if size(reply) > max_size {
         if !reply.answers.is_empty() {
             reply.authorities.clear();
@@ -314,7 +331,7 @@ fn trim(
             let mut probe = Reply { rcode: reply.rcode, answers: reply.answers[..mid].to_vec(), ..Reply::default() };
             probe.authorities = reply.authorities.clone();
             probe.additionals = sync(&probe.answers);
-            if size(&probe) <= max_size {
+            if size(&mut probe) <= max_size {
                 lo = mid;
             } else {
                 hi = mid - 1;

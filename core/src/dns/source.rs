@@ -3,7 +3,7 @@
 //! servers when `allow_stale` is off or the local copy is older than `max_stale`). Both give
 //! the same [`Instance`] / [`NodeInfo`] view, with each instance's health already aggregated.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -73,13 +73,102 @@ fn node_info(n: &catalog::Node) -> NodeInfo {
 }
 
 pub enum Source<'a> {
-    Local(&'a crate::state::Store),
+    Local(&'a crate::state::Store, &'a CatalogCache),
     Remote(&'a AgentShared),
+}
+
+/// The catalog as DNS reads it, rebuilt only after the catalog changed: a query costs a
+/// hash lookup instead of a scan of every service (the store notifies catalog writes after
+/// they commit; the cache marks the notification seen before it reads, so a write racing a
+/// rebuild triggers another).
+#[derive(Default)]
+pub struct CatalogCache {
+    inner: std::sync::Mutex<Option<(tokio::sync::watch::Receiver<u64>, Arc<CatalogView>)>>,
+}
+
+#[derive(Default)]
+pub struct CatalogView {
+    /// Instances by lowercased service name.
+    services: HashMap<String, Arc<Vec<Instance>>>,
+    nodes: Vec<NodeInfo>,
+    /// Node position by name, and by lowercased name.
+    node_index: HashMap<String, usize>,
+    service_addrs: Vec<ServiceAddr>,
+}
+
+impl CatalogCache {
+    pub fn view(&self, store: &crate::state::Store) -> Result<Arc<CatalogView>, String> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((rx, view)) = guard.as_ref() {
+            if !rx.has_changed().unwrap_or(true) {
+                return Ok(view.clone());
+            }
+        }
+        let mut rx = match guard.take() {
+            Some((rx, _)) => rx,
+            None => store.watch.subscribe(crate::state::watch::Table::Catalog),
+        };
+        rx.borrow_and_update();
+        let view = Arc::new(CatalogView::build(store).map_err(|e| e.to_string())?);
+        *guard = Some((rx, view.clone()));
+        Ok(view)
+    }
+}
+
+impl CatalogView {
+    fn build(store: &crate::state::Store) -> Result<CatalogView, crate::state::StoreError> {
+        let txn = store.read()?;
+        let mut view = CatalogView::default();
+        let mut infos: HashMap<String, Arc<NodeInfo>> = HashMap::new();
+        for n in catalog::nodes(&txn)? {
+            let info = node_info(&n);
+            view.node_index.entry(info.name.to_ascii_lowercase()).or_insert(view.nodes.len());
+            view.node_index.insert(info.name.clone(), view.nodes.len());
+            infos.insert(info.name.clone(), Arc::new(info.clone()));
+            view.nodes.push(info);
+        }
+        let mut checks: HashMap<String, Vec<catalog::Check>> = HashMap::new();
+        for c in catalog::all_checks(&txn)? {
+            checks.entry(c.node.clone()).or_default().push(c);
+        }
+        let mut services: HashMap<String, Vec<Instance>> = HashMap::new();
+        for (node, svc) in catalog::all_services(&txn)? {
+            let Some(info) = infos.get(&node) else { continue };
+            if !svc.address.is_empty() {
+                view.service_addrs.push(ServiceAddr { service: svc.service.clone(), address: svc.address.clone() });
+            }
+            let node_checks = checks.get(&node).map(Vec::as_slice).unwrap_or_default();
+            services.entry(svc.service.to_ascii_lowercase()).or_default().push(instance(
+                info.clone(),
+                svc,
+                node_checks,
+            ));
+        }
+        view.services = services.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        Ok(view)
+    }
+}
+
+fn instance(node: Arc<NodeInfo>, svc: catalog::Service, checks: &[catalog::Check]) -> Instance {
+    let health = health_of(
+        checks.iter().filter(|c| c.service_id.is_empty() || c.service_id == svc.id).map(|c| c.status.as_str()),
+    );
+    Instance {
+        node,
+        service: svc.service,
+        service_id: svc.id,
+        address: svc.address,
+        port: svc.port,
+        tags: svc.tags,
+        tagged_addresses: svc.tagged_addresses.into_iter().map(|(k, v)| (k, v.address)).collect(),
+        weights: svc.weights,
+        health,
+    }
 }
 
 impl<'a> Source<'a> {
     /// The source for one query under the running config.
-    pub fn for_agent(agent: &'a AgentShared, cfg: &crate::config::Config) -> Source<'a> {
+    pub fn for_agent(agent: &'a AgentShared, cfg: &crate::config::Config, cache: &'a CatalogCache) -> Source<'a> {
         match agent.server() {
             Some(server) => {
                 // A stale read with no known leader is still served locally (there is no one
@@ -90,7 +179,7 @@ impl<'a> Source<'a> {
                         !known || u128::from(last_ms) <= cfg.dns_config.max_stale.0.as_millis()
                     });
                 if fresh_enough {
-                    Source::Local(&server.store)
+                    Source::Local(&server.store, cache)
                 } else {
                     Source::Remote(agent)
                 }
@@ -100,67 +189,42 @@ impl<'a> Source<'a> {
     }
 
     /// Instances of the service `name` (case-insensitive, as Consul's catalog).
-    pub async fn service(&self, name: &str, stale: bool) -> Result<Vec<Instance>, String> {
+    pub async fn service(&self, name: &str, stale: bool) -> Result<Arc<Vec<Instance>>, String> {
         match self {
-            Source::Local(store) => {
-                let txn = store.read().map_err(|e| e.to_string())?;
-                let mut out = Vec::new();
-                let mut nodes: BTreeMap<String, (Arc<NodeInfo>, Vec<catalog::Check>)> = BTreeMap::new();
-                for (node, svc) in catalog::service_nodes_ci(&txn, name).map_err(|e| e.to_string())? {
-                    if !nodes.contains_key(&node.node) {
-                        let checks = catalog::node_checks(&txn, &node.node).map_err(|e| e.to_string())?;
-                        nodes.insert(node.node.clone(), (Arc::new(node_info(&node)), checks));
-                    }
-                    let (info, checks) = &nodes[&node.node];
-                    let health = health_of(
-                        checks
-                            .iter()
-                            .filter(|c| c.service_id.is_empty() || c.service_id == svc.id)
-                            .map(|c| c.status.as_str()),
-                    );
-                    out.push(Instance {
-                        node: info.clone(),
-                        service: svc.service,
-                        service_id: svc.id,
-                        address: svc.address,
-                        port: svc.port,
-                        tags: svc.tags,
-                        tagged_addresses: svc.tagged_addresses.into_iter().map(|(k, v)| (k, v.address)).collect(),
-                        weights: svc.weights,
-                        health,
-                    });
-                }
-                Ok(out)
+            Source::Local(store, cache) => {
+                Ok(cache.view(store)?.services.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default())
             }
             Source::Remote(agent) => {
                 let path = format!("/v1/health/service/{}", encode(name));
                 let entries: Vec<RemoteEntry> = call(agent, &path, stale).await?.unwrap_or_default();
-                Ok(entries
-                    .into_iter()
-                    .map(|e| {
-                        let health = health_of(e.checks.iter().map(|c| c.status.as_str()));
-                        Instance {
-                            node: Arc::new(e.node.into()),
-                            service: e.service.service,
-                            service_id: e.service.id,
-                            address: e.service.address,
-                            port: e.service.port,
-                            tags: e.service.tags.unwrap_or_default(),
-                            tagged_addresses: e
-                                .service
-                                .tagged_addresses
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(k, v)| (k, v.address))
-                                .collect(),
-                            weights: catalog::Weights {
-                                passing: e.service.weights.as_ref().map_or(1, |w| w.passing),
-                                warning: e.service.weights.as_ref().map_or(1, |w| w.warning),
-                            },
-                            health,
-                        }
-                    })
-                    .collect())
+                Ok(Arc::new(
+                    entries
+                        .into_iter()
+                        .map(|e| {
+                            let health = health_of(e.checks.iter().map(|c| c.status.as_str()));
+                            Instance {
+                                node: Arc::new(e.node.into()),
+                                service: e.service.service,
+                                service_id: e.service.id,
+                                address: e.service.address,
+                                port: e.service.port,
+                                tags: e.service.tags.unwrap_or_default(),
+                                tagged_addresses: e
+                                    .service
+                                    .tagged_addresses
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|(k, v)| (k, v.address))
+                                    .collect(),
+                                weights: catalog::Weights {
+                                    passing: e.service.weights.as_ref().map_or(1, |w| w.passing),
+                                    warning: e.service.weights.as_ref().map_or(1, |w| w.warning),
+                                },
+                                health,
+                            }
+                        })
+                        .collect(),
+                ))
             }
         }
     }
@@ -168,13 +232,10 @@ impl<'a> Source<'a> {
     /// A node by name (case-insensitive).
     pub async fn node(&self, name: &str, stale: bool) -> Result<Option<NodeInfo>, String> {
         match self {
-            Source::Local(store) => {
-                let txn = store.read().map_err(|e| e.to_string())?;
-                if let Some(n) = catalog::node(&txn, name).map_err(|e| e.to_string())? {
-                    return Ok(Some(node_info(&n)));
-                }
-                let all = catalog::nodes(&txn).map_err(|e| e.to_string())?;
-                Ok(all.iter().find(|n| n.node.eq_ignore_ascii_case(name)).map(node_info))
+            Source::Local(store, cache) => {
+                let view = cache.view(store)?;
+                let i = view.node_index.get(name).or_else(|| view.node_index.get(&name.to_ascii_lowercase()));
+                Ok(i.map(|&i| view.nodes[i].clone()))
             }
             Source::Remote(_) => {
                 let nodes = self.nodes(stale).await?;
@@ -185,10 +246,7 @@ impl<'a> Source<'a> {
 
     pub async fn nodes(&self, stale: bool) -> Result<Vec<NodeInfo>, String> {
         match self {
-            Source::Local(store) => {
-                let txn = store.read().map_err(|e| e.to_string())?;
-                Ok(catalog::nodes(&txn).map_err(|e| e.to_string())?.iter().map(node_info).collect())
-            }
+            Source::Local(store, cache) => Ok(cache.view(store)?.nodes.clone()),
             Source::Remote(agent) => {
                 let nodes: Vec<RemoteNode> = call(agent, "/v1/catalog/nodes", stale).await?.unwrap_or_default();
                 Ok(nodes.into_iter().map(Into::into).collect())
@@ -199,15 +257,7 @@ impl<'a> Source<'a> {
     /// Every service instance's explicit address (PTR for service addresses).
     pub async fn service_addrs(&self, stale: bool) -> Result<Vec<ServiceAddr>, String> {
         match self {
-            Source::Local(store) => {
-                let txn = store.read().map_err(|e| e.to_string())?;
-                Ok(catalog::all_services(&txn)
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .filter(|(_, s)| !s.address.is_empty())
-                    .map(|(_, s)| ServiceAddr { service: s.service, address: s.address })
-                    .collect())
-            }
+            Source::Local(store, cache) => Ok(cache.view(store)?.service_addrs.clone()),
             Source::Remote(agent) => {
                 let names: BTreeMap<String, serde_json::Value> =
                     call(agent, "/v1/catalog/services", stale).await?.unwrap_or_default();

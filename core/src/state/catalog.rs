@@ -177,25 +177,6 @@ pub fn service_nodes(txn: &ReadTransaction, name: &str) -> Result<Vec<(Node, Ser
     Ok(out)
 }
 
-/// Instances of a service whose name matches `name` case-insensitively (DNS names are), with
-/// their nodes.
-pub fn service_nodes_ci(txn: &ReadTransaction, name: &str) -> Result<Vec<(Node, Service)>, StoreError> {
-    let mut out = Vec::new();
-    let mut cache: BTreeMap<String, Option<Node>> = BTreeMap::new();
-    for (node_name, s) in all_services(txn)? {
-        if !s.service.eq_ignore_ascii_case(name) {
-            continue;
-        }
-        if !cache.contains_key(&node_name) {
-            cache.insert(node_name.clone(), node(txn, &node_name)?);
-        }
-        if let Some(Some(n)) = cache.get(&node_name) {
-            out.push((n.clone(), s));
-        }
-    }
-    Ok(out)
-}
-
 pub fn node_checks(txn: &ReadTransaction, node: &str) -> Result<Vec<Check>, StoreError> {
     let t = txn.open_table(CHECKS)?;
     let (lo, hi) = node_range(node);
