@@ -626,3 +626,18 @@ async fn client_agent_answers_through_a_server() {
     assert!(matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "s1.node.dc1.consul."), "{m:?}");
     assert_eq!(m.answers.len(), 1, "only s1 has the address: {m:?}");
 }
+
+/// The UDP sockets share their port within one agent only: a second agent on a taken DNS port
+/// fails to start with Consul's bind error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_dns_port_fails_the_start() {
+    let (a, dns) = start(dns_config()).await;
+    let mut c = dns_config();
+    c.ports.dns = i32::from(dns.port());
+    let err = match legate_core::agent::Agent::start(c, tokio_util::sync::CancellationToken::new()).await {
+        Ok(_) => panic!("second agent on {dns} started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with("Error starting DNS server: listen tcp 127.0.0.1:"), "{err}");
+    a.stop().await;
+}

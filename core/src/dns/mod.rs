@@ -8,6 +8,12 @@
 //!   the client's EDNS size with it; TCP to 64 KiB. TC is set on a trimmed reply only with
 //!   `enable_truncate`, as Consul.
 //! - [`authz::dns_allows`] is the single ACL decision point for everything an answer reveals.
+//!
+//! TCP runs on hickory-server's `Server`. UDP runs the same [`RequestHandler`] from a loop of
+//! ours on one `SO_REUSEPORT` socket per core: a query is answered inline on the receiving
+//! task (a lookup in the local catalog view never waits), and only a query that does wait
+//! (forwarded to a server, recursion) becomes a task of its own; hickory's UDP path spawns a
+//! task and crosses a channel for every query, which halves throughput on a small machine.
 
 pub mod answer;
 pub mod authz;
@@ -34,6 +40,7 @@ use answer::{Question, Reply};
 
 /// Sockets bound at start (before any task runs, so a bind error fails the start).
 pub struct Listeners {
+    /// Per address, the `SO_REUSEPORT` UDP sockets sharing its port.
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     /// The bound addresses (the real port when configured as 0).
@@ -55,24 +62,38 @@ pub async fn bind(cfg: &Config) -> Result<Listeners, BindError> {
     if cfg.ports.dns < 0 {
         return Ok(l);
     }
+    let per_addr = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     for ip in cfg.dns_addrs() {
         let (udp, tcp) = bind_pair(ip, cfg.ports.dns as u16).await?;
-        l.addrs.push(udp.local_addr().map_err(|source| BindError {
-            addr: SocketAddr::new(ip, 0),
-            proto: "udp",
-            source,
-        })?);
+        let bound =
+            udp.local_addr().map_err(|source| BindError { addr: SocketAddr::new(ip, 0), proto: "udp", source })?;
+        l.addrs.push(bound);
         l.udp.push(udp);
+        for _ in 1..per_addr {
+            l.udp.push(udp_socket(bound).map_err(|source| BindError { addr: bound, proto: "udp", source })?);
+        }
         l.tcp.push(tcp);
     }
     Ok(l)
+}
+
+/// A non-blocking UDP socket with `SO_REUSEPORT`: the kernel spreads queries over the sockets
+/// of one port. (The TCP listener on the same port has no such option, so a second agent on
+/// the port still fails to start.)
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol as SockProto, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 async fn bind_pair(ip: IpAddr, port: u16) -> Result<(UdpSocket, TcpListener), BindError> {
     let mut tries = 0;
     loop {
         let addr = SocketAddr::new(ip, port);
-        let udp = match UdpSocket::bind(addr).await {
+        let udp = match udp_socket(addr) {
             Ok(u) => u,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => {
                 tries += 1;
@@ -96,16 +117,105 @@ pub async fn serve(agent: Arc<AgentShared>, listeners: Listeners, shutdown: Canc
     if listeners.addrs.is_empty() {
         return;
     }
-    let mut server = hickory_server::Server::new(Handler { agent, cache: source::CatalogCache::default() });
-    for u in listeners.udp {
-        server.register_socket(u);
-    }
+    let handler = Arc::new(Handler { agent, cache: source::CatalogCache::default() });
+    let mut server = hickory_server::Server::new(SharedHandler(handler.clone()));
     for t in listeners.tcp {
         server.register_listener(t, Duration::from_secs(10), 64);
     }
+    let mut udp = tokio::task::JoinSet::new();
+    for u in listeners.udp {
+        udp.spawn(udp_loop(Arc::new(u), handler.clone(), shutdown.clone()));
+    }
     shutdown.cancelled().await;
+    while udp.join_next().await.is_some() {}
     if let Err(e) = server.shutdown_gracefully().await {
         tracing::warn!(error = %e, "DNS server stopped with an error");
+    }
+}
+
+/// Receives queries on one UDP socket and answers each inline; a query whose answer has to
+/// wait (an RPC to a server, a recursor) continues as a task of its own.
+async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: CancellationToken) {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, src) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS UDP receive failed");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let request = match Request::from_bytes(buf[..n].to_vec(), src, Protocol::Udp) {
+            Ok(r) if r.metadata.message_type == MessageType::Query => r,
+            Ok(_) => continue,
+            Err(_) => {
+                // Unparseable: FORMERR when at least the header is there, as hickory does.
+                if n >= 12 {
+                    let mut reply = buf[..12].to_vec();
+                    reply[2] |= 0x80; // QR
+                    reply[3] = (reply[3] & 0xf0) | 1; // FORMERR
+                    reply[4..12].fill(0);
+                    let _ = sock.try_send_to(&reply, src);
+                }
+                continue;
+            }
+        };
+        let responder = UdpResponder { sock: sock.clone(), dst: src };
+        let h = handler.clone();
+        let mut answer = Box::pin(async move {
+            h.handle_request::<_, hickory_server::net::runtime::TokioTime>(&request, responder).await;
+        });
+        // One poll here: a local answer completes now. Waiting work moves to a task, which
+        // polls it again with a real waker.
+        if let Poll::Pending = answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            tokio::spawn(answer);
+        }
+    }
+}
+
+/// Sends a response to one UDP client: encoded within the client's buffer size (512 bytes
+/// without EDNS), straight from the socket the query came in on.
+#[derive(Clone)]
+struct UdpResponder {
+    sock: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpResponder {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let max = response.edns().map_or(512, |e| e.max_payload().max(512));
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let info = response.destructive_emit(&mut encoder).map_err(|e| e.to_string())?;
+        self.sock.send_to(&bytes, self.dst).await?;
+        Ok(info)
+    }
+}
+
+/// The handler as hickory's TCP server holds it.
+struct SharedHandler(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, handle: R) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, handle).await
     }
 }
 
