@@ -137,7 +137,7 @@ pub async fn serve(agent: Arc<AgentShared>, listeners: Listeners, shutdown: Canc
 /// wait (an RPC to a server, a recursor) continues as a task of its own.
 async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: CancellationToken) {
     use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, src) = tokio::select! {
@@ -172,7 +172,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: Cancell
         });
         // One poll here: a local answer completes now. Waiting work moves to a task, which
         // polls it again with a real waker.
-        if let Poll::Pending = answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        if answer.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
             tokio::spawn(answer);
         }
     }
