@@ -641,3 +641,55 @@ async fn a_taken_dns_port_fails_the_start() {
     assert!(err.starts_with("Error starting DNS server: listen tcp 127.0.0.1:"), "{err}");
     a.stop().await;
 }
+
+/// `dns_config` and `recursors` reload without a restart (the config dir is watched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_config_reloads_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    std::fs::write(dir.path().join("dns.json"), r#"{"dns_config": {"only_passing": false}}"#).unwrap();
+    std::fs::write(
+        dir.path().join("web.json"),
+        r#"{"service": {"name": "web", "port": 80, "check": {"id": "web-ttl", "name": "web", "ttl": "600s", "status": "warning"}}}"#,
+    )
+    .unwrap();
+    let p = AgentProcess::start(
+        &["agent", "-dev", "-http-port", "0", "-dns-port", "0", "-server-port", "0", "-config-dir", &d],
+        &[],
+    );
+    let dns: SocketAddr = retry_until(Duration::from_secs(10), "DNS listener in the banner", || async {
+        p.output()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("DNS listeners: ["))
+            .and_then(|rest| rest.split([',', ']']).next())
+            .and_then(|a| a.trim().parse().ok())
+    })
+    .await;
+    // The warning instance is answered...
+    retry_until(Duration::from_secs(15), "web (warning) in DNS", || async {
+        let m = udp(dns, "web.service.consul.", RecordType::A).await;
+        (ips(&m.answers) == ip_set(&["127.0.0.1"])).then_some(())
+    })
+    .await;
+    let m = udp(dns, "example.com.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+
+    // ...until only_passing is switched on; a recursor (a dead one) turns REFUSED into SERVFAIL.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        dir.path().join("dns.json"),
+        format!(
+            r#"{{"dns_config": {{"only_passing": true, "recursor_timeout": "200ms"}}, "recursors": ["{}"]}}"#,
+            dead.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    retry_until(Duration::from_secs(15), "only_passing applied", || async {
+        let m = udp(dns, "web.service.consul.", RecordType::A).await;
+        (m.metadata.response_code == ResponseCode::NXDomain).then_some(())
+    })
+    .await;
+    let m = udp(dns, "example.com.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.metadata.recursion_available);
+}
