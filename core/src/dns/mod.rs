@@ -430,7 +430,9 @@ fn trim(
     } else {
         reply.additionals = all_extra.clone();
     }
-    if size(reply) > max_size {
+    // Most answers are far below the limit: an upper bound (no name compression) spares
+    // encoding them twice.
+    if upper_bound(request, reply, edns.is_some()) > max_size && size(reply) > max_size {
         if !reply.answers.is_empty() {
             reply.authorities.clear();
         }
@@ -454,4 +456,29 @@ fn trim(
         }
     }
     reply.answers.len() < total
+}
+
+/// An upper bound of a reply's encoded size (every name written in full), or `usize::MAX`
+/// for record types it does not know.
+fn upper_bound(request: &Request, reply: &Reply, edns: bool) -> usize {
+    fn name(n: &Name) -> usize {
+        n.iter().map(|l| l.len() + 1).sum::<usize>() + 1
+    }
+    fn record(r: &Record) -> usize {
+        let data = match &r.data {
+            RData::A(_) => 4,
+            RData::AAAA(_) => 16,
+            RData::SRV(s) => 6 + name(&s.target),
+            RData::PTR(p) => name(&p.0),
+            RData::NS(n) => name(&n.0),
+            RData::CNAME(c) => name(&c.0),
+            RData::TXT(t) => t.txt_data.iter().map(|s| s.len() + 1).sum(),
+            RData::SOA(s) => name(&s.mname) + name(&s.rname) + 20,
+            _ => return usize::MAX / 4,
+        };
+        name(&r.name) + 10 + data
+    }
+    let questions: usize = request.queries.queries().iter().map(|q| name(q.original().name()) + 4).sum();
+    let records: usize = reply.answers.iter().chain(&reply.authorities).chain(&reply.additionals).map(record).sum();
+    12 + questions + records + if edns { 11 } else { 0 }
 }
