@@ -50,6 +50,7 @@ pub mod acl;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod filter;
 pub mod gossip;
 pub mod http;

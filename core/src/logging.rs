@@ -47,7 +47,12 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
     let quiet_deps = tracing_subscriber::filter::Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_target("hyper", if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::INFO })
-        .with_target("warp", if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::INFO });
+        .with_target("warp", if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::INFO })
+        // hickory-server logs every DNS response at info.
+        .with_target(
+            "hickory_server",
+            if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::WARN },
+        );
 
     let mut file_guard = None;
     let file_layer = match &config.log_file {

@@ -113,6 +113,8 @@ impl AgentProcess {
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         // Parallel tests must not all take the default serf LAN port; flags still override.
         cmd.env("LEGATE_PORTS__SERF_LAN", "0");
+        // Nor the default DNS port (8600).
+        cmd.env("LEGATE_PORTS__DNS", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }

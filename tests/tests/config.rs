@@ -400,6 +400,7 @@ fn other_invalid_values_are_refused() {
         (vec!["-dev", "-node-meta", "consul-x:1"], "node_meta: metadata key \"consul-x\" uses the reserved prefix"),
         (vec!["-dev", "-raft-protocol", "2"], "raft_protocol 2 is not supported"),
         (vec!["-data-dir", "/tmp/d", "-bootstrap-expect", "3"], "'bootstrap_expect > 0' is not allowed in client mode"),
+        (vec!["-dev", "-recursor", "dns.example"], "recursors: Invalid recursor address \"dns.example\""),
     ] {
         let err = err_of(&args, &[]);
         assert!(err.contains(needle), "{args:?}: {err}");

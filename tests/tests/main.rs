@@ -5,6 +5,7 @@ mod cli;
 mod cli_kv;
 mod cluster;
 mod config;
+mod dns;
 mod durability;
 mod hot_reload;
 mod http_api;

@@ -43,6 +43,8 @@ pub enum AgentError {
     Advertise(String),
     #[error("Error starting HTTP server: listen tcp {addr}: bind: {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("Error starting DNS server: listen {proto} {addr}: bind: {source}")]
+    DnsBind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
     #[error("{0}")]
     Server(String),
     #[error("Could not write pid file {path}: {source}")]
@@ -494,6 +496,7 @@ pub struct Agent {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     http_addrs: Vec<SocketAddr>,
+    dns_addrs: Vec<SocketAddr>,
     data_dir: Option<DataDir>,
     pid_file: Option<PathBuf>,
 }
@@ -550,6 +553,12 @@ impl Agent {
             }
         }
         let http_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let dns = crate::dns::bind(&config).await.map_err(|e| AgentError::DnsBind {
+            addr: e.addr,
+            proto: e.proto,
+            source: e.source,
+        })?;
+        let dns_addrs = dns.addrs.clone();
 
         if let Some(path) = &config.pid_file {
             crate::agent::data_dir::write_atomic(path, &format!("{}\n", std::process::id()))
@@ -671,6 +680,7 @@ impl Agent {
         for l in listeners {
             crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, shutdown.child_token()));
         }
+        crate::tasks::spawn(&tracker, "dns", crate::dns::serve(shared.clone(), dns, shutdown.child_token()));
         crate::tasks::spawn(
             &tracker,
             "watches",
@@ -691,9 +701,10 @@ impl Agent {
             node = %shared.node_name,
             id = %shared.node_id,
             http = ?http_addrs,
+            dns = ?dns_addrs,
             "agent started"
         );
-        Ok(Agent { shared, shutdown, tracker, http_addrs, data_dir, pid_file })
+        Ok(Agent { shared, shutdown, tracker, http_addrs, dns_addrs, data_dir, pid_file })
     }
 
     pub fn shared(&self) -> &Arc<AgentShared> {
@@ -703,6 +714,12 @@ impl Agent {
     /// The bound HTTP addresses (with the real port when configured as 0).
     pub fn http_addrs(&self) -> &[SocketAddr] {
         &self.http_addrs
+    }
+
+    /// The bound DNS addresses, UDP and TCP on each (the real port when configured as 0;
+    /// empty when `ports.dns` is -1).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns_addrs
     }
 
     pub fn data_dir(&self) -> Option<&std::path::Path> {
@@ -769,6 +786,11 @@ async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) 
                     node.node = m.name.clone();
                     node.address = m.addr.clone();
                     node.id = m.tags.get("id").cloned().unwrap_or_default();
+                    // The member's own addresses, not this server's (its agent syncs the rest).
+                    for a in node.tagged_addresses.values_mut() {
+                        *a = m.addr.clone();
+                    }
+                    node.meta.retain(|k, _| k.starts_with("consul-"));
                 }
                 let consul = (m.tags.get("role").map(String::as_str) == Some("consul")).then(|| {
                     let mut meta = std::collections::BTreeMap::new();

@@ -449,6 +449,8 @@ fn print_banner(agent: &Agent) {
         ),
     );
     line("HTTP listeners", format!("[{}]", http.join(", ")));
+    let dns: Vec<String> = agent.dns_addrs().iter().map(|a| a.to_string()).collect();
+    line("DNS listeners", format!("[{}]", dns.join(", ")));
     line("Cluster Addr", format!("{} (LAN: {}, WAN: {})", shared.advertise_addr(), c.ports.serf_lan, c.ports.serf_wan));
     line("Gossip Encryption", c.encrypt.is_some().to_string());
     line("Auto-Encrypt-TLS", "false".into());

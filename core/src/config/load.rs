@@ -597,6 +597,9 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
             format!("invalid down policy {:?} (allow, deny, extend-cache or async-cache)", config.acl.down_policy),
         ));
     }
+    if let Some(bad) = config.recursors.iter().find(|r| crate::dns::recurse::parse_recursor(r).is_none()) {
+        return Err(err("recursors", format!("Invalid recursor address {bad:?}: not an IP address or IP:port")));
+    }
     if !matches!(config.dns_config.recursor_strategy.as_str(), "sequential" | "random") {
         return Err(err(
             "dns_config.recursor_strategy",

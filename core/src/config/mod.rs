@@ -799,6 +799,14 @@ impl Config {
         }
     }
 
+    /// Addresses the DNS server listens on: `addresses.dns` if set, else `client_addr`.
+    pub fn dns_addrs(&self) -> Vec<IpAddr> {
+        match &self.addresses.dns {
+            Some(a) => a.split_whitespace().filter_map(|s| s.parse().ok()).collect(),
+            None => self.client_addrs(),
+        }
+    }
+
     pub fn ui_enabled(&self) -> bool {
         self.ui_config.enabled
     }
