@@ -693,3 +693,46 @@ async fn dns_config_reloads_without_restart() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(m.metadata.recursion_available);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_hide_what_the_dns_token_cannot_read() {
+    const MGMT: &str = "6b9e1c2d-0a3f-4e47-9a43-2c4e1c0a9f02";
+    let mut c = dns_config();
+    c.acl.enabled = true;
+    c.acl.default_policy = "deny".into();
+    c.acl.tokens.initial_management = Some(MGMT.into());
+    let (a, dns) = start(c).await;
+    let http = Client::new();
+    let put = |path: &'static str, body: Value| http.put(a.url(path)).header("X-Consul-Token", MGMT).json(&body).send();
+    retry_until(Duration::from_secs(15), "management token written", || async {
+        (put("/v1/catalog/register", json!({"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": "web"}}))
+            .await
+            .ok()?
+            .status()
+            == 200)
+            .then_some(())
+    })
+    .await;
+    let r = put("/v1/catalog/register", json!({"Node": "n2", "Address": "10.0.0.2", "Service": {"Service": "secret"}}));
+    assert_eq!(r.await.unwrap().status(), 200);
+
+    // No DNS token: anonymous, which reads nothing under deny.
+    let m = udp(dns, "web.service.consul.", RecordType::A).await;
+    assert!(m.answers.is_empty(), "{m:?}");
+
+    // A DNS token that reads web and the nodes, set at run time.
+    let rules = "service \"web\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }";
+    let r = put("/v1/acl/policy", json!({"Name": "dns", "Rules": rules})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = put("/v1/acl/token", json!({"Policies": [{"Name": "dns"}]})).await.unwrap().json().await.unwrap();
+    let r = put("/v1/agent/token/dns", json!({"Token": t["SecretID"]})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let m = udp(dns, "web.service.consul.", RecordType::A).await;
+    assert_eq!(ips(&m.answers), ip_set(&["10.0.0.1"]));
+    let m = udp(dns, "secret.service.consul.", RecordType::A).await;
+    assert!(m.answers.is_empty() && m.metadata.response_code == ResponseCode::NXDomain, "{m:?}");
+    // Nodes are readable: n2 answers as a node, but not through the service it runs.
+    let m = udp(dns, "n2.node.consul.", RecordType::A).await;
+    assert_eq!(ips(&m.answers), ip_set(&["10.0.0.2"]));
+    a.stop().await;
+}

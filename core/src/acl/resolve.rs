@@ -243,6 +243,43 @@ impl Resolver {
         }
     }
 
+    /// The authorizer of the agent's DNS token (`tokens.dns` > `tokens.default` > anonymous)
+    /// for DNS answers, without waiting: servers compile it from their store (cached until an
+    /// ACL table changes); client agents use what [`warm_dns`](Self::warm_dns) resolved, and
+    /// until then (or when it was not found) nothing is revealed.
+    pub fn dns_authz(&self, agent: &AgentShared) -> Arc<Authz> {
+        let c = agent.config();
+        if !c.acl.enabled {
+            return disabled();
+        }
+        let secret = self.agent_token(agent, "dns").unwrap_or_else(|| ANONYMOUS_SECRET.to_string());
+        let default_allow = c.acl.default_policy == "allow";
+        if let Some(server) = agent.server() {
+            let index = acl_index(&server.store);
+            if let Some(hit) = self.cached(&secret, |c| c.index == index) {
+                return hit;
+            }
+            if let Ok(Some(resolved)) = resolve_in_store(&server.store, &secret) {
+                let authz = Arc::new(resolved.compile(default_allow));
+                self.store_cache(secret, authz.clone(), index);
+                return authz;
+            }
+        } else if let Some(hit) = self.cached(&secret, |_| true) {
+            return hit;
+        }
+        Arc::new(Authz::compile(ANONYMOUS_ACCESSOR, std::iter::empty(), false))
+    }
+
+    /// Client agents: resolves the DNS token through a server when its cache entry is stale,
+    /// so [`dns_authz`](Self::dns_authz) has it.
+    pub async fn warm_dns(&self, agent: &AgentShared) {
+        if agent.server().is_some() || !agent.config().acl.enabled {
+            return;
+        }
+        let secret = self.agent_token(agent, "dns").unwrap_or_else(|| ANONYMOUS_SECRET.to_string());
+        let _ = self.authorize(agent, Some(&secret)).await;
+    }
+
     fn on_down(&self, agent: &AgentShared, secret: &str, why: String) -> Result<Arc<Authz>, ResolveError> {
         let policy = agent.config().acl.down_policy.clone();
         tracing::warn!(error = %why, "ACL token resolution failed; applying down_policy {policy}");

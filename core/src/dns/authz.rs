@@ -3,7 +3,7 @@
 //! Consul answers DNS with the agent's DNS token (`acl.tokens.dns`, else `acl.tokens.default`,
 //! else anonymous) and needs `service:read` on the service and `node:read` on the node. Every
 //! record the DNS server builds from the catalog (A/AAAA/SRV/TXT answers, NS, PTR) goes through
-//! [`dns_allows`]; the ACL system plugs in here. Until ACLs exist, everything is allowed.
+//! [`dns_allows`], which asks the agent's ACL resolver (`acl::resolve::Resolver::dns_authz`).
 
 use crate::agent::AgentShared;
 
@@ -16,6 +16,12 @@ pub enum Resource<'a> {
 
 /// Whether the agent's DNS token may read `what` (service:read / node:read).
 pub fn dns_allows(agent: &AgentShared, what: Resource<'_>) -> bool {
-    let _ = (agent, what);
-    true
+    let authz = agent.acl.dns_authz(agent);
+    if authz.is_disabled() {
+        return true;
+    }
+    match what {
+        Resource::Service(name) => authz.allowed(crate::acl::Resource::Service, name, crate::acl::Access::Read),
+        Resource::Node(name) => authz.allowed(crate::acl::Resource::Node, name, crate::acl::Access::Read),
+    }
 }

@@ -263,6 +263,8 @@ impl RequestHandler for Handler {
 
 impl Handler {
     async fn respond(&self, request: &Request) -> Out {
+        // Client agents resolve the DNS token through a server (answers are filtered by it).
+        self.agent.acl.warm_dns(&self.agent).await;
         let cfg = self.agent.config();
         let tcp = request.protocol() != Protocol::Udp;
         let req_md = &request.metadata;
