@@ -50,6 +50,7 @@ pub mod filter;
 pub mod gossip;
 pub mod http;
 pub mod logging;
+pub mod plugin;
 pub mod server;
 pub mod state;
 pub mod telemetry;
