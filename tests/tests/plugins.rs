@@ -271,6 +271,104 @@ async fn redis_server() -> u16 {
     port
 }
 
+/// A server speaking the start of the PostgreSQL protocol: declines SSL ('N'), then answers
+/// the StartupMessage with an AuthenticationCleartextPassword request, or, when `starting`,
+/// with the ErrorResponse a server gives while it starts up (SQLSTATE 57P03).
+async fn postgres_server(starting: bool) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8];
+                if s.read_exact(&mut buf).await.is_err() || buf[4..] != [0x04, 0xd2, 0x16, 0x2f] {
+                    return;
+                }
+                let _ = s.write_all(b"N").await;
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                let _ = s.read_exact(&mut rest).await;
+                let msg: Vec<u8> = if starting {
+                    let body = b"SFATAL\0C57P03\0Mthe database system is starting up\0\0";
+                    let mut m = vec![b'E'];
+                    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+                    m.extend_from_slice(body);
+                    m
+                } else {
+                    vec![b'R', 0, 0, 0, 8, 0, 0, 0, 3]
+                };
+                let _ = s.write_all(&msg).await;
+            });
+        }
+    });
+    port
+}
+
+/// A TLS server presenting tests/fixtures/plugins/cert.pem (valid until 2126).
+async fn tls_server() -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = repo_root().join("tests/fixtures/plugins");
+    let cert = CertificateDer::from_pem_file(dir.join("cert.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("cert-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let mut b = [0u8; 16];
+                    let _ = tls.read(&mut b).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_and_certificate_plugins_against_real_servers() {
+    let tcp = rust_plugin("tcp_protocol").display().to_string();
+    let cert = rust_plugin("cert_expiry").display().to_string();
+    let pg_up = postgres_server(false).await;
+    let pg_starting = postgres_server(true).await;
+    let tls = tls_server().await;
+    let a = InProcessAgent::start(test_config()).await;
+    let allow = json!({"allow_hosts": ["127.0.0.1"]});
+    let register = |id: &str, plugin: &str, args: Value| {
+        let mut d = wasm_check(id, plugin, "3s", allow.clone());
+        d["Wasm"]["args"] = args;
+        d
+    };
+    for (id, plugin, args) in [
+        ("pg-up", &tcp, json!({"protocol": "postgres", "host": "127.0.0.1", "port": pg_up, "user": "app"})),
+        ("pg-starting", &tcp, json!({"protocol": "postgres", "host": "127.0.0.1", "port": pg_starting})),
+        ("cert-ok", &cert, json!({"host": "127.0.0.1", "port": tls, "server_name": "long-lived.test"})),
+        ("cert-warn", &cert, json!({"host": "127.0.0.1", "port": tls, "warn_days": 50000, "critical_days": 7})),
+        ("cert-crit", &cert, json!({"host": "127.0.0.1", "port": tls, "warn_days": 60000, "critical_days": 50000})),
+    ] {
+        let (code, body) = put(&a, "/v1/agent/check/register", register(id, plugin, args)).await;
+        assert_eq!(code, 200, "{id}: {body}");
+    }
+    wait_check(&a, "pg-up", "passing", "postgres: accepting connections").await;
+    wait_check(&a, "pg-starting", "critical", "the database system is starting up").await;
+    wait_check(&a, "cert-ok", "passing", "(CN=long-lived.test): certificate valid for").await;
+    wait_check(&a, "cert-warn", "warning", "certificate expires in").await;
+    wait_check(&a, "cert-crit", "critical", "certificate expires in").await;
+    a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_plugins_run_as_real_checks() {
     let http_json = rust_plugin("http_json").display().to_string();
