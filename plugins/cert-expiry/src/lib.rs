@@ -54,7 +54,13 @@ fn der_time(tag: u8, s: &[u8]) -> Option<i64> {
         0x18 => (n(0, 4)?, 4),
         _ => return None,
     };
-    let (mo, d, h, mi, se) = (n(rest, rest + 2)?, n(rest + 2, rest + 4)?, n(rest + 4, rest + 6)?, n(rest + 6, rest + 8)?, n(rest + 8, rest + 10).unwrap_or(0));
+    let (mo, d, h, mi, se) = (
+        n(rest, rest + 2)?,
+        n(rest + 2, rest + 4)?,
+        n(rest + 4, rest + 6)?,
+        n(rest + 6, rest + 8)?,
+        n(rest + 8, rest + 10).unwrap_or(0),
+    );
     Some(days_from_civil(year, mo, d) * 86400 + h * 3600 + mi * 60 + se)
 }
 

@@ -31,11 +31,8 @@ impl Handler for FileWriter {
                 std::fs::write(path, b"").map_err(|e| format!("{path}: {e}"))?;
             }
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("{path}: {e}"))?;
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{path}: {e}"))?;
         f.write_all(line.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
         Ok(format!("appended {} bytes to {path}", line.len()))
     }

@@ -107,7 +107,7 @@ fn postgres(conn: &Conn, config: &Config) -> Result<CheckResult, String> {
     msg.extend_from_slice(&body);
     conn.send(&msg).map_err(|e| net::describe(&e))?;
     let r = conn
-        .recv_until(0, |b| b.len() >= 5 && b.len() >= 1 + u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize)
+        .recv_until(0, |b| b.len() >= 5 && b.len() > u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize)
         .map_err(|e| net::describe(&e))?;
     match r.first() {
         Some(b'R') => Ok(CheckResult::passing("postgres: accepting connections")),
@@ -131,7 +131,9 @@ fn banner(conn: &Conn, config: &Config) -> Result<CheckResult, String> {
     let r = conn.recv_until(0, |b| b.contains(&b'\n')).map_err(|e| net::describe(&e))?;
     let line = String::from_utf8_lossy(&r).lines().next().unwrap_or("").trim().to_string();
     match config.get("expect") {
-        Some(want) if !line.starts_with(want) => Ok(CheckResult::critical(format!("banner {line:?} does not start with {want:?}"))),
+        Some(want) if !line.starts_with(want) => {
+            Ok(CheckResult::critical(format!("banner {line:?} does not start with {want:?}")))
+        }
         _ => Ok(CheckResult::passing(format!("banner: {line}"))),
     }
 }
@@ -145,7 +147,8 @@ impl Check for TcpProtocol {
 
     fn check(_ctx: &CheckContext, config: &Config) -> Result<CheckResult, String> {
         let (protocol, host, port) = target(config)?;
-        let conn = Conn::connect(&host, port, config.parse_or("timeout_ms", 0)?).map_err(|e| format!("{host}:{port}: {}", net::describe(&e)))?;
+        let conn = Conn::connect(&host, port, config.parse_or("timeout_ms", 0)?)
+            .map_err(|e| format!("{host}:{port}: {}", net::describe(&e)))?;
         let r = match protocol.as_str() {
             "redis" => redis(&conn, config),
             "postgres" => postgres(&conn, config),

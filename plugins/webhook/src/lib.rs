@@ -19,7 +19,9 @@ fn json_escape(s: &str) -> String {
 fn render(template: &str, event: &Event) -> String {
     let json = event_json(event).to_string();
     let (name, payload, watch_type, index) = match event {
-        Event::User(u) => (u.name.clone(), String::from_utf8_lossy(&u.payload).into_owned(), String::new(), String::new()),
+        Event::User(u) => {
+            (u.name.clone(), String::from_utf8_lossy(&u.payload).into_owned(), String::new(), String::new())
+        }
         Event::Watch(w) => (String::new(), String::new(), w.watch_type.clone(), w.index.to_string()),
     };
     template
@@ -33,7 +35,9 @@ fn render(template: &str, event: &Event) -> String {
 impl Handler for Webhook {
     fn validate(config: &Config) -> Result<(), String> {
         for (k, _) in &config.0 {
-            if !["url", "method", "template", "expect_status", "timeout_ms"].contains(&k.as_str()) && !k.starts_with("header_") {
+            if !["url", "method", "template", "expect_status", "timeout_ms"].contains(&k.as_str())
+                && !k.starts_with("header_")
+            {
                 return Err(format!("unknown arg {k:?}"));
             }
         }
@@ -52,7 +56,11 @@ impl Handler for Webhook {
 
     fn handle(config: &Config, event: &Event) -> Result<String, String> {
         let url = config.require("url")?;
-        let method = if config.get("method").is_some_and(|m| m.eq_ignore_ascii_case("PUT")) { Method::Put } else { Method::Post };
+        let method = if config.get("method").is_some_and(|m| m.eq_ignore_ascii_case("PUT")) {
+            Method::Put
+        } else {
+            Method::Post
+        };
         let mut req = http::request(method, url, config.parse_or("timeout_ms", 0)?);
         req.headers.push(("content-type".into(), "application/json".into()));
         for (k, v) in &config.0 {
