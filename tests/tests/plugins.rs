@@ -671,3 +671,45 @@ fn plugin_cli_runs_inspects_and_compiles() {
     assert_eq!(code, 0);
     assert!(out.contains("already cached"), "{out}");
 }
+
+/// Runs an example's build.sh (componentize-py / componentize-js from PyPI / npm).
+fn build_example(dir: &str) -> String {
+    let dir = repo_root().join("examples/plugins").join(dir);
+    let out = std::process::Command::new("bash").arg(dir.join("build.sh")).output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}/build.sh failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("http_check.wasm").display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_examples_run_as_checks() {
+    let python = build_example("python-http-check");
+    let js = build_example("js-http-check");
+    let port = json_server(Arc::new(std::sync::Mutex::new(Vec::new()))).await;
+    let url = format!("http://127.0.0.1:{port}/health");
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.data_dir = Some(data.path().to_path_buf());
+    let a = InProcessAgent::start(config).await;
+    for (id, plugin) in [("python", &python), ("js", &js)] {
+        let mut def = wasm_check(id, plugin, "5s", json!({"allow_hosts": ["127.0.0.1"], "memory_mb": 64}));
+        def["Wasm"]["args"] = json!({"url": url, "json_path": "checks.0.name", "json_equals": "db"});
+        let (code, body) = put(&a, "/v1/agent/check/register", def).await;
+        assert_eq!(code, 200, "{id}: {body}");
+        let mut bad = wasm_check(&format!("{id}-bad"), plugin, "5s", json!({}));
+        bad["Wasm"]["args"] = json!({"url": "ftp://nope"});
+        let (code, body) = put(&a, "/v1/agent/check/register", bad).await;
+        assert_eq!(code, 400, "{id}: {body}");
+        assert!(body.contains("is not an http:// or https:// URL"), "{id}: {body}");
+    }
+    let out = wait_check(&a, "python", "passing", "(python)").await;
+    assert!(out.contains("checks.0.name = 'db'"), "{out}");
+    let out = wait_check(&a, "js", "passing", "(javascript)").await;
+    assert!(out.contains("checks.0.name = \"db\""), "{out}");
+    a.stop().await;
+}
