@@ -8,7 +8,8 @@
 //! ```text
 //! src/bin/legate.rs   args -> cli::run(); nothing else
 //! src/cli/            one file per command family (agent, validate, version, kv, snapshot,
-//!                     catalog/services/maint, members/join/leave/event, operator/keyring/info);
+//!                     catalog/services/maint, members/join/leave/event, operator/keyring/info,
+//!                     plugin run/inspect/compile/bench);
 //!                     Consul-style single-dash flags are accepted by cli::normalize_args
 //! src/config/         mod.rs (Config structs, Consul key names and defaults), load.rs (figment
 //!                     layers: defaults < -dev < files/dirs < LEGATE_* env < flags; validation),
@@ -25,6 +26,10 @@
 //! src/http/           warp server + one dispatcher: mod.rs (routing, headers, pretty),
 //!                     error.rs (ApiError -> status), request.rs, response.rs, blocking.rs,
 //!                     forward.rs (client agents -> servers), one file per endpoint family
+//! src/plugin/         WASM plugin host (wasmtime 48, component model): mod.rs (engine, epoch
+//!                     ticker, compiled cache, load/hot swap, check and handler calls, limits),
+//!                     host.rs (the log/http/net/kv/host interfaces, grants), bindings.rs
+//!                     (bindgen! of sdk/wit, one module per supported WIT version)
 //! src/filter.rs       ?filter= (go-bexpr) expressions over JSON
 //! src/telemetry.rs    metrics registry behind /v1/agent/metrics
 //! src/logging.rs      tracing to stderr / file / syslog, reloadable level

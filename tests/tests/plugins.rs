@@ -713,3 +713,48 @@ async fn python_and_javascript_examples_run_as_checks() {
     assert!(out.contains("checks.0.name = \"db\""), "{out}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_reach_only_what_is_granted() {
+    let probe = rust_plugin("sandbox_probe").display().to_string();
+    let (port, _server) = silent_server().await;
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("f.txt"), "twelve bytes").unwrap();
+    let a = InProcessAgent::start(test_config()).await;
+    legate_tests::wait_leader(&a.base).await;
+    let r = Client::new().put(a.url("/v1/kv/config/web/x")).body("hello").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Nothing granted: a file, a raw socket, HTTP, KV are all refused.
+    let mut denied = wasm_check("denied", &probe, "2s", json!({}));
+    denied["Wasm"]["args"] = json!({
+        "read_file": "/data/f.txt",
+        "connect": format!("127.0.0.1:{port}"),
+        "http_url": format!("http://127.0.0.1:{port}/"),
+        "kv_key": "config/web/x",
+    });
+    assert_eq!(put(&a, "/v1/agent/check/register", denied).await.0, 200);
+    // Granted: the directory (read-only), the KV prefix. Raw sockets stay refused even with
+    // allow_hosts (plugins use the host's net interface).
+    let mut granted = wasm_check(
+        "granted",
+        &probe,
+        "2s",
+        json!({"kv_read_prefixes": ["config/web/"],
+               "files": [{"host_dir": files.path(), "guest_dir": "/data"}]}),
+    );
+    granted["Wasm"]["args"] = json!({"read_file": "/data/f.txt", "kv_key": "config/web/x"});
+    assert_eq!(put(&a, "/v1/agent/check/register", granted).await.0, 200);
+    let mut outside = wasm_check("outside", &probe, "2s", json!({"kv_read_prefixes": ["config/web/"]}));
+    outside["Wasm"]["args"] = json!({"kv_key": "config/db/password"});
+    assert_eq!(put(&a, "/v1/agent/check/register", outside).await.0, 200);
+
+    let out = wait_check(&a, "denied", "critical", "read /data/f.txt: denied").await;
+    assert!(out.contains(&format!("connect 127.0.0.1:{port}: denied")), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{port} is not in allow_hosts")), "{out}");
+    assert!(out.contains("kv config/web/x: denied"), "{out}");
+    let out = wait_check(&a, "granted", "passing", "read /data/f.txt: 12 bytes").await;
+    assert!(out.contains("kv config/web/x: 5 bytes"), "{out}");
+    wait_check(&a, "outside", "critical", "kv config/db/password: denied").await;
+    a.stop().await;
+}
