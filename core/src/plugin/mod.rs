@@ -309,8 +309,18 @@ impl PluginHost {
         if let Some(l) = self.cached(path, st) {
             return Ok(l);
         }
-        let bytes = tokio::fs::read(path).await.map_err(|e| format!("plugin {}: {e}", path.display()))?;
-        let sha = sha256_hex(&bytes);
+        // The content hash: from the stamp index when the file is unchanged since it was last
+        // hashed (a restart then reads no plugin bytes at all), else by reading the file.
+        let mut bytes = None;
+        let sha = match self.indexed_sha(path, st) {
+            Some(sha) => sha,
+            None => {
+                let b = tokio::fs::read(path).await.map_err(|e| format!("plugin {}: {e}", path.display()))?;
+                let sha = sha256_hex(&b);
+                bytes = Some(b);
+                sha
+            }
+        };
         let previous = self.inner.loaded.lock().unwrap().get(path).cloned();
         let loaded = match previous {
             // Touched but not changed: keep the linked plugin.
@@ -325,12 +335,27 @@ impl PluginHost {
                 handler: p.handler.clone(),
             }),
             _ => {
-                let (component, from_cache) = self.compile_cached(&bytes, &sha).await?;
+                let (component, from_cache) = match self.deserialize_cached(&sha) {
+                    Some(c) => (c, true),
+                    None => {
+                        let b = match bytes.take() {
+                            Some(b) => b,
+                            None => {
+                                tokio::fs::read(path).await.map_err(|e| format!("plugin {}: {e}", path.display()))?
+                            }
+                        };
+                        if sha256_hex(&b) != sha {
+                            return Err(format!("plugin {} changed while loading; try again", path.display()));
+                        }
+                        self.compile_cached(&b, &sha).await?
+                    }
+                };
                 let l = Arc::new(self.link(path, sha, st, component, from_cache)?);
                 tracing::info!(plugin = %path.display(), sha256 = %l.sha256, world = l.world.as_str(), from_cache, "wasm plugin loaded");
                 l
             }
         };
+        self.record_sha(path, st, &loaded.sha256);
         self.inner.loaded.lock().unwrap().insert(path.to_path_buf(), loaded.clone());
         Ok(loaded)
     }
@@ -344,18 +369,59 @@ impl PluginHost {
         self.inner.opts.cache_dir.as_ref().map(|d| d.join(format!("{sha}-{}.cwasm", self.inner.engine_hash)))
     }
 
-    async fn compile_cached(&self, bytes: &[u8], sha: &str) -> Result<(Component, bool), String> {
-        let cache = self.cache_path(sha);
-        if let Some(p) = &cache {
-            if p.is_file() {
-                // SAFETY: only files this agent wrote into its own private cache dir are
-                // deserialized, and the name carries the engine's compatibility hash.
-                match unsafe { Component::deserialize_file(&self.inner.engine, p) } {
-                    Ok(c) => return Ok((c, true)),
-                    Err(e) => tracing::warn!(file = %p.display(), error = %e, "dropping unusable plugin cache entry"),
-                }
+    /// Where the stamp index records the hash of the file at `path`.
+    fn index_path(&self, path: &Path) -> Option<PathBuf> {
+        let dir = self.inner.opts.cache_dir.as_ref()?;
+        let abs = std::fs::canonicalize(path).ok()?;
+        Some(dir.join("index").join(format!("{}.json", &sha256_hex(abs.as_os_str().as_encoded_bytes())[..32])))
+    }
+
+    /// The recorded content hash of `path`, if its size and mtime are still those recorded.
+    fn indexed_sha(&self, path: &Path, st: Stamp) -> Option<String> {
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(self.index_path(path)?).ok()?).ok()?;
+        let mtime = st.mtime?.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos() as u64;
+        (rec["len"].as_u64() == Some(st.len) && rec["mtime_ns"].as_u64() == Some(mtime))
+            .then(|| rec["sha256"].as_str().map(str::to_string))
+            .flatten()
+    }
+
+    fn record_sha(&self, path: &Path, st: Stamp, sha: &str) {
+        let (Some(p), Some(mtime)) = (self.index_path(path), st.mtime) else { return };
+        let Ok(mtime) = mtime.duration_since(SystemTime::UNIX_EPOCH) else { return };
+        let rec = serde_json::json!({"path": path, "len": st.len, "mtime_ns": mtime.as_nanos() as u64, "sha256": sha});
+        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+        let r = std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")))
+            .and_then(|_| std::fs::write(&tmp, rec.to_string()))
+            .and_then(|_| std::fs::rename(&tmp, &p));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(file = %p.display(), error = %e, "cannot record plugin hash");
+        }
+    }
+
+    /// The compiled plugin with content `sha` from the on-disk cache.
+    fn deserialize_cached(&self, sha: &str) -> Option<Component> {
+        let p = self.cache_path(sha)?;
+        if !p.is_file() {
+            return None;
+        }
+        // SAFETY: only files this agent wrote into its own private cache dir are deserialized,
+        // and the name carries the engine's compatibility hash.
+        match unsafe { Component::deserialize_file(&self.inner.engine, &p) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(file = %p.display(), error = %e, "dropping unusable plugin cache entry");
+                let _ = std::fs::remove_file(&p);
+                None
             }
         }
+    }
+
+    async fn compile_cached(&self, bytes: &[u8], sha: &str) -> Result<(Component, bool), String> {
+        if let Some(c) = self.deserialize_cached(sha) {
+            return Ok((c, true));
+        }
+        let cache = self.cache_path(sha);
         let engine = self.inner.engine.clone();
         let owned = bytes.to_vec();
         let started = Instant::now();
