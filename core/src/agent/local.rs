@@ -114,7 +114,7 @@ pub fn validate_check(def: &CheckDefinition, script_allowed: bool) -> Result<(),
         ));
     }
     if needs_interval && def.interval.as_ref().is_none_or(|i| i.0.is_zero()) {
-        return Err(Invalid("Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP, GRPC or WASM checks".into()));
+        return Err(Invalid("Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks".into()));
     }
     if kind == "script" && !script_allowed {
         return Err(Invalid(
