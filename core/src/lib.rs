@@ -8,7 +8,8 @@
 //! ```text
 //! src/bin/legate.rs   args -> cli::run(); nothing else
 //! src/cli/            one file per command family (agent, validate, version, kv, snapshot,
-//!                     catalog/services/maint, members/join/leave/event, operator/keyring/info);
+//!                     catalog/services/maint, members/join/leave/event, operator/keyring/info,
+//!                     plugin run/inspect/compile/bench);
 //!                     Consul-style single-dash flags are accepted by cli::normalize_args
 //! src/config/         mod.rs (Config structs, Consul key names and defaults), load.rs (figment
 //!                     layers: defaults < -dev < files/dirs < LEGATE_* env < flags; validation),
@@ -28,6 +29,10 @@
 //! src/watch/         watches: mod.rs (types, the blocking-query loop), handler.rs (exec,
 //!                     http, wasm); the agent runs config watches in agent/watches.rs, the
 //!                     CLI in cli/watch.rs
+//! src/plugin/         WASM plugin host (wasmtime 48, component model): mod.rs (engine, epoch
+//!                     ticker, compiled cache, load/hot swap, check and handler calls, limits),
+//!                     host.rs (the log/http/net/kv/host interfaces, grants), bindings.rs
+//!                     (bindgen! of sdk/wit, one module per supported WIT version)
 //! src/filter.rs       ?filter= (go-bexpr) expressions over JSON
 //! src/telemetry.rs    metrics registry behind /v1/agent/metrics
 //! src/logging.rs      tracing to stderr / file / syslog, reloadable level
@@ -55,6 +60,7 @@ pub mod filter;
 pub mod gossip;
 pub mod http;
 pub mod logging;
+pub mod plugin;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -11,6 +11,7 @@ mod hot_reload;
 mod http_api;
 mod kv;
 mod lifecycle;
+mod plugins;
 mod raft_cluster;
 mod services;
 mod sessions;

@@ -100,7 +100,13 @@ fn status_from(s: Option<&str>) -> Result<String, Invalid> {
 pub fn validate_check(def: &CheckDefinition, script_allowed: bool) -> Result<(), Invalid> {
     let kind = checks::kind(def);
     let needs_interval =
-        matches!(kind, "http" | "tcp" | "udp" | "script" | "grpc" | "h2ping" | "docker" | "os_service");
+        matches!(kind, "http" | "tcp" | "udp" | "script" | "grpc" | "h2ping" | "docker" | "os_service" | "wasm");
+    if kind.is_empty() && def.wasm.is_some() {
+        return Err(Invalid("WASM checks need wasm.plugin (a path or a plugin name)".into()));
+    }
+    if def.wasm.as_ref().is_some_and(|w| w.memory_mb == Some(0)) {
+        return Err(Invalid("wasm.memory_mb must be > 0".into()));
+    }
     if kind.is_empty() {
         return Err(Invalid(
             "Must provide TTL or Script/DockerContainerID/HTTP/TCP/UDP/H2PING/GRPC/AliasNode/AliasService and Interval"
@@ -154,6 +160,7 @@ pub fn check_record(def: &CheckDefinition, id: &str, name: &str, node: &str) -> 
         "GRPCUseTLS": def.grpc_use_tls,
         "OSService": def.os_service.clone().unwrap_or_default(),
         "ScriptArgs": if def.args.is_empty() { serde_json::Value::Null } else { serde_json::json!(def.args) },
+        "Wasm": def.wasm.as_ref().map(|w| serde_json::json!({"Plugin": w.plugin, "Args": w.args})),
     });
     Ok(Check {
         node: node.to_string(),

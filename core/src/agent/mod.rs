@@ -87,11 +87,19 @@ pub struct AgentShared {
     pub events: events::EventBuffer,
     /// ACL token resolution and the agent's own tokens.
     pub acl: crate::acl::resolve::Resolver,
+    /// The WASM plugin host (check and event-handler plugins).
+    plugins: crate::plugin::PluginHost,
 }
 
 impl AgentShared {
     pub fn server(&self) -> Option<&Arc<Server>> {
         self.server.as_ref()
+    }
+
+    /// The WASM plugin host: run check plugins, validate definitions, run event handlers
+    /// ([`crate::plugin::run_handler`]).
+    pub fn plugins(&self) -> &crate::plugin::PluginHost {
+        &self.plugins
     }
 
     /// The running config (cheap: an `Arc` clone).
@@ -594,7 +602,9 @@ impl Agent {
 
         let persist = data_dir.as_ref().map(|d| d.path().join("local-state.json"));
         let local = Arc::new(local::LocalState::new(node_name.clone(), persist));
-        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let plugins =
+            plugin_host(&config, &node_name, server.as_ref(), config_rx.clone()).map_err(AgentError::Server)?;
         let reloader = sources.map(|opts| Reloader::new(opts, config_tx.clone()));
         let shared = Arc::new(AgentShared {
             config: config_rx,
@@ -614,6 +624,7 @@ impl Agent {
             stop: shutdown.clone(),
             events: events::EventBuffer::default(),
             acl: Default::default(),
+            plugins,
         });
         if let Some(server) = &shared.server {
             server.acl_enforced.store(shared.config().acl.enabled, std::sync::atomic::Ordering::Relaxed);
@@ -751,6 +762,63 @@ impl Agent {
 /// The leader's member reconciliation: every alive member gets its node registered with a
 /// passing `serfHealth` check ("Agent alive and reachable"), and servers the `consul` service.
 /// Until gossip, the members are this agent alone.
+/// The agent's plugin host: plugins by name from `plugin_dir` (default `<data_dir>/plugins`),
+/// compiled code cached in `<data_dir>/plugin-cache`, KV reads from this server's store.
+fn plugin_host(
+    config: &Config,
+    node_name: &str,
+    server: Option<&Arc<Server>>,
+    live_config: watch::Receiver<Arc<Config>>,
+) -> Result<crate::plugin::PluginHost, String> {
+    let plugin_dir = config.plugin_dir.clone().or_else(|| config.data_dir.as_ref().map(|d| d.join("plugins")));
+    let cache_dir = config.data_dir.as_ref().map(|d| d.join("plugin-cache"));
+    let kv = server.map(|s| Arc::new(StoreKv(s.clone(), live_config)) as Arc<dyn crate::plugin::KvSource>);
+    crate::plugin::PluginHost::new(crate::plugin::HostOptions {
+        plugin_dir,
+        cache_dir,
+        facts: crate::plugin::Facts { node_name: node_name.to_string(), datacenter: config.datacenter.clone() },
+        kv,
+    })
+}
+
+/// Plugin KV reads from the server's state store, with the ACL token of the plugin's
+/// definition (else the agent's default token) when ACLs are on.
+struct StoreKv(Arc<Server>, watch::Receiver<Arc<Config>>);
+
+impl crate::plugin::KvSource for StoreKv {
+    fn read_allowed(&self, token: Option<&str>, key: &str) -> Result<(), String> {
+        let config = self.1.borrow().clone();
+        if !config.acl.enabled {
+            return Ok(());
+        }
+        let secret = token
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .or_else(|| config.acl.tokens.default.clone())
+            .unwrap_or_else(|| crate::acl::ANONYMOUS_SECRET.to_string());
+        let resolved = crate::acl::resolve::resolve_in_store(&self.0.store, &secret)?.ok_or("ACL not found")?;
+        let authz = resolved.compile(config.acl.default_policy == "allow");
+        authz.require(crate::acl::Resource::Key, key, crate::acl::Access::Read).map_err(|d| d.0)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<crate::plugin::bindings::v0_1::kv::Entry>, String> {
+        let txn = self.0.store.read().map_err(|e| e.to_string())?;
+        let e = crate::state::kv::get(&txn, key).map_err(|e| e.to_string())?;
+        Ok(e.map(|e| crate::plugin::bindings::v0_1::kv::Entry {
+            key: key.to_string(),
+            value: e.value,
+            user_flags: e.flags,
+            modify_index: e.modify_index,
+        }))
+    }
+
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let txn = self.0.store.read().map_err(|e| e.to_string())?;
+        let entries = crate::state::kv::list(&txn, prefix).map_err(|e| e.to_string())?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+}
+
 async fn leader_reconcile(agent: Arc<AgentShared>, shutdown: CancellationToken) {
     use crate::server::command::Command;
     use crate::state::catalog::{Check, Register, Service};

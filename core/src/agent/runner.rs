@@ -164,16 +164,32 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
         });
     let max = output_limit(&agent, &c);
     let mut thresholds = Thresholds::new(&c.definition);
+    let mut plugin_state = crate::plugin::CheckState::default();
+    let plugin_call = crate::plugin::CheckCall {
+        check_id: c.check.check_id.clone(),
+        check_name: c.check.name.clone(),
+        service_id: c.check.service_id.clone(),
+        interval,
+        timeout,
+        token: c.token.clone(),
+    };
     let stagger = rand::thread_rng().gen_range(Duration::ZERO..interval);
     tokio::select! {
         _ = token.cancelled() => return,
         _ = tokio::time::sleep(stagger) => {}
     }
     loop {
-        let Outcome { status, output } = tokio::select! {
-            _ = token.cancelled() => return,
-            o = checks::probe(&c.definition, timeout, max) => o,
+        let Outcome { status, mut output } = match &c.definition.wasm {
+            Some(spec) if c.check.kind == "wasm" => tokio::select! {
+                _ = token.cancelled() => return,
+                o = agent.plugins().run_check(spec, &plugin_call, &mut plugin_state) => o,
+            },
+            _ => tokio::select! {
+                _ = token.cancelled() => return,
+                o = checks::probe(&c.definition, timeout, max) => o,
+            },
         };
+        checks::truncate(&mut output, max);
         if let Some(s) = thresholds.filter(status) {
             record(&agent, &c.check.check_id, s, &output);
         }

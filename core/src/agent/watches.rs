@@ -3,6 +3,7 @@
 //! `datacenter`. On reload the set is reconciled: removed watches stop (a running handler is
 //! killed), new ones start, unchanged ones keep running. Shutdown stops them all.
 
+use base64::Engine;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -22,17 +23,45 @@ use crate::watch::WatchSpec;
 /// hanging handler cannot stall its watch forever.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs a WASM event-handler plugin for a watch. The plugin host replaces this body; until
-/// then a watch with a WASM handler logs this error on each change.
+/// Runs a WASM event-handler plugin for a watch: the plugin gets the watch type, the index and
+/// the JSON an exec handler would read on stdin.
 pub async fn run_wasm_handler(
     shared: &AgentShared,
-    wasm: &Json,
+    wasm: &crate::config::WasmSpec,
     watch_type: &str,
     index: u64,
     payload_json: &str,
-) -> Result<(), String> {
-    let _ = (shared, wasm, watch_type, index, payload_json);
-    Err("WASM plugins are not available in this build".into())
+) -> Result<String, String> {
+    use crate::plugin::HandlerEvent;
+    if watch_type == "event" {
+        // User events reach the plugin typed, one call per event (oldest first).
+        let events: Vec<Json> = serde_json::from_str(payload_json).map_err(|e| format!("bad event list: {e}"))?;
+        let mut outputs = Vec::new();
+        for e in events {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            let payload = match e["Payload"].as_str() {
+                Some(b) => base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let event = HandlerEvent::User {
+                id: s("ID"),
+                name: s("Name"),
+                payload,
+                ltime: e["LTime"].as_u64().unwrap_or(0),
+                node_filter: s("NodeFilter"),
+                service_filter: s("ServiceFilter"),
+                tag_filter: s("TagFilter"),
+            };
+            let out = crate::plugin::run_handler(shared.plugins(), wasm, event).await?;
+            if !out.output.is_empty() {
+                outputs.push(out.output);
+            }
+        }
+        return Ok(outputs.join("\n"));
+    }
+    let event =
+        HandlerEvent::Watch { watch_type: watch_type.to_string(), index, payload_json: payload_json.to_string() };
+    crate::plugin::run_handler(shared.plugins(), wasm, event).await.map(|o| o.output)
 }
 
 /// The address watches query: the first HTTP listener, loopback if it listens on all addresses.
@@ -149,7 +178,7 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
             },
             HandlerSpec::Wasm(w) => {
                 let text = String::from_utf8_lossy(&payload);
-                run_wasm_handler(agent_ref, w, kind, index, &text).await.map(|()| String::new())
+                run_wasm_handler(agent_ref, w, kind, index, &text).await
             }
         };
         match outcome {

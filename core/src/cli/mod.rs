@@ -10,6 +10,7 @@ mod kv;
 mod lock;
 mod members;
 mod operator;
+mod plugin;
 mod snapshot;
 mod validate;
 mod version;
@@ -74,6 +75,9 @@ enum Command {
     /// Saves, restores and inspects snapshots of the cluster state
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Runs, inspects, compiles and benchmarks WASM plugins
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Validates config files or directories without starting an agent
     Validate(validate::ValidateArgs),
     /// Prints the Legate version
@@ -191,6 +195,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Services(cmd) => catalog::run_services(cmd),
         Command::Maint(a) => catalog::run_maint(a),
         Command::Snapshot(cmd) => snapshot::run(cmd),
+        Command::Plugin(cmd) => plugin::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Version(args) => version::run(args),
         Command::Watch(args) => watch::run(args),

@@ -685,6 +685,14 @@ fn validate_check(chk: &CheckDefinition, in_service: bool) -> Result<(), (String
     if needs_interval && chk.interval.is_none_or(|i| i.0.is_zero()) {
         return Err((".interval".into(), "interval is required for this check type".into()));
     }
+    if let Some(w) = &chk.wasm {
+        if w.plugin.is_empty() {
+            return Err((".wasm.plugin".into(), "a wasm check needs a plugin (a path or a name)".into()));
+        }
+        if w.memory_mb == Some(0) {
+            return Err((".wasm.memory_mb".into(), "memory_mb must be > 0".into()));
+        }
+    }
     if let Some(status) = &chk.status {
         if !matches!(status.as_str(), "passing" | "warning" | "critical") {
             return Err((

@@ -45,6 +45,9 @@ pub struct Config {
     pub disable_host_node_id: bool,
     pub node_meta: BTreeMap<String, String>,
     pub data_dir: Option<PathBuf>,
+    /// Legate extension: where WASM plugins named without a path are found (default
+    /// `<data_dir>/plugins`).
+    pub plugin_dir: Option<PathBuf>,
     /// Set from `-dev`; not a config-file key (Consul has none).
     #[serde(skip)]
     pub dev: bool,
@@ -204,6 +207,7 @@ impl Default for Config {
             disable_host_node_id: true,
             node_meta: d(),
             data_dir: None,
+            plugin_dir: None,
             dev: false,
             bind_addr: "0.0.0.0".into(),
             advertise_addr: None,
@@ -747,8 +751,58 @@ pub struct CheckDefinition {
     pub failures_before_warning: u32,
     pub failures_before_critical: u32,
     pub output_max_size: Option<u32>,
-    /// Legate's WASM check plugins (given meaning by the plugin issue).
-    pub wasm: Option<Json>,
+    /// Legate extension: a WASM check plugin (see [`WasmSpec`]).
+    pub wasm: Option<WasmSpec>,
+}
+
+/// A WASM plugin use: which plugin, its configuration and what it may reach. The `wasm` block
+/// of a check definition (and of a watch handler). Keys are snake_case; the PascalCase forms of
+/// Consul-style API bodies are accepted too.
+///
+/// `plugin` is a path to a `.wasm` component (containing a `/`, or ending in `.wasm`), or a name
+/// looked up as `<plugin_dir>/<name>.wasm` (`plugin_dir` defaults to `<data_dir>/plugins`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WasmSpec {
+    #[serde(alias = "Plugin")]
+    pub plugin: String,
+    /// Passed to the plugin as string pairs (non-string values as their JSON text).
+    #[serde(alias = "Args")]
+    pub args: serde_json::Map<String, Json>,
+    /// Hosts the plugin's `http` and `net` calls may reach: `host`, `host:port`, `*.domain`, or
+    /// `*` for any. Empty: no network at all.
+    #[serde(alias = "AllowHosts")]
+    pub allow_hosts: Vec<String>,
+    /// KV prefixes the plugin's `kv` calls may read. Empty: no KV.
+    #[serde(alias = "KVReadPrefixes", alias = "KvReadPrefixes")]
+    pub kv_read_prefixes: Vec<String>,
+    /// Linear-memory cap per call (default 64 MiB).
+    #[serde(alias = "MemoryMB", alias = "MemoryMb")]
+    pub memory_mb: Option<u32>,
+    /// Host directories the plugin may see through WASI (default: none).
+    #[serde(alias = "Files")]
+    pub files: Vec<FileGrant>,
+    /// Budget of one handler call (checks use the check's `timeout`); default 30s.
+    #[serde(alias = "Timeout")]
+    pub timeout: Option<GoDuration>,
+    /// Optional pin: the hex SHA-256 the plugin file must have.
+    #[serde(alias = "SHA256", alias = "Sha256")]
+    pub sha256: Option<String>,
+}
+
+/// A directory granted to a plugin through WASI preopens.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileGrant {
+    /// The directory on the agent's host.
+    #[serde(alias = "HostDir")]
+    pub host_dir: PathBuf,
+    /// Where the plugin sees it (default `/`).
+    #[serde(alias = "GuestDir")]
+    pub guest_dir: Option<String>,
+    /// Whether the plugin may create and write files there (default read-only).
+    #[serde(alias = "Writable")]
+    pub writable: bool,
 }
 
 /// A watch definition (`watches []`): run by `crate::watch` (the query) and
@@ -774,7 +828,7 @@ pub struct WatchDefinition {
     pub handler: Option<String>,
     pub handler_type: Option<String>,
     pub http_handler_config: Option<Json>,
-    pub wasm: Option<Json>,
+    pub wasm: Option<WasmSpec>,
 }
 
 impl Config {

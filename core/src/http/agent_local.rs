@@ -20,12 +20,12 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Option<Result<ApiRe
     let (op, arg2) = arg.split_once('/').unwrap_or((arg, ""));
     Some(match (head, op) {
         ("services", "") => list_services(ctx, req),
-        ("service", "register") => register_service(ctx, req),
+        ("service", "register") => register_service(ctx, req).await,
         ("service", "deregister") => deregister_service(ctx, req, arg2),
         ("service", "maintenance") => service_maintenance(ctx, req, arg2),
         ("service", _) => get_service(ctx, req, arg),
         ("checks", "") => list_checks(ctx, req),
-        ("check", "register") => register_check(ctx, req),
+        ("check", "register") => register_check(ctx, req).await,
         ("check", "deregister") => deregister_check(ctx, req, arg2),
         ("check", "pass") => ttl(ctx, req, arg2, Some(CheckStatus::Passing)),
         ("check", "warn") => ttl(ctx, req, arg2, Some(CheckStatus::Warning)),
@@ -79,10 +79,26 @@ fn get_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiErr
     Ok(ApiResponse::json(&v).header("X-Consul-Contenthash", hash))
 }
 
-fn register_service(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+/// Runs the `validate` export of every WASM check plugin of the definitions: a plugin that is
+/// missing, is not a check plugin, or rejects its args refuses the registration (400).
+async fn validate_plugins<'a>(ctx: &Ctx, defs: impl Iterator<Item = &'a CheckDefinition>) -> Result<(), ApiError> {
+    for def in defs {
+        if let Some(spec) = def.wasm.as_ref().filter(|w| !w.plugin.is_empty()) {
+            ctx.agent
+                .plugins()
+                .validate(spec, Some(crate::plugin::World::Check))
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("Invalid WASM check: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+async fn register_service(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     req.allow(&[Method::PUT])?;
     let def: ServiceDefinition = decode::body(&req.body)?;
     req.require(Resource::Service, &def.name, Access::Write)?;
+    validate_plugins(ctx, def.check.iter().chain(def.checks.iter())).await?;
     let replace = req.flag("replace-existing-checks");
     let token = super::token(req);
     ctx.agent
@@ -187,13 +203,14 @@ fn list_checks(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(&map))
 }
 
-fn register_check(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+async fn register_check(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     req.allow(&[Method::PUT])?;
     let def: CheckDefinition = decode::body(&req.body)?;
     match def.service_id.as_deref().filter(|s| !s.is_empty()) {
         Some(sid) => service_write(ctx, req, sid)?,
         None => req.require(Resource::Node, ctx.agent.node_name(), Access::Write)?,
     }
+    validate_plugins(ctx, std::iter::once(&def)).await?;
     let token = super::token(req);
     ctx.agent
         .local

@@ -31,7 +31,7 @@ pub enum HandlerSpec {
     Shell(String),
     Http(HttpHandlerConfig),
     /// The `wasm` block, for the plugin host.
-    Wasm(Json),
+    Wasm(crate::config::WasmSpec),
 }
 
 /// `http_handler_config`.
@@ -171,8 +171,8 @@ impl HandlerSpec {
                 None => Err((".http_handler_config".into(), "handler_type http requires http_handler_config".into())),
             },
             _ => match &w.wasm {
-                Some(Json::Object(m)) if !m.is_empty() => Ok(HandlerSpec::Wasm(Json::Object(m.clone()))),
-                Some(_) => Err((".wasm".into(), "wasm must be an object with the plugin to run".into())),
+                Some(spec) if !spec.plugin.trim().is_empty() => Ok(HandlerSpec::Wasm(spec.clone())),
+                Some(_) => Err((".wasm.plugin".into(), "wasm needs the plugin to run".into())),
                 None => Err((".wasm".into(), "handler_type wasm requires a wasm block".into())),
             },
         }
@@ -385,7 +385,7 @@ mod tests {
             d.http_handler_config = Some(json!({"method": "POST"}));
         });
         assert_eq!(HandlerSpec::from_definition(&bad).unwrap_err().0, ".http_handler_config.path");
-        let wasm = w(|d| d.wasm = Some(json!({"plugin": "/p.wasm"})));
+        let wasm = w(|d| d.wasm = Some(crate::config::WasmSpec { plugin: "/p.wasm".into(), ..Default::default() }));
         assert!(matches!(HandlerSpec::from_definition(&wasm).unwrap(), HandlerSpec::Wasm(_)));
         assert!(HandlerSpec::from_definition(&w(|_| {})).unwrap_err().1.contains("no handler"));
     }

@@ -116,6 +116,8 @@ pub fn kind(def: &CheckDefinition) -> &'static str {
         "h2ping"
     } else if set(&def.os_service) {
         "os_service"
+    } else if def.wasm.as_ref().is_some_and(|w| !w.plugin.is_empty()) {
+        "wasm"
     } else {
         ""
     }
@@ -135,10 +137,20 @@ pub async fn probe(def: &CheckDefinition, timeout: Duration, max_output: usize) 
         "os_service" => Outcome::critical("OS service checks are not supported by Legate"),
         "ttl" => Outcome::critical("TTL checks are not probed: they are updated through the API"),
         "alias" => Outcome::critical("alias checks are not probed: they mirror another check"),
+        "wasm" => Outcome::critical("wasm checks run through the agent's plugin host"),
         _ => Outcome::critical("check has no target to probe"),
     };
     truncate(&mut out.output, max_output);
     out
+}
+
+/// A TLS handshake that accepts any certificate (for plugins that inspect certificates).
+pub(crate) async fn tls_handshake_insecure(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+    server_name: Option<&str>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    tls::handshake(tcp, host, server_name, true, &[]).await
 }
 
 /// Cuts `s` to at most `max` bytes, at a char boundary.
