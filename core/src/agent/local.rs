@@ -272,6 +272,8 @@ impl LocalState {
         script_allowed: bool,
         replace_checks: bool,
     ) -> Result<String, Invalid> {
+        // The definition's own token wins over the request's (Consul).
+        let token = def.token.clone().filter(|t| !t.is_empty()).or(token);
         let service = service_record(def)?;
         let id = service.id.clone();
         let embedded = embedded_checks(def, &id);
@@ -687,6 +689,7 @@ pub enum TtlError {
 }
 
 fn insert_check(g: &mut Inner, mut record: Check, def: CheckDefinition, token: Option<String>, source: Source) {
+    let token = def.token.clone().filter(|t| !t.is_empty()).or(token);
     let id = record.check_id.clone();
     // The same definition again (a config reload): keep status, schedule and sync state.
     if g.checks.get(&id).is_some_and(|old| old.definition == def && old.token == token && old.source == source) {
