@@ -16,11 +16,13 @@ fi
 
 # WASM plugins (plugins/, sdk/plugin) build for wasm32-wasip2; the plugin tests run them.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-(cd plugins && cargo build --release --target wasm32-wasip2)
+# plugins/ keeps its own target dir even when CARGO_TARGET_DIR points elsewhere (CI): the
+# tests and examples look for plugins/target/wasm32-wasip2/release/*.wasm.
+(cd plugins && CARGO_TARGET_DIR="$PWD/target" cargo build --release --target wasm32-wasip2)
 
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
-(cd plugins && cargo clippy --release --target wasm32-wasip2 -- -D warnings)
+(cd plugins && CARGO_TARGET_DIR="$PWD/target" cargo clippy --release --target wasm32-wasip2 -- -D warnings)
 cargo clippy --workspace --all-targets -- -D warnings
 # Process tests run the real binary from the same target dir.
 cargo build --workspace --bins

@@ -62,6 +62,8 @@ fn rust_plugin(name: &str) -> PathBuf {
         let status = std::process::Command::new("cargo")
             .args(["build", "--release", "--target", "wasm32-wasip2"])
             .current_dir(&dir)
+            // Its own target dir, also when CARGO_TARGET_DIR points elsewhere (CI).
+            .env("CARGO_TARGET_DIR", dir.join("target"))
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building plugins/ failed (rustup target add wasm32-wasip2?)");
