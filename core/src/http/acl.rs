@@ -62,45 +62,30 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             req.allow(&[Method::GET])?;
             token_list(ctx, req).await
         }
-        ("policy", "") => {
-            req.allow(&[Method::PUT])?;
-            policy_write(ctx, req, None).await
-        }
-        ("policy", arg) => {
+        ("policy" | "role", arg) => {
+            let kind = if head == "policy" { Named::Policy } else { Named::Role };
+            if arg.is_empty() {
+                req.allow(&[Method::PUT])?;
+                return kind.write(ctx, req, None).await;
+            }
             if let Some(name) = arg.strip_prefix("name/") {
                 req.allow(&[Method::GET])?;
-                return policy_read(ctx, req, None, Some(name)).await;
+                return kind.read(ctx, req, None, Some(name)).await;
             }
             req.allow(&[Method::GET, Method::PUT, Method::DELETE])?;
             match req.method {
-                Method::GET => policy_read(ctx, req, Some(arg), None).await,
-                Method::PUT => policy_write(ctx, req, Some(arg)).await,
-                _ => policy_delete(ctx, arg).await,
+                Method::GET => kind.read(ctx, req, Some(arg), None).await,
+                Method::PUT => kind.write(ctx, req, Some(arg)).await,
+                _ => kind.delete(ctx, arg).await,
             }
         }
-        ("policies", "") => {
+        ("policies", "") | ("roles", "") => {
             req.allow(&[Method::GET])?;
-            policy_list(ctx, req).await
-        }
-        ("role", "") => {
-            req.allow(&[Method::PUT])?;
-            role_write(ctx, req, None).await
-        }
-        ("role", arg) => {
-            if let Some(name) = arg.strip_prefix("name/") {
-                req.allow(&[Method::GET])?;
-                return role_read(ctx, req, None, Some(name)).await;
+            if head == "policies" {
+                policy_list(ctx, req).await
+            } else {
+                role_list(ctx, req).await
             }
-            req.allow(&[Method::GET, Method::PUT, Method::DELETE])?;
-            match req.method {
-                Method::GET => role_read(ctx, req, Some(arg), None).await,
-                Method::PUT => role_write(ctx, req, Some(arg)).await,
-                _ => role_delete(ctx, arg).await,
-            }
-        }
-        ("roles", "") => {
-            req.allow(&[Method::GET])?;
-            role_list(ctx, req).await
         }
         ("create", "") | ("update", "") => {
             req.allow(&[Method::PUT, Method::POST])?;
@@ -123,6 +108,42 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             legacy_info(ctx, req, None).await
         }
         _ => Err(ApiError::NotFound(String::new())),
+    }
+}
+
+/// Policies and roles share their endpoint shapes (`<kind>`, `<kind>/<id>`, `<kind>/name/<n>`).
+#[derive(Clone, Copy)]
+enum Named {
+    Policy,
+    Role,
+}
+
+impl Named {
+    async fn read(
+        self,
+        ctx: &Ctx,
+        req: &Request,
+        id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<ApiResponse, ApiError> {
+        match self {
+            Named::Policy => policy_read(ctx, req, id, name).await,
+            Named::Role => role_read(ctx, req, id, name).await,
+        }
+    }
+
+    async fn write(self, ctx: &Ctx, req: &Request, id: Option<&str>) -> Result<ApiResponse, ApiError> {
+        match self {
+            Named::Policy => policy_write(ctx, req, id).await,
+            Named::Role => role_write(ctx, req, id).await,
+        }
+    }
+
+    async fn delete(self, ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
+        match self {
+            Named::Policy => policy_delete(ctx, id).await,
+            Named::Role => role_delete(ctx, id).await,
+        }
     }
 }
 
