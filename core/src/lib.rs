@@ -22,11 +22,18 @@
 //! src/gossip/         LAN membership on foca (SWIM): transport, AES-GCM keyring, user events
 //! src/server/         Raft (openraft) + RPC port: mod.rs (apply, batching, forwarding),
 //!                     command.rs (the Command enum), rpc.rs, raft/ (log store, state machine)
-//! src/state/          redb state store: kv.rs, catalog.rs, snapshot.rs, watch.rs, schema.rs
-//! src/http/           warp server + one dispatcher: mod.rs (routing, headers, pretty),
-//!                     error.rs (ApiError -> status), request.rs, response.rs, blocking.rs,
-//!                     forward.rs (client agents -> servers), one file per endpoint family
-//! src/watch/         watches: mod.rs (types, the blocking-query loop), handler.rs (exec,
+//! src/state/          redb state store: kv.rs, catalog.rs, session.rs, acl.rs (tokens,
+//!                     policies, roles), snapshot.rs, watch.rs, schema.rs
+//! src/http/           warp server + one dispatcher: mod.rs (routing, headers, pretty, token
+//!                     resolution), routes.rs (every route with its ACL permission), error.rs
+//!                     (ApiError -> status), request.rs, response.rs, blocking.rs, forward.rs
+//!                     (client agents -> servers), one file per endpoint family
+//! src/acl/            ACL rules language and authorizer (mod.rs), token resolution, caching
+//!                     and the agent's own tokens (resolve.rs)
+//! src/dns/            DNS on hickory: mod.rs (listeners, handler, trimming), name.rs (name
+//!                     forms), answer.rs (records), source.rs (catalog view / forwarding),
+//!                     recurse.rs (recursors), authz.rs (the ACL decision for answers)
+//! src/watch/          watches: mod.rs (types, the blocking-query loop), handler.rs (exec,
 //!                     http, wasm); the agent runs config watches in agent/watches.rs, the
 //!                     CLI in cli/watch.rs
 //! src/plugin/         WASM plugin host (wasmtime 48, component model): mod.rs (engine, epoch
