@@ -497,8 +497,10 @@ async fn tokens_policies_and_roles_survive_a_restart() {
     let mut config = acl_config();
     config.data_dir = Some(dir.path().to_path_buf());
     config.dev = false;
-    // The Raft configuration keeps the server's address: the port must stay the same.
-    config.ports.server = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port() as i32;
+    // The Raft configuration keeps the server's address: it must stay the same across the
+    // restart (an address of this test's own, so no other test can take the port meanwhile).
+    config.bind_addr = "127.0.9.1".into();
+    config.ports.server = 8300;
     let (a, api) = start(config.clone()).await;
     api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "ro", "Rules": "key_prefix \"\" { policy = \"read\" }"})))
         .await;
@@ -510,8 +512,12 @@ async fn tokens_policies_and_roles_survive_a_restart() {
     assert_eq!(api.call("GET", "/v1/kv/k", Some(&secret), None).await.0, 200);
     assert_eq!(api.call("PUT", "/v1/kv/k", Some(&secret), Some(&json!("w"))).await.0, 403);
     // Bootstrap after initial_management still works once, then is refused.
-    let (s, _) = api.call("PUT", "/v1/acl/bootstrap", None, None).await;
-    assert_eq!(s, 200);
+    let (s, body) = retry_until(Duration::from_secs(10), "a leader answers bootstrap", || async {
+        let r = api.call("PUT", "/v1/acl/bootstrap", None, None).await;
+        (r.0 != 500).then_some(r)
+    })
+    .await;
+    assert_eq!(s, 200, "{body}");
     a.stop().await;
 
     let (a, api) = start(config).await;

@@ -28,6 +28,9 @@ pub struct Resolved {
     pub policies: Vec<(String, bool)>,
     pub service_identities: Vec<String>,
     pub node_identities: Vec<String>,
+    /// Unix seconds the token expires at, 0 for never (cached authorizers expire with it).
+    #[serde(default)]
+    pub expires_unix: u64,
 }
 
 impl Resolved {
@@ -70,6 +73,7 @@ pub fn resolve_in_store(store: &Store, secret: &str) -> Result<Option<Resolved>,
     let mut out = Resolved {
         accessor_id: token.accessor_id.clone(),
         management: token.legacy_type == "management",
+        expires_unix: token.expires_unix,
         ..Default::default()
     };
     let mut policy_ids: Vec<String> = token.policies.iter().map(|l| l.id.clone()).collect();
@@ -101,6 +105,8 @@ pub fn now_unix() -> u64 {
 
 struct Cached {
     authz: Arc<Authz>,
+    /// The token's expiry (unix seconds, 0 never).
+    expires_unix: u64,
     /// Servers: the ACL table index it was compiled at. Clients: 0.
     index: u64,
     fetched: Instant,
@@ -206,13 +212,14 @@ impl Resolver {
             }
         }
         if let Some(server) = agent.server() {
-            let index = acl_index(&server.store);
+            let index = cache_generation(&server.store);
             if let Some(hit) = self.cached(&secret, |c| c.index == index) {
                 return Ok(hit);
             }
             let resolved = resolve_in_store(&server.store, &secret).map_err(ResolveError::Unavailable)?;
-            let authz = Arc::new(resolved.ok_or(ResolveError::NotFound)?.compile(default_allow));
-            self.store_cache(secret, authz.clone(), index);
+            let resolved = resolved.ok_or(ResolveError::NotFound)?;
+            let authz = Arc::new(resolved.compile(default_allow));
+            self.store_cache(secret, authz.clone(), index, resolved.expires_unix);
             return Ok(authz);
         }
         let ttl = c.acl.token_ttl.0;
@@ -231,7 +238,7 @@ impl Resolver {
                 let resolved: Resolved = serde_json::from_slice(&reply.body)
                     .map_err(|e| ResolveError::Unavailable(format!("bad token resolution: {e}")))?;
                 let authz = Arc::new(resolved.compile(default_allow));
-                self.store_cache(secret, authz.clone(), 0);
+                self.store_cache(secret, authz.clone(), 0, resolved.expires_unix);
                 Ok(authz)
             }
             Ok(reply) if reply.status == 403 => {
@@ -255,13 +262,13 @@ impl Resolver {
         let secret = self.agent_token(agent, "dns").unwrap_or_else(|| ANONYMOUS_SECRET.to_string());
         let default_allow = c.acl.default_policy == "allow";
         if let Some(server) = agent.server() {
-            let index = acl_index(&server.store);
+            let index = cache_generation(&server.store);
             if let Some(hit) = self.cached(&secret, |c| c.index == index) {
                 return hit;
             }
             if let Ok(Some(resolved)) = resolve_in_store(&server.store, &secret) {
                 let authz = Arc::new(resolved.compile(default_allow));
-                self.store_cache(secret, authz.clone(), index);
+                self.store_cache(secret, authz.clone(), index, resolved.expires_unix);
                 return authz;
             }
         } else if let Some(hit) = self.cached(&secret, |_| true) {
@@ -288,15 +295,16 @@ impl Resolver {
 
     fn cached(&self, secret: &str, fresh: impl Fn(&Cached) -> bool) -> Option<Arc<Authz>> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(secret).filter(|c| fresh(c)).map(|c| c.authz.clone())
+        let live = |c: &&Cached| c.expires_unix == 0 || c.expires_unix > now_unix();
+        cache.get(secret).filter(live).filter(|c| fresh(c)).map(|c| c.authz.clone())
     }
 
-    fn store_cache(&self, secret: String, authz: Arc<Authz>, index: u64) {
+    fn store_cache(&self, secret: String, authz: Arc<Authz>, index: u64, expires_unix: u64) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(secret, Cached { authz, index, fetched: Instant::now() });
+        cache.insert(secret, Cached { authz, expires_unix, index, fetched: Instant::now() });
     }
 
     /// A client agent that could not reach a server: the authorizer down_policy gives.
@@ -321,7 +329,13 @@ fn recovery_authz(node: &str, default_allow: bool) -> Authz {
     Authz::compile("agent-recovery-token", [&r], default_allow)
 }
 
-/// The newest index of any ACL table (cache key on servers).
+/// What compiled authorizers are cached under on servers: bumped by every applied ACL write
+/// and every snapshot restore (no read transaction per request).
+fn cache_generation(store: &Store) -> u64 {
+    store.watch.current(crate::state::watch::Table::Acl)
+}
+
+/// The newest index of any ACL table (`X-Consul-Index` of the ACL endpoints).
 pub fn acl_index(store: &Store) -> u64 {
     use crate::state::schema::{IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS, IDX_RESTORE};
     let Ok(txn) = store.read() else { return 0 };
