@@ -245,36 +245,23 @@ pub async fn wait_serf_health(base: &str, node: &str) {
     .await;
 }
 
-/// Arguments of an agent process in a loopback cluster test: Consul's default serf port on its
-/// own address, any HTTP port, DNS off, joining `join` every second (`-server
-/// -bootstrap-expect 3` for servers).
+/// Arguments of an agent process on its own loopback address: Consul's default serf port,
+/// any HTTP port, DNS off.
+pub fn loopback_agent_args(ip: &str, name: &str, dir: &str) -> Vec<String> {
+    ["agent", "-node", name, "-bind", ip, "-client", ip, "-data-dir", dir]
+        .into_iter()
+        .chain(["-dns-port", "-1", "-serf-lan-port", "8301", "-http-port", "0"])
+        .map(String::from)
+        .collect()
+}
+
+/// [`loopback_agent_args`] joining `join` every second (`-server -bootstrap-expect 3` for
+/// servers): an agent of a loopback cluster test.
 pub fn cluster_agent_args(ip: &str, name: &str, dir: &str, server: bool, join: &str) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "agent",
-        "-node",
-        name,
-        "-bind",
-        ip,
-        "-client",
-        ip,
-        "-data-dir",
-        dir,
-        "-retry-join",
-        join,
-        "-retry-interval",
-        "1s",
-        "-dns-port",
-        "-1",
-        "-serf-lan-port",
-        "8301",
-        "-http-port",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut v = loopback_agent_args(ip, name, dir);
+    v.extend(["-retry-join", join, "-retry-interval", "1s"].map(String::from));
     if server {
-        v.extend(["-server", "-bootstrap-expect", "3"].iter().map(|s| s.to_string()));
+        v.extend(["-server", "-bootstrap-expect", "3"].map(String::from));
     }
     v
 }

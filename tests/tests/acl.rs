@@ -734,3 +734,49 @@ fn retry_until_ok(mut f: impl FnMut() -> (i32, String, String)) -> (i32, String,
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_tokens_set_at_run_time_persist_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = acl_config();
+    config.data_dir = Some(dir.path().to_path_buf());
+    config.dev = false;
+    config.acl.enable_token_persistence = true;
+    config.bind_addr = "127.0.9.2".into();
+    config.ports.server = 8300;
+    let (a, api) = start(config.clone()).await;
+    api.ok("PUT", "/v1/kv/k", Some(&json!("v"))).await;
+    api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "k", "Rules": "key \"k\" { policy = \"read\" }"}))).await;
+    let t = api.ok("PUT", "/v1/acl/token", Some(&json!({"Policies": [{"Name": "k"}]}))).await;
+    assert_eq!(api.call("GET", "/v1/kv/k", None, None).await.0, 403, "anonymous reads nothing");
+    let (s, body) = api.call("PUT", "/v1/agent/token/nonsense", Some(MGMT), Some(&json!({"Token": "x"}))).await;
+    assert_eq!((s, body.as_str()), (404, "Token \"nonsense\" is unknown"));
+    // The old name of the default token.
+    api.ok("PUT", "/v1/agent/token/acl_token", Some(&json!({ "Token": t["SecretID"] }))).await;
+    assert_eq!(api.call("GET", "/v1/kv/k", None, None).await.0, 200, "requests without a token use it");
+    a.stop().await;
+
+    let (a, api) = start(config).await;
+    assert_eq!(api.call("GET", "/v1/kv/k", None, None).await.0, 200, "the token set at run time was persisted");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_writes_over_rpc_are_refused_from_non_servers() {
+    use legate_core::server::command::Command;
+    use legate_core::server::rpc::{Pool, Request, Response};
+    let mut config = acl_config();
+    // The server on an address of its own: this test connects from 127.0.0.1.
+    config.bind_addr = "127.0.9.3".into();
+    let (a, api) = start(config).await;
+    let rpc = a.agent.shared().server().unwrap().rpc_addr.clone();
+    let pool = Pool::default();
+    let peer = pool.get(&rpc).await;
+    let mut op = legate_core::state::kv::KvOp::new(legate_core::state::kv::KvVerb::Set, "forged");
+    op.value = b"x".to_vec();
+    let r = peer.call(Request::Apply(Command::Kv(op)), Duration::from_secs(5)).await.unwrap();
+    let Response::Apply(Err(e)) = r else { panic!("raw write accepted: {r:?}") };
+    assert!(e.to_string().contains("is not a server of this cluster"), "{e}");
+    assert_eq!(api.call("GET", "/v1/kv/forged", Some(MGMT), None).await.0, 404);
+    a.stop().await;
+}

@@ -495,29 +495,10 @@ async fn user_events_over_gossip_reach_an_event_watch() {
     let (script, log) = handler_script(handlers.path(), "event");
     let conf = tempfile::tempdir().unwrap();
     write_watches(conf.path(), json!([{"type": "event", "name": "deploy", "args": [script]}]));
-    let common = |ip: &'static str, name: &'static str, dir: &Path| -> Vec<String> {
-        [
-            "agent",
-            "-node",
-            name,
-            "-bind",
-            ip,
-            "-client",
-            ip,
-            "-data-dir",
-            dir.to_str().unwrap(),
-            "-dns-port",
-            "-1",
-            "-serf-lan-port",
-            "8301",
-            "-http-port",
-            "0",
-            "-server-port",
-            "8300",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    let common = |ip: &str, name: &str, dir: &Path| -> Vec<String> {
+        let mut v = legate_tests::loopback_agent_args(ip, name, dir.to_str().unwrap());
+        v.extend(["-server-port", "8300"].map(String::from));
+        v
     };
     let mut a1 = common(ip1, "s1", d1.path());
     a1.extend(["-server", "-bootstrap"].map(String::from));

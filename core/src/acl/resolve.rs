@@ -336,12 +336,11 @@ fn cache_generation(store: &Store) -> u64 {
 }
 
 /// The newest index of any ACL table (`X-Consul-Index` of the ACL endpoints).
-pub fn acl_index(store: &Store) -> u64 {
+pub fn acl_index(txn: &redb::ReadTransaction) -> Result<u64, crate::state::StoreError> {
     use crate::state::schema::{IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS, IDX_RESTORE};
-    let Ok(txn) = store.read() else { return 0 };
-    [IDX_ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_RESTORE]
-        .iter()
-        .map(|t| crate::state::table_index_read(&txn, t).unwrap_or(0))
-        .max()
-        .unwrap_or(0)
+    let mut max = 0;
+    for t in [IDX_ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_RESTORE] {
+        max = max.max(crate::state::table_index_read(txn, t)?);
+    }
+    Ok(max)
 }

@@ -10,7 +10,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 
-use super::authz::{dns_allows, Resource};
+use super::authz::{DnsAuthz, Resource};
 use super::name::{self, Lookup};
 use super::source::{CatalogCache, Health, Instance, NodeInfo, Source};
 use crate::agent::AgentShared;
@@ -42,6 +42,8 @@ pub struct Question<'a> {
     pub labels: &'a [&'a str],
     /// The domain the question was asked in (`domain` or `alt_domain`), with a final dot.
     pub domain: &'a str,
+    /// What the answer may reveal.
+    pub authz: &'a DnsAuthz,
 }
 
 impl Question<'_> {
@@ -161,12 +163,12 @@ impl Question<'_> {
     }
 
     fn allowed(&self, i: &Instance) -> bool {
-        dns_allows(self.agent, Resource::Service(&i.service)) && dns_allows(self.agent, Resource::Node(&i.node.name))
+        self.authz.allows(Resource::Service(&i.service)) && self.authz.allows(Resource::Node(&i.node.name))
     }
 
     async fn node(&self, name: &str) -> Result<Reply, String> {
         let node = match self.source().node(name, self.stale()).await? {
-            Some(n) if dns_allows(self.agent, Resource::Node(&n.name)) => n,
+            Some(n) if self.authz.allows(Resource::Node(&n.name)) => n,
             _ => return Ok(Reply::nxdomain(self.soa())),
         };
         let ttl = self.node_ttl();
@@ -299,6 +301,7 @@ pub async fn ptr(
     cfg: &Config,
     qname: &Name,
     ip: IpAddr,
+    authz: &DnsAuthz,
 ) -> Result<Option<Vec<Record>>, String> {
     let source = Source::for_agent(agent, cfg, cache);
     let stale = cfg.dns_config.allow_stale;
@@ -307,7 +310,7 @@ pub async fn ptr(
     let mut out = Vec::new();
     for n in source.nodes(stale).await? {
         let hit = same(&n.address) || n.tagged_addresses.values().any(|a| same(a));
-        if hit && dns_allows(agent, Resource::Node(&n.name)) {
+        if hit && authz.allows(Resource::Node(&n.name)) {
             if let Ok(target) = Name::from_ascii(format!("{}.node.{}.{}", n.name, cfg.datacenter, cfg.domain)) {
                 out.push(Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(target))));
             }
@@ -316,7 +319,7 @@ pub async fn ptr(
     if out.is_empty() {
         let mut seen = HashSet::new();
         for s in source.service_addrs(stale).await? {
-            if same(&s.address) && dns_allows(agent, Resource::Service(&s.service)) && seen.insert(s.service.clone()) {
+            if same(&s.address) && authz.allows(Resource::Service(&s.service)) && seen.insert(s.service.clone()) {
                 let n = format!("{}.service.{}.{}", s.service, cfg.datacenter, cfg.domain);
                 if let Ok(target) = Name::from_ascii(n) {
                     out.push(Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(target))));

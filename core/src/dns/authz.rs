@@ -3,7 +3,8 @@
 //! Consul answers DNS with the agent's DNS token (`acl.tokens.dns`, else `acl.tokens.default`,
 //! else anonymous) and needs `service:read` on the service and `node:read` on the node. Every
 //! record the DNS server builds from the catalog (A/AAAA/SRV/TXT answers, NS, PTR) goes through
-//! [`dns_allows`], which asks the agent's ACL resolver (`acl::resolve::Resolver::dns_authz`).
+//! [`DnsAuthz::allows`], resolved once per query from the agent's ACL resolver
+//! (`acl::resolve::Resolver::dns_authz`).
 
 use crate::agent::AgentShared;
 
@@ -14,14 +15,20 @@ pub enum Resource<'a> {
     Node(&'a str),
 }
 
-/// Whether the agent's DNS token may read `what` (service:read / node:read).
-pub fn dns_allows(agent: &AgentShared, what: Resource<'_>) -> bool {
-    let authz = agent.acl.dns_authz(agent);
-    if authz.is_disabled() {
-        return true;
+/// What the agent's DNS token may read, resolved once per query.
+pub struct DnsAuthz(std::sync::Arc<crate::acl::Authz>);
+
+impl DnsAuthz {
+    pub fn of(agent: &AgentShared) -> DnsAuthz {
+        DnsAuthz(agent.acl.dns_authz(agent))
     }
-    match what {
-        Resource::Service(name) => authz.allowed(crate::acl::Resource::Service, name, crate::acl::Access::Read),
-        Resource::Node(name) => authz.allowed(crate::acl::Resource::Node, name, crate::acl::Access::Read),
+
+    /// Whether an answer may reveal `what` (service:read / node:read).
+    pub fn allows(&self, what: Resource<'_>) -> bool {
+        use crate::acl::{Access, Resource as R};
+        match what {
+            Resource::Service(name) => self.0.allowed(R::Service, name, Access::Read),
+            Resource::Node(name) => self.0.allowed(R::Node, name, Access::Read),
+        }
     }
 }

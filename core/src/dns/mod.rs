@@ -7,7 +7,7 @@
 //! - Replies are trimmed here: UDP to 512 bytes and `udp_answer_limit` answers without EDNS, to
 //!   the client's EDNS size with it; TCP to 64 KiB. TC is set on a trimmed reply only with
 //!   `enable_truncate`, as Consul.
-//! - [`authz::dns_allows`] is the single ACL decision point for everything an answer reveals.
+//! - [`authz::DnsAuthz`] is the single ACL decision point for everything an answer reveals.
 //!
 //! TCP runs on hickory-server's `Server`. UDP runs the same [`RequestHandler`] from a loop of
 //! ours on one `SO_REUSEPORT` socket per core: a query is answered inline on the receiving
@@ -316,6 +316,7 @@ impl Handler {
                 qtype,
                 labels: &labels[..left],
                 domain,
+                authz: &authz::DnsAuthz::of(&self.agent),
             };
             let mut reply = match q.answer().await {
                 Ok(r) => r,
@@ -331,7 +332,7 @@ impl Handler {
 
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             if let Some(ip) = name::addr_of_arpa(&labels) {
-                match answer::ptr(&self.agent, &self.cache, &cfg, qname, ip).await {
+                match answer::ptr(&self.agent, &self.cache, &cfg, qname, ip, &authz::DnsAuthz::of(&self.agent)).await {
                     Ok(Some(answers)) => {
                         let mut reply = Reply { answers, ..Reply::default() };
                         let trimmed = trim(&mut reply, request, &md, edns.as_ref(), tcp, &cfg, qtype);

@@ -780,20 +780,7 @@ impl Core {
             Direct::StatePull => {
                 let members: Vec<foca::Member<NodeId>> =
                     self.foca.iter_members().filter(|m| m.id().addr != from).cloned().collect();
-                let mut chunk = Vec::new();
-                let mut size = 0;
-                for m in members {
-                    let est = wire::encode(&m).len();
-                    if size + est > DIRECT_BUDGET && !chunk.is_empty() {
-                        self.send_direct(from, &Direct::State(std::mem::take(&mut chunk)));
-                        size = 0;
-                    }
-                    size += est;
-                    chunk.push(m);
-                }
-                if !chunk.is_empty() {
-                    self.send_direct(from, &Direct::State(chunk));
-                }
+                self.send_chunked(from, members, |m| wire::encode(m).len(), Direct::State);
             }
             Direct::State(members) => {
                 // Not re-broadcast: the sender's cluster knows these already.
@@ -861,38 +848,37 @@ impl Core {
     fn send_digest(&mut self, to: SocketAddr) {
         let mut all = vec![(self.own.name.clone(), self.own.epoch, self.own.version)];
         all.extend(self.ledger().metas.values().map(|e| (e.meta.name.clone(), e.meta.epoch, e.meta.version)));
+        self.send_chunked(to, all, |e| e.0.len() + 24, Direct::Digest);
+    }
+
+    /// Sends `items` in as many direct messages as it takes to keep each within a datagram
+    /// (`size` estimates one item's encoded size).
+    fn send_chunked<T>(
+        &mut self,
+        to: SocketAddr,
+        items: Vec<T>,
+        size: impl Fn(&T) -> usize,
+        wrap: fn(Vec<T>) -> Direct,
+    ) {
         let mut chunk = Vec::new();
-        let mut size = 0;
-        for entry in all {
-            let est = entry.0.len() + 24;
-            if size + est > DIRECT_BUDGET && !chunk.is_empty() {
-                self.send_direct(to, &Direct::Digest(std::mem::take(&mut chunk)));
-                size = 0;
+        let mut used = 0;
+        for item in items {
+            let est = size(&item);
+            if used + est > DIRECT_BUDGET && !chunk.is_empty() {
+                self.send_direct(to, &wrap(std::mem::take(&mut chunk)));
+                used = 0;
             }
-            size += est;
-            chunk.push(entry);
+            used += est;
+            chunk.push(item);
         }
         if !chunk.is_empty() {
-            self.send_direct(to, &Direct::Digest(chunk));
+            self.send_direct(to, &wrap(chunk));
         }
     }
 
     /// Sends metadata records, a datagram's worth at a time.
     fn push_metas(&mut self, to: SocketAddr, metas: Vec<Meta>) {
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        for m in metas {
-            let est = wire::encode(&m).len();
-            if size + est > DIRECT_BUDGET && !chunk.is_empty() {
-                self.send_direct(to, &Direct::MetaPush(std::mem::take(&mut chunk)));
-                size = 0;
-            }
-            size += est;
-            chunk.push(m);
-        }
-        if !chunk.is_empty() {
-            self.send_direct(to, &Direct::MetaPush(chunk));
-        }
+        self.send_chunked(to, metas, |m| wire::encode(m).len(), Direct::MetaPush);
     }
 
     fn broadcast_own_meta(&mut self) {

@@ -147,6 +147,22 @@ impl Named {
     }
 }
 
+/// A blocking read of the ACL tables: `read` runs in one read transaction and the answer
+/// carries the ACL tables' index.
+async fn acl_read<T>(
+    ctx: &Ctx,
+    req: &Request,
+    read: impl Fn(&redb::ReadTransaction) -> Result<T, StoreError>,
+) -> Result<(T, Vec<(&'static str, String)>), ApiError> {
+    let store = blocking::server(ctx)?.store.clone();
+    let (_, v, headers) = blocking::run(ctx, req, Table::Acl, || {
+        let txn = store.read()?;
+        Ok((crate::acl::resolve::acl_index(&txn)?, read(&txn)?))
+    })
+    .await?;
+    Ok((v, headers))
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
@@ -607,13 +623,10 @@ async fn token_clone(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, 
 }
 
 async fn token_read(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    let store_ = blocking::server(ctx)?.store.clone();
     let show = req.authz.allowed(crate::acl::Resource::Acl, "", crate::acl::Access::Write);
-    let (_, v, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store_.read()?;
-        let index = crate::acl::resolve::acl_index(&store_);
-        let t = store::token(&txn, id)?;
-        Ok((index, t.map(|t| token_json(&txn, &t, show)).transpose()?))
+    let (v, headers) = acl_read(ctx, req, |txn| {
+        let t = store::token(txn, id)?;
+        t.map(|t| token_json(txn, &t, show)).transpose()
     })
     .await?;
     let v = v.ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
@@ -636,26 +649,23 @@ async fn token_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
 }
 
 async fn token_list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    let store_ = blocking::server(ctx)?.store.clone();
     let show = req.authz.allowed(crate::acl::Resource::Acl, "", crate::acl::Access::Write);
     let policy = req.param("policy").unwrap_or_default().to_string();
     let role = req.param("role").unwrap_or_default().to_string();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store_.read()?;
-        let index = crate::acl::resolve::acl_index(&store_);
+    let (list, headers) = acl_read(ctx, req, |txn| {
         let mut out = Vec::new();
-        for t in store::tokens(&txn)? {
+        for t in store::tokens(txn)? {
             if !policy.is_empty() && !t.policies.iter().any(|l| l.id == policy) {
                 continue;
             }
             if !role.is_empty() && !t.roles.iter().any(|l| l.id == role) {
                 continue;
             }
-            let mut v = token_json(&txn, &t, show)?;
+            let mut v = token_json(txn, &t, show)?;
             v["Legacy"] = json!(false);
             out.push(v);
         }
-        Ok((index, out))
+        Ok(out)
     })
     .await?;
     Ok(with_headers(ApiResponse::json(&list), headers))
@@ -740,16 +750,13 @@ async fn policy_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result
 }
 
 async fn policy_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&str>) -> Result<ApiResponse, ApiError> {
-    let store_ = blocking::server(ctx)?.store.clone();
-    let (_, p, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store_.read()?;
-        let index = crate::acl::resolve::acl_index(&store_);
+    let (p, headers) = acl_read(ctx, req, |txn| {
         let p = match (id, name) {
-            (Some(id), _) => store::policy(&txn, id)?,
-            (_, Some(n)) => store::policy_by_name(&txn, n)?,
+            (Some(id), _) => store::policy(txn, id)?,
+            (_, Some(n)) => store::policy_by_name(txn, n)?,
             _ => None,
         };
-        Ok((index, p))
+        Ok(p)
     })
     .await?;
     let p = p.ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
@@ -786,12 +793,9 @@ async fn policy_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
 }
 
 async fn policy_list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    let store_ = blocking::server(ctx)?.store.clone();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store_.read()?;
-        let index = crate::acl::resolve::acl_index(&store_);
-        let list: Vec<Json> = store::policies(&txn)?.iter().map(|p| policy_json(p, false)).collect();
-        Ok((index, list))
+    let (list, headers) = acl_read(ctx, req, |txn| {
+        let list: Vec<Json> = store::policies(txn)?.iter().map(|p| policy_json(p, false)).collect();
+        Ok(list)
     })
     .await?;
     Ok(with_headers(ApiResponse::json(&list), headers))
@@ -857,16 +861,13 @@ async fn role_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<A
 }
 
 async fn role_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&str>) -> Result<ApiResponse, ApiError> {
-    let store_ = blocking::server(ctx)?.store.clone();
-    let (_, r, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store_.read()?;
-        let index = crate::acl::resolve::acl_index(&store_);
+    let (r, headers) = acl_read(ctx, req, |txn| {
         let r = match (id, name) {
-            (Some(id), _) => store::role(&txn, id)?,
-            (_, Some(n)) => store::role_by_name(&txn, n)?,
+            (Some(id), _) => store::role(txn, id)?,
+            (_, Some(n)) => store::role_by_name(txn, n)?,
             _ => None,
         };
-        Ok((index, r.map(|r| role_json(&txn, &r)).transpose()?))
+        r.map(|r| role_json(txn, &r)).transpose()
     })
     .await?;
     let r = r.ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
@@ -891,18 +892,15 @@ async fn role_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
 }
 
 async fn role_list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    let store_ = blocking::server(ctx)?.store.clone();
     let policy = req.param("policy").unwrap_or_default().to_string();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store_.read()?;
-        let index = crate::acl::resolve::acl_index(&store_);
+    let (list, headers) = acl_read(ctx, req, |txn| {
         let mut out = Vec::new();
-        for r in store::roles(&txn)? {
+        for r in store::roles(txn)? {
             if policy.is_empty() || r.policies.iter().any(|l| l.id == policy) {
-                out.push(role_json(&txn, &r)?);
+                out.push(role_json(txn, &r)?);
             }
         }
-        Ok((index, out))
+        Ok(out)
     })
     .await?;
     Ok(with_headers(ApiResponse::json(&list), headers))
@@ -1049,17 +1047,14 @@ fn legacy_shape(txn: &redb::ReadTransaction, t: &Token) -> Result<(String, Strin
 }
 
 async fn legacy_info(ctx: &Ctx, req: &Request, secret: Option<&str>) -> Result<ApiResponse, ApiError> {
-    let store_ = blocking::server(ctx)?.store.clone();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store_.read()?;
-        let index = crate::acl::resolve::acl_index(&store_);
+    let (list, headers) = acl_read(ctx, req, |txn| {
         let tokens = match secret {
-            Some(s) => store::token_by_secret(&txn, s)?.into_iter().collect(),
-            None => store::tokens(&txn)?,
+            Some(s) => store::token_by_secret(txn, s)?.into_iter().collect(),
+            None => store::tokens(txn)?,
         };
         let mut out = Vec::new();
         for t in tokens {
-            let (kind, rules) = legacy_shape(&txn, &t)?;
+            let (kind, rules) = legacy_shape(txn, &t)?;
             out.push(json!({
                 "CreateIndex": t.create_index,
                 "ModifyIndex": t.modify_index,
@@ -1069,7 +1064,7 @@ async fn legacy_info(ctx: &Ctx, req: &Request, secret: Option<&str>) -> Result<A
                 "Rules": rules,
             }));
         }
-        Ok((index, out))
+        Ok(out)
     })
     .await?;
     Ok(with_headers(ApiResponse::json(&list), headers))

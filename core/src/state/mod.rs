@@ -60,7 +60,7 @@ impl Store {
     /// Opens (or creates) the store file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // redb's default page cache is 1 GiB; bound it (reads of hot keys stay cached).
-        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
+        let db = open_file_db(path, 16 << 20)?;
         Self::init(db)
     }
 
@@ -93,6 +93,22 @@ impl Store {
     pub fn table_index(&self, table: &str) -> Result<u64, StoreError> {
         let txn = self.read()?;
         table_index_read(&txn, table)
+    }
+}
+
+/// Opens (or creates) a redb file with a page cache of `cache` bytes. The agent's data-dir lock
+/// already excludes other agents, so a file still held open is a previous agent of this
+/// process finishing its shutdown (an in-process restart): wait for it a little, as binds wait
+/// for an exiting process's ports.
+pub fn open_file_db(path: &Path, cache: usize) -> Result<Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match Database::builder().set_cache_size(cache).create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -141,10 +141,7 @@ fn err_w<E: std::fmt::Display>(e: E) -> StorageError {
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, String> {
         // redb's default page cache is 1 GiB; the log is written once and read back rarely.
-        let db = Database::builder()
-            .set_cache_size(4 << 20)
-            .create(path)
-            .map_err(|e| format!("raft log {}: {e}", path.display()))?;
+        let db = crate::state::open_file_db(path, 4 << 20).map_err(|e| format!("raft log {}: {e}", path.display()))?;
         Self::init(db, true)
     }
 
