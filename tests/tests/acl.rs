@@ -56,12 +56,12 @@ async fn start(config: legate_core::Config) -> (InProcessAgent, Api) {
 }
 
 /// An ACL agent started from a config file (so `/v1/agent/reload` has something to reload).
-async fn start_from_file(dir: &std::path::Path) -> (InProcessAgent, Api) {
+async fn start_from_file(dir: &std::path::Path, default_policy: &str) -> (InProcessAgent, Api) {
     let file = dir.join("agent.json");
     let body = json!({
         "server": true, "bootstrap": true, "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
         "node_name": "test-node", "ports": {"http": 0, "dns": -1, "server": 0, "serf_lan": 0},
-        "acl": {"enabled": true, "default_policy": "deny", "tokens": {"initial_management": MGMT}},
+        "acl": {"enabled": true, "default_policy": default_policy, "tokens": {"initial_management": MGMT}},
         "encrypt": GOSSIP_KEY,
     });
     std::fs::write(&file, body.to_string()).unwrap();
@@ -107,12 +107,18 @@ fn case(path: impl Into<String>, body: Option<Value>) -> Case {
     Case { path: path.into(), body, marker: None }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_is_denied_without_rights_and_allowed_with_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, api) = start_from_file(dir.path()).await;
+/// What every route's case needs, written with the management token: the cases by (method,
+/// pattern), a token with every right and one with none, a snapshot to restore, and a client
+/// agent to join and force-leave.
+struct RouteFixtures {
+    cases: HashMap<(&'static str, &'static str), Case>,
+    rights: String,
+    none: String,
+    snapshot: Vec<u8>,
+    peer: InProcessAgent,
+}
 
-    // Fixtures, written with the management token.
+async fn route_fixtures(api: &Api) -> RouteFixtures {
     api.ok("PUT", "/v1/kv/app/config", Some(&json!("v"))).await;
     api.ok(
         "PUT",
@@ -168,7 +174,7 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
     let (_, snapshot) = {
         let r = api.c.get(format!("{}/v1/snapshot", api.base)).header("X-Consul-Token", MGMT).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        ((), r.bytes().await.unwrap())
+        ((), r.bytes().await.unwrap().to_vec())
     };
     // A client agent to join and force-leave.
     let mut pc = test_config();
@@ -281,9 +287,11 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
     add("GET", "acl/info/+", case(format!("/v1/acl/info/{legacy}"), None));
     add("PUT", "acl/clone/+", case(format!("/v1/acl/clone/{legacy}"), None));
     add("GET", "acl/list", case("/v1/acl/list", None));
+    RouteFixtures { cases, rights, none, snapshot, peer }
+}
 
-    // Every route has a case (a route added to the table without one fails here), and the
-    // agent's leave runs last: it stops the agent.
+/// Every (method, pattern) of the table, the agent's leave last (it stops the agent).
+fn route_order() -> Vec<(&'static str, &'static str, Need)> {
     let mut order: Vec<(&'static str, &'static str, Need)> = Vec::new();
     for r in ROUTES {
         for m in r.methods {
@@ -291,6 +299,18 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
         }
     }
     order.sort_by_key(|(_, p, _)| *p == "agent/leave");
+    order
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_denied_without_rights_and_allowed_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, api) = start_from_file(dir.path(), "deny").await;
+    let RouteFixtures { cases, rights, none, snapshot, peer } = route_fixtures(&api).await;
+
+    // Every route has a case (a route added to the table without one fails here), and the
+    // agent's leave runs last: it stops the agent.
+    let order = route_order();
     let mut missing = Vec::new();
     for (m, p, need) in &order {
         let key = (*m, *p);
@@ -345,6 +365,67 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
                     continue;
                 }
                 assert!(with_rights.0 < 300, "{m} {p} with rights: {with_rights:?}");
+            }
+        }
+    }
+    assert!(missing.is_empty(), "routes without a test case: {missing:?}");
+    let _ = a.agent.shutdown(Duration::from_secs(5)).await;
+    peer.stop().await;
+}
+
+/// The routes that manage ACLs: under `default_policy = "allow"` these, and only these, still
+/// need management or an explicit `acl` rule (Consul's allow-all authorizer).
+fn manages_acls(pattern: &str) -> bool {
+    pattern == "snapshot"
+        || (pattern.starts_with("acl/")
+            && !matches!(pattern, "acl/bootstrap" | "acl/token/self" | "acl/login" | "acl/logout"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, api) = start_from_file(dir.path(), "allow").await;
+    let RouteFixtures { cases, snapshot, peer, .. } = route_fixtures(&api).await;
+
+    // A token with `acl = "read"` reads tokens with their secrets hidden.
+    api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "acl-read", "Rules": "acl = \"read\""}))).await;
+    let reader = api.ok("PUT", "/v1/acl/token", Some(&json!({"Policies": [{"Name": "acl-read"}]}))).await;
+    let reader_secret = reader["SecretID"].as_str().unwrap().to_string();
+    let (s, body) = api.call("GET", "/v1/acl/tokens", Some(&reader_secret), None).await;
+    assert_eq!(s, 200, "{body}");
+    let tokens: Value = serde_json::from_str(&body).unwrap();
+    assert!(tokens.as_array().unwrap().len() > 2, "{body}");
+    assert!(!body.contains(MGMT) && !body.contains(&reader_secret), "acl:read shows secrets: {body}");
+    let (s, body) = api
+        .call("GET", &format!("/v1/acl/token/{}", reader["AccessorID"].as_str().unwrap()), Some(&reader_secret), None)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["SecretID"], "<hidden>");
+    let (s, _) = api.call("PUT", "/v1/acl/token", Some(&reader_secret), Some(&json!({"Description": "x"}))).await;
+    assert_eq!(s, 403, "acl:read cannot create tokens");
+
+    let mut missing = Vec::new();
+    for (m, p, _) in route_order() {
+        let Some(c) = cases.get(&(m, p)) else {
+            missing.push(format!("{m} {p}"));
+            continue;
+        };
+        let (s, body) = if p == "snapshot" && m == "PUT" {
+            let r = api.c.put(format!("{}/v1/snapshot", api.base)).body(snapshot.clone()).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        } else {
+            api.call(m, &c.path, None, c.body.as_ref()).await
+        };
+        if manages_acls(p) {
+            assert_eq!(s, 403, "anonymous {m} {p} under default allow: {body}");
+            assert!(body.starts_with("Permission denied") && body.contains("acl:"), "{m} {p}: {body}");
+        } else if p == "operator/raft/peer" {
+            // Authorized and carried out: a single server has no other peer to remove.
+            assert!(body.contains("was not found in the Raft configuration"), "{m} {p}: {s} {body}");
+        } else {
+            assert!(s < 300, "anonymous {m} {p} under default allow: {s} {body}");
+            if let Some(marker) = c.marker {
+                assert!(body.contains(marker), "{m} {p} hides {marker} from anonymous under allow: {body}");
             }
         }
     }

@@ -353,6 +353,10 @@ impl Authz {
         }
         match self.granted(res, segment) {
             Some(a) => a.allows(need),
+            // `acl` (and the snapshot, which needs `acl:write`) never follows the default
+            // policy: as Consul's allow-all authorizer, `default_policy = "allow"` grants
+            // everything except managing ACLs, which needs management or an explicit rule.
+            None if res == Resource::Acl => false,
             // `list` on keys is only asked for when `enable_key_list_policy` is set; with a
             // rule-less key it follows the default like read.
             None => self.default_allow,
@@ -469,6 +473,22 @@ mod tests {
         let allow = authz(r#"key "a" { policy = "read" }"#, true);
         assert!(allow.allowed(Resource::Service, "web", Access::Write));
         assert!(!allow.allowed(Resource::Key, "a", Access::Write));
+    }
+
+    #[test]
+    fn acl_rights_never_come_from_the_default_policy() {
+        let allow = authz(r#"key "a" { policy = "read" }"#, true);
+        assert!(!allow.allowed(Resource::Acl, "", Access::Read));
+        assert!(!allow.allowed(Resource::Acl, "", Access::Write));
+        // operator and keyring do follow it
+        assert!(allow.allowed(Resource::Operator, "", Access::Write));
+        assert!(allow.allowed(Resource::Keyring, "", Access::Write));
+        let reader = authz(r#"acl = "read""#, true);
+        assert!(reader.allowed(Resource::Acl, "", Access::Read));
+        assert!(!reader.allowed(Resource::Acl, "", Access::Write));
+        let writer = authz(r#"acl = "write""#, false);
+        assert!(writer.allowed(Resource::Acl, "", Access::Write));
+        assert!(Authz::management("m").allowed(Resource::Acl, "", Access::Write));
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub const ROUTES: &[Route] = &[
     Route { methods: GET, pattern: "agent/metrics", need: OnNode(Agent, Read) },
     Route { methods: PUT, pattern: "agent/reload", need: OnNode(Agent, Write) },
     Route { methods: PUT, pattern: "agent/maintenance", need: OnNode(Node, Write) },
-    Route { methods: PUT, pattern: "agent/token/+", need: Scalar(Acl, Write) },
+    Route { methods: PUT, pattern: "agent/token/+", need: OnNode(Agent, Write) },
     Route { methods: GET, pattern: "agent/services", need: Filtered("service:read per service") },
     Route { methods: PUT, pattern: "agent/service/register", need: Handler("service:write on the service") },
     Route { methods: PUT, pattern: "agent/service/deregister/+", need: Handler("service:write on the service") },
