@@ -52,7 +52,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         let store = server.store.clone();
         tokio::task::spawn_blocking(move || -> Result<_, crate::state::StoreError> {
             let txn = store.write(false)?;
-            let (results, errors) = crate::state::txn_ops(&txn, &ops, 0)?;
+            let (results, errors) = crate::state::txn_ops(&txn, &ops, 0, &mut Vec::new())?;
             txn.abort()?;
             Ok(if errors.is_empty() { Ok(results) } else { Err(errors) })
         })

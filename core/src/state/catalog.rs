@@ -11,6 +11,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{CHECKS, IDX_CHECKS, IDX_NODES, IDX_SERVICES, NODES, SERVICES};
+use super::session::Released;
 use super::{bump_index_txn, table_index_read, StoreError};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -266,7 +267,13 @@ fn bump_services(txn: &WriteTransaction, names: &BTreeSet<String>, index: u64) -
 }
 
 /// Registers a node and optionally a service and checks (Consul's `EnsureRegistration`).
-pub fn register_txn(txn: &WriteTransaction, req: &Register, index: u64) -> Result<Result<(), CatalogFail>, StoreError> {
+/// Sessions invalidated by a check turning critical add their releases to `released`.
+pub fn register_txn(
+    txn: &WriteTransaction,
+    req: &Register,
+    index: u64,
+    released: &mut Released,
+) -> Result<Result<(), CatalogFail>, StoreError> {
     if req.node.node.is_empty() {
         return Ok(Err(CatalogFail("Must provide node".into())));
     }
@@ -337,7 +344,7 @@ pub fn register_txn(txn: &WriteTransaction, req: &Register, index: u64) -> Resul
         }
     }
     for c in &req.checks {
-        if let Err(fail) = ensure_check_txn(txn, name, c, index)? {
+        if let Err(fail) = ensure_check_txn(txn, name, c, index, released)? {
             return Ok(Err(fail));
         }
     }
@@ -349,6 +356,7 @@ fn ensure_check_txn(
     node: &str,
     c: &Check,
     index: u64,
+    released: &mut Released,
 ) -> Result<Result<(), CatalogFail>, StoreError> {
     let mut c = c.clone();
     c.node = node.to_string();
@@ -396,7 +404,7 @@ fn ensure_check_txn(
         put_w(txn, CHECKS, &k, &c)?;
         if c.status == "critical" {
             // Sessions tied to a check that turns critical are invalidated.
-            super::session::invalidate_txn(txn, node, Some(&c.check_id), index)?;
+            super::session::invalidate_txn(txn, node, Some(&c.check_id), index, released)?;
         }
         bump_index_txn(txn, IDX_CHECKS, index)?;
         if let Some(o) = &old {
@@ -409,12 +417,18 @@ fn ensure_check_txn(
     Ok(Ok(()))
 }
 
-fn delete_check_w(txn: &WriteTransaction, node: &str, id: &str, index: u64) -> Result<bool, StoreError> {
+fn delete_check_w(
+    txn: &WriteTransaction,
+    node: &str,
+    id: &str,
+    index: u64,
+    released: &mut Released,
+) -> Result<bool, StoreError> {
     let k = key(node, id);
     let old: Option<Check> = get_w(txn, CHECKS, &k)?;
     let Some(old) = old else { return Ok(false) };
     txn.open_table(CHECKS)?.remove(k.as_str())?;
-    super::session::invalidate_txn(txn, node, Some(id), index)?;
+    super::session::invalidate_txn(txn, node, Some(id), index, released)?;
     bump_index_txn(txn, IDX_CHECKS, index)?;
     let affected =
         if old.service_name.is_empty() { service_names_w(txn, node)? } else { BTreeSet::from([old.service_name]) };
@@ -422,13 +436,19 @@ fn delete_check_w(txn: &WriteTransaction, node: &str, id: &str, index: u64) -> R
     Ok(true)
 }
 
-fn delete_service_w(txn: &WriteTransaction, node: &str, id: &str, index: u64) -> Result<bool, StoreError> {
+fn delete_service_w(
+    txn: &WriteTransaction,
+    node: &str,
+    id: &str,
+    index: u64,
+    released: &mut Released,
+) -> Result<bool, StoreError> {
     let k = key(node, id);
     let old: Option<Service> = get_w(txn, SERVICES, &k)?;
     let Some(old) = old else { return Ok(false) };
     for (_, c) in range_w::<Check>(txn, CHECKS, node)? {
         if c.service_id == id {
-            delete_check_w(txn, node, &c.check_id, index)?;
+            delete_check_w(txn, node, &c.check_id, index, released)?;
         }
     }
     txn.open_table(SERVICES)?.remove(k.as_str())?;
@@ -443,6 +463,7 @@ pub fn deregister_txn(
     txn: &WriteTransaction,
     req: &Deregister,
     index: u64,
+    released: &mut Released,
 ) -> Result<Result<(), CatalogFail>, StoreError> {
     if req.node.is_empty() {
         return Ok(Err(CatalogFail("Must provide node".into())));
@@ -450,24 +471,24 @@ pub fn deregister_txn(
     let node = req.node.as_str();
     match (&req.service_id, &req.check_id) {
         (Some(s), _) => {
-            delete_service_w(txn, node, s, index)?;
+            delete_service_w(txn, node, s, index, released)?;
         }
         (None, Some(c)) => {
-            delete_check_w(txn, node, c, index)?;
+            delete_check_w(txn, node, c, index, released)?;
         }
         (None, None) => {
             if get_w::<Node>(txn, NODES, node)?.is_none() {
                 return Ok(Ok(()));
             }
             for (_, s) in range_w::<Service>(txn, SERVICES, node)? {
-                delete_service_w(txn, node, &s.id, index)?;
+                delete_service_w(txn, node, &s.id, index, released)?;
             }
             for (_, c) in range_w::<Check>(txn, CHECKS, node)? {
-                delete_check_w(txn, node, &c.check_id, index)?;
+                delete_check_w(txn, node, &c.check_id, index, released)?;
             }
             txn.open_table(NODES)?.remove(node)?;
             bump_index_txn(txn, IDX_NODES, index)?;
-            super::session::invalidate_txn(txn, node, None, index)?;
+            super::session::invalidate_txn(txn, node, None, index, released)?;
         }
     }
     Ok(Ok(()))
@@ -522,6 +543,7 @@ pub fn apply_op_txn(
     txn: &WriteTransaction,
     op: &CatalogOp,
     index: u64,
+    released: &mut Released,
 ) -> Result<Result<CatalogResult, CatalogFail>, StoreError> {
     Ok(match op {
         CatalogOp::Node { verb, node } => {
@@ -536,15 +558,18 @@ pub fn apply_op_txn(
                 },
                 CatalogVerb::Set | CatalogVerb::Cas => {
                     let reg = Register { node: node.clone(), ..Register::default() };
-                    match register_txn(txn, &reg, index)? {
+                    match register_txn(txn, &reg, index, released)? {
                         Ok(()) => Ok(CatalogResult::Node(get_w(txn, NODES, &node.node)?.unwrap_or_default())),
                         Err(e) => Err(e),
                     }
                 }
-                CatalogVerb::Delete | CatalogVerb::DeleteCas => {
-                    deregister_txn(txn, &Deregister { node: node.node.clone(), ..Deregister::default() }, index)?
-                        .map(|_| CatalogResult::Nothing)
-                }
+                CatalogVerb::Delete | CatalogVerb::DeleteCas => deregister_txn(
+                    txn,
+                    &Deregister { node: node.node.clone(), ..Deregister::default() },
+                    index,
+                    released,
+                )?
+                .map(|_| CatalogResult::Nothing),
             }
         }
         CatalogOp::Service { verb, node, service } => {
@@ -568,7 +593,7 @@ pub fn apply_op_txn(
                         checks: Vec::new(),
                         skip_node_update: true,
                     };
-                    match register_txn(txn, &reg, index)? {
+                    match register_txn(txn, &reg, index, released)? {
                         Ok(()) => {
                             Ok(CatalogResult::Service(get_w(txn, SERVICES, &key(node, &id))?.unwrap_or_default()))
                         }
@@ -579,6 +604,7 @@ pub fn apply_op_txn(
                     txn,
                     &Deregister { node: node.clone(), service_id: Some(id), check_id: None },
                     index,
+                    released,
                 )?
                 .map(|_| CatalogResult::Nothing),
             }
@@ -597,14 +623,19 @@ pub fn apply_op_txn(
                     Some(c) => Ok(CatalogResult::Check(c)),
                     None => Err(CatalogFail(format!("check {id:?} on node {:?} doesn't exist", check.node))),
                 },
-                CatalogVerb::Set | CatalogVerb::Cas => match ensure_check_txn(txn, &check.node, check, index)? {
-                    Ok(()) => Ok(CatalogResult::Check(get_w(txn, CHECKS, &key(&check.node, &id))?.unwrap_or_default())),
-                    Err(e) => Err(e),
-                },
+                CatalogVerb::Set | CatalogVerb::Cas => {
+                    match ensure_check_txn(txn, &check.node, check, index, released)? {
+                        Ok(()) => {
+                            Ok(CatalogResult::Check(get_w(txn, CHECKS, &key(&check.node, &id))?.unwrap_or_default()))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 CatalogVerb::Delete | CatalogVerb::DeleteCas => deregister_txn(
                     txn,
                     &Deregister { node: check.node.clone(), service_id: None, check_id: Some(id) },
                     index,
+                    released,
                 )?
                 .map(|_| CatalogResult::Nothing),
             }
@@ -640,8 +671,8 @@ mod tests {
     #[test]
     fn register_is_idempotent_and_indexes_follow_change() {
         let s = Store::in_memory().unwrap();
-        apply(&s, 5, |t| register_txn(t, &reg("n1", Some(("web1", "web")), vec![]), 5)).unwrap();
-        apply(&s, 6, |t| register_txn(t, &reg("n1", Some(("web1", "web")), vec![]), 6)).unwrap();
+        apply(&s, 5, |t| register_txn(t, &reg("n1", Some(("web1", "web")), vec![]), 5, &mut Vec::new())).unwrap();
+        apply(&s, 6, |t| register_txn(t, &reg("n1", Some(("web1", "web")), vec![]), 6, &mut Vec::new())).unwrap();
         let r = s.read().unwrap();
         let sn = service_nodes(&r, "web").unwrap();
         assert_eq!(sn.len(), 1);
@@ -655,7 +686,7 @@ mod tests {
             status: "passing".into(),
             ..Check::default()
         };
-        apply(&s, 7, |t| register_txn(t, &reg("n1", None, vec![check.clone()]), 7)).unwrap();
+        apply(&s, 7, |t| register_txn(t, &reg("n1", None, vec![check.clone()]), 7, &mut Vec::new())).unwrap();
         let r = s.read().unwrap();
         let cs = node_checks(&r, "n1").unwrap();
         assert_eq!((cs[0].service_name.as_str(), cs[0].modify_index), ("web", 7));
@@ -666,12 +697,15 @@ mod tests {
     fn check_needs_its_service_and_node_delete_cascades() {
         let s = Store::in_memory().unwrap();
         let bad = Check { check_id: "c".into(), service_id: "nope".into(), ..Check::default() };
-        let err = apply(&s, 3, |t| register_txn(t, &reg("n1", None, vec![bad]), 3)).unwrap_err();
+        let err = apply(&s, 3, |t| register_txn(t, &reg("n1", None, vec![bad]), 3, &mut Vec::new())).unwrap_err();
         assert!(err.0.contains("Missing service registration"), "{err}");
         let c = Check { check_id: "c".into(), service_id: "db".into(), ..Check::default() };
-        apply(&s, 4, |t| register_txn(t, &reg("n1", Some(("db", "db")), vec![c]), 4)).unwrap();
+        apply(&s, 4, |t| register_txn(t, &reg("n1", Some(("db", "db")), vec![c]), 4, &mut Vec::new())).unwrap();
         assert_eq!(node_checks(&s.read().unwrap(), "n1").unwrap()[0].status, "critical");
-        apply(&s, 5, |t| deregister_txn(t, &Deregister { node: "n1".into(), ..Deregister::default() }, 5)).unwrap();
+        apply(&s, 5, |t| {
+            deregister_txn(t, &Deregister { node: "n1".into(), ..Deregister::default() }, 5, &mut Vec::new())
+        })
+        .unwrap();
         let r = s.read().unwrap();
         assert!(node(&r, "n1").unwrap().is_none());
         assert!(all_services(&r).unwrap().is_empty() && all_checks(&r).unwrap().is_empty());

@@ -138,12 +138,14 @@ pub fn meta_set_txn(txn: &WriteTransaction, key: &str, value: &[u8]) -> Result<(
 }
 
 /// Runs the operations of a transaction in order inside `txn`: results, and the (op index,
-/// reason) of every operation that failed (then the caller aborts `txn`).
+/// reason) of every operation that failed (then the caller aborts `txn` and drops `released`,
+/// the locks its catalog operations released).
 #[allow(clippy::type_complexity)]
 pub fn txn_ops(
     txn: &WriteTransaction,
     ops: &[crate::server::command::TxnOp],
     index: u64,
+    released: &mut session::Released,
 ) -> Result<(Vec<crate::server::command::TxnOpResult>, Vec<(usize, String)>), StoreError> {
     use crate::server::command::{TxnOp, TxnOpResult};
     let mut results = Vec::with_capacity(ops.len());
@@ -154,7 +156,7 @@ pub fn txn_ops(
                 Ok(r) => results.push(TxnOpResult::Kv(r)),
                 Err(f) => errors.push((i, f.what().to_string())),
             },
-            TxnOp::Catalog(op) => match catalog::apply_op_txn(txn, op, index)? {
+            TxnOp::Catalog(op) => match catalog::apply_op_txn(txn, op, index, released)? {
                 Ok(r) => results.push(TxnOpResult::Catalog(r)),
                 Err(f) => errors.push((i, f.0)),
             },

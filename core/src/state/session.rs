@@ -89,28 +89,21 @@ pub fn create_txn(txn: &WriteTransaction, s: &Session, index: u64) -> Result<Res
     Ok(Ok(()))
 }
 
-/// Keys whose lock was released by an invalidation, with the lock-delay to apply.
+/// Keys whose lock was released by an invalidation, with the lock-delay to apply. Every write
+/// that can destroy a session takes the apply's `&mut Released` and adds to it; the state
+/// machine arms the lock-delays once the transaction holding the releases has committed (a
+/// rolled-back `/v1/txn` drops its own releases and only those).
 pub type Released = Vec<(String, u64)>;
 
-thread_local! {
-    /// Releases made by the apply running on this thread; the state machine arms their
-    /// lock-delays after the apply (`take_released`).
-    static RELEASED: std::cell::RefCell<Released> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The keys released on this thread since the last call.
-pub fn take_released() -> Released {
-    RELEASED.with(|r| std::mem::take(&mut *r.borrow_mut()))
-}
-
-/// Destroys a session: its locks are released (or their keys deleted). Unknown: nothing.
-pub fn destroy_txn(txn: &WriteTransaction, id: &str, index: u64) -> Result<Released, StoreError> {
+/// Destroys a session: its locks are released (or their keys deleted), and added to
+/// `released`. Unknown: nothing.
+pub fn destroy_txn(txn: &WriteTransaction, id: &str, index: u64, released: &mut Released) -> Result<(), StoreError> {
     let session = {
         let t = txn.open_table(SESSIONS)?;
         let v = t.get(id)?;
         match v {
             Some(v) => decode(v.value())?,
-            None => return Ok(Vec::new()),
+            None => return Ok(()),
         }
     };
     txn.open_table(SESSIONS)?.remove(id)?;
@@ -127,7 +120,6 @@ pub fn destroy_txn(txn: &WriteTransaction, id: &str, index: u64) -> Result<Relea
         }
         out
     };
-    let mut released = Vec::new();
     for (key, mut e) in held {
         if session.behavior == "delete" {
             super::kv::delete_key_txn(txn, &key, index)?;
@@ -139,17 +131,18 @@ pub fn destroy_txn(txn: &WriteTransaction, id: &str, index: u64) -> Result<Relea
         }
         released.push((key, session.lock_delay));
     }
-    RELEASED.with(|r| r.borrow_mut().extend(released.iter().cloned()));
-    Ok(released)
+    Ok(())
 }
 
-/// Sessions that depend on `check` of `node` (or on anything of the node when `check` is None).
+/// Destroys the sessions that depend on `check` of `node` (or on anything of the node when
+/// `check` is None); their releases go to `released`.
 pub fn invalidate_txn(
     txn: &WriteTransaction,
     node: &str,
     check: Option<&str>,
     index: u64,
-) -> Result<Released, StoreError> {
+    released: &mut Released,
+) -> Result<(), StoreError> {
     let doomed: Vec<String> = list_w(txn)?
         .into_iter()
         .filter(|s| s.node == node)
@@ -159,11 +152,10 @@ pub fn invalidate_txn(
         })
         .map(|s| s.id)
         .collect();
-    let mut released = Vec::new();
     for id in doomed {
-        released.extend(destroy_txn(txn, &id, index)?);
+        destroy_txn(txn, &id, index, released)?;
     }
-    Ok(released)
+    Ok(())
 }
 
 /// Lock-delays armed by invalidations (each replica keeps its own, by its own clock, as Consul;

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::{io_err, NodeId, StorageError, TypeConfig};
 use crate::server::command::{Command, CommandResponse};
+use crate::state::session::Released;
 use crate::state::snapshot::{self, StateData};
 use crate::state::watch::Table;
 use crate::state::{catalog, kv, meta_get, meta_set_txn, Store, StoreError};
@@ -96,30 +97,32 @@ impl StateMachine {
     }
 }
 
-/// The single dispatch point of the state machine.
+/// The single dispatch point of the state machine. Locks released by the command are added
+/// to `released`.
 fn apply_command(
     store: &Store,
     txn: &mut WriteTransaction,
     cmd: &Command,
     index: u64,
+    released: &mut Released,
 ) -> Result<CommandResponse, StoreError> {
     Ok(match cmd {
         Command::Kv(op) => CommandResponse::Kv(kv::apply_txn(txn, op, index)?),
         Command::Txn(ops) => {
             // All or nothing: the caller hands a transaction holding nothing else, and aborts
             // it when this returns errors.
-            let (results, errors) = crate::state::txn_ops(txn, ops, index)?;
+            let (results, errors) = crate::state::txn_ops(txn, ops, index, released)?;
             CommandResponse::Txn(if errors.is_empty() { Ok(results) } else { Err(errors) })
         }
         Command::Batch(_) => unreachable!("batches are unpacked by apply_entry"),
         Command::SessionCreate(sess) => CommandResponse::Session(crate::state::session::create_txn(txn, sess, index)?),
         Command::SessionDestroy { id } => {
-            crate::state::session::destroy_txn(txn, id, index)?;
+            crate::state::session::destroy_txn(txn, id, index, released)?;
             CommandResponse::Session(Ok(()))
         }
         Command::Acl(ops) => CommandResponse::Acl(crate::state::acl::apply_txn(txn, ops, index)?),
-        Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index)?),
-        Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index)?),
+        Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index, released)?),
+        Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index, released)?),
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
         Command::Restore(data) => {
             snapshot::import_txn(txn, data)?;
@@ -141,19 +144,21 @@ fn apply_command(
 
 /// Applies one command of an entry, taking and giving back the open write transaction. A
 /// transaction runs in a redb transaction of its own, so a rollback is an abort that loses
-/// nothing else; a batch applies its commands in order.
+/// nothing else; a batch applies its commands in order. The locks released by commands that
+/// stay applied are added to `released`.
 fn apply_entry(
     store: &Store,
     mut txn: WriteTransaction,
     last: &Option<LogId<NodeId>>,
     cmd: &Command,
     index: u64,
+    released: &mut Released,
 ) -> Result<(WriteTransaction, CommandResponse), StoreError> {
     match cmd {
         Command::Batch(cmds) => {
             let mut out = Vec::with_capacity(cmds.len());
             for c in cmds {
-                let (t, r) = apply_entry(store, txn, last, c, index)?;
+                let (t, r) = apply_entry(store, txn, last, c, index, released)?;
                 txn = t;
                 out.push(r);
             }
@@ -163,17 +168,20 @@ fn apply_entry(
             write_applied(&txn, last, None)?;
             txn.commit()?;
             let mut txn = store.write(false)?;
-            let resp = apply_command(store, &mut txn, cmd, index)?;
+            let mut own = Released::new();
+            let resp = apply_command(store, &mut txn, cmd, index, &mut own)?;
             if matches!(resp, CommandResponse::Txn(Err(_))) {
-                // Nothing of a rolled-back transaction happened, invalidations included.
-                crate::state::session::take_released();
+                // Nothing of a rolled-back transaction happened, its invalidations included;
+                // what earlier commands of the batch released stays released.
                 txn.abort()?;
                 txn = store.write(false)?;
+            } else {
+                released.extend(own);
             }
             Ok((txn, resp))
         }
         other => {
-            let resp = apply_command(store, &mut txn, other, index)?;
+            let resp = apply_command(store, &mut txn, other, index, released)?;
             Ok((txn, resp))
         }
     }
@@ -282,6 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut last = None;
             let mut touched: Vec<Table> = Vec::new();
             let mut restored = false;
+            let mut released = Released::new();
             for entry in &entries {
                 let index = entry.log_id.index;
                 last = Some(entry.log_id);
@@ -295,7 +304,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(cmd) => {
                         touched.extend(cmd.tables());
                         restored |= matches!(cmd, Command::Restore(_));
-                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index)?;
+                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index, &mut released)?;
                         txn = t;
                         responses.push(resp);
                     }
@@ -303,7 +312,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             write_applied(&txn, &last, None)?;
             txn.commit()?;
-            store.lock_delays.arm(&crate::state::session::take_released());
+            store.lock_delays.arm(&released);
             Ok((responses, last, touched, restored))
         })
         .await
@@ -365,5 +374,76 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .clone()
             .map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry};
+
+    use super::*;
+    use crate::server::command::TxnOp;
+    use crate::state::catalog::{Node, Register};
+    use crate::state::kv::{KvOp, KvVerb};
+    use crate::state::session::Session;
+
+    fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 0), index), payload: EntryPayload::Normal(cmd) }
+    }
+
+    /// A store with node `n1`, session `s1` (lock-delay 15 s) holding the lock on `locked`.
+    async fn with_held_lock() -> StateMachine {
+        let mut sm = StateMachine::new(Store::in_memory().unwrap(), None).unwrap();
+        let node = Node { node: "n1".into(), address: "10.0.0.1".into(), ..Node::default() };
+        let session = Session {
+            id: "s1".into(),
+            node: "n1".into(),
+            lock_delay: 15_000_000_000,
+            behavior: "release".into(),
+            ..Session::default()
+        };
+        let acquire = KvOp { session: Some("s1".into()), ..KvOp::new(KvVerb::Lock, "locked") };
+        let setup = [
+            Command::Register(Box::new(Register { node, ..Register::default() })),
+            Command::SessionCreate(session),
+            Command::Kv(acquire),
+        ];
+        let entries: Vec<_> = setup.into_iter().enumerate().map(|(i, c)| entry(i as u64 + 1, c)).collect();
+        for r in sm.apply(entries).await.unwrap() {
+            assert!(!format!("{r:?}").contains("Err"), "{r:?}");
+        }
+        assert!(!sm.store.lock_delays.active("locked"));
+        sm
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_txn_keeps_the_releases_of_earlier_commands_in_its_batch() {
+        let mut sm = with_held_lock().await;
+        // Fails: the key does not exist, so the whole transaction rolls back.
+        let failing = TxnOp::Kv(KvOp { index: 99, ..KvOp::new(KvVerb::CheckIndex, "absent") });
+        let batch = Command::Batch(vec![Command::SessionDestroy { id: "s1".into() }, Command::Txn(vec![failing])]);
+        let responses = sm.apply([entry(4, batch)]).await.unwrap();
+        let CommandResponse::Batch(rs) = &responses[0] else { panic!("{responses:?}") };
+        assert!(matches!(rs[1], CommandResponse::Txn(Err(_))), "{rs:?}");
+        assert!(sm.store.lock_delays.active("locked"), "the destroyed session's lock-delay is armed");
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_txn_releases_nothing() {
+        let mut sm = with_held_lock().await;
+        // Deregistering the node would invalidate s1, but the failing check rolls it all back.
+        let deregister = TxnOp::Catalog(crate::state::catalog::CatalogOp::Node {
+            verb: crate::state::catalog::CatalogVerb::Delete,
+            node: Node { node: "n1".into(), ..Node::default() },
+        });
+        let failing = TxnOp::Kv(KvOp { index: 99, ..KvOp::new(KvVerb::CheckIndex, "absent") });
+        let responses = sm.apply([entry(4, Command::Txn(vec![deregister, failing]))]).await.unwrap();
+        assert!(matches!(responses[0], CommandResponse::Txn(Err(_))), "{responses:?}");
+        assert!(!sm.store.lock_delays.active("locked"), "nothing of a rolled-back txn is armed");
+        // The same deregistration committed does release the lock.
+        let deregister =
+            Command::Deregister(crate::state::catalog::Deregister { node: "n1".into(), ..Default::default() });
+        sm.apply([entry(5, deregister)]).await.unwrap();
+        assert!(sm.store.lock_delays.active("locked"));
     }
 }
