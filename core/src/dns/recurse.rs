@@ -4,7 +4,7 @@
 //! each with `recursor_timeout`. An upstream answer other than NOERROR/NXDOMAIN tries the next
 //! recursor; when all fail the caller answers SERVFAIL.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -13,13 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
 
-/// A recursor address: an IP (port 53) or `ip:port`.
-pub fn parse_recursor(s: &str) -> Option<SocketAddr> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Some(a);
-    }
-    s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
-}
+pub use crate::config::parse_recursor;
 
 /// The first usable upstream answer to `query` (the client's raw message), or `None`.
 pub async fn recurse(cfg: &Config, query: &[u8], id: u16, tcp: bool) -> Option<Message> {

@@ -205,8 +205,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::agent::checks::tls::test_support::TestTls;
     use crate::agent::checks::CheckStatus;
+    use legate_tls::test_support::TestTls;
 
     /// The service name in a length-prefixed `HealthCheckRequest` (the server's side).
     fn decode_request(data: &[u8]) -> String {

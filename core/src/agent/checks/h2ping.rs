@@ -32,8 +32,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::agent::checks::tls::test_support::TestTls;
     use crate::agent::checks::CheckStatus;
+    use legate_tls::test_support::TestTls;
 
     /// An HTTP/2 server that only keeps its connections alive (h2 answers PINGs itself).
     async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S) {

@@ -15,7 +15,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION,
 use reqwest::{Client, Method, StatusCode, Url};
 use tokio::time::Instant;
 
-use super::{net, tls, Outcome};
+use legate_tls as tls;
+
+use super::{net, Outcome};
 use crate::config::CheckDefinition;
 
 const MAX_REDIRECTS: usize = 10;
@@ -277,8 +279,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::agent::checks::tls::test_support::TestTls;
     use crate::agent::checks::CheckStatus;
+    use legate_tls::test_support::TestTls;
 
     #[derive(Clone, Debug)]
     struct Seen {

@@ -20,70 +20,13 @@ mod http;
 mod net;
 mod script;
 mod tcp;
-mod tls;
 mod udp;
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::CheckDefinition;
 
-/// A check's health, as Consul names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    Passing,
-    Warning,
-    Critical,
-}
-
-impl CheckStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckStatus::Passing => "passing",
-            CheckStatus::Warning => "warning",
-            CheckStatus::Critical => "critical",
-        }
-    }
-}
-
-impl fmt::Display for CheckStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CheckStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "passing" => Ok(CheckStatus::Passing),
-            "warning" => Ok(CheckStatus::Warning),
-            "critical" => Ok(CheckStatus::Critical),
-            other => Err(format!("invalid check status: {other:?}")),
-        }
-    }
-}
-
-/// The result of one probe.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: CheckStatus,
-    pub output: String,
-}
-
-impl Outcome {
-    pub fn passing(output: impl Into<String>) -> Self {
-        Outcome { status: CheckStatus::Passing, output: output.into() }
-    }
-    pub fn warning(output: impl Into<String>) -> Self {
-        Outcome { status: CheckStatus::Warning, output: output.into() }
-    }
-    pub fn critical(output: impl Into<String>) -> Self {
-        Outcome { status: CheckStatus::Critical, output: output.into() }
-    }
-}
+pub use legate_types::check::{truncate, CheckStatus, Outcome};
 
 fn set(s: &Option<String>) -> bool {
     s.as_deref().is_some_and(|s| !s.is_empty())
@@ -142,26 +85,6 @@ pub async fn probe(def: &CheckDefinition, timeout: Duration, max_output: usize) 
     };
     truncate(&mut out.output, max_output);
     out
-}
-
-/// A TLS handshake that accepts any certificate (for plugins that inspect certificates).
-pub(crate) async fn tls_handshake_insecure(
-    tcp: tokio::net::TcpStream,
-    host: &str,
-    server_name: Option<&str>,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    tls::handshake(tcp, host, server_name, true, &[]).await
-}
-
-/// Cuts `s` to at most `max` bytes, at a char boundary.
-pub(crate) fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Go's `net` package, which Consul's check outputs carry (`dial tcp 127.0.0.1:1: connect:
 //! connection refused`).
 
+pub(super) use legate_tls::io_error;
 use std::io;
 use std::net::SocketAddr;
 
@@ -99,7 +100,7 @@ pub(super) async fn dial_h2(
     let tcp = dial_tcp(addr, deadline).await?;
     let io: Box<dyn Io> = if use_tls {
         let host = split_host_port(addr).map(|(h, _)| h).unwrap_or_default();
-        let tls = super::tls::handshake(tcp, &host, tls_server_name, skip_verify, &[b"h2"]).await?;
+        let tls = legate_tls::handshake(tcp, &host, tls_server_name, skip_verify, &[b"h2"]).await?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err("tls: server did not negotiate HTTP/2 (ALPN h2)".into());
         }
@@ -125,35 +126,6 @@ pub(super) struct H2 {
 impl Drop for H2 {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// An I/O error as Go words it: lowercase, without Rust's `(os error N)` suffix.
-pub(super) fn io_error(e: &io::Error) -> String {
-    use io::ErrorKind::*;
-    let known = match e.kind() {
-        ConnectionRefused => "connection refused",
-        ConnectionReset => "connection reset by peer",
-        ConnectionAborted => "software caused connection abort",
-        TimedOut => "i/o timeout",
-        AddrNotAvailable => "cannot assign requested address",
-        PermissionDenied => "permission denied",
-        UnexpectedEof => "EOF",
-        BrokenPipe => "broken pipe",
-        _ => "",
-    };
-    if !known.is_empty() {
-        return known.to_string();
-    }
-    let text = e.to_string();
-    let text = match text.find(" (os error") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

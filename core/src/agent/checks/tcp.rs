@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{net, tls, Outcome};
+use legate_tls as tls;
+
+use super::{net, Outcome};
 use crate::config::CheckDefinition;
 
 pub(super) async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
@@ -33,8 +35,8 @@ pub(super) async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::checks::tls::test_support::TestTls;
     use crate::agent::checks::CheckStatus;
+    use legate_tls::test_support::TestTls;
     use tokio::net::TcpListener;
 
     fn def(target: &str) -> CheckDefinition {

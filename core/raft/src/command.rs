@@ -1,0 +1,96 @@
+//! Raft commands: one enum of small payloads, one dispatch point (`raft::state_machine::apply`).
+
+use serde::{Deserialize, Serialize};
+
+use legate_state::catalog::{CatalogFail, Deregister, Register};
+use legate_state::kv::{KvFail, KvOp, KvResult};
+use legate_state::snapshot::StateData;
+pub use legate_state::txn::{TxnOp, TxnOpResult};
+use legate_state::watch::Table;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Command {
+    /// One KV verb (`/v1/kv` PUT/DELETE).
+    Kv(KvOp),
+    /// An atomic KV transaction (`/v1/txn`): all verbs apply or none.
+    Txn(Vec<TxnOp>),
+    /// Drop tombstones at or below an index (leader's tombstone GC).
+    ReapTombstones { index: u64 },
+    /// Replace the whole state (`PUT /v1/snapshot`).
+    Restore(StateData),
+    /// Catalog registration (`/v1/catalog/register`, anti-entropy, leader reconcile).
+    Register(Box<Register>),
+    /// Catalog deregistration.
+    Deregister(Deregister),
+    /// `/v1/session/create`.
+    SessionCreate(legate_state::session::Session),
+    /// `/v1/session/destroy`, TTL expiry: the session goes, its locks are released.
+    SessionDestroy { id: String },
+    /// ACL tokens, policies and roles (applied together or not at all).
+    Acl(Vec<legate_state::acl::AclOp>),
+    /// Writes that arrived together on the leader, replicated as one entry (one fsync): applied
+    /// in order, each with its own result.
+    Batch(Vec<Command>),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub enum CommandResponse {
+    Kv(Result<KvResult, KvFail>),
+    /// Results of every verb, or the (op index, reason) pairs that rolled it back.
+    Txn(Result<Vec<TxnOpResult>, Vec<(usize, String)>>),
+    Reaped(usize),
+    Catalog(Result<(), CatalogFail>),
+    Session(Result<(), String>),
+    Acl(Result<(), String>),
+    Batch(Vec<CommandResponse>),
+    Restored,
+    /// Blank and membership entries.
+    #[default]
+    None,
+}
+
+impl Command {
+    /// The sample a write is timed under (Consul's `kvs.apply`, `txn.apply`, ...).
+    pub fn metric_name(&self) -> &'static str {
+        match self {
+            Command::Kv(_) => "kvs.apply",
+            Command::Txn(_) => "txn.apply",
+            Command::ReapTombstones { .. } => "fsm.tombstone.reap",
+            Command::Restore(_) => "snapshot.restore",
+            Command::Register(_) => "catalog.register",
+            Command::Deregister(_) => "catalog.deregister",
+            Command::Batch(_) => "raft.batch",
+            Command::SessionCreate(_) => "session.apply",
+            Command::SessionDestroy { .. } => "session.apply",
+            Command::Acl(_) => "acl.apply",
+        }
+    }
+
+    /// Every watch a committed command wakes.
+    pub fn tables(&self) -> Vec<Table> {
+        match self {
+            Command::Txn(ops) => {
+                let mut t = vec![Table::Kv];
+                if ops.iter().any(|o| matches!(o, TxnOp::Catalog(_))) {
+                    t.push(Table::Catalog);
+                }
+                t
+            }
+            Command::Batch(cmds) => cmds.iter().flat_map(Command::tables).collect(),
+            Command::SessionCreate(_) | Command::SessionDestroy { .. } => vec![Table::Sessions, Table::Kv],
+            // A check turning critical or a node going away can invalidate sessions.
+            Command::Register(_) | Command::Deregister(_) => vec![Table::Catalog, Table::Sessions, Table::Kv],
+            Command::Acl(_) => vec![Table::Acl],
+            other => vec![other.table()],
+        }
+    }
+
+    /// The watch a committed command wakes.
+    pub fn table(&self) -> Table {
+        match self {
+            Command::Batch(cmds) if cmds.iter().any(|c| c.table() == Table::Catalog) => Table::Catalog,
+            Command::Register(_) | Command::Deregister(_) => Table::Catalog,
+            _ => Table::Kv,
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The server role: Raft (openraft) over the state store, the server RPC port (8300), and
+//! writes forwarded to the leader. `Server::apply` is the one way a write enters the cluster.
+
+pub mod command;
+pub mod raft;
+pub mod rpc;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use command::{Command, CommandResponse};
+use legate_state::Store;
+use raft::log_store::{LogStats, LogStore};
+use raft::network::Network;
+use raft::state_machine::StateMachine;
+use raft::{NodeId, Raft};
+use rpc::{ApplyError, Pool, Request, Response};
+
+/// What the server needs from the agent's config.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub node_id: String,
+    pub bind: SocketAddr,
+    /// The IP other servers reach this one at (the port is the bound one).
+    pub advertise_ip: std::net::IpAddr,
+    /// None: everything in memory (`-dev` without a data dir).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Elect itself at once if the cluster has no configuration yet (`-bootstrap`, `-dev`,
+    /// `-bootstrap-expect=1`).
+    pub bootstrap: bool,
+    pub raft_multiplier: u32,
+    pub snapshot_threshold: u64,
+    pub trailing_logs: u64,
+    /// How long a write waits for a leader (Consul's rpc_hold_timeout).
+    pub hold_timeout: Duration,
+    /// How long KV tombstones live before the leader reaps them.
+    pub tombstone_ttl: Duration,
+}
+
+pub struct Server {
+    pub raft: Raft,
+    pub store: Store,
+    pub id: NodeId,
+    /// This server's advertised RPC address, `ip:port`.
+    pub rpc_addr: String,
+    pool: Arc<Pool>,
+    pub log_stats: Arc<LogStats>,
+    hold_timeout: Duration,
+    shutdown: CancellationToken,
+    /// How forwarded HTTP calls are answered (set by the agent).
+    pub http_hook: rpc::HttpHookCell,
+    /// ACLs on: raw `Apply` writes are refused unless they come from a Raft member.
+    pub acl_enforced: Arc<std::sync::atomic::AtomicBool>,
+    batcher: Batcher,
+    /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
+    session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Server {
+    pub async fn start(
+        opts: ServerOptions,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Server>, String> {
+        let listener = legate_types::net::bind_tcp(opts.bind)
+            .await
+            .map_err(|e| format!("Error starting server RPC: listen tcp {}: bind: {e}", opts.bind))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let rpc_addr = SocketAddr::new(opts.advertise_ip, port).to_string();
+
+        let (log, store, snapshot_path) = match &opts.data_dir {
+            Some(dir) => {
+                let raft_dir = dir.join("raft");
+                std::fs::create_dir_all(&raft_dir).map_err(|e| format!("{}: {e}", raft_dir.display()))?;
+                (
+                    LogStore::open(&raft_dir.join("raft.db"))?,
+                    Store::open(&raft_dir.join("state.db")).map_err(|e| e.to_string())?,
+                    Some(raft_dir.join("snapshot.bin")),
+                )
+            }
+            None => (LogStore::in_memory()?, Store::in_memory().map_err(|e| e.to_string())?, None),
+        };
+        let log_stats = log.stats.clone();
+        let log_closed = log.closed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let sm = StateMachine::new(store.clone(), snapshot_path)?;
+        let m = u64::from(opts.raft_multiplier.max(1));
+        let config = openraft::Config {
+            cluster_name: "legate".into(),
+            heartbeat_interval: 50 * m,
+            election_timeout_min: 150 * m,
+            election_timeout_max: 300 * m,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(opts.snapshot_threshold.max(1)),
+            max_in_snapshot_log_to_keep: opts.trailing_logs,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| format!("raft config: {e}"))?);
+        let pool = Arc::new(Pool::from_source(opts.advertise_ip));
+        let id = raft::raft_id(&opts.node_id);
+        let raft =
+            Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(|e| format!("raft: {e}"))?;
+
+        let http_hook: rpc::HttpHookCell = Arc::default();
+        let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
+        legate_types::tasks::spawn(
+            tracker,
+            "rpc",
+            rpc::serve(
+                listener,
+                raft.clone(),
+                batcher.clone(),
+                http_hook.clone(),
+                acl_enforced.clone(),
+                shutdown.child_token(),
+            ),
+        );
+        {
+            let raft = raft.clone();
+            let shutdown = shutdown.clone();
+            legate_types::tasks::spawn(tracker, "raft-shutdown", async move {
+                shutdown.cancelled().await;
+                let _ = raft.shutdown().await;
+                drop(raft);
+                // Wait (bounded) for the log to close, so the data dir can be reopened.
+                if let Some(closed) = log_closed {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), closed).await;
+                }
+            });
+        }
+
+        if opts.bootstrap && !raft.is_initialized().await.map_err(|e| e.to_string())? {
+            let mut members = BTreeMap::new();
+            members.insert(id, BasicNode { addr: rpc_addr.clone() });
+            raft.initialize(members).await.map_err(|e| format!("raft bootstrap: {e}"))?;
+            tracing::info!(id, addr = %rpc_addr, "bootstrapped a new Raft cluster");
+        }
+        let server = Arc::new(Server {
+            raft,
+            store,
+            id,
+            rpc_addr,
+            pool,
+            log_stats,
+            hold_timeout: opts.hold_timeout,
+            shutdown: shutdown.clone(),
+            http_hook,
+            acl_enforced,
+            batcher,
+            session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
+        });
+        legate_types::tasks::spawn(tracker, "session-ttl", session_ttl_loop(server.clone(), shutdown.child_token()));
+        legate_types::tasks::spawn(
+            tracker,
+            "tombstone-gc",
+            tombstone_gc(server.clone(), opts.tombstone_ttl, shutdown.child_token()),
+        );
+        Ok(server)
+    }
+
+    /// The leader's RPC address, if there is one.
+    pub fn leader(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// RPC addresses of the voters.
+    pub fn peers(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone())).collect()
+    }
+
+    /// Replicates a command and returns the state machine's answer: on the leader directly,
+    /// elsewhere forwarded to the leader; while there is none, retried up to the hold timeout.
+    pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
+        let _timer = legate_telemetry::Timer::start(cmd.metric_name(), Vec::new());
+        legate_telemetry::counter("raft.apply", Vec::new(), 1.0);
+        let deadline = Instant::now() + self.hold_timeout;
+        loop {
+            let result = match self.leader() {
+                Some(addr) if addr != self.rpc_addr => {
+                    let peer = self.pool.get(&addr).await;
+                    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+                    match peer.call(Request::Apply(cmd.clone()), left).await {
+                        Ok(Response::Apply(r)) => r,
+                        Ok(other) => Err(ApplyError::Other(format!("unexpected response {other:?}"))),
+                        Err(e) => Err(ApplyError::Other(e.to_string())),
+                    }
+                }
+                _ => self.batcher.apply(cmd.clone()).await,
+            };
+            match result {
+                Err(_) if self.shutdown.is_cancelled() => {
+                    return Err(ApplyError::Other("agent is shutting down".into()));
+                }
+                Err(ApplyError::NotLeader(_)) | Err(ApplyError::Other(_)) if Instant::now() < deadline => {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                }
+                Err(ApplyError::NotLeader(_)) => return Err(ApplyError::Other("No cluster leader".into())),
+                other => return other,
+            }
+        }
+    }
+
+    /// A linearizable read point: confirms leadership with a quorum and waits until the
+    /// state machine has applied everything committed before the read.
+    pub async fn ensure_consistent(&self) -> Result<(), String> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(e)) => Err(match e {
+                openraft::error::CheckIsLeaderError::ForwardToLeader(_) => "No cluster leader".to_string(),
+                other => other.to_string(),
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Adds a server as a voter (leader only): first as a learner that catches up, then into
+    /// the voter set.
+    pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), String> {
+        self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(|e| e.to_string())?;
+        let mut voters: std::collections::BTreeSet<NodeId> =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        voters.insert(id);
+        self.raft.change_membership(voters, false).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms).
+    pub fn leader_contact(&self) -> (bool, u64) {
+        let m = self.raft.metrics().borrow().clone();
+        let known = m.current_leader.is_some();
+        let last = if m.current_leader == Some(self.id) { 0 } else { m.millis_since_quorum_ack.unwrap_or(0) };
+        (known, last)
+    }
+
+    /// Reaps the KV tombstones older than `ttl` (leader only), as Consul's TombstoneGC: the
+    /// loop remembers which index was current at each tick, and once a tick is `ttl` old,
+    /// every tombstone at or below its index is removed through Raft.
+    async fn reap_old_tombstones(&self, marks: &mut std::collections::VecDeque<(Instant, u64)>, ttl: Duration) {
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        marks.push_back((Instant::now(), applied));
+        let mut expired = None;
+        while let Some(&(at, idx)) = marks.front() {
+            if at.elapsed() < ttl {
+                break;
+            }
+            expired = Some(idx);
+            marks.pop_front();
+        }
+        let Some(upto) = expired else { return };
+        if !self.is_leader() {
+            return;
+        }
+        let oldest = self.store.read().ok().and_then(|t| legate_state::kv::oldest_tombstone(&t).ok().flatten());
+        if oldest.is_some_and(|o| o <= upto) {
+            match self.apply(Command::ReapTombstones { index: upto }).await {
+                Ok(CommandResponse::Reaped(n)) => tracing::debug!(n, upto, "reaped KV tombstones"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "tombstone GC failed"),
+            }
+        }
+    }
+
+    /// Resets a session's TTL timer (leader): it expires after twice its TTL, Consul's grace.
+    pub fn renew_session(&self, id: &str, ttl: Duration) {
+        self.session_deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), Instant::now() + ttl * 2);
+    }
+
+    /// Sends an HTTP call to the leader over the RPC port (session renewals from followers).
+    pub async fn forward_to_leader(&self, call: rpc::HttpCall) -> Result<rpc::HttpReply, String> {
+        let leader = self.leader().ok_or_else(|| "No cluster leader".to_string())?;
+        let peer = self.pool.get(&leader).await;
+        match peer.call(Request::Http(call), self.hold_timeout).await {
+            Ok(Response::Http(r)) => r,
+            Ok(other) => Err(format!("unexpected response {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub fn data_dir_store_path(dir: &Path) -> std::path::PathBuf {
+        dir.join("raft")
+    }
+}
+
+/// The leader's session TTL timers: rebuilt (now + 2 x TTL for every session) when this server
+/// becomes leader, so a failover never expires a session early; expired sessions are destroyed
+/// through Raft.
+async fn session_ttl_loop(server: Arc<Server>, shutdown: CancellationToken) {
+    let mut was_leader = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let leader = server.is_leader();
+        if !leader {
+            was_leader = false;
+            continue;
+        }
+        let sessions = match server.store.read().and_then(|t| legate_state::session::list(&t)) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        let expired: Vec<String> = {
+            let mut d = server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner());
+            if !was_leader {
+                d.clear();
+            }
+            d.retain(|id, _| sessions.iter().any(|s| &s.id == id));
+            for s in &sessions {
+                let Some(ttl) = legate_types::duration::parse_go_duration(&s.ttl).ok().filter(|t| !t.is_zero()) else {
+                    continue;
+                };
+                d.entry(s.id.clone()).or_insert(now + ttl * 2);
+            }
+            d.iter().filter(|(_, t)| **t <= now).map(|(id, _)| id.clone()).collect()
+        };
+        was_leader = true;
+        for id in expired {
+            tracing::info!(session = %id, "session TTL expired, destroying it");
+            server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            if let Err(e) = server.apply(Command::SessionDestroy { id: id.clone() }).await {
+                tracing::warn!(session = %id, error = %e, "destroying expired session failed");
+            }
+        }
+    }
+}
+
+/// The tombstone GC loop: ticks at ttl/30 (Consul's granularity is 30 s for a 15 m TTL).
+async fn tombstone_gc(server: Arc<Server>, ttl: Duration, shutdown: CancellationToken) {
+    let tick = (ttl / 30).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let mut marks = std::collections::VecDeque::new();
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => server.reap_old_tombstones(&mut marks, ttl).await,
+        }
+    }
+}
+
+/// Applies on this node if it is the leader.
+type Pending = (Command, tokio::sync::oneshot::Sender<Result<CommandResponse, ApplyError>>);
+
+/// Group commit above Raft: writes that arrive while the previous entry is being replicated
+/// and fsynced are gathered into one `Command::Batch` entry, so N concurrent writers cost one
+/// log append and one fsync, not N. One writer alone goes through unchanged.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// Most commands in one entry.
+const MAX_BATCH: usize = 512;
+
+impl Batcher {
+    pub fn start(raft: Raft, tracker: &TaskTracker, shutdown: CancellationToken) -> Batcher {
+        // Bounded: callers wait (back-pressure) when writes arrive faster than they commit.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
+        legate_types::tasks::spawn(tracker, "raft-batcher", async move {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    p = rx.recv() => match p { Some(p) => p, None => return },
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                legate_telemetry::sample("raft.batch.size", Vec::new(), batch.len() as f64);
+                if batch.len() == 1 {
+                    let (cmd, reply) = batch.pop().expect("one");
+                    let _ = reply.send(apply_raw(&raft, cmd).await);
+                    continue;
+                }
+                let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+                match apply_raw(&raft, Command::Batch(cmds)).await {
+                    Ok(CommandResponse::Batch(results)) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Ok(other) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(ApplyError::Other(format!("unexpected batch result {other:?}"))));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Batcher { tx }
+    }
+
+    pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((cmd, reply)).await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?;
+        rx.await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?
+    }
+}
+
+async fn apply_raw(raft: &Raft, cmd: Command) -> Result<CommandResponse, ApplyError> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ApplyError::NotLeader(f.leader_node.map(|n| n.addr)))
+        }
+        Err(e) => Err(ApplyError::Other(e.to_string())),
+    }
+}

@@ -1,0 +1,86 @@
+//! openraft's network over the server RPC port (`server::rpc`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{AnyError, BasicNode};
+
+use super::{NodeId, TypeConfig};
+use crate::rpc::{PeerClient, Pool, Request, Response, RpcError};
+
+#[derive(Clone)]
+pub struct Network {
+    pub pool: Arc<Pool>,
+}
+
+pub struct Peer {
+    target: NodeId,
+    client: Arc<PeerClient>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer { target, client: self.pool.get(&node.addr).await }
+    }
+}
+
+type E<Err = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, Err>>;
+
+fn transport<Err: std::error::Error>(e: RpcError) -> RPCError<NodeId, BasicNode, RaftError<NodeId, Err>> {
+    match e {
+        RpcError::Connect(..) | RpcError::Closed(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn remote<Err: std::error::Error>(target: NodeId, msg: String) -> RPCError<NodeId, BasicNode, RaftError<NodeId, Err>> {
+    // The remote's RaftError arrives as text; openraft treats it as a network-level failure and
+    // retries, which is what a fatal remote error warrants too.
+    RPCError::Network(NetworkError::new(&AnyError::error(format!("node {target}: {msg}"))))
+}
+
+fn deadline(option: &RPCOption) -> Duration {
+    option.hard_ttl().max(Duration::from_millis(50))
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, E> {
+        match self.client.call(Request::AppendEntries(rpc), deadline(&option)).await.map_err(transport)? {
+            Response::AppendEntries(Ok(r)) => Ok(r),
+            Response::AppendEntries(Err(e)) => Err(remote(self.target, e)),
+            other => Err(remote(self.target, format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, E<InstallSnapshotError>> {
+        match self.client.call(Request::InstallSnapshot(rpc), deadline(&option)).await.map_err(transport)? {
+            Response::InstallSnapshot(Ok(r)) => Ok(r),
+            Response::InstallSnapshot(Err(e)) => Err(remote(self.target, e)),
+            other => Err(remote(self.target, format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, E> {
+        match self.client.call(Request::Vote(rpc), deadline(&option)).await.map_err(transport)? {
+            Response::Vote(Ok(r)) => Ok(r),
+            Response::Vote(Err(e)) => Err(remote(self.target, e)),
+            other => Err(remote(self.target, format!("unexpected response {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The Raft state machine over `state::Store`. A batch of entries is applied in redb write
+//! transactions that are not fsynced (the log replays them after a crash); a snapshot point is
+//! made durable before the snapshot is handed out, so the log is only ever purged behind
+//! durable state. `Command` is dispatched in exactly one place, `apply_command`.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
+use redb::WriteTransaction;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{io_err, NodeId, StorageError, TypeConfig};
+use crate::command::{Command, CommandResponse};
+use legate_state::session::Released;
+use legate_state::snapshot::{self, StateData};
+use legate_state::watch::Table;
+use legate_state::{catalog, kv, meta_get, meta_set_txn, Store, StoreError};
+
+type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+
+fn err_sm<E: std::fmt::Display>(verb: ErrorVerb, e: E) -> StorageError {
+    io_err(ErrorSubject::StateMachine, verb, e)
+}
+
+/// A snapshot as kept on disk / in memory.
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// How often an apply batch is committed durably.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct StateMachine {
+    pub store: Store,
+    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
+    /// Where the latest snapshot is kept (None: memory only).
+    snapshot_path: Option<PathBuf>,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl StateMachine {
+    pub fn new(store: Store, snapshot_path: Option<PathBuf>) -> Result<StateMachine, String> {
+        let current = match &snapshot_path {
+            Some(p) if p.exists() => {
+                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Some(bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+            _ => None,
+        };
+        let sm = StateMachine {
+            store,
+            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            snapshot_path,
+            current: Arc::new(Mutex::new(current)),
+        };
+        sm.recover_from_snapshot().map_err(|e| e.to_string())?;
+        Ok(sm)
+    }
+
+    /// State-machine commits are not fsynced, so after a crash the store may be behind the
+    /// last snapshot (whose log entries may be purged): then the snapshot is loaded into it.
+    /// The log replays everything after.
+    fn recover_from_snapshot(&self) -> Result<(), StoreError> {
+        let Ok(guard) = self.current.try_lock() else { return Ok(()) };
+        let Some(snap) = guard.as_ref() else { return Ok(()) };
+        let (applied, _) = self.applied()?;
+        let snap_index = snap.meta.last_log_id.map(|l| l.index);
+        if snap_index > applied.map(|l| l.index) {
+            let state: StateData = bincode::deserialize(&snap.data)?;
+            let txn = self.store.write(true)?;
+            snapshot::import_txn(&txn, &state)?;
+            write_applied(&txn, &snap.meta.last_log_id, Some(&snap.meta.last_membership))?;
+            txn.commit()?;
+            tracing::info!(index = ?snap_index, "state store recovered from the last snapshot");
+        }
+        Ok(())
+    }
+
+    fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
+        let txn = self.store.read()?;
+        let applied = match meta_get(&txn, "last_applied")? {
+            Some(b) => bincode::deserialize(&b)?,
+            None => None,
+        };
+        let membership = match meta_get(&txn, "membership")? {
+            Some(b) => bincode::deserialize(&b)?,
+            None => Membership::default(),
+        };
+        Ok((applied, membership))
+    }
+}
+
+/// The single dispatch point of the state machine. Locks released by the command are added
+/// to `released`.
+fn apply_command(
+    store: &Store,
+    txn: &mut WriteTransaction,
+    cmd: &Command,
+    index: u64,
+    released: &mut Released,
+) -> Result<CommandResponse, StoreError> {
+    Ok(match cmd {
+        Command::Kv(op) => CommandResponse::Kv(kv::apply_txn(txn, op, index)?),
+        Command::Txn(ops) => {
+            // All or nothing: the caller hands a transaction holding nothing else, and aborts
+            // it when this returns errors.
+            let (results, errors) = legate_state::txn_ops(txn, ops, index, released)?;
+            CommandResponse::Txn(if errors.is_empty() { Ok(results) } else { Err(errors) })
+        }
+        Command::Batch(_) => unreachable!("batches are unpacked by apply_entry"),
+        Command::SessionCreate(sess) => CommandResponse::Session(legate_state::session::create_txn(txn, sess, index)?),
+        Command::SessionDestroy { id } => {
+            legate_state::session::destroy_txn(txn, id, index, released)?;
+            CommandResponse::Session(Ok(()))
+        }
+        Command::Acl(ops) => CommandResponse::Acl(legate_state::acl::apply_txn(txn, ops, index)?),
+        Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index, released)?),
+        Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index, released)?),
+        Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
+        Command::Restore(data) => {
+            snapshot::import_txn(txn, data)?;
+            let _ = store;
+            // Indexes never go backwards: the restored tables count as written now.
+            for t in [
+                legate_state::schema::IDX_KVS,
+                legate_state::schema::IDX_NODES,
+                legate_state::schema::IDX_SERVICES,
+                legate_state::schema::IDX_CHECKS,
+            ] {
+                legate_state::bump_index_txn(txn, t, index)?;
+            }
+            legate_state::bump_index_txn(txn, legate_state::schema::IDX_RESTORE, index)?;
+            CommandResponse::Restored
+        }
+    })
+}
+
+/// Applies one command of an entry, taking and giving back the open write transaction. A
+/// transaction runs in a redb transaction of its own, so a rollback is an abort that loses
+/// nothing else; a batch applies its commands in order. The locks released by commands that
+/// stay applied are added to `released`.
+fn apply_entry(
+    store: &Store,
+    mut txn: WriteTransaction,
+    last: &Option<LogId<NodeId>>,
+    cmd: &Command,
+    index: u64,
+    released: &mut Released,
+) -> Result<(WriteTransaction, CommandResponse), StoreError> {
+    match cmd {
+        Command::Batch(cmds) => {
+            let mut out = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                let (t, r) = apply_entry(store, txn, last, c, index, released)?;
+                txn = t;
+                out.push(r);
+            }
+            Ok((txn, CommandResponse::Batch(out)))
+        }
+        Command::Txn(_) => {
+            write_applied(&txn, last, None)?;
+            txn.commit()?;
+            let mut txn = store.write(false)?;
+            let mut own = Released::new();
+            let resp = apply_command(store, &mut txn, cmd, index, &mut own)?;
+            if matches!(resp, CommandResponse::Txn(Err(_))) {
+                // Nothing of a rolled-back transaction happened, its invalidations included;
+                // what earlier commands of the batch released stays released.
+                txn.abort()?;
+                txn = store.write(false)?;
+            } else {
+                released.extend(own);
+            }
+            Ok((txn, resp))
+        }
+        other => {
+            let resp = apply_command(store, &mut txn, other, index, released)?;
+            Ok((txn, resp))
+        }
+    }
+}
+
+fn write_applied(
+    txn: &WriteTransaction,
+    applied: &Option<LogId<NodeId>>,
+    membership: Option<&Membership>,
+) -> Result<(), StoreError> {
+    meta_set_txn(txn, "last_applied", &bincode::serialize(applied)?)?;
+    if let Some(m) = membership {
+        meta_set_txn(txn, "membership", &bincode::serialize(m)?)?;
+    }
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let _timer = legate_telemetry::Timer::start("raft.snapshot.build", Vec::new());
+        let store = self.store.clone();
+        let (meta_parts, data) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            // The state store need not be durable here: the snapshot file is (fsynced below), and
+            // a restart loads it when the store is behind (`recover_from_snapshot`).
+            let txn = store.read()?;
+            let applied: Option<LogId<NodeId>> = match meta_get(&txn, "last_applied")? {
+                Some(b) => bincode::deserialize(&b)?,
+                None => None,
+            };
+            let membership: Membership = match meta_get(&txn, "membership")? {
+                Some(b) => bincode::deserialize(&b)?,
+                None => Membership::default(),
+            };
+            let data = bincode::serialize(&snapshot::export(&txn)?)?;
+            Ok(((applied, membership), data))
+        })
+        .await
+        .map_err(|e| err_sm(ErrorVerb::Read, e))?
+        .map_err(|e| err_sm(ErrorVerb::Read, e))?;
+        let (last_log_id, last_membership) = meta_parts;
+        let snapshot_id = format!(
+            "{}-{}-{}",
+            last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
+            last_log_id.map(|l| l.index).unwrap_or(0),
+            uuid::Uuid::new_v4().simple()
+        );
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        self.persist(&stored).await?;
+        *self.current.lock().await = Some(stored);
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl StateMachine {
+    async fn persist(&self, s: &StoredSnapshot) -> Result<(), StorageError> {
+        if let Some(path) = &self.snapshot_path {
+            let bytes = bincode::serialize(s).map_err(|e| err_sm(ErrorVerb::Write, e))?;
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, &bytes)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| err_sm(ErrorVerb::Write, e))?
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError> {
+        self.applied().map_err(|e| err_sm(ErrorVerb::Read, e))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let _timer = legate_telemetry::Timer::start("raft.fsm.apply", Vec::new());
+        let store = self.store.clone();
+        let durable_due = {
+            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= DURABLE_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        let (responses, last, mut touched, restored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut responses = Vec::with_capacity(entries.len());
+            // Applies are not fsynced (the log replays them), except every 30 s (a durable redb commit stalls the writer while it flushes), so
+            // redb reclaims pages and the replay after a crash stays short.
+            let mut txn = store.write(durable_due)?;
+            let mut last = None;
+            let mut touched: Vec<Table> = Vec::new();
+            let mut restored = false;
+            let mut released = Released::new();
+            for entry in &entries {
+                let index = entry.log_id.index;
+                last = Some(entry.log_id);
+                match &entry.payload {
+                    EntryPayload::Blank => responses.push(CommandResponse::None),
+                    EntryPayload::Membership(m) => {
+                        let sm = Membership::new(Some(entry.log_id), m.clone());
+                        write_applied(&txn, &last, Some(&sm))?;
+                        responses.push(CommandResponse::None);
+                    }
+                    EntryPayload::Normal(cmd) => {
+                        touched.extend(cmd.tables());
+                        restored |= matches!(cmd, Command::Restore(_));
+                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index, &mut released)?;
+                        txn = t;
+                        responses.push(resp);
+                    }
+                }
+            }
+            write_applied(&txn, &last, None)?;
+            txn.commit()?;
+            store.lock_delays.arm(&released);
+            Ok((responses, last, touched, restored))
+        })
+        .await
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?;
+        if let Some(last) = last {
+            if restored {
+                // A restore may change every table: wake every blocked query.
+                self.store.watch.notify_all(last.index);
+            } else {
+                touched.sort_by_key(|t| *t as u8);
+                touched.dedup();
+                for t in touched {
+                    self.store.watch.notify(t, last.index);
+                }
+            }
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let state: StateData = bincode::deserialize(&data).map_err(|e| err_sm(ErrorVerb::Read, e))?;
+        let store = self.store.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let txn = store.write(true)?;
+            snapshot::import_txn(&txn, &state)?;
+            write_applied(&txn, &m.last_log_id, Some(&m.last_membership))?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?
+        .map_err(|e| err_sm(ErrorVerb::Write, e))?;
+        self.store.watch.notify_all(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.persist(&stored).await?;
+        *self.current.lock().await = Some(stored);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self
+            .current
+            .lock()
+            .await
+            .clone()
+            .map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry};
+
+    use super::*;
+    use crate::command::TxnOp;
+    use legate_state::catalog::{Node, Register};
+    use legate_state::kv::{KvOp, KvVerb};
+    use legate_state::session::Session;
+
+    fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 0), index), payload: EntryPayload::Normal(cmd) }
+    }
+
+    /// A store with node `n1`, session `s1` (lock-delay 15 s) holding the lock on `locked`.
+    async fn with_held_lock() -> StateMachine {
+        let mut sm = StateMachine::new(Store::in_memory().unwrap(), None).unwrap();
+        let node = Node { node: "n1".into(), address: "10.0.0.1".into(), ..Node::default() };
+        let session = Session {
+            id: "s1".into(),
+            node: "n1".into(),
+            lock_delay: 15_000_000_000,
+            behavior: "release".into(),
+            ..Session::default()
+        };
+        let acquire = KvOp { session: Some("s1".into()), ..KvOp::new(KvVerb::Lock, "locked") };
+        let setup = [
+            Command::Register(Box::new(Register { node, ..Register::default() })),
+            Command::SessionCreate(session),
+            Command::Kv(acquire),
+        ];
+        let entries: Vec<_> = setup.into_iter().enumerate().map(|(i, c)| entry(i as u64 + 1, c)).collect();
+        for r in sm.apply(entries).await.unwrap() {
+            assert!(!format!("{r:?}").contains("Err"), "{r:?}");
+        }
+        assert!(!sm.store.lock_delays.active("locked"));
+        sm
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_txn_keeps_the_releases_of_earlier_commands_in_its_batch() {
+        let mut sm = with_held_lock().await;
+        // Fails: the key does not exist, so the whole transaction rolls back.
+        let failing = TxnOp::Kv(KvOp { index: 99, ..KvOp::new(KvVerb::CheckIndex, "absent") });
+        let batch = Command::Batch(vec![Command::SessionDestroy { id: "s1".into() }, Command::Txn(vec![failing])]);
+        let responses = sm.apply([entry(4, batch)]).await.unwrap();
+        let CommandResponse::Batch(rs) = &responses[0] else { panic!("{responses:?}") };
+        assert!(matches!(rs[1], CommandResponse::Txn(Err(_))), "{rs:?}");
+        assert!(sm.store.lock_delays.active("locked"), "the destroyed session's lock-delay is armed");
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_txn_releases_nothing() {
+        let mut sm = with_held_lock().await;
+        // Deregistering the node would invalidate s1, but the failing check rolls it all back.
+        let deregister = TxnOp::Catalog(legate_state::catalog::CatalogOp::Node {
+            verb: legate_state::catalog::CatalogVerb::Delete,
+            node: Node { node: "n1".into(), ..Node::default() },
+        });
+        let failing = TxnOp::Kv(KvOp { index: 99, ..KvOp::new(KvVerb::CheckIndex, "absent") });
+        let responses = sm.apply([entry(4, Command::Txn(vec![deregister, failing]))]).await.unwrap();
+        assert!(matches!(responses[0], CommandResponse::Txn(Err(_))), "{responses:?}");
+        assert!(!sm.store.lock_delays.active("locked"), "nothing of a rolled-back txn is armed");
+        // The same deregistration committed does release the lock.
+        let deregister =
+            Command::Deregister(legate_state::catalog::Deregister { node: "n1".into(), ..Default::default() });
+        sm.apply([entry(5, deregister)]).await.unwrap();
+        assert!(sm.store.lock_delays.active("locked"));
+    }
+}

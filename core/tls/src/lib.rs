@@ -1,0 +1,262 @@
+//! legate-tls: TLS for outbound probes (rustls with the ring provider). Server certificates are verified against the
+//! system's roots (Mozilla's bundled roots when the system has none), unless the check sets
+//! `tls_skip_verify`, which selects [`AcceptAnyCert`] explicitly. `tls_server_name` overrides the
+//! name sent as SNI and checked against the certificate.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+fn provider() -> Arc<CryptoProvider> {
+    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+}
+
+/// The trust roots: the system's, or the bundled Mozilla set when none could be loaded.
+fn roots() -> Arc<RootCertStore> {
+    static R: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    R.get_or_init(|| {
+        let mut store = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = store.add_parsable_certificates(native.certs);
+        if added == 0 {
+            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        Arc::new(store)
+    })
+    .clone()
+}
+
+/// A client config for a check: verifying unless `skip_verify`, offering `alpn` protocols.
+pub fn client_config(skip_verify: bool, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let mut config = if skip_verify {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider()))).with_no_client_auth()
+    } else {
+        builder.with_root_certificates(roots()).with_no_client_auth()
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The name to verify and send as SNI: `tls_server_name` if set, else the dialed host.
+pub fn server_name(tls_server_name: Option<&str>, host: &str) -> Result<ServerName<'static>, String> {
+    let name = tls_server_name.filter(|s| !s.is_empty()).unwrap_or(host);
+    ServerName::try_from(name.to_string()).map_err(|_| format!("tls: invalid server name {name:?}"))
+}
+
+/// Runs a TLS handshake over `tcp`.
+pub async fn handshake(
+    tcp: TcpStream,
+    host: &str,
+    tls_server_name: Option<&str>,
+    skip_verify: bool,
+    alpn: &[&[u8]],
+) -> Result<TlsStream<TcpStream>, String> {
+    let config = client_config(skip_verify, alpn)?;
+    let name = server_name(tls_server_name, host)?;
+    TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("tls: {}", tls_error(&e)))
+}
+
+/// A TLS handshake that accepts any certificate (for plugins that inspect certificates).
+pub async fn handshake_insecure(
+    tcp: TcpStream,
+    host: &str,
+    server_name: Option<&str>,
+) -> Result<TlsStream<TcpStream>, String> {
+    handshake(tcp, host, server_name, true, &[]).await
+}
+
+/// The text of a TLS failure: the rustls error when there is one, else the I/O error.
+pub fn tls_error(e: &std::io::Error) -> String {
+    match find_rustls_error(e) {
+        Some(r) => r.to_string(),
+        None => io_error(e),
+    }
+}
+
+/// The rustls error in `e`, looking through I/O errors that wrap it (possibly several deep).
+pub fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls_error(inner)
+}
+
+/// Accepts any server certificate: used only when a check sets `tls_skip_verify`. Handshake
+/// signatures are still checked, so the peer must hold the key of the certificate it sent.
+#[derive(Debug)]
+pub struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A self-signed certificate for `legate.test` and `127.0.0.1` (valid until 2126) and a TLS
+/// server that records the SNI each client sent, for the probes' tests.
+/// An I/O error as Go words it: lowercase, without Rust's `(os error N)` suffix.
+pub fn io_error(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    let known = match e.kind() {
+        ConnectionRefused => "connection refused",
+        ConnectionReset => "connection reset by peer",
+        ConnectionAborted => "software caused connection abort",
+        TimedOut => "i/o timeout",
+        AddrNotAvailable => "cannot assign requested address",
+        PermissionDenied => "permission denied",
+        UnexpectedEof => "EOF",
+        BrokenPipe => "broken pipe",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return known.to_string();
+    }
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A TLS server for tests (a fixed self-signed certificate for `localhost`).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
+    use std::sync::{Arc, Mutex};
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::ServerConfig;
+    use tokio::net::TcpStream;
+    use tokio_rustls::server::TlsStream;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBtDCCAVugAwIBAgIUAWj/LwLXwIpOEBXcZA2pMMAuFBQwCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLbGVnYXRlLnRlc3QwIBcNMjYxMTI0MTkzNzQ5WhgPMjEyNjEw
+MzExOTM3NDlaMBYxFDASBgNVBAMMC2xlZ2F0ZS50ZXN0MFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAE4FPl2QT8rGR0IfOPwIxYnZ0ajx9esqqo24Qb1k77w2/ehpDb
+Xgni+lDmtDsF1zzGvL7gACSP5amKk4tSaMpLbqOBhDCBgTAdBgNVHQ4EFgQUJB6H
+bMx40K1k6WrruPNu355ntBMwHwYDVR0jBBgwFoAUJB6HbMx40K1k6WrruPNu355n
+tBMwHAYDVR0RBBUwE4ILbGVnYXRlLnRlc3SHBH8AAAEwDAYDVR0TAQH/BAIwADAT
+BgNVHSUEDDAKBggrBgEFBQcDATAKBggqhkjOPQQDAgNHADBEAiBAVrfEl9hAspFx
+WAvRG92v8laviyD0kIlMhGrJgq3jIgIgORqitxkMgfk61FwpDxeV/QEtXCwVLEo2
+Y1hwMP7OgHI=
+-----END CERTIFICATE-----
+";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgS7wjghtnKNEZx/Z3
+iM+2k1jfEb0Y9fQvMqzhHfjWuVahRANCAATgU+XZBPysZHQh84/AjFidnRqPH16y
+qqjbhBvWTvvDb96GkNteCeL6UOa0OwXXPMa8vuAAJI/lqYqTi1Joyktu
+-----END PRIVATE KEY-----
+";
+
+    /// Server-side TLS that offers `alpn` and remembers every SNI it was sent.
+    #[derive(Clone)]
+    pub struct TestTls {
+        acceptor: tokio_rustls::TlsAcceptor,
+        sni: Arc<Mutex<Vec<Option<String>>>>,
+    }
+
+    impl TestTls {
+        pub fn new(alpn: &[&[u8]]) -> Self {
+            let cert = CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap();
+            let key = PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap();
+            let mut config = ServerConfig::builder_with_provider(super::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            TestTls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), sni: Default::default() }
+        }
+
+        /// The SNI of the `n`th (from 1) completed handshake, waiting a little for it: the
+        /// client may finish its side before the server task records it.
+        pub async fn sni(&self, n: usize) -> Option<String> {
+            for _ in 0..200 {
+                if let Some(s) = self.sni.lock().unwrap().get(n - 1) {
+                    return s.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("no handshake #{n} completed");
+        }
+
+        /// Accepts TLS on `tcp`; None when the client gave up (e.g. it rejected the certificate).
+        pub async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+            let tls = self.acceptor.accept(tcp).await.ok()?;
+            self.sni.lock().unwrap().push(tls.get_ref().1.server_name().map(str::to_string));
+            Some(tls)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_name_prefers_the_override() {
+        assert_eq!(
+            server_name(Some("svc.internal"), "10.0.0.1").unwrap(),
+            ServerName::try_from("svc.internal").unwrap()
+        );
+        assert_eq!(server_name(None, "10.0.0.1").unwrap(), ServerName::try_from("10.0.0.1").unwrap());
+        assert_eq!(server_name(Some(""), "example.com").unwrap(), ServerName::try_from("example.com").unwrap());
+        assert!(server_name(None, "bad name!").is_err());
+    }
+
+    #[test]
+    fn verifying_config_has_roots_and_skip_config_does_not_verify() {
+        assert!(!roots().is_empty());
+        let c = client_config(false, &[b"h2"]).unwrap();
+        assert_eq!(c.alpn_protocols, vec![b"h2".to_vec()]);
+        let c = client_config(true, &[]).unwrap();
+        assert!(c.alpn_protocols.is_empty());
+    }
+}
