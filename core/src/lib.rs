@@ -59,15 +59,16 @@
 //! `ApiResponse` or an `ApiError` -> `http::finish` adds Consul's headers and serializes.
 
 pub mod acl;
-pub mod agent;
 pub mod cli;
-pub mod dns;
-pub mod http;
 pub mod logging;
+pub mod node;
 
+pub use legate_agent as agent;
 pub use legate_config as config;
+pub use legate_dns as dns;
 pub use legate_filter as filter;
 pub use legate_gossip as gossip;
+pub use legate_http as http;
 pub use legate_plugin_host as plugin;
 pub use legate_raft as server;
 pub use legate_state as state;
@@ -75,5 +76,5 @@ pub use legate_telemetry as telemetry;
 pub use legate_types::{tasks, version};
 pub use legate_watch as watch;
 
-pub use agent::{Agent, AgentError};
 pub use config::Config;
+pub use node::{Agent, AgentError};

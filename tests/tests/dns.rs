@@ -634,7 +634,7 @@ async fn a_taken_dns_port_fails_the_start() {
     let (a, dns) = start(dns_config()).await;
     let mut c = dns_config();
     c.ports.dns = i32::from(dns.port());
-    let err = match legate_core::agent::Agent::start(c, tokio_util::sync::CancellationToken::new()).await {
+    let err = match legate_core::Agent::start(c, tokio_util::sync::CancellationToken::new()).await {
         Ok(_) => panic!("second agent on {dns} started"),
         Err(e) => e.to_string(),
     };

@@ -38,6 +38,8 @@ async fn start_with_ttl(i: u8, bootstrap: bool, tombstone_ttl: Duration) -> Node
         tombstone_ttl,
     };
     let server = Server::start(opts, stop.clone(), &tracker).await.unwrap();
+    // The built-in leader duties (session TTLs, tombstone GC), as the agent starts them.
+    server.run_leadership(Vec::new(), &tracker, stop.child_token());
     Node { server, stop, tracker }
 }
 

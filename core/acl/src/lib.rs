@@ -7,6 +7,9 @@
 //! deny > write > list > read; nothing matching falls back to the agent's `default_policy`.
 //! A token linked to `global-management` may do everything.
 
+pub mod builtin;
+pub mod resolved;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value as Json;

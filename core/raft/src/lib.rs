@@ -2,6 +2,9 @@
 //! writes forwarded to the leader. `Server::apply` is the one way a write enters the cluster.
 
 pub mod command;
+pub mod endpoints;
+pub mod leader;
+pub mod link;
 pub mod raft;
 pub mod rpc;
 
@@ -56,12 +59,14 @@ pub struct Server {
     hold_timeout: Duration,
     shutdown: CancellationToken,
     /// How forwarded HTTP calls are answered (set by the agent).
-    pub http_hook: rpc::HttpHookCell,
+    /// The agent layer's answers to typed calls (set once the HTTP layer exists).
+    pub endpoints: endpoints::EndpointsCell,
     /// ACLs on: raw `Apply` writes are refused unless they come from a Raft member.
     pub acl_enforced: Arc<std::sync::atomic::AtomicBool>,
     batcher: Batcher,
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
     session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    tombstone_ttl: Duration,
 }
 
 impl Server {
@@ -107,7 +112,7 @@ impl Server {
         let raft =
             Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(|e| format!("raft: {e}"))?;
 
-        let http_hook: rpc::HttpHookCell = Arc::default();
+        let endpoints: endpoints::EndpointsCell = Arc::default();
         let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
         legate_types::tasks::spawn(
@@ -116,8 +121,9 @@ impl Server {
             rpc::serve(
                 listener,
                 raft.clone(),
+                store.clone(),
                 batcher.clone(),
-                http_hook.clone(),
+                endpoints.clone(),
                 acl_enforced.clone(),
                 shutdown.child_token(),
             ),
@@ -151,17 +157,12 @@ impl Server {
             log_stats,
             hold_timeout: opts.hold_timeout,
             shutdown: shutdown.clone(),
-            http_hook,
+            endpoints,
             acl_enforced,
             batcher,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
+            tombstone_ttl: opts.tombstone_ttl,
         });
-        legate_types::tasks::spawn(tracker, "session-ttl", session_ttl_loop(server.clone(), shutdown.child_token()));
-        legate_types::tasks::spawn(
-            tracker,
-            "tombstone-gc",
-            tombstone_gc(server.clone(), opts.tombstone_ttl, shutdown.child_token()),
-        );
         Ok(server)
     }
 
@@ -253,29 +254,17 @@ impl Server {
     /// Reaps the KV tombstones older than `ttl` (leader only), as Consul's TombstoneGC: the
     /// loop remembers which index was current at each tick, and once a tick is `ttl` old,
     /// every tombstone at or below its index is removed through Raft.
-    async fn reap_old_tombstones(&self, marks: &mut std::collections::VecDeque<(Instant, u64)>, ttl: Duration) {
-        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
-        marks.push_back((Instant::now(), applied));
-        let mut expired = None;
-        while let Some(&(at, idx)) = marks.front() {
-            if at.elapsed() < ttl {
-                break;
-            }
-            expired = Some(idx);
-            marks.pop_front();
-        }
-        let Some(upto) = expired else { return };
-        if !self.is_leader() {
-            return;
-        }
-        let oldest = self.store.read().ok().and_then(|t| legate_state::kv::oldest_tombstone(&t).ok().flatten());
-        if oldest.is_some_and(|o| o <= upto) {
-            match self.apply(Command::ReapTombstones { index: upto }).await {
-                Ok(CommandResponse::Reaped(n)) => tracing::debug!(n, upto, "reaped KV tombstones"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "tombstone GC failed"),
-            }
-        }
+    /// Starts the leader duties (the built-in ones and `extra`): they run whenever this server
+    /// is the leader ([`leader::run`]).
+    pub fn run_leadership(
+        self: &Arc<Self>,
+        extra: Vec<leader::Duty>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        let mut duties = leader::builtin(self.tombstone_ttl);
+        duties.extend(extra);
+        legate_types::tasks::spawn(tracker, "leadership", leader::run(self.clone(), duties, shutdown));
     }
 
     /// Resets a session's TTL timer (leader): it expires after twice its TTL, Consul's grace.
@@ -299,68 +288,6 @@ impl Server {
 
     pub fn data_dir_store_path(dir: &Path) -> std::path::PathBuf {
         dir.join("raft")
-    }
-}
-
-/// The leader's session TTL timers: rebuilt (now + 2 x TTL for every session) when this server
-/// becomes leader, so a failover never expires a session early; expired sessions are destroyed
-/// through Raft.
-async fn session_ttl_loop(server: Arc<Server>, shutdown: CancellationToken) {
-    let mut was_leader = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let leader = server.is_leader();
-        if !leader {
-            was_leader = false;
-            continue;
-        }
-        let sessions = match server.store.read().and_then(|t| legate_state::session::list(&t)) {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        let now = Instant::now();
-        let expired: Vec<String> = {
-            let mut d = server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner());
-            if !was_leader {
-                d.clear();
-            }
-            d.retain(|id, _| sessions.iter().any(|s| &s.id == id));
-            for s in &sessions {
-                let Some(ttl) = legate_types::duration::parse_go_duration(&s.ttl).ok().filter(|t| !t.is_zero()) else {
-                    continue;
-                };
-                d.entry(s.id.clone()).or_insert(now + ttl * 2);
-            }
-            d.iter().filter(|(_, t)| **t <= now).map(|(id, _)| id.clone()).collect()
-        };
-        was_leader = true;
-        for id in expired {
-            tracing::info!(session = %id, "session TTL expired, destroying it");
-            server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            if let Err(e) = server.apply(Command::SessionDestroy { id: id.clone() }).await {
-                tracing::warn!(session = %id, error = %e, "destroying expired session failed");
-            }
-        }
-    }
-}
-
-/// The tombstone GC loop: ticks at ttl/30 (Consul's granularity is 30 s for a 15 m TTL).
-async fn tombstone_gc(server: Arc<Server>, ttl: Duration, shutdown: CancellationToken) {
-    let tick = (ttl / 30).clamp(Duration::from_millis(50), Duration::from_secs(30));
-    let mut marks = std::collections::VecDeque::new();
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => server.reap_old_tombstones(&mut marks, ttl).await,
-        }
     }
 }
 

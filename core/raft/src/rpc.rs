@@ -19,7 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
+use legate_acl::resolved::{resolve_in_store, Resolved};
+use legate_state::Store;
+
 use super::command::{Command, CommandResponse};
+use super::endpoints::{EndpointError, EndpointsCell};
 use super::raft::{NodeId, Raft, TypeConfig};
 
 /// Largest frame accepted (a snapshot chunk or a large transaction).
@@ -38,6 +42,15 @@ pub enum Request {
     /// An HTTP API call a client agent forwards to a server (KV, catalog, health, status...),
     /// answered by the server's own HTTP handlers, blocking queries included.
     Http(HttpCall),
+    /// A client agent resolving an ACL secret.
+    AclResolve {
+        secret: String,
+    },
+    /// A client agent's catalog write (anti-entropy), checked against its token.
+    CatalogWrite {
+        token: Option<String>,
+        cmd: Command,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -56,11 +69,6 @@ pub struct HttpReply {
     pub body: Vec<u8>,
 }
 
-/// Runs a forwarded HTTP call on this server (set by the agent once its HTTP layer exists).
-pub type HttpHook =
-    Arc<dyn Fn(HttpCall) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpReply> + Send>> + Send + Sync>;
-pub type HttpHookCell = Arc<std::sync::OnceLock<HttpHook>>;
-
 /// Errors travel as text; the caller maps them to its own error type.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
@@ -69,6 +77,8 @@ pub enum Response {
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, String>),
     Apply(Result<CommandResponse, ApplyError>),
     Http(Result<HttpReply, String>),
+    AclResolve(Result<Option<Resolved>, String>),
+    CatalogWrite(Result<CommandResponse, EndpointError>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, thiserror::Error)]
@@ -260,8 +270,9 @@ impl Pool {
 pub async fn serve(
     listener: TcpListener,
     raft: Raft,
+    store: Store,
     batcher: super::Batcher,
-    http: HttpHookCell,
+    endpoints: EndpointsCell,
     acl: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -277,9 +288,12 @@ pub async fn serve(
         tracker.spawn(serve_conn(
             stream,
             peer,
-            raft.clone(),
-            batcher.clone(),
-            http.clone(),
+            Handlers {
+                raft: raft.clone(),
+                store: store.clone(),
+                batcher: batcher.clone(),
+                endpoints: endpoints.clone(),
+            },
             acl.clone(),
             shutdown.child_token(),
         ));
@@ -288,12 +302,19 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// What the RPC port answers with: Raft, the write batcher, the store and the agent's endpoints.
+#[derive(Clone)]
+struct Handlers {
+    raft: Raft,
+    store: Store,
+    batcher: super::Batcher,
+    endpoints: EndpointsCell,
+}
+
 async fn serve_conn(
     stream: TcpStream,
     peer: SocketAddr,
-    raft: Raft,
-    batcher: super::Batcher,
-    http: HttpHookCell,
+    handlers: Handlers,
     acl: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -326,20 +347,18 @@ async fn serve_conn(
                 break;
             }
         };
-        let raft = raft.clone();
+        let handlers = handlers.clone();
         let out = out_tx.clone();
-        let http = http.clone();
-        let batcher = batcher.clone();
         let acl = acl.load(Ordering::Relaxed);
         tokio::spawn(async move {
-            let body = if acl && matches!(frame.body, Request::Apply(_)) && !from_member(&raft, peer) {
-                // With ACLs on, agents write through the token-checked path (`Request::Http`);
-                // raw writes come from servers only.
+            let body = if acl && matches!(frame.body, Request::Apply(_)) && !from_member(&handlers.raft, peer) {
+                // With ACLs on, agents write through the token-checked `CatalogWrite`; raw
+                // writes come from servers only.
                 Response::Apply(Err(ApplyError::Other(format!(
                     "Permission denied: {peer} is not a server of this cluster"
                 ))))
             } else {
-                handle(&raft, &batcher, &http, frame.body).await
+                handlers.handle(frame.body).await
             };
             let _ = out.send(Frame { id: frame.id, body }).await;
         });
@@ -348,18 +367,35 @@ async fn serve_conn(
     let _ = writer.await;
 }
 
-async fn handle(raft: &Raft, batcher: &super::Batcher, http: &HttpHookCell, req: Request) -> Response {
-    match req {
-        Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await.map_err(|e| e.to_string())),
-        Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
-        Request::InstallSnapshot(r) => {
-            Response::InstallSnapshot(raft.install_snapshot(r).await.map_err(|e| e.to_string()))
+impl Handlers {
+    async fn handle(&self, req: Request) -> Response {
+        let raft = &self.raft;
+        match req {
+            Request::AppendEntries(r) => {
+                Response::AppendEntries(raft.append_entries(r).await.map_err(|e| e.to_string()))
+            }
+            Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
+            Request::InstallSnapshot(r) => {
+                Response::InstallSnapshot(raft.install_snapshot(r).await.map_err(|e| e.to_string()))
+            }
+            Request::Apply(cmd) => Response::Apply(self.batcher.apply(cmd).await),
+            Request::AclResolve { secret } => {
+                let store = self.store.clone();
+                let resolved = tokio::task::spawn_blocking(move || resolve_in_store(&store, &secret))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                Response::AclResolve(resolved)
+            }
+            Request::Http(call) => match self.endpoints.get() {
+                Some(e) => Response::Http(Ok(e.http(call).await)),
+                None => Response::Http(Err("server is starting".into())),
+            },
+            Request::CatalogWrite { token, cmd } => match self.endpoints.get() {
+                Some(e) => Response::CatalogWrite(e.catalog_write(token, cmd).await),
+                None => Response::CatalogWrite(Err(EndpointError::Unavailable("server is starting".into()))),
+            },
         }
-        Request::Apply(cmd) => Response::Apply(batcher.apply(cmd).await),
-        Request::Http(call) => match http.get() {
-            Some(hook) => Response::Http(Ok(hook(call).await)),
-            None => Response::Http(Err("server is starting".into())),
-        },
     }
 }
 

@@ -9,8 +9,8 @@ use serde_json::{json, Map as JsonMap, Value as Json};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Agent;
 use crate::config::{load, LoadOptions};
+use crate::Agent;
 use crate::{logging, version};
 
 /// Consul's `agent` flags. Boolean flags take no value or `=true|false` (Go's rule).

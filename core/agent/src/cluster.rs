@@ -1,0 +1,243 @@
+//! The agent's side of cluster membership: starts LAN gossip with Consul's member tags, joins
+//! (`start_join`, `retry_join`), keeps the list of known servers (where client agents forward),
+//! bootstraps Raft once `bootstrap_expect` servers are seen, adds joining servers as voters and
+//! removes departed ones, and wakes the leader's catalog reconciliation on every change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use tokio_util::sync::CancellationToken;
+
+use super::AgentShared;
+use legate_gossip::{Gossip, GossipOptions, MemberInfo, STATUS_ALIVE, STATUS_LEFT};
+
+/// Starts gossip on the serf LAN port (none when the port is -1).
+pub async fn start_gossip(
+    agent: &AgentShared,
+    data_dir: Option<&std::path::Path>,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Result<Option<Arc<Gossip>>, String> {
+    let c = agent.config();
+    if c.ports.serf_lan < 0 {
+        return Ok(None);
+    }
+    let bind_ip: std::net::IpAddr =
+        c.serf_lan.as_deref().unwrap_or(&c.bind_addr).parse().map_err(|_| {
+            format!("invalid serf LAN bind address {:?}", c.serf_lan.as_deref().unwrap_or(&c.bind_addr))
+        })?;
+    let mut opts = GossipOptions::new(agent.node_name(), SocketAddr::new(bind_ip, c.ports.serf_lan as u16));
+    opts.advertise = agent.advertise();
+    opts.tags = agent.local_member().tags;
+    opts.config = c.gossip_lan.clone();
+    opts.reconnect_timeout = c.reconnect_timeout.0;
+    if let Some(key) = &c.encrypt {
+        use base64::Engine;
+        let k = base64::engine::general_purpose::STANDARD.decode(key).map_err(|e| format!("encrypt: {e}"))?;
+        opts.keys = vec![k];
+    }
+    opts.keyring_path =
+        if c.disable_keyring_file { None } else { data_dir.map(|d| d.join("serf").join("local.keyring")) };
+    if let Some(p) = opts.keyring_path.as_ref().and_then(|p| p.parent()) {
+        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    // As for TCP: an address still held by an exiting process is retried for a second.
+    let mut tries = 0;
+    loop {
+        match Gossip::start(opts.clone(), shutdown.clone(), tracker).await {
+            Err(e) if e.contains("in use") && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.map(Some),
+        }
+    }
+}
+
+/// Consul's `-join` / `-retry-join`: every address in order, again every `retry_interval`
+/// until one join succeeds or `retry_max` attempts (0: no limit) are used up.
+pub async fn join_loop(agent: Arc<AgentShared>, gossip: Arc<Gossip>, shutdown: CancellationToken) {
+    let c = agent.config();
+    let mut addrs: Vec<String> = c.start_join.clone();
+    addrs.extend(c.retry_join.iter().cloned());
+    if addrs.is_empty() {
+        return;
+    }
+    let interval = c.retry_interval.0.max(Duration::from_millis(100));
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match gossip.join(&addrs).await {
+            Ok(n) => {
+                tracing::info!(joined = n, "Join cluster completed");
+                return;
+            }
+            Err(e) => tracing::warn!(attempt, error = %e, "Join cluster failed, will retry"),
+        }
+        if c.retry_max > 0 && attempt >= c.retry_max {
+            tracing::error!(attempts = attempt, "agent: max join retry exhausted, exiting");
+            agent.fatal(format!("max join retry exhausted after {attempt} attempts: could not join {addrs:?}"));
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// The server's RPC address of a member, if it is a server (`role=consul`, `port` tag).
+pub fn server_rpc_addr(m: &MemberInfo) -> Option<String> {
+    if m.tags.get("role").map(String::as_str) != Some("consul") {
+        return None;
+    }
+    let port: u16 = m.tags.get("port")?.parse().ok()?;
+    Some(SocketAddr::new(m.addr, port).to_string())
+}
+
+/// Reacts to membership: known servers, Raft bootstrap and voters, leader reconcile.
+pub async fn membership_loop(agent: Arc<AgentShared>, gossip: Arc<Gossip>, shutdown: CancellationToken) {
+    let mut events = gossip.subscribe();
+    let mut failed_since: std::collections::HashMap<String, std::time::Instant> = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let members = gossip.members();
+        let servers: Vec<String> =
+            members.iter().filter(|m| m.status == STATUS_ALIVE).filter_map(server_rpc_addr).collect();
+        agent.set_known_servers(servers);
+        if let Some(server) = agent.server() {
+            maybe_bootstrap(&agent, server, &members).await;
+            if server.is_leader() {
+                sync_voters(server, &members).await;
+                cleanup_dead_servers(&agent, server, &members, &mut failed_since).await;
+            }
+        }
+        agent.reconcile.notify_one();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => {
+                if matches!(e, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// `-bootstrap-expect N`: once N alive servers with the same `expect` are seen, each of them
+/// initializes Raft with that same set (openraft refuses a second initialization). A server
+/// seeing a different `expect` refuses to bootstrap and says why.
+async fn maybe_bootstrap(agent: &AgentShared, server: &Arc<legate_raft::Server>, members: &[MemberInfo]) {
+    let c = agent.config();
+    if c.bootstrap_expect < 2 {
+        return;
+    }
+    if server.raft.is_initialized().await.unwrap_or(true) {
+        return;
+    }
+    let want = c.bootstrap_expect.to_string();
+    let servers: Vec<&MemberInfo> = members
+        .iter()
+        .filter(|m| m.status == STATUS_ALIVE && m.tags.get("role").map(String::as_str) == Some("consul"))
+        .collect();
+    if let Some(bad) = servers.iter().find(|m| m.tags.get("expect").is_some_and(|e| *e != want)) {
+        tracing::error!(member = %bad.name, expect = ?bad.tags.get("expect"), ours = %want,
+            "Member has a conflicting expect value. All nodes should expect the same number.");
+        return;
+    }
+    if servers.len() < c.bootstrap_expect as usize {
+        return;
+    }
+    let mut voters = BTreeMap::new();
+    for m in servers {
+        let (Some(id), Some(addr)) = (m.tags.get("id"), server_rpc_addr(m)) else { continue };
+        voters.insert(legate_raft::raft::raft_id(id), BasicNode { addr });
+    }
+    match server.raft.initialize(voters.clone()).await {
+        Ok(()) => tracing::info!(servers = voters.len(), "Found expected number of peers, bootstrapping Raft"),
+        Err(e) => tracing::debug!(error = %e, "raft bootstrap skipped"),
+    }
+}
+
+/// Autopilot's dead-server cleanup (`autopilot.cleanup_dead_servers`): a server failed for
+/// longer than `server_stabilization_time` is removed from Raft, if the voters left still
+/// number at least `min_quorum` and a majority of them is alive.
+async fn cleanup_dead_servers(
+    agent: &AgentShared,
+    server: &Arc<legate_raft::Server>,
+    members: &[MemberInfo],
+    failed_since: &mut std::collections::HashMap<String, std::time::Instant>,
+) {
+    let c = agent.config();
+    let now = std::time::Instant::now();
+    failed_since.retain(|name, _| members.iter().any(|m| &m.name == name && m.status == legate_gossip::STATUS_FAILED));
+    for m in members.iter().filter(|m| m.status == legate_gossip::STATUS_FAILED && server_rpc_addr(m).is_some()) {
+        failed_since.entry(m.name.clone()).or_insert(now);
+    }
+    if !c.autopilot.cleanup_dead_servers {
+        return;
+    }
+    let metrics = server.raft.metrics().borrow().clone();
+    let voters: BTreeSet<u64> = metrics.membership_config.membership().voter_ids().collect();
+    let alive: BTreeSet<u64> = members
+        .iter()
+        .filter(|m| m.status == STATUS_ALIVE)
+        .filter_map(|m| server_rpc_addr(m).and(m.tags.get("id")).map(|id| legate_raft::raft::raft_id(id)))
+        .collect();
+    let dead: BTreeSet<u64> = members
+        .iter()
+        .filter(|m| {
+            failed_since.get(&m.name).is_some_and(|t| now.duration_since(*t) >= c.autopilot.server_stabilization_time.0)
+        })
+        .filter_map(|m| m.tags.get("id").map(|id| legate_raft::raft::raft_id(id)))
+        .filter(|rid| voters.contains(rid) && *rid != server.id)
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let keep: BTreeSet<u64> = voters.difference(&dead).copied().collect();
+    let healthy = keep.iter().filter(|v| alive.contains(v) || **v == server.id).count();
+    if keep.len() < c.autopilot.min_quorum as usize || healthy * 2 <= keep.len() {
+        return;
+    }
+    tracing::info!(removed = ?dead, "autopilot: removing dead servers from Raft");
+    if let Err(e) = server.raft.change_membership(keep, false).await {
+        tracing::warn!(error = %e, "autopilot: removing dead servers failed");
+    }
+}
+
+/// Leader: every alive server is a voter; servers that left are removed.
+async fn sync_voters(server: &Arc<legate_raft::Server>, members: &[MemberInfo]) {
+    let metrics = server.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let current: BTreeSet<u64> = membership.voter_ids().collect();
+    for m in members.iter().filter(|m| m.status == STATUS_ALIVE) {
+        let (Some(id), Some(addr)) = (m.tags.get("id"), server_rpc_addr(m)) else { continue };
+        let rid = legate_raft::raft::raft_id(id);
+        if !current.contains(&rid) {
+            tracing::info!(member = %m.name, %addr, "adding server as a Raft voter");
+            if let Err(e) = server.add_voter(rid, addr).await {
+                tracing::warn!(member = %m.name, error = %e, "adding voter failed");
+            }
+        }
+    }
+    let left: BTreeSet<u64> = members
+        .iter()
+        .filter(|m| m.status == STATUS_LEFT && server_rpc_addr(m).is_some())
+        .filter_map(|m| m.tags.get("id").map(|id| legate_raft::raft::raft_id(id)))
+        .filter(|rid| current.contains(rid) && *rid != server.id)
+        .collect();
+    if !left.is_empty() {
+        let keep: BTreeSet<u64> = current.difference(&left).copied().collect();
+        tracing::info!(removed = ?left, "removing departed servers from Raft");
+        if let Err(e) = server.raft.change_membership(keep, false).await {
+            tracing::warn!(error = %e, "removing servers failed");
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! legate-agent: the per-node agent. `AgentShared` is one node's state and the handles to the
+//! rest of the cluster: its config (live, reloadable), its local services and checks, the
+//! `ServerLink` to the servers (the local Raft server on server agents), gossip, user events,
+//! ACL resolution and the WASM plugin host. The composition root (`legate_core::node`) builds
+//! it and starts the tasks of this crate.
+//!
+//! # Layout
+//!
+//! ```text
+//! lib.rs          AgentShared: config, identity, members, cluster view, stats, catalog writes
+//! local.rs        this node's services and checks (persisted), their sync state
+//! checks/         probes: http, tcp, udp, grpc, h2ping, script (TTL/alias/wasm in runner.rs)
+//! runner.rs       check scheduling, TTLs, aliases, WASM checks, critical-service reaper
+//! ae.rs           anti-entropy: local state -> catalog through the servers
+//! cluster.rs      gossip wiring: joins, retry-join, bootstrap-expect, voters, membership
+//! events.rs       user events (ring of 256, fire/receive, keyring events)
+//! watches.rs      config watches run against the local HTTP API
+//! config_watch.rs reloads on config file changes
+//! acl.rs          token -> authorizer (servers: own store; clients: a server), agent tokens
+//! leader.rs       the duties this agent adds to its server's leader (ACL objects, reconcile)
+//! plugins.rs      the plugin host's directories and its KV source
+//! data_dir.rs     the data dir lock, node id; addr.rs advertise address
+//! ```
+
+pub mod acl;
+pub mod addr;
+pub mod ae;
+pub mod checks;
+pub mod cluster;
+pub mod config_watch;
+pub mod data_dir;
+pub mod events;
+pub mod leader;
+pub mod local;
+pub mod plugins;
+pub mod runner;
+pub mod watches;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use legate_api::agent::{member_status, Member};
+use legate_config::reload::{ReloadOutcome, Reloader};
+use legate_config::Config;
+use legate_raft::link::ServerLink;
+use legate_raft::Server;
+use legate_types::version;
+use serde_json::{json, Value as Json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The leader and peers as this agent knows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterView {
+    pub leader: Option<String>,
+    pub peers: Vec<String>,
+}
+
+/// State shared by the agent's parts (HTTP handlers, reload, later gossip and RPC).
+pub struct AgentShared {
+    config: watch::Receiver<Arc<Config>>,
+    config_tx: watch::Sender<Arc<Config>>,
+    reloader: Option<Reloader>,
+    node_name: String,
+    node_id: String,
+    advertise: IpAddr,
+    started: Instant,
+    /// The servers: the local Raft server on server agents, and the known servers' RPC
+    /// addresses with typed calls to them.
+    pub link: ServerLink,
+    /// Services and checks of this node.
+    pub local: Arc<local::LocalState>,
+    /// LAN gossip (absent when the serf LAN port is -1).
+    pub gossip: std::sync::OnceLock<Arc<legate_gossip::Gossip>>,
+    /// Wakes the leader's catalog reconciliation (membership changed).
+    pub reconcile: tokio::sync::Notify,
+    /// Set by a fatal condition (join retries exhausted); the agent stops and exits 1.
+    fatal: std::sync::Mutex<Option<String>>,
+    stop: CancellationToken,
+    /// User events this agent received (ring of 256).
+    pub events: events::EventBuffer,
+    /// ACL token resolution and the agent's own tokens.
+    pub acl: crate::acl::Resolver,
+    /// The WASM plugin host (check and event-handler plugins).
+    plugins: legate_plugin_host::PluginHost,
+}
+
+impl AgentShared {
+    /// A node's state before any task runs: `config` is the running config's channel (the
+    /// reloader, when there are sources to reload, publishes on it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: (watch::Sender<Arc<Config>>, watch::Receiver<Arc<Config>>),
+        reloader: Option<Reloader>,
+        identity: (String, String, IpAddr),
+        link: ServerLink,
+        local: Arc<local::LocalState>,
+        plugins: legate_plugin_host::PluginHost,
+        stop: CancellationToken,
+    ) -> AgentShared {
+        let (config_tx, config) = config;
+        let (node_name, node_id, advertise) = identity;
+        AgentShared {
+            config,
+            config_tx,
+            reloader,
+            node_name,
+            node_id,
+            advertise,
+            started: Instant::now(),
+            link,
+            local,
+            gossip: std::sync::OnceLock::new(),
+            reconcile: tokio::sync::Notify::new(),
+            fatal: std::sync::Mutex::new(None),
+            stop,
+            events: events::EventBuffer::default(),
+            acl: Default::default(),
+            plugins,
+        }
+    }
+
+    pub fn server(&self) -> Option<&Arc<Server>> {
+        self.link.server()
+    }
+
+    /// The WASM plugin host: run check plugins, validate definitions, run event handlers
+    /// ([`legate_plugin_host::run_handler`]).
+    pub fn plugins(&self) -> &legate_plugin_host::PluginHost {
+        &self.plugins
+    }
+
+    /// The running config (cheap: an `Arc` clone).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Subscribes to config changes (reloads).
+    pub fn watch_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config_tx.subscribe()
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn advertise_addr(&self) -> IpAddr {
+        self.advertise
+    }
+
+    pub fn advertise(&self) -> IpAddr {
+        self.advertise
+    }
+
+    /// Whether script checks may be registered through the HTTP API (`enable_script_checks`);
+    /// config files may also use `enable_local_script_checks`.
+    pub fn scripts_allowed(&self, from_config: bool) -> bool {
+        let c = self.config();
+        c.enable_script_checks || (from_config && c.enable_local_script_checks)
+    }
+
+    /// A catalog write through the servers: this server's Raft (forwarded to the leader), or
+    /// on a client agent a known server's typed `CatalogWrite`, checked there against the
+    /// agent's token.
+    pub async fn catalog_apply(
+        &self,
+        cmd: legate_raft::command::Command,
+    ) -> Result<legate_raft::command::CommandResponse, String> {
+        if let Some(s) = self.server() {
+            return s.apply(cmd).await.map_err(|e| e.to_string());
+        }
+        let token = self.acl.agent_token(self, "agent");
+        self.link.catalog_write(token, cmd, self.rpc_deadline(Some("0s"))).await.map_err(|e| e.to_string())
+    }
+
+    /// Stops the agent because of `why` (exit status 1).
+    pub fn fatal(&self, why: String) {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.stop.cancel();
+    }
+
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The config files and dirs this agent was started with (none for in-memory configs).
+    pub fn config_sources(&self) -> Vec<PathBuf> {
+        self.reloader.as_ref().map(|r| r.sources().to_vec()).unwrap_or_default()
+    }
+
+    /// Stops the agent (after `PUT /v1/agent/leave`).
+    pub fn request_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Leaves the gossip pool gracefully (others see `left`, not `failed`).
+    pub async fn leave(&self) {
+        if let Some(g) = self.gossip.get() {
+            if let Err(e) = g.leave(Duration::from_secs(5)).await {
+                tracing::warn!(error = %e, "leave failed");
+            }
+        }
+    }
+
+    /// Replaces the known servers (gossip feeds this).
+    pub fn set_known_servers(&self, servers: Vec<String>) {
+        self.link.set_known_servers(servers);
+    }
+
+    pub fn known_servers(&self) -> Vec<String> {
+        self.link.known_servers()
+    }
+
+    /// How long a call to a server may take: a blocking query's wait (`?wait=`, else
+    /// `default_query_time`, at most `max_query_time`) plus its jitter, the RPC hold timeout
+    /// and slack.
+    pub fn rpc_deadline(&self, wait: Option<&str>) -> Duration {
+        let c = self.config();
+        let wait = wait
+            .and_then(|v| legate_config::duration::parse_go_duration(v).ok())
+            .unwrap_or(c.default_query_time.0)
+            .min(c.max_query_time.0);
+        wait + wait / 16 + c.performance.rpc_hold_timeout.0 + Duration::from_secs(5)
+    }
+
+    /// Sends an HTTP API call to a server (client agents); tries each known server once.
+    pub async fn forward_http(&self, call: legate_raft::rpc::HttpCall) -> Result<legate_raft::rpc::HttpReply, String> {
+        let wait = call.query.iter().find(|(k, _)| k == "wait").map(|(_, v)| v.as_str());
+        let deadline = self.rpc_deadline(wait);
+        self.link.forward_http(call, deadline).await
+    }
+
+    /// Registers the services and checks of the config (start and reload); drops config ones
+    /// the config no longer has. Invalid ones are logged and skipped (validated at load).
+    pub fn load_config_definitions(&self) {
+        let c = self.config();
+        let scripts = self.scripts_allowed(true);
+        let mut service_ids = Vec::new();
+        let mut check_ids = Vec::new();
+        for s in &c.services {
+            match self.local.add_service(s, s.token.clone(), local::Source::Config, scripts, true) {
+                Ok(id) => service_ids.push(id),
+                Err(e) => tracing::error!(service = %s.name, error = %e, "cannot register service from config"),
+            }
+        }
+        for k in &c.checks {
+            match self.local.add_check(k, k.token.clone(), local::Source::Config, scripts) {
+                Ok(id) => check_ids.push(id),
+                Err(e) => tracing::error!(check = ?k.name, error = %e, "cannot register check from config"),
+            }
+        }
+        self.local.retain_config(&service_ids, &check_ids);
+    }
+
+    /// Re-reads the config sources (SIGHUP, `PUT /v1/agent/reload`). Errors keep the running
+    /// config and are returned as text naming file, line and key.
+    pub fn reload(&self) -> Result<ReloadOutcome, String> {
+        match &self.reloader {
+            Some(r) => r.reload().map_err(|e| e.to_string()),
+            None => Err("this agent was started from an in-memory config and has no sources to reload".into()),
+        }
+    }
+
+    /// This agent as a gossip member, with Consul's tags for its role.
+    pub fn local_member(&self) -> Member {
+        let c = self.config();
+        let mut tags = BTreeMap::new();
+        let mut tag = |k: &str, v: String| {
+            tags.insert(k.to_string(), v);
+        };
+        tag("dc", c.datacenter.clone());
+        tag("id", self.node_id.clone());
+        tag("segment", String::new());
+        tag("vsn", version::PROTOCOL.to_string());
+        tag("vsn_min", version::PROTOCOL_MIN.to_string());
+        tag("vsn_max", version::PROTOCOL_MAX.to_string());
+        tag("build", format!("{}:{}", version::CONSUL_VERSION, version::GIT_SHA));
+        if c.server {
+            tag("role", "consul".into());
+            // The bound port (the configured one may be 0: any free port).
+            let port = self
+                .server()
+                .and_then(|s| s.rpc_addr.rsplit(':').next().map(str::to_string))
+                .unwrap_or_else(|| c.ports.server.to_string());
+            tag("port", port);
+            tag("raft_vsn", c.raft_protocol.to_string());
+            tag("wan_join_port", c.ports.serf_wan.to_string());
+            if c.bootstrap {
+                tag("bootstrap", "1".into());
+            }
+            if c.bootstrap_expect > 0 {
+                tag("expect", c.bootstrap_expect.to_string());
+            }
+        } else {
+            tag("role", "node".into());
+        }
+        Member {
+            name: self.node_name.clone(),
+            addr: self.advertise.to_string(),
+            port: self
+                .gossip
+                .get()
+                .map(|g| g.local_addr().port())
+                .unwrap_or_else(|| u16::try_from(c.ports.serf_lan).unwrap_or(0)),
+            tags,
+            status: member_status::ALIVE,
+            protocol_min: 1,
+            protocol_max: 5,
+            protocol_cur: version::PROTOCOL,
+            delegate_min: 2,
+            delegate_max: 5,
+            delegate_cur: 4,
+        }
+    }
+
+    /// The members this agent knows. Until gossip runs, that is this agent alone (and, in the
+    /// WAN pool, only if it is a server, named `<node>.<dc>` as Consul does).
+    pub fn members(&self, wan: bool) -> Vec<Member> {
+        let c = self.config();
+        if !wan {
+            let Some(g) = self.gossip.get() else { return vec![self.local_member()] };
+            return g
+                .members()
+                .into_iter()
+                .map(|m| {
+                    let mut out = self.local_member();
+                    out.name = m.name;
+                    out.addr = m.addr.to_string();
+                    out.port = m.port;
+                    out.tags = m.tags;
+                    out.status = m.status;
+                    out
+                })
+                .collect();
+        }
+        if !c.server {
+            return Vec::new();
+        }
+        let mut m = self.local_member();
+        m.name = format!("{}.{}", self.node_name, c.datacenter);
+        m.port = u16::try_from(c.ports.serf_wan).unwrap_or(0);
+        vec![m]
+    }
+
+    /// Leader and peers. A client agent that knows no server answers Consul's error; a server
+    /// reports the Raft state it has (none yet: no leader, no peers).
+    pub fn cluster_view(&self) -> Result<ClusterView, String> {
+        match self.server() {
+            Some(s) => Ok(ClusterView { leader: s.leader(), peers: s.peers() }),
+            None => Err("No known Consul servers".into()),
+        }
+    }
+
+    /// Gauges of `/v1/agent/metrics`, read now: runtime, and on servers the Raft state and the
+    /// log store's durability counters (appends, fsyncs, entries per fsync).
+    pub fn gauges(&self) -> Vec<legate_telemetry::Gauge> {
+        use legate_telemetry::Gauge;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut g = Vec::new();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            g.push(Gauge::new("runtime.num_goroutines", h.metrics().num_alive_tasks() as f64));
+        }
+        if let Some(rss) = resident_bytes() {
+            g.push(Gauge::new("runtime.alloc_bytes", rss as f64));
+            g.push(Gauge::new("runtime.sys_bytes", rss as f64));
+        }
+        g.push(Gauge::new("agent.uptime_seconds", self.started.elapsed().as_secs_f64()));
+        if let Some(server) = self.server() {
+            let m = server.raft.metrics().borrow().clone();
+            let ls = &server.log_stats;
+            let (appends, fsyncs, entries) =
+                (ls.appends.load(Relaxed), ls.fsyncs.load(Relaxed), ls.entries.load(Relaxed));
+            g.push(Gauge::new("raft.log.appends", appends as f64));
+            g.push(Gauge::new("raft.log.fsyncs", fsyncs as f64));
+            g.push(Gauge::new("raft.log.entries", entries as f64));
+            g.push(Gauge::new(
+                "raft.log.entries_per_fsync",
+                if fsyncs == 0 { 0.0 } else { entries as f64 / fsyncs as f64 },
+            ));
+            g.push(Gauge::new("raft.last_index", m.last_log_index.unwrap_or(0) as f64));
+            g.push(Gauge::new("raft.applied_index", m.last_applied.map(|l| l.index).unwrap_or(0) as f64));
+            g.push(Gauge::new("raft.term", m.current_term as f64));
+            g.push(Gauge::new("server.isLeader", if server.is_leader() { 1.0 } else { 0.0 }));
+            g.push(Gauge::new("raft.peers", server.peers().len() as f64));
+        }
+        g
+    }
+
+    /// `Stats` of `/v1/agent/self`: string values, as Consul's.
+    pub fn stats(&self) -> Json {
+        let c = self.config();
+        let all_checks =
+            c.checks.len() + c.services.iter().map(|s| s.checks.len() + usize::from(s.check.is_some())).sum::<usize>();
+        let ttl_checks = c
+            .checks
+            .iter()
+            .chain(c.services.iter().flat_map(|s| s.checks.iter().chain(s.check.iter())))
+            .filter(|k| k.ttl.is_some())
+            .count();
+        let view = self.cluster_view().ok();
+        let (alive_tasks, workers) = match tokio::runtime::Handle::try_current() {
+            Ok(h) => (h.metrics().num_alive_tasks(), h.metrics().num_workers()),
+            Err(_) => (0, 0),
+        };
+        let serf = json!({
+            "members": "1",
+            "failed": "0",
+            "left": "0",
+            "encrypted": c.encrypt.is_some().to_string(),
+            "health_score": "0",
+        });
+        let mut stats = json!({
+            "agent": {
+                "check_monitors": (all_checks - ttl_checks).to_string(),
+                "check_ttls": ttl_checks.to_string(),
+                "checks": all_checks.to_string(),
+                "services": c.services.len().to_string(),
+            },
+            "build": {
+                "prerelease": "",
+                "revision": version::GIT_SHA,
+                "version": version::CONSUL_VERSION,
+                "version_metadata": "",
+                "legate_version": version::VERSION,
+            },
+            "runtime": {
+                "arch": go_arch(),
+                "os": std::env::consts::OS,
+                "cpu_count": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string(),
+                "max_procs": workers.to_string(),
+                "goroutines": alive_tasks.to_string(),
+                "version": version::RUSTC,
+                "uptime": format!("{}s", self.started.elapsed().as_secs()),
+            },
+            "serf_lan": serf,
+        });
+        if let Some(server) = self.server() {
+            let m = server.raft.metrics().borrow().clone();
+            let ls = &server.log_stats;
+            let appends = ls.appends.load(std::sync::atomic::Ordering::Relaxed);
+            let fsyncs = ls.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+            let entries = ls.entries.load(std::sync::atomic::Ordering::Relaxed);
+            let peers = view.as_ref().map(|v| v.peers.len()).unwrap_or(0);
+            stats["consul"] = json!({
+                "acl": if c.acl.enabled { "enabled" } else { "disabled" },
+                "bootstrap": c.bootstrap.to_string(),
+                "known_datacenters": "1",
+                "leader": server.is_leader().to_string(),
+                "leader_addr": view.and_then(|v| v.leader).unwrap_or_default(),
+                "server": "true",
+            });
+            stats["raft"] = json!({
+                "state": format!("{:?}", m.state),
+                "term": m.current_term.to_string(),
+                "last_log_index": m.last_log_index.unwrap_or(0).to_string(),
+                "applied_index": m.last_applied.map(|l| l.index).unwrap_or(0).to_string(),
+                "last_snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0).to_string(),
+                "num_peers": peers.saturating_sub(1).to_string(),
+                "protocol_version": c.raft_protocol.to_string(),
+                "protocol_version_min": "3",
+                "protocol_version_max": "3",
+                "log_appends": appends.to_string(),
+                "log_fsyncs": fsyncs.to_string(),
+                "log_entries": entries.to_string(),
+                "log_entries_per_fsync": if fsyncs == 0 { "0".to_string() } else { format!("{:.2}", entries as f64 / fsyncs as f64) },
+            });
+            stats["serf_wan"] = stats["serf_lan"].clone();
+        } else {
+            stats["consul"] = json!({
+                "acl": if c.acl.enabled { "enabled" } else { "disabled" },
+                "known_servers": "0",
+                "server": "false",
+            });
+        }
+        stats
+    }
+}
+
+/// Resident set size, from /proc (Linux); None elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Go's GOARCH names, which Consul reports.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}

@@ -1,0 +1,248 @@
+//! `/v1/agent/*`: self, version, members, reload.
+
+use std::collections::BTreeMap;
+
+use http::Method;
+use legate_api::agent::{AgentVersion, Coord, SelfConfig};
+use serde_json::{json, Value as Json};
+
+use super::{ApiError, ApiResponse, Ctx, Request};
+use legate_config::Config;
+use legate_types::version;
+
+pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
+    if let Some(r) = super::agent_local::handle(ctx, req, rest).await {
+        return r;
+    }
+    match rest {
+        "self" => {
+            req.allow(&[Method::GET])?;
+            Ok(ApiResponse::json(&agent_self(ctx)))
+        }
+        "version" => {
+            req.allow(&[Method::GET])?;
+            Ok(ApiResponse::json(&AgentVersion {
+                build_date: version::BUILD_DATE.into(),
+                human_version: version::CONSUL_VERSION.into(),
+                version: version::CONSUL_VERSION.into(),
+                revision: version::revision(),
+                fips: String::new(),
+            }))
+        }
+        "members" => {
+            req.allow(&[Method::GET])?;
+            let mut members = ctx.agent.members(req.flag("wan"));
+            members.retain(|m| req.can_read(legate_acl::Resource::Node, &m.name));
+            Ok(ApiResponse::json(&members))
+        }
+        "leave" => {
+            req.allow(&[Method::PUT])?;
+            ctx.agent.leave().await;
+            ctx.agent.request_stop();
+            Ok(ApiResponse::empty(http::StatusCode::OK))
+        }
+        r if r.starts_with("join/") => {
+            req.allow(&[Method::PUT])?;
+            let addr = &r["join/".len()..];
+            let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+            g.join(&[addr.to_string()]).await.map_err(ApiError::Internal)?;
+            Ok(ApiResponse::empty(http::StatusCode::OK))
+        }
+        r if r.starts_with("force-leave/") => {
+            req.allow(&[Method::PUT])?;
+            let node = &r["force-leave/".len()..];
+            let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+            g.force_leave(node, req.flag("prune")).map_err(ApiError::Internal)?;
+            ctx.agent.reconcile.notify_one();
+            Ok(ApiResponse::empty(http::StatusCode::OK))
+        }
+        r if r.starts_with("token/") => {
+            req.allow(&[Method::PUT])?;
+            set_token(ctx, req, &r["token/".len()..])
+        }
+        "metrics" => {
+            req.allow(&[Method::GET])?;
+            metrics(ctx, req)
+        }
+        "reload" => {
+            req.allow(&[Method::PUT])?;
+            let agent = ctx.agent.clone();
+            // Loading reads files: keep it off the async workers.
+            let outcome = tokio::task::spawn_blocking(move || agent.reload())
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            outcome.map_err(ApiError::Internal)?;
+            Ok(ApiResponse::empty(http::StatusCode::OK))
+        }
+        _ => Err(ApiError::NotFound(String::new())),
+    }
+}
+
+/// `PUT /v1/agent/token/<kind>` `{"Token": "..."}`: replaces one of the agent's tokens.
+fn set_token(ctx: &Ctx, req: &Request, kind: &str) -> Result<ApiResponse, ApiError> {
+    if !ctx.agent.config().acl.enabled {
+        return Err(ApiError::Unauthorized("ACL support disabled".into()));
+    }
+    let kind = legate_agent::acl::canonical_kind(kind)
+        .ok_or_else(|| ApiError::NotFound(format!("Token {kind:?} is unknown")))?;
+    let body: Json = if req.body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?
+    };
+    let token = body
+        .as_object()
+        .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("token")))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    ctx.agent.acl.set_agent_token(&ctx.agent, kind, token).map_err(ApiError::Internal)?;
+    Ok(ApiResponse::empty(http::StatusCode::OK))
+}
+
+fn agent_self(ctx: &Ctx) -> Json {
+    let agent = &ctx.agent;
+    let config = agent.config();
+    let member = agent.local_member();
+    let mut meta: BTreeMap<String, String> = config.node_meta.clone();
+    meta.insert("consul-network-segment".into(), String::new());
+    meta.insert("consul-version".into(), version::CONSUL_VERSION.into());
+    let self_config = SelfConfig {
+        datacenter: config.datacenter.clone(),
+        primary_datacenter: config.primary_datacenter().to_string(),
+        node_name: agent.node_name().to_string(),
+        node_id: agent.node_id().to_string(),
+        revision: version::revision(),
+        server: config.server,
+        version: version::CONSUL_VERSION.into(),
+        build_date: version::BUILD_DATE.into(),
+    };
+    let coord = if config.disable_coordinates { Json::Null } else { json!(Coord::origin()) };
+    json!({
+        "Config": self_config,
+        "DebugConfig": debug_config(&config, agent.node_id()),
+        "Coord": coord,
+        "Member": member,
+        "Stats": agent.stats(),
+        "Meta": meta,
+        "xDS": {
+            "SupportedProxies": {},
+            "Port": config.ports.grpc,
+            "Ports": {"Plaintext": config.ports.grpc, "TLS": config.ports.grpc_tls},
+        },
+    })
+}
+
+/// The running configuration with Consul-style top-level names (`NodeName`, `Ports`, ...) and
+/// secrets redacted. Like Consul's, its shape is for humans and may change.
+fn debug_config(config: &Config, node_id: &str) -> Json {
+    let mut value = serde_json::to_value(config).expect("config serializes");
+    redact(&mut value);
+    let mut out = serde_json::Map::new();
+    if let Json::Object(map) = value {
+        for (k, v) in map {
+            if v.is_null() {
+                continue;
+            }
+            out.insert(pascal_case(&k), v);
+        }
+    }
+    out.insert("DevMode".into(), Json::Bool(config.dev));
+    out.insert("NodeID".into(), Json::String(node_id.to_string()));
+    out.insert("ClientAddrs".into(), json!(config.client_addrs()));
+    Json::Object(out)
+}
+
+fn redact(value: &mut Json) {
+    const SECRETS: &[&str] = &["encrypt", "token"];
+    match value {
+        Json::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if (SECRETS.contains(&k.as_str()) && !v.is_null()) || k == "tokens" {
+                    redact_all(v);
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn redact_all(value: &mut Json) {
+    match value {
+        Json::Object(map) => map.values_mut().for_each(redact_all),
+        Json::Null => {}
+        other => *other = Json::String("hidden".into()),
+    }
+}
+
+fn pascal_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|part| match part {
+            "id" => "ID".to_string(),
+            "dns" => "DNS".to_string(),
+            "http" => "HTTP".to_string(),
+            "acl" => "ACL".to_string(),
+            "ui" => "UI".to_string(),
+            "wan" => "WAN".to_string(),
+            "lan" => "LAN".to_string(),
+            p => {
+                let mut c = p.chars();
+                match c.next() {
+                    Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                    None => String::new(),
+                }
+            }
+        })
+        .collect()
+}
+
+/// `/v1/agent/metrics`: JSON, or Prometheus text with `?format=prometheus` (or an Accept of
+/// `text/plain`) when `telemetry.prometheus_retention_time` is set.
+fn metrics(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let config = ctx.agent.config();
+    let gauges = ctx.agent.gauges();
+    let accept_text = req
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/plain") && !v.contains("application/json"));
+    if req.param("format") == Some("prometheus") || accept_text {
+        if config.telemetry.prometheus_retention_time.0.is_zero() {
+            return Err(ApiError::Unsupported(
+                "Prometheus is not enabled since its retention time is not positive".into(),
+            ));
+        }
+        let text = legate_telemetry::global().prometheus(&config.telemetry, &gauges);
+        return Ok(ApiResponse::text(http::StatusCode::OK, text)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"));
+    }
+    Ok(ApiResponse::json(&legate_telemetry::global().display(&config.telemetry, &gauges)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pascal_case_follows_consul_acronyms() {
+        assert_eq!(pascal_case("node_name"), "NodeName");
+        assert_eq!(pascal_case("node_id"), "NodeID");
+        assert_eq!(pascal_case("dns_config"), "DNSConfig");
+        assert_eq!(pascal_case("http_config"), "HTTPConfig");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut c = Config { encrypt: Some("c2VjcmV0c2VjcmV0c2VjcmV0".into()), ..Config::default() };
+        c.acl.tokens.agent = Some("s3cr3t".into());
+        let v = debug_config(&c, "id");
+        let text = v.to_string();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(!text.contains("c2VjcmV0"), "{text}");
+        assert_eq!(v["Encrypt"], "hidden");
+    }
+}

@@ -1,0 +1,141 @@
+//! Blocking queries and consistency modes, for every endpoint backed by the state store:
+//! parse `?index`, `?wait`, `?stale`, `?consistent`; subscribe to the table's watch *before*
+//! reading; answer when the result's index passes `index`, or when `wait` (+ jitter up to
+//! wait/16) runs out, or at shutdown; set `X-Consul-Index` (never 0), `X-Consul-KnownLeader`,
+//! `X-Consul-LastContact`, `X-Consul-Effective-Consistency`.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{ApiError, ApiResponse, Ctx, Request};
+use legate_config::duration::parse_go_duration;
+use legate_raft::Server;
+use legate_state::watch::Table;
+use legate_state::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Default,
+    Stale,
+    Consistent,
+}
+
+impl Consistency {
+    fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Default => "leader",
+            Consistency::Stale => "stale",
+            Consistency::Consistent => "consistent",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct QueryOptions {
+    pub index: u64,
+    pub wait: Duration,
+    pub consistency: Consistency,
+}
+
+/// Parses the blocking and consistency parameters with Consul's errors.
+pub fn query_options(ctx: &Ctx, req: &Request) -> Result<QueryOptions, ApiError> {
+    let config = ctx.agent.config();
+    let stale = req.param("stale").is_some();
+    let consistent = req.param("consistent").is_some();
+    if stale && consistent {
+        return Err(ApiError::BadRequest("Cannot specify ?stale with ?consistent, conflicting semantics.".into()));
+    }
+    let index = match req.param("index") {
+        None | Some("") => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| ApiError::BadRequest("Invalid index".into()))?,
+    };
+    let max = config.max_query_time.0;
+    let wait = match req.param("wait") {
+        None | Some("") => config.default_query_time.0,
+        Some(v) => parse_go_duration(v).map_err(|_| ApiError::BadRequest("Invalid wait time".into()))?,
+    };
+    let consistency = if stale {
+        Consistency::Stale
+    } else if consistent {
+        Consistency::Consistent
+    } else {
+        Consistency::Default
+    };
+    Ok(QueryOptions { index, wait: wait.min(max), consistency })
+}
+
+/// The server, or Consul's error for an agent that knows none.
+pub fn server(ctx: &Ctx) -> Result<&std::sync::Arc<Server>, ApiError> {
+    ctx.agent.server().ok_or_else(|| ApiError::Internal("No known Consul servers".into()))
+}
+
+/// Runs `read` (returning the result's index and body) as a blocking query on `table`.
+pub async fn run<T, F>(
+    ctx: &Ctx,
+    req: &Request,
+    table: Table,
+    read: F,
+) -> Result<(u64, T, Vec<(&'static str, String)>), ApiError>
+where
+    F: Fn() -> Result<(u64, T), StoreError>,
+{
+    let opts = query_options(ctx, req)?;
+    let server = server(ctx)?;
+    if opts.consistency == Consistency::Consistent {
+        server.ensure_consistent().await.map_err(ApiError::Internal)?;
+    }
+    let mut rx = server.store.watch.subscribe(table);
+    let mut restores = server.store.watch.subscribe_restores();
+    let (mut index, mut body) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
+    if opts.index > 0 && index <= opts.index {
+        let jitter = if opts.wait.as_nanos() >= 16 {
+            rand::thread_rng().gen_range(Duration::ZERO..opts.wait / 16)
+        } else {
+            Duration::ZERO
+        };
+        let deadline = tokio::time::Instant::now() + opts.wait + jitter;
+        let shutdown = ctx.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = restores.changed() => {
+                    let (i, b) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
+                    index = i;
+                    body = b;
+                    break;
+                }
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    rx.borrow_and_update();
+                    let (i, b) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
+                    index = i;
+                    body = b;
+                    if index > opts.index {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let (known, last) = server.leader_contact();
+    let headers = vec![
+        ("X-Consul-Index", index.max(1).to_string()),
+        ("X-Consul-Knownleader", known.to_string()),
+        ("X-Consul-Lastcontact", last.to_string()),
+        ("X-Consul-Effective-Consistency", opts.consistency.as_str().to_string()),
+    ];
+    Ok((index.max(1), body, headers))
+}
+
+/// Adds the headers of a blocking read to a response.
+pub fn with_headers(mut resp: ApiResponse, headers: Vec<(&'static str, String)>) -> ApiResponse {
+    for (k, v) in headers {
+        resp = resp.header(k, v);
+    }
+    resp
+}

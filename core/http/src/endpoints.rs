@@ -1,0 +1,60 @@
+//! This server's answers to the typed calls of the RPC port that need the agent's layers
+//! (`legate_raft::endpoints`): forwarded HTTP calls run through this server's handlers, and a
+//! client agent's catalog writes are checked against its token before they are applied.
+
+use std::sync::{Arc, Weak};
+
+use super::{forward, Ctx};
+use legate_acl::{Access, Authz, Denied, Resource};
+use legate_agent::acl::ResolveError;
+use legate_raft::command::{Command, CommandResponse};
+use legate_raft::endpoints::{EndpointError, Endpoints};
+use legate_raft::rpc::{HttpCall, HttpReply};
+
+/// Weak: the server must not keep the agent (and its stores) alive after shutdown.
+pub struct ServerEndpoints(pub Weak<Ctx>);
+
+impl ServerEndpoints {
+    fn ctx(&self) -> Result<Arc<Ctx>, EndpointError> {
+        self.0.upgrade().ok_or_else(|| EndpointError::Unavailable("agent is shutting down".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Endpoints for ServerEndpoints {
+    async fn http(&self, call: HttpCall) -> HttpReply {
+        match self.ctx() {
+            Ok(ctx) => forward::serve_call(&ctx, call).await,
+            Err(e) => HttpReply { status: 500, headers: Vec::new(), body: e.to_string().into_bytes() },
+        }
+    }
+
+    async fn catalog_write(&self, token: Option<String>, cmd: Command) -> Result<CommandResponse, EndpointError> {
+        let ctx = self.ctx()?;
+        let authz = ctx.agent.acl.authorize(&ctx.agent, token.as_deref()).await.map_err(|e| match e {
+            ResolveError::NotFound => EndpointError::AclNotFound,
+            ResolveError::Unavailable(why) => EndpointError::Unavailable(why),
+        })?;
+        may_write(&authz, &cmd).map_err(|d| EndpointError::PermissionDenied(d.0))?;
+        ctx.agent.catalog_apply(cmd).await.map_err(EndpointError::Unavailable)
+    }
+}
+
+/// What an agent's token may write to the catalog: registrations (node:write on the node,
+/// unless only the node's service checks change; service:write on the service) and
+/// deregistrations (node:write on the node); nothing else.
+fn may_write(authz: &Authz, cmd: &Command) -> Result<(), Denied> {
+    match cmd {
+        Command::Register(r) => {
+            if !(r.skip_node_update && r.checks.iter().all(|c| !c.service_id.is_empty())) {
+                authz.require(Resource::Node, &r.node.node, Access::Write)?;
+            }
+            match &r.service {
+                Some(s) => authz.require(Resource::Service, &s.service, Access::Write),
+                None => Ok(()),
+            }
+        }
+        Command::Deregister(d) => authz.require(Resource::Node, &d.node, Access::Write),
+        _ => Err(Denied("Permission denied: agents may only write their catalog entries".into())),
+    }
+}

@@ -1,0 +1,132 @@
+//! Client agents hold no state: their KV, catalog, health, status, txn and snapshot calls go to
+//! a server over the RPC port, which answers them with its own handlers (blocking queries
+//! block there). Servers run forwarded calls through `serve_call`.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::response::Body;
+use super::{dispatch, ApiError, ApiResponse, Ctx, Request};
+use legate_raft::rpc::{HttpCall, HttpReply};
+
+/// Endpoint families a client agent forwards.
+pub const FORWARDED: &[&str] =
+    &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate", "session", "acl"];
+
+/// Operator paths a client agent forwards (the keyring is the agent's own).
+pub fn forwarded(family: &str, rest: &str) -> bool {
+    FORWARDED.contains(&family) || (family == "operator" && rest.starts_with("raft/"))
+}
+
+/// Response headers carried back from the server.
+const HEADERS: &[&str] = &[
+    "X-Consul-Index",
+    "X-Consul-Knownleader",
+    "X-Consul-Lastcontact",
+    "X-Consul-Effective-Consistency",
+    "X-Content-Type-Options",
+    "Content-Security-Policy",
+    "Allow",
+    "X-Consul-Results-Filtered-By-Acls",
+];
+
+pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let mut body = req.body.to_vec();
+    if req.path == "/v1/session/create" {
+        body = with_default_node(&body, ctx.agent.node_name());
+    }
+    let mut call = call_of(req, body);
+    if call.token.is_none() {
+        // The server would otherwise use its own default token.
+        call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
+    }
+    let reply = ctx.agent.forward_http(call).await.map_err(ApiError::Internal)?;
+    Ok(reply_to_response(reply))
+}
+
+/// A session is created on the agent's own node unless the body names one: the server that
+/// answers the forwarded call would otherwise use its own.
+fn with_default_node(body: &[u8], node: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return body.to_vec(),
+        }
+    };
+    if let Some(m) = v.as_object_mut() {
+        let named = m.iter().any(|(k, v)| k.eq_ignore_ascii_case("node") && v.as_str().is_some_and(|s| !s.is_empty()));
+        if !named {
+            m.retain(|k, _| !k.eq_ignore_ascii_case("node"));
+            m.insert("Node".into(), serde_json::Value::String(node.to_string()));
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+}
+
+/// The forwarded form of a request (its token travels with it).
+fn call_of(req: &Request, body: Vec<u8>) -> HttpCall {
+    HttpCall {
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        token: super::token(req),
+        body,
+    }
+}
+
+/// Sends a call to the Raft leader (a follower's `?consistent` read).
+pub async fn to_leader(server: &legate_raft::Server, req: &Request) -> Result<ApiResponse, ApiError> {
+    let reply = server.forward_to_leader(call_of(req, req.body.to_vec())).await.map_err(ApiError::Internal)?;
+    Ok(reply_to_response(reply))
+}
+
+fn reply_to_response(reply: HttpReply) -> ApiResponse {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut headers = Vec::new();
+    let mut content_type = None;
+    for (k, v) in reply.headers {
+        if k.eq_ignore_ascii_case("content-type") {
+            content_type = Some(v);
+        } else if let Some(name) = HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&k)) {
+            headers.push((*name, v));
+        }
+    }
+    let body = match content_type {
+        None if reply.body.is_empty() => Body::Empty,
+        ct => Body::Raw { content_type: static_type(ct.as_deref()), data: Bytes::from(reply.body) },
+    };
+    ApiResponse { status, headers, body }
+}
+
+fn static_type(ct: Option<&str>) -> &'static str {
+    match ct {
+        Some(t) if t.starts_with("application/json") => "application/json",
+        Some(t) if t.starts_with("application/x-gzip") => "application/x-gzip",
+        Some(t) if t.starts_with("text/plain") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Answers a call forwarded by a client agent, as if it came to this server's HTTP port.
+pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
+    let method = call.method.parse().unwrap_or(http::Method::GET);
+    let mut headers = http::HeaderMap::new();
+    if let Some(t) = call.token.as_deref().and_then(|t| http::HeaderValue::from_str(t).ok()) {
+        headers.insert("X-Consul-Token", t);
+    }
+    let pretty = call.query.iter().any(|(k, _)| k == "pretty");
+    let mut req = Request::new(method, call.path, call.query, headers, Bytes::from(call.body), None);
+    let resp = dispatch(ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
+    let resp = super::mark_filtered(&req, resp);
+    let http = resp.into_http(pretty);
+    let status = http.status().as_u16();
+    let headers = http
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let body = warp::hyper::body::to_bytes(http.into_body()).await.map(|b| b.to_vec()).unwrap_or_default();
+    HttpReply { status, headers, body }
+}

@@ -1,0 +1,135 @@
+//! `/v1/health/*`: node/<n>, checks/<service>, service/<service> (passing, tag, node-meta,
+//! filter), state/<state>; every one a blocking query.
+
+use http::Method;
+use serde_json::{json, Value as Json};
+
+use super::blocking::{self, with_headers};
+use super::catalog::{
+    check_filter, check_json, filter, node_json, node_matches, node_meta_filter, service_json, tags_match,
+};
+use super::{ApiError, ApiResponse, Ctx, Request};
+use legate_acl::Resource;
+use legate_state::catalog;
+use legate_state::schema::IDX_CHECKS;
+use legate_state::watch::Table;
+
+pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
+    super::kv::check_dc(ctx, req)?;
+    req.allow(&[Method::GET])?;
+    check_filter(req)?;
+    let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
+    match op {
+        "node" if arg.is_empty() => Err(ApiError::BadRequest("Missing node name".into())),
+        "checks" | "service" if arg.is_empty() => Err(ApiError::BadRequest("Missing service name".into())),
+        "state" if arg.is_empty() => Err(ApiError::BadRequest("Missing check state".into())),
+        "node" => node_checks(ctx, req, arg).await,
+        "checks" => service_checks(ctx, req, arg).await,
+        "service" => service(ctx, req, arg).await,
+        "state" => state(ctx, req, arg).await,
+        _ => Err(ApiError::NotFound(String::new())),
+    }
+}
+
+async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
+    let store = blocking::server(ctx)?.store.clone();
+    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
+        let txn = store.read()?;
+        let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
+        let checks = catalog::node_checks(&txn, node)?;
+        Ok((index, checks.iter().filter(|c| check_readable(req, c)).map(check_json).collect::<Vec<_>>()))
+    })
+    .await?;
+    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+}
+
+async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    let store = blocking::server(ctx)?.store.clone();
+    let meta = node_meta_filter(req);
+    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
+        let txn = store.read()?;
+        let index = catalog::service_index(&txn, name)?;
+        let mut list = Vec::new();
+        for c in catalog::all_checks(&txn)?.iter().filter(|c| c.service_name == name) {
+            if !req.can_read(Resource::Node, &c.node) {
+                continue;
+            }
+            if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
+                list.push(check_json(c));
+            }
+        }
+        Ok((index, list))
+    })
+    .await?;
+    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+}
+
+/// `?passing` by presence; `?passing=false` (or 0) turns it off, as Consul's parser.
+fn passing_only(req: &Request) -> bool {
+    match req.param("passing") {
+        None => false,
+        Some(v) => !matches!(v.to_ascii_lowercase().as_str(), "false" | "0"),
+    }
+}
+
+async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    let store = blocking::server(ctx)?.store.clone();
+    let meta = node_meta_filter(req);
+    let passing = passing_only(req);
+    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
+        let txn = store.read()?;
+        let index = catalog::service_index(&txn, name)?;
+        let mut list = Vec::new();
+        for (n, s) in catalog::service_nodes(&txn, name)? {
+            if !node_matches(&n, &meta) || !tags_match(&s, req) || !req.can_read(Resource::Node, &n.node) {
+                continue;
+            }
+            let checks: Vec<catalog::Check> = catalog::node_checks(&txn, &n.node)?
+                .into_iter()
+                .filter(|c| c.service_id.is_empty() || c.service_id == s.id)
+                .collect();
+            if passing && checks.iter().any(|c| c.status != "passing") {
+                continue;
+            }
+            list.push(json!({
+                "Node": node_json(&n),
+                "Service": service_json(&s, None),
+                "Checks": checks.iter().map(check_json).collect::<Vec<_>>(),
+            }));
+        }
+        Ok((index, list))
+    })
+    .await?;
+    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+}
+
+async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse, ApiError> {
+    if !matches!(state, "any" | "passing" | "warning" | "critical") {
+        return Err(ApiError::BadRequest("Invalid check state".into()));
+    }
+    let store = blocking::server(ctx)?.store.clone();
+    let meta = node_meta_filter(req);
+    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
+        let txn = store.read()?;
+        let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
+        let mut list: Vec<Json> = Vec::new();
+        for c in catalog::all_checks(&txn)?.iter().filter(|c| state == "any" || c.status == state) {
+            if !check_readable(req, c) {
+                continue;
+            }
+            if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
+                list.push(check_json(c));
+            }
+        }
+        Ok((index, list))
+    })
+    .await?;
+    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+}
+
+/// A check is readable with node:read on its node and, for a service check, service:read on
+/// its service.
+fn check_readable(req: &Request, c: &catalog::Check) -> bool {
+    req.can_read(Resource::Node, &c.node)
+        && (c.service_name.is_empty() || req.can_read(Resource::Service, &c.service_name))
+}

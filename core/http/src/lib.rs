@@ -1,0 +1,262 @@
+//! The `/v1` HTTP API on warp. warp accepts connections and hands every request to one
+//! dispatcher; routing, method checks (405 + `Allow`), Consul's headers, `?pretty` and the
+//! plain-text errors are ours, so they are the same on every endpoint. One file per endpoint
+//! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
+
+pub(crate) mod acl;
+mod agent;
+mod agent_local;
+mod blocking;
+mod catalog;
+mod conn;
+mod decode;
+pub mod endpoints;
+mod error;
+mod event;
+pub(crate) mod forward;
+mod health;
+mod kv;
+mod operator;
+mod request;
+mod response;
+pub mod routes;
+mod session;
+mod snapshot;
+mod status;
+mod txn;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, Method, StatusCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+pub use error::ApiError;
+pub use request::Request;
+pub use response::ApiResponse;
+
+use legate_agent::AgentShared;
+
+/// Largest request body read into memory (snapshot restores are the largest bodies).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// What every handler can reach.
+pub struct Ctx {
+    pub agent: Arc<AgentShared>,
+    /// Ends blocking queries at shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves the API on an already-bound listener until `shutdown` fires; in-flight requests are
+/// finished first.
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationToken) {
+    let routes = routes(ctx);
+    let kill = CancellationToken::new();
+    let incoming = {
+        let kill = kill.clone();
+        tokio_stream::wrappers::TcpListenerStream::new(listener)
+            .map(move |s| s.map(|s| conn::Killable::new(s, kill.clone())))
+    };
+    let stop = shutdown.clone();
+    let server =
+        warp::serve(routes).serve_incoming_with_graceful_shutdown(incoming, async move { stop.cancelled().await });
+    // In-flight requests get a grace period; connections a client keeps open past it (some
+    // keep-alive pools never close) are then killed, so shutdown stays bounded and nothing
+    // keeps the agent alive after it.
+    tokio::select! {
+        _ = server => {}
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => tracing::debug!("closing HTTP connections still open after the grace period"),
+    }
+    kill.cancel();
+}
+
+fn routes(
+    ctx: Arc<Ctx>,
+) -> impl Filter<Extract = (http::Response<warp::hyper::Body>,), Error = warp::Rejection> + Clone {
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::any()
+        .and(warp::any().map(move || ctx.clone()))
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(raw_query)
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::body::stream())
+        .then(
+            |ctx: Arc<Ctx>,
+             method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: HeaderMap,
+             remote: Option<SocketAddr>,
+             body| async move {
+                let pretty_default = ctx.agent.config().dev;
+                let query = request::parse_query(&query);
+                let pretty = pretty_default || query.iter().any(|(k, _)| k == "pretty");
+                let body = match read_body(body).await {
+                    Ok(b) => b,
+                    Err(e) => return finish(&ctx, e.into_response(), pretty),
+                };
+                let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
+                let timer = legate_telemetry::Timer::start(
+                    "api.http",
+                    vec![("method", req.method.to_string()), ("path", metric_path(&req.path))],
+                );
+                let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
+                let resp = mark_filtered(&req, resp);
+                drop(timer);
+                finish(&ctx, resp, pretty)
+            },
+        )
+}
+
+async fn read_body<S, B>(mut stream: S) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    let mut out = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?;
+        if out.len() + chunk.remaining() > MAX_BODY {
+            return Err(ApiError::TooLarge(format!("Request body too large, max size: {MAX_BODY} bytes")));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Headers every response carries: Consul's, then the operator's `http_config.response_headers`
+/// (validated at config load).
+fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<warp::hyper::Body> {
+    let config = ctx.agent.config();
+    let mut r = resp
+        .header("X-Consul-Default-Acl-Policy", config.acl.default_policy.clone())
+        .header("Vary", "Accept-Encoding")
+        .into_http(pretty);
+    for (name, value) in &config.http_config.response_headers {
+        if let (Ok(n), Ok(v)) =
+            (http::header::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))
+        {
+            r.headers_mut().insert(n, v);
+        }
+    }
+    r
+}
+
+/// The request's ACL token: `?token=` > `X-Consul-Token` > `Authorization: Bearer` (Consul's
+/// order); None when absent.
+pub fn token(req: &Request) -> Option<String> {
+    if let Some(t) = req.param("token").filter(|t| !t.is_empty()) {
+        return Some(t.to_string());
+    }
+    if let Some(t) = req.headers.get("X-Consul-Token").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()) {
+        return Some(t.to_string());
+    }
+    let auth = req.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    (scheme == "Bearer")
+        .then(|| rest.split_whitespace().next().unwrap_or_default().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// The `path` label of `api.http`: the route, not the data in it (`/v1/kv/a/b` -> `v1_kv_`,
+/// `/v1/agent/self` -> `v1_agent_self`, `/v1/health/service/web` -> `v1_health_service_`).
+fn metric_path(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let take = if segs.get(1) == Some(&"kv") { 2 } else { 3 };
+    let mut out = segs.iter().take(take).copied().collect::<Vec<_>>().join("_");
+    if segs.len() > take {
+        out.push('_');
+    }
+    out
+}
+
+/// Answers a forwarded call on a server (the RPC port's HTTP hook).
+/// Adds `X-Consul-Results-Filtered-By-ACLs` when a handler dropped entries.
+pub(crate) fn mark_filtered(req: &Request, resp: ApiResponse) -> ApiResponse {
+    if req.filtered.load(std::sync::atomic::Ordering::Relaxed) {
+        resp.header("X-Consul-Results-Filtered-By-ACLs", "true")
+    } else {
+        resp
+    }
+}
+
+/// Resolves the request's token and applies the route table's check (ACLs enabled only).
+async fn authorize(ctx: &Ctx, req: &mut Request, path: &str) -> Result<(), ApiError> {
+    let secret = token(req);
+    let authz = match ctx.agent.acl.authorize(&ctx.agent, secret.as_deref()).await {
+        Ok(a) => a,
+        Err(legate_agent::acl::ResolveError::NotFound) => return Err(ApiError::Forbidden("ACL not found".into())),
+        Err(legate_agent::acl::ResolveError::Unavailable(why)) => return Err(ApiError::Forbidden(why)),
+    };
+    req.authz = authz;
+    routes::enforce(req, ctx.agent.node_name(), path)
+}
+
+async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError> {
+    let config = ctx.agent.config();
+    if req.path == "/" {
+        req.allow(&[Method::GET, Method::HEAD])?;
+        return Ok(if config.ui_enabled() {
+            ApiResponse::empty(StatusCode::MOVED_PERMANENTLY).header("Location", "/ui/")
+        } else {
+            ApiResponse::text(StatusCode::OK, "Consul Agent")
+        });
+    }
+    let Some(path) = req.path.strip_prefix("/v1/") else {
+        return Err(ApiError::NotFound(String::new()));
+    };
+    for blocked in &config.http_config.block_endpoints {
+        if req.path.starts_with(blocked.as_str()) {
+            return Err(ApiError::Forbidden("Endpoint is blocked by agent configuration".into()));
+        }
+    }
+    let (family, rest) = path.split_once('/').unwrap_or((path, ""));
+    if ctx.agent.server().is_none() && forward::forwarded(family, rest) {
+        // The server resolves the token and enforces.
+        return forward::forward(ctx, req).await;
+    }
+    if config.acl.enabled {
+        let path = path.to_string();
+        authorize(ctx, req, &path).await?;
+    }
+    let req: &Request = req;
+    let (family, rest) = {
+        let path = req.path.strip_prefix("/v1/").unwrap_or_default();
+        path.split_once('/').unwrap_or((path, ""))
+    };
+    // `?consistent` reads are answered by the leader (as Consul forwards them).
+    if let Some(server) = ctx.agent.server() {
+        if req.param("consistent").is_some() && !server.is_leader() && forward::forwarded(family, rest) {
+            return forward::to_leader(server, req).await;
+        }
+    }
+    match family {
+        "agent" => agent::handle(ctx, req, rest).await,
+        "status" => status::handle(ctx, req, rest),
+        "kv" => kv::handle(ctx, req, rest).await,
+        "catalog" => catalog::handle(ctx, req, rest).await,
+        "health" => health::handle(ctx, req, rest).await,
+        "event" => event::handle(ctx, req, rest).await,
+        "session" => session::handle(ctx, req, rest).await,
+        "operator" => operator::handle(ctx, req, rest).await,
+        "txn" if rest.is_empty() => txn::handle(ctx, req).await,
+        "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,
+        "acl" => acl::handle(ctx, req, rest).await,
+        _ => Err(ApiError::NotFound(String::new())),
+    }
+}

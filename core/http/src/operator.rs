@@ -1,0 +1,148 @@
+//! `/v1/operator/raft/configuration`, `/v1/operator/raft/peer`, `/v1/operator/keyring`.
+
+use std::collections::BTreeMap;
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use super::{blocking, decode, ApiError, ApiResponse, Ctx, Request};
+use legate_agent::cluster::server_rpc_addr;
+
+pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
+    super::kv::check_dc(ctx, req)?;
+    match rest {
+        "raft/configuration" => {
+            req.allow(&[Method::GET])?;
+            raft_configuration(ctx)
+        }
+        "raft/peer" => {
+            req.allow(&[Method::DELETE])?;
+            remove_peer(ctx, req).await
+        }
+        "keyring" => {
+            req.allow(&[Method::GET, Method::POST, Method::PUT, Method::DELETE])?;
+            keyring(ctx, req).await
+        }
+        _ => Err(ApiError::NotFound(String::new())),
+    }
+}
+
+/// Node names by server RPC address, from gossip.
+fn names_by_addr(ctx: &Ctx) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    if let Some(g) = ctx.agent.gossip.get() {
+        for m in g.members() {
+            if let Some(addr) = server_rpc_addr(&m) {
+                out.insert(addr, (m.name.clone(), m.tags.get("id").cloned().unwrap_or_default()));
+            }
+        }
+    }
+    if let Some(s) = ctx.agent.server() {
+        out.insert(s.rpc_addr.clone(), (ctx.agent.node_name().to_string(), ctx.agent.node_id().to_string()));
+    }
+    out
+}
+
+fn raft_configuration(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
+    let server = blocking::server(ctx)?;
+    let m = server.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let names = names_by_addr(ctx);
+    let leader = server.leader();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let servers: Vec<Json> = membership
+        .nodes()
+        .map(|(id, node)| {
+            let (name, node_id) = names.get(&node.addr).cloned().unwrap_or_else(|| (String::new(), id.to_string()));
+            json!({
+                "ID": node_id,
+                "Node": name,
+                "Address": node.addr,
+                "Leader": leader.as_deref() == Some(node.addr.as_str()),
+                "ProtocolVersion": "3",
+                "Voter": voters.contains(id),
+                "LastIndex": m.last_log_index.unwrap_or(0),
+            })
+        })
+        .collect();
+    let index = m.membership_config.log_id().map(|l| l.index).unwrap_or(0).max(1);
+    Ok(ApiResponse::json(&json!({"Servers": servers, "Index": index})))
+}
+
+async fn remove_peer(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let server = blocking::server(ctx)?;
+    let m = server.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let names = names_by_addr(ctx);
+    let target = match (req.param("id"), req.param("address")) {
+        (Some(id), _) if !id.is_empty() => membership
+            .nodes()
+            .find(|(rid, node)| names.get(&node.addr).is_some_and(|(_, nid)| nid == id) || rid.to_string() == id)
+            .map(|(rid, _)| *rid),
+        (_, Some(addr)) if !addr.is_empty() => membership.nodes().find(|(_, n)| n.addr == addr).map(|(rid, _)| *rid),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into(),
+            ))
+        }
+    };
+    let Some(target) = target else {
+        let what = req.param("address").or(req.param("id")).unwrap_or_default();
+        return Err(ApiError::Internal(format!("address {what:?} was not found in the Raft configuration")));
+    };
+    let keep: std::collections::BTreeSet<u64> = membership.voter_ids().filter(|v| *v != target).collect();
+    server.raft.change_membership(keep, false).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ApiResponse::empty(StatusCode::OK))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyBody {
+    key: String,
+}
+
+/// The LAN keyring: changes apply here and are relayed to every member by an internal gossip
+/// event; listing shows this agent's keys (per-node counts are not collected).
+async fn keyring(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+    if req.method == Method::GET {
+        let keys = g.keyring_list();
+        let members = g.members().iter().filter(|m| m.status == legate_gossip::STATUS_ALIVE).count();
+        let all: BTreeMap<String, usize> = keys.iter().map(|k| (k.clone(), members)).collect();
+        let primary: BTreeMap<String, usize> = keys.first().map(|k| (k.clone(), members)).into_iter().collect();
+        return Ok(ApiResponse::json(&json!([{
+            "WAN": false,
+            "Datacenter": ctx.agent.config().datacenter,
+            "Segment": "",
+            "Keys": all,
+            "PrimaryKeys": primary,
+            "NumNodes": members,
+        }])));
+    }
+    let body: KeyBody = decode::body(&req.body)?;
+    if body.key.is_empty() {
+        return Err(ApiError::BadRequest("Missing key".into()));
+    }
+    let (op, r) = match req.method {
+        Method::POST => ("install", g.keyring_install(&body.key)),
+        Method::PUT => ("use", g.keyring_use(&body.key)),
+        _ => ("remove", g.keyring_remove(&body.key)),
+    };
+    r.map_err(ApiError::Internal)?;
+    // Relay to every member (sealed with the cluster's key), unless ?local-only.
+    if req.param("local-only").is_none() {
+        let ev = legate_gossip::UserEvent {
+            id: String::new(),
+            name: format!("{}{op}", legate_agent::events::KEYRING_EVENT_PREFIX),
+            payload: body.key.into_bytes(),
+            ltime: 0,
+            node_filter: String::new(),
+            service_filter: String::new(),
+            tag_filter: String::new(),
+            origin: String::new(),
+        };
+        g.fire_event(ev).await.map_err(ApiError::Internal)?;
+    }
+    Ok(ApiResponse::empty(StatusCode::OK))
+}

@@ -1,0 +1,46 @@
+//! `GET /v1/snapshot` (save) and `PUT /v1/snapshot` (restore, replicated through Raft; wakes
+//! every blocked query).
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use super::blocking::{self, Consistency};
+use super::response::Body;
+use super::{ApiError, ApiResponse, Ctx, Request};
+use legate_raft::command::{Command, CommandResponse};
+use legate_state::snapshot;
+
+pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+    req.allow(&[Method::GET, Method::PUT])?;
+    super::kv::check_dc(ctx, req)?;
+    let server = blocking::server(ctx)?.clone();
+    if req.method == Method::GET {
+        let opts = blocking::query_options(ctx, req)?;
+        if opts.consistency != Consistency::Stale {
+            server.ensure_consistent().await.map_err(ApiError::Internal)?;
+        }
+        let store = server.store.clone();
+        let term = server.raft.metrics().borrow().current_term;
+        let (archive, index) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let txn = store.read().map_err(|e| e.to_string())?;
+            let index = legate_state::kv::table_index(&txn).map_err(|e| e.to_string())?;
+            let data = snapshot::export(&txn).map_err(|e| e.to_string())?;
+            Ok((snapshot::archive(&data, index, term)?, index))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+        return Ok(ApiResponse {
+            status: StatusCode::OK,
+            headers: vec![("X-Consul-Index", index.max(1).to_string())],
+            body: Body::Raw { content_type: "application/x-gzip", data: Bytes::from(archive) },
+        });
+    }
+    let (_, data) =
+        snapshot::unarchive(&req.body).map_err(|e| ApiError::Internal(format!("failed to restore snapshot: {e}")))?;
+    match server.apply(Command::Restore(data)).await {
+        Ok(CommandResponse::Restored) => Ok(ApiResponse::empty(StatusCode::OK)),
+        Ok(other) => Err(ApiError::Internal(format!("unexpected state machine response {other:?}"))),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}

@@ -1,0 +1,119 @@
+//! `ServerLink`: how an agent reaches the servers. On a server it holds the local [`Server`]
+//! (writes go through its Raft, forwarded to the leader); every agent also knows the servers
+//! gossip reported and calls them over the RPC port with typed requests, trying each known
+//! server once in random order.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use legate_acl::resolved::Resolved;
+use rand::seq::SliceRandom;
+
+use crate::command::{Command, CommandResponse};
+use crate::endpoints::EndpointError;
+use crate::rpc::{HttpCall, HttpReply, Pool, Request, Response};
+use crate::Server;
+
+/// The text when no server is known or none answered.
+pub const NO_SERVERS: &str = "No known Consul servers";
+
+pub struct ServerLink {
+    server: Option<Arc<Server>>,
+    /// RPC addresses of the servers this agent knows (from gossip).
+    known: RwLock<Vec<String>>,
+    /// Connections to servers (one multiplexed connection each).
+    pool: Pool,
+}
+
+impl ServerLink {
+    pub fn new(server: Option<Arc<Server>>) -> ServerLink {
+        ServerLink { server, known: RwLock::default(), pool: Pool::default() }
+    }
+
+    /// The Raft server of this agent, on server agents.
+    pub fn server(&self) -> Option<&Arc<Server>> {
+        self.server.as_ref()
+    }
+
+    /// Replaces the known servers (gossip feeds this).
+    pub fn set_known_servers(&self, servers: Vec<String>) {
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = servers;
+    }
+
+    pub fn known_servers(&self) -> Vec<String> {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sends `request()` to the known servers in random order until one answers with
+    /// something `accept` takes; the last failure otherwise.
+    async fn call_any<T>(
+        &self,
+        request: impl Fn() -> Request,
+        deadline: Duration,
+        accept: impl Fn(Response) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut servers = self.known_servers();
+        servers.shuffle(&mut rand::thread_rng());
+        let mut last = NO_SERVERS.to_string();
+        for addr in servers {
+            let peer = self.pool.get(&addr).await;
+            match peer.call(request(), deadline).await {
+                Ok(resp) => match accept(resp) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => last = e,
+                },
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    /// An HTTP API call answered by a server's handlers (client agents' reads and blocking
+    /// queries); `deadline` covers a blocking query's wait.
+    pub async fn forward_http(&self, call: HttpCall, deadline: Duration) -> Result<HttpReply, String> {
+        self.call_any(
+            || Request::Http(call.clone()),
+            deadline,
+            |resp| match resp {
+                Response::Http(r) => r,
+                other => Err(format!("unexpected response {other:?}")),
+            },
+        )
+        .await
+    }
+
+    /// A token's flattened policies from a server's store (`Ok(None)`: no such token).
+    pub async fn acl_resolve(&self, secret: &str, deadline: Duration) -> Result<Option<Resolved>, String> {
+        self.call_any(
+            || Request::AclResolve { secret: secret.to_string() },
+            deadline,
+            |resp| match resp {
+                Response::AclResolve(r) => r,
+                other => Err(format!("unexpected response {other:?}")),
+            },
+        )
+        .await
+    }
+
+    /// A client agent's catalog write, checked by the server against `token`. A refusal comes
+    /// back as is; only a server that could not be reached (or could not answer) is skipped.
+    pub async fn catalog_write(
+        &self,
+        token: Option<String>,
+        cmd: Command,
+        deadline: Duration,
+    ) -> Result<CommandResponse, EndpointError> {
+        let answered = self
+            .call_any(
+                || Request::CatalogWrite { token: token.clone(), cmd: cmd.clone() },
+                deadline,
+                |resp| match resp {
+                    Response::CatalogWrite(Err(EndpointError::Unavailable(e))) => Err(e),
+                    Response::CatalogWrite(r) => Ok(r),
+                    other => Err(format!("unexpected response {other:?}")),
+                },
+            )
+            .await;
+        answered.map_err(EndpointError::Unavailable)?
+    }
+}

@@ -1,0 +1,324 @@
+//! The composition root: `Agent::start` builds every part of a node and hands each only what
+//! it needs: the config channel and reloader, the data dir, the listeners (bound before
+//! anything runs, so a bind error fails the start), the Raft server and the `ServerLink`, the
+//! agent's state, gossip, the leader duties, the HTTP and DNS servers and the watches. It is
+//! what the binary and every test call.
+//!
+//! Shutdown: every task is spawned on one [`TaskTracker`] and watches a child of one
+//! [`CancellationToken`]; [`Agent::shutdown`] cancels and awaits them all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::data_dir::{DataDir, DataDirError};
+use crate::agent::{self, AgentShared};
+use crate::config::reload::Reloader;
+use crate::config::{Config, ConfigError, LoadOptions};
+use crate::server::link::ServerLink;
+use crate::server::{Server, ServerOptions};
+use crate::{http, logging};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    DataDir(#[from] DataDirError),
+    #[error("Failed to get advertise address: {0}")]
+    Advertise(String),
+    #[error("Error starting HTTP server: listen tcp {addr}: bind: {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("Error starting DNS server: listen {proto} {addr}: bind: {source}")]
+    DnsBind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
+    #[error("{0}")]
+    Server(String),
+    #[error("Could not write pid file {path}: {source}")]
+    PidFile { path: String, source: std::io::Error },
+}
+
+/// A running agent.
+pub struct Agent {
+    shared: Arc<AgentShared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    http_addrs: Vec<SocketAddr>,
+    dns_addrs: Vec<SocketAddr>,
+    data_dir: Option<DataDir>,
+    pid_file: Option<PathBuf>,
+}
+
+impl Agent {
+    /// Starts an agent from a ready config (tests, embedding). It has no sources to reload.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+        Self::start_inner(config, None, shutdown).await
+    }
+
+    /// Loads the config from its layers and starts the agent; reloads re-read the same sources.
+    pub async fn start_with_sources(opts: LoadOptions, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+        let loaded = crate::config::load(&opts)?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        Self::start_inner(loaded.config, Some(opts), shutdown).await
+    }
+
+    /// Starts from a config already loaded from `sources` (the binary loads first to set up
+    /// logging); reloads re-read `sources`.
+    pub async fn start_loaded(
+        config: Config,
+        sources: LoadOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Agent, AgentError> {
+        Self::start_inner(config, Some(sources), shutdown).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        sources: Option<LoadOptions>,
+        shutdown: CancellationToken,
+    ) -> Result<Agent, AgentError> {
+        let data_dir = match &config.data_dir {
+            Some(p) => Some(DataDir::open(p)?),
+            None => None,
+        };
+        let node_id = match &data_dir {
+            Some(d) => d.node_id(config.node_id.as_deref())?,
+            // -dev without a data dir: nothing is persisted, as Consul's dev mode.
+            None => config.node_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        };
+        let advertise = agent::addr::advertise_addr(&config).map_err(AgentError::Advertise)?;
+        let node_name = config.node_name();
+
+        // Bind every listener before spawning anything, so a bind error fails the start.
+        let mut listeners = Vec::new();
+        if config.ports.http >= 0 {
+            for ip in config.http_addrs() {
+                let addr = SocketAddr::new(ip, config.ports.http as u16);
+                let l = agent::addr::bind_tcp(addr).await.map_err(|source| AgentError::HttpBind { addr, source })?;
+                listeners.push(l);
+            }
+        }
+        let http_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let dns = crate::dns::bind(&config).await.map_err(|e| AgentError::DnsBind {
+            addr: e.addr,
+            proto: e.proto,
+            source: e.source,
+        })?;
+        let dns_addrs = dns.addrs.clone();
+
+        if let Some(path) = &config.pid_file {
+            agent::data_dir::write_atomic(path, &format!("{}\n", std::process::id()))
+                .map_err(|source| AgentError::PidFile { path: path.display().to_string(), source })?;
+        }
+
+        let tracker = TaskTracker::new();
+        let server = if config.server {
+            if !(0..=65535).contains(&config.ports.server) {
+                return Err(AgentError::Server(format!(
+                    "ports.server {} is not usable by a server",
+                    config.ports.server
+                )));
+            }
+            let bind_ip: IpAddr =
+                config.bind_addr.parse().map_err(|_| AgentError::Advertise("bad bind_addr".into()))?;
+            let opts = ServerOptions {
+                node_id: node_id.clone(),
+                bind: SocketAddr::new(bind_ip, config.ports.server as u16),
+                advertise_ip: advertise,
+                data_dir: config.data_dir.clone(),
+                bootstrap: config.bootstrap || config.dev || config.bootstrap_expect == 1,
+                raft_multiplier: config.performance.raft_multiplier,
+                snapshot_threshold: config.raft_snapshot_threshold,
+                trailing_logs: config.raft_trailing_logs,
+                hold_timeout: config.performance.rpc_hold_timeout.0,
+                tombstone_ttl: config.tombstone_ttl.0,
+            };
+            Some(Server::start(opts, shutdown.child_token(), &tracker).await.map_err(AgentError::Server)?)
+        } else {
+            None
+        };
+
+        let persist = data_dir.as_ref().map(|d| d.path().join("local-state.json"));
+        let local = Arc::new(agent::local::LocalState::new(node_name.clone(), persist));
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let plugins = agent::plugins::plugin_host(&config, &node_name, server.as_ref(), config_rx.clone())
+            .map_err(AgentError::Server)?;
+        let reloader = sources.map(|opts| Reloader::new(opts, config_tx.clone()));
+        let shared = Arc::new(AgentShared::new(
+            (config_tx, config_rx),
+            reloader,
+            (node_name, node_id, advertise),
+            ServerLink::new(server),
+            local,
+            plugins,
+            shutdown.clone(),
+        ));
+        if let Some(server) = shared.server() {
+            server.acl_enforced.store(shared.config().acl.enabled, std::sync::atomic::Ordering::Relaxed);
+        }
+        if shared.config().acl.enable_token_persistence {
+            if let Some(d) = data_dir.as_ref() {
+                shared.acl.load_persisted(d.path());
+            }
+        }
+        let gossip = agent::cluster::start_gossip(
+            &shared,
+            data_dir.as_ref().map(|d| d.path()),
+            shutdown.child_token(),
+            &tracker,
+        )
+        .await
+        .map_err(AgentError::Server)?;
+        if let Some(g) = gossip {
+            let _ = shared.gossip.set(g.clone());
+            crate::tasks::spawn(
+                &tracker,
+                "join",
+                agent::cluster::join_loop(shared.clone(), g.clone(), shutdown.child_token()),
+            );
+            crate::tasks::spawn(
+                &tracker,
+                "user-events",
+                agent::events::receive_loop(shared.clone(), g.clone(), shutdown.child_token()),
+            );
+            crate::tasks::spawn(
+                &tracker,
+                "membership",
+                agent::cluster::membership_loop(shared.clone(), g, shutdown.child_token()),
+            );
+        }
+        shared.load_config_definitions();
+        shared.local.restore(shared.scripts_allowed(false));
+        crate::tasks::spawn(
+            &tracker,
+            "config-watch",
+            agent::config_watch::watch_loop(shared.clone(), shutdown.child_token()),
+        );
+        crate::tasks::spawn(
+            &tracker,
+            "check-supervisor",
+            agent::runner::supervise(shared.clone(), tracker.clone(), shutdown.child_token()),
+        );
+        crate::tasks::spawn(&tracker, "anti-entropy", agent::ae::run(shared.clone(), shutdown.child_token()));
+        if let Some(server) = shared.server() {
+            server.run_leadership(agent::leader::duties(&shared), &tracker, shutdown.child_token());
+        }
+
+        let ctx = Arc::new(http::Ctx { agent: shared.clone(), shutdown: shutdown.child_token() });
+        if let Some(server) = shared.server() {
+            let _ = server.endpoints.set(Arc::new(http::endpoints::ServerEndpoints(Arc::downgrade(&ctx))));
+        }
+        for l in listeners {
+            crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, shutdown.child_token()));
+        }
+        crate::tasks::spawn(&tracker, "dns", crate::dns::serve(shared.clone(), dns, shutdown.child_token()));
+        crate::tasks::spawn(
+            &tracker,
+            "watches",
+            agent::watches::supervise(
+                shared.clone(),
+                agent::watches::local_api_addr(&http_addrs),
+                tracker.clone(),
+                shutdown.child_token(),
+            ),
+        );
+        crate::tasks::spawn(
+            &tracker,
+            "reloads",
+            apply_reloads(shared.clone(), shared.watch_config(), shutdown.child_token()),
+        );
+        let pid_file = shared.config().pid_file.clone();
+        tracing::info!(
+            node = %shared.node_name(),
+            id = %shared.node_id(),
+            http = ?http_addrs,
+            dns = ?dns_addrs,
+            "agent started"
+        );
+        Ok(Agent { shared, shutdown, tracker, http_addrs, dns_addrs, data_dir, pid_file })
+    }
+
+    pub fn shared(&self) -> &Arc<AgentShared> {
+        &self.shared
+    }
+
+    /// The bound HTTP addresses (with the real port when configured as 0).
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
+    }
+
+    /// The bound DNS addresses, UDP and TCP on each (the real port when configured as 0;
+    /// empty when `ports.dns` is -1).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns_addrs
+    }
+
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_ref().map(|d| d.path())
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every task and waits for them (bounded by `timeout`), then removes the pid file and
+    /// releases the data dir. Returns false if some task did not finish in time.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.shutdown.cancel();
+        self.tracker.close();
+        let clean = tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok();
+        if !clean {
+            tracing::error!(tasks = ?crate::tasks::live(), "tasks still running after shutdown timeout");
+            eprintln!("legate: tasks still running after shutdown timeout: {:?}", crate::tasks::live());
+        }
+        if let Some(p) = &self.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+        tracing::info!(clean, "agent stopped");
+        clean
+    }
+}
+
+/// Applies the parts of a reloaded config that this agent runs today: the log level. Later
+/// parts (services, checks, watches, DNS...) subscribe to the same channel.
+async fn apply_reloads(agent: Arc<AgentShared>, mut rx: watch::Receiver<Arc<Config>>, shutdown: CancellationToken) {
+    let mut level = rx.borrow().log_level.clone();
+    let mut node_meta = rx.borrow().node_meta.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+        let config = rx.borrow_and_update().clone();
+        if let Some(server) = agent.server() {
+            server.acl_enforced.store(config.acl.enabled, std::sync::atomic::Ordering::Relaxed);
+        }
+        agent.load_config_definitions();
+        if config.node_meta != node_meta {
+            node_meta = config.node_meta.clone();
+            // The node entry in the catalog carries the meta: sync it now, not at the next
+            // periodic full sync.
+            if !agent::ae::full_sync(&agent).await {
+                tracing::warn!("node_meta changed; the catalog will be updated at the next sync");
+            }
+        }
+        if config.log_level != level {
+            level = config.log_level.clone();
+            match logging::set_level(&level) {
+                Ok(()) => tracing::info!(level = %level, "log level changed"),
+                Err(e) => tracing::warn!("could not change log level: {e}"),
+            }
+        }
+    }
+}
