@@ -77,6 +77,23 @@ impl InProcessAgent {
         InProcessAgent { agent, base }
     }
 
+    /// Blocking queries this agent's server has subscribed (state-store watches) plus those
+    /// waiting on user events.
+    pub fn blocked_queries(&self) -> usize {
+        let shared = self.agent.shared();
+        let store = shared.server().map_or(0, |s| s.store.watch.blocked_queries());
+        store + shared.events.index.receiver_count()
+    }
+
+    /// Waits until `n` more blocking queries than `before` are subscribed: a write after this
+    /// is one they must wake for (they subscribe before they read).
+    pub async fn until_blocked(&self, before: usize, n: usize) {
+        retry_until(Duration::from_secs(10), "blocking query subscribed", || async {
+            (self.blocked_queries() >= before + n).then_some(())
+        })
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -280,8 +280,10 @@ async fn user_events_fire_list_filters_and_blocking() {
     // A blocked list returns when an event arrives.
     let url = a.url(&format!("/v1/event/list?index={h}&wait=10s"));
     let c2 = c.clone();
+    let before = a.blocked_queries();
     let blocked = tokio::spawn(async move { c2.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    a.until_blocked(before, 1).await;
+    assert!(!blocked.is_finished(), "blocks until an event arrives");
     let fired: Value =
         c.put(a.url("/v1/event/fire/deploy")).body("payload").send().await.unwrap().json().await.unwrap();
     assert_eq!((fired["Version"].as_u64(), fired["LTime"].as_u64()), (Some(1), Some(0)));

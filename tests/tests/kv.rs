@@ -234,11 +234,12 @@ async fn blocking_query_woken_by_write_and_timing_out() {
     // Woken by a write.
     let url = a.url(&format!("/v1/kv/b?index={idx}&wait=30s"));
     let c2 = c.clone();
+    let before = a.blocked_queries();
     let waiter = tokio::spawn(async move {
         let r = c2.get(url).send().await.unwrap();
         (index(&r), r.json::<Value>().await.unwrap())
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.until_blocked(before, 1).await;
     assert!(!waiter.is_finished(), "blocks until a change");
     put(&c, &a, "/v1/kv/b", "2").await;
     let (new_idx, v) = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
@@ -248,8 +249,9 @@ async fn blocking_query_woken_by_write_and_timing_out() {
     // A write to another key wakes the watch but the answer waits for this key's change.
     let url = a.url(&format!("/v1/kv/b?index={new_idx}&wait=400ms"));
     let c2 = c.clone();
+    let before = a.blocked_queries();
     let waiter = tokio::spawn(async move { index(&c2.get(url).send().await.unwrap()) });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.until_blocked(before, 1).await;
     put(&c, &a, "/v1/kv/unrelated", "x").await;
     assert_eq!(waiter.await.unwrap(), new_idx);
     a.stop().await;

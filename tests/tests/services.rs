@@ -268,8 +268,9 @@ async fn blocking_health_query_wakes_on_change_and_filters_select() {
     .await;
     // A blocked query returns when web2 fails.
     let url = a.url(&format!("/v1/health/service/web?passing&index={idx}&wait=20s"));
+    let before = a.blocked_queries();
     let blocked = tokio::spawn(async move { get_json(url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.until_blocked(before, 1).await;
     assert!(!blocked.is_finished(), "blocked until a change");
     c.put(a.url("/v1/agent/check/fail/service:web2")).send().await.unwrap();
     let (_, v, h) = tokio::time::timeout(Duration::from_secs(10), blocked).await.unwrap().unwrap();

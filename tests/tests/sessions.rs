@@ -136,8 +136,10 @@ async fn ttl_sessions_expire_unless_renewed_and_lists_block() {
     let idx = r.headers()["x-consul-index"].to_str().unwrap().to_string();
     let url = a.url(&format!("/v1/session/list?index={idx}&wait=10s"));
     let c2 = c.clone();
+    let before = a.blocked_queries();
     let blocked = tokio::spawn(async move { c2.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.until_blocked(before, 1).await;
+    assert!(!blocked.is_finished(), "blocks until a session is created");
     let kept = create(&c, &a, json!({"Name": "kept", "TTL": "10s"})).await;
     let dropped = create(&c, &a, json!({"Name": "dropped", "TTL": "10s"})).await;
     let listed = tokio::time::timeout(Duration::from_secs(5), blocked).await.unwrap().unwrap();

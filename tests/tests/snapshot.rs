@@ -36,8 +36,9 @@ async fn save_restore_and_wake_blocked_queries() {
     // A query blocked on the prefix returns when the restore lands.
     let url = a.url(&format!("/v1/kv/s/?recurse&index={idx}&wait=30s"));
     let c2 = c.clone();
+    let before = a.blocked_queries();
     let blocked = tokio::spawn(async move { c2.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.until_blocked(before, 1).await;
     assert!(!blocked.is_finished());
 
     let r = c.put(a.url("/v1/snapshot")).body(archive.clone()).send().await.unwrap();

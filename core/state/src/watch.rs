@@ -66,8 +66,16 @@ impl Watches {
         self.sender(table).send_replace(index);
     }
 
+    /// Every blocking query holds one of these for as long as it waits.
     pub fn subscribe_restores(&self) -> watch::Receiver<u64> {
         self.restores.subscribe()
+    }
+
+    /// How many blocking queries are subscribed right now (each holds a restore receiver from
+    /// before its first read until it answers): what a test waits for before the write that
+    /// should wake one.
+    pub fn blocked_queries(&self) -> usize {
+        self.restores.receiver_count()
     }
 
     /// After a restore: every table may have changed, and every blocked query returns.
