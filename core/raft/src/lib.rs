@@ -81,21 +81,29 @@ impl Server {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let rpc_addr = SocketAddr::new(opts.advertise_ip, port).to_string();
 
-        let (log, store, snapshot_path) = match &opts.data_dir {
-            Some(dir) => {
-                let raft_dir = dir.join("raft");
-                std::fs::create_dir_all(&raft_dir).map_err(|e| format!("{}: {e}", raft_dir.display()))?;
-                (
-                    LogStore::open(&raft_dir.join("raft.db"))?,
-                    Store::open(&raft_dir.join("state.db")).map_err(|e| e.to_string())?,
-                    Some(raft_dir.join("snapshot.bin")),
-                )
-            }
-            None => (LogStore::in_memory()?, Store::in_memory().map_err(|e| e.to_string())?, None),
-        };
+        // Opening files (and waiting for a previous in-process agent to release them) blocks:
+        // off the async workers.
+        let data_dir = opts.data_dir.clone();
+        let (log, store, sm) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let (log, store, snapshot_path) = match &data_dir {
+                Some(dir) => {
+                    let raft_dir = dir.join("raft");
+                    std::fs::create_dir_all(&raft_dir).map_err(|e| format!("{}: {e}", raft_dir.display()))?;
+                    (
+                        LogStore::open(&raft_dir.join("raft.db"))?,
+                        Store::open(&raft_dir.join("state.db")).map_err(|e| e.to_string())?,
+                        Some(raft_dir.join("snapshot.bin")),
+                    )
+                }
+                None => (LogStore::in_memory()?, Store::in_memory().map_err(|e| e.to_string())?, None),
+            };
+            let sm = StateMachine::new(store.clone(), snapshot_path)?;
+            Ok((log, store, sm))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let log_stats = log.stats.clone();
         let log_closed = log.closed.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let sm = StateMachine::new(store.clone(), snapshot_path)?;
         let m = u64::from(opts.raft_multiplier.max(1));
         let config = openraft::Config {
             cluster_name: "legate".into(),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{CHECKS, IDX_CHECKS, IDX_NODES, IDX_SERVICES, NODES, SERVICES};
+use super::schema::{CHECKS, IDX_CHECKS, IDX_NODES, IDX_SERVICES, NODES, SERVICES, SERVICE_NAMES};
 use super::session::Released;
 use super::{bump_index_txn, table_index_read, StoreError};
 
@@ -160,22 +160,46 @@ pub fn all_services(txn: &ReadTransaction) -> Result<Vec<(String, Service)>, Sto
     Ok(out)
 }
 
-/// Instances of a service (by name), with their nodes, ordered by node then service ID.
+/// Instances of a service (by name), with their nodes, ordered by node then service ID: one
+/// range of the name index, then a point read per instance.
 pub fn service_nodes(txn: &ReadTransaction, name: &str) -> Result<Vec<(Node, Service)>, StoreError> {
+    let names = txn.open_table(SERVICE_NAMES)?;
+    let services = txn.open_table(SERVICES)?;
+    let (lo, hi) = node_range(name);
     let mut out = Vec::new();
     let mut cache: BTreeMap<String, Option<Node>> = BTreeMap::new();
-    for (node_name, s) in all_services(txn)? {
-        if s.service != name {
-            continue;
+    for item in names.range(lo.as_str()..hi.as_str())? {
+        let (k, _) = item?;
+        let Some((node_name, id)) = k.value()[name.len() + 1..].split_once('\0') else { continue };
+        let Some(v) = services.get(key(node_name, id).as_str())? else { continue };
+        let s: Service = decode(v.value())?;
+        if !cache.contains_key(node_name) {
+            cache.insert(node_name.to_string(), node(txn, node_name)?);
         }
-        if !cache.contains_key(&node_name) {
-            cache.insert(node_name.clone(), node(txn, &node_name)?);
-        }
-        if let Some(Some(n)) = cache.get(&node_name) {
+        if let Some(Some(n)) = cache.get(node_name) {
             out.push((n.clone(), s));
         }
     }
     Ok(out)
+}
+
+fn name_key(name: &str, node: &str, id: &str) -> String {
+    format!("{name}\0{node}\0{id}")
+}
+
+/// Rebuilds the service-name index from the services table (snapshot import, and stores
+/// written before the index existed).
+pub fn rebuild_service_names_txn(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.delete_table(SERVICE_NAMES)?;
+    let mut names = txn.open_table(SERVICE_NAMES)?;
+    let services = txn.open_table(SERVICES)?;
+    for item in services.iter()? {
+        let (k, v) = item?;
+        let s: Service = decode(v.value())?;
+        let node = k.value().split('\0').next().unwrap_or_default();
+        names.insert(name_key(&s.service, node, &s.id).as_str(), ())?;
+    }
+    Ok(())
 }
 
 pub fn node_checks(txn: &ReadTransaction, node: &str) -> Result<Vec<Check>, StoreError> {
@@ -324,6 +348,11 @@ pub fn register_txn(
         if old.as_ref() != Some(&s) {
             s.modify_index = index;
             put_w(txn, SERVICES, &k, &s)?;
+            let mut names = txn.open_table(SERVICE_NAMES)?;
+            if let Some(o) = &old {
+                names.remove(name_key(&o.service, name, &o.id).as_str())?;
+            }
+            names.insert(name_key(&s.service, name, &s.id).as_str(), ())?;
             bump_index_txn(txn, IDX_SERVICES, index)?;
             bump_index_txn(txn, &service_index_key(&s.service), index)?;
             if let Some(o) = &old {
@@ -452,6 +481,7 @@ fn delete_service_w(
         }
     }
     txn.open_table(SERVICES)?.remove(k.as_str())?;
+    txn.open_table(SERVICE_NAMES)?.remove(name_key(&old.service, node, &old.id).as_str())?;
     bump_index_txn(txn, IDX_SERVICES, index)?;
     bump_index_txn(txn, &service_index_key(&old.service), index)?;
     Ok(true)
@@ -666,6 +696,46 @@ mod tests {
         let r = f(&txn).unwrap();
         txn.commit().unwrap();
         r
+    }
+
+    fn instances(s: &Store, name: &str) -> Vec<(String, String)> {
+        let r = s.read().unwrap();
+        service_nodes(&r, name).unwrap().into_iter().map(|(n, svc)| (n.node, svc.id)).collect()
+    }
+
+    #[test]
+    fn the_name_index_follows_registrations_renames_and_deletes() {
+        let s = Store::in_memory().unwrap();
+        let no = &mut Vec::new();
+        apply(&s, 1, |t| register_txn(t, &reg("n2", Some(("web-b", "web")), vec![]), 1, no)).unwrap();
+        apply(&s, 2, |t| register_txn(t, &reg("n1", Some(("web-a", "web")), vec![]), 2, no)).unwrap();
+        apply(&s, 3, |t| register_txn(t, &reg("n1", Some(("db", "db")), vec![]), 3, no)).unwrap();
+        // A name that is a prefix of another is not mixed in.
+        apply(&s, 4, |t| register_txn(t, &reg("n1", Some(("webx", "web-x")), vec![]), 4, no)).unwrap();
+        let web = vec![("n1".to_string(), "web-a".to_string()), ("n2".to_string(), "web-b".to_string())];
+        assert_eq!(instances(&s, "web"), web, "ordered by node, then ID");
+        // The same ID under a new name moves in the index.
+        apply(&s, 5, |t| register_txn(t, &reg("n2", Some(("web-b", "api")), vec![]), 5, no)).unwrap();
+        assert_eq!(instances(&s, "web"), web[..1].to_vec());
+        assert_eq!(instances(&s, "api"), vec![("n2".to_string(), "web-b".to_string())]);
+        // Deleting the node removes its instances.
+        apply(&s, 6, |t| deregister_txn(t, &Deregister { node: "n1".into(), ..Deregister::default() }, 6, no)).unwrap();
+        assert!(instances(&s, "web").is_empty());
+        assert!(instances(&s, "db").is_empty());
+        // A rebuild (snapshot import) gives the same index.
+        let before: Vec<String> = {
+            let r = s.read().unwrap();
+            let t = r.open_table(SERVICE_NAMES).unwrap();
+            t.iter().unwrap().map(|i| i.unwrap().0.value().to_string()).collect()
+        };
+        let txn = s.write(false).unwrap();
+        rebuild_service_names_txn(&txn).unwrap();
+        txn.commit().unwrap();
+        let r = s.read().unwrap();
+        let t = r.open_table(SERVICE_NAMES).unwrap();
+        let after: Vec<String> = t.iter().unwrap().map(|i| i.unwrap().0.value().to_string()).collect();
+        assert_eq!(before, after);
+        assert_eq!(after.len(), 1);
     }
 
     #[test]

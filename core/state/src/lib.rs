@@ -18,7 +18,7 @@ pub mod watch;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 pub use kv::{DirEntry, KvOp, KvResult, KvVerb};
 use schema::{INDEXES, META};
@@ -78,6 +78,14 @@ impl Store {
     fn init(db: Database) -> Result<Store, StoreError> {
         let txn = db.begin_write()?;
         schema::create_tables(&txn)?;
+        let unindexed = {
+            let names = txn.open_table(schema::SERVICE_NAMES)?;
+            let services = txn.open_table(schema::SERVICES)?;
+            names.is_empty()? && !services.is_empty()?
+        };
+        if unindexed {
+            catalog::rebuild_service_names_txn(&txn)?;
+        }
         txn.commit()?;
         Ok(Store { db: Arc::new(db), watch: Arc::new(watch::Watches::new()), lock_delays: Arc::default() })
     }

@@ -17,6 +17,10 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Catalog services: "node\0service-id" -> bincode(`catalog::Service`).
 pub const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
+/// Services by name: "name\0node\0service-id" -> (). Derived from SERVICES in the same
+/// transactions (and rebuilt on snapshot import and when missing at open), so a service's
+/// instances are one range read, not a scan of every service.
+pub const SERVICE_NAMES: TableDefinition<&str, ()> = TableDefinition::new("service_names");
 /// Catalog checks: "node\0check-id" -> bincode(`catalog::Check`).
 pub const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
 
@@ -56,6 +60,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(TOMBSTONES)?;
     txn.open_table(INDEXES)?;
     txn.open_table(META)?;
+    txn.open_table(SERVICE_NAMES)?;
     for t in RECORD_TABLES {
         txn.open_table(t)?;
     }

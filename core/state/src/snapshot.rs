@@ -72,11 +72,13 @@ pub fn import_txn(txn: &WriteTransaction, data: &StateData) -> Result<(), StoreE
             t.insert(k.as_str(), *i)?;
         }
     }
-    let mut t = txn.open_table(INDEXES)?;
-    for (k, i) in &data.indexes {
-        t.insert(k.as_str(), *i)?;
+    {
+        let mut t = txn.open_table(INDEXES)?;
+        for (k, i) in &data.indexes {
+            t.insert(k.as_str(), *i)?;
+        }
     }
-    Ok(())
+    crate::catalog::rebuild_service_names_txn(txn)
 }
 
 /// Metadata of an operator snapshot archive (`meta.json`).
