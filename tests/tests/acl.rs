@@ -287,6 +287,15 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("GET", "acl/info/+", case(format!("/v1/acl/info/{legacy}"), None));
     add("PUT", "acl/clone/+", case(format!("/v1/acl/clone/{legacy}"), None));
     add("GET", "acl/list", case("/v1/acl/list", None));
+    add("GET", "catalog/service/?", case("/v1/catalog/service/", None));
+    add("GET", "catalog/node/?", case("/v1/catalog/node", None));
+    add("GET", "catalog/node-services/?", case("/v1/catalog/node-services/", None));
+    add("GET", "health/node/?", case("/v1/health/node/", None));
+    add("GET", "health/checks/?", case("/v1/health/checks", None));
+    add("GET", "health/service/?", case("/v1/health/service/", None));
+    add("GET", "health/state/?", case("/v1/health/state/", None));
+    add("PUT", "event/fire/?", case("/v1/event/fire/", None));
+    add("PUT", "session/destroy/?", case("/v1/session/destroy/", None));
     RouteFixtures { cases, rights, none, snapshot, peer }
 }
 
@@ -335,6 +344,11 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
             api.call(m, &c.path, Some(&rights), body.as_ref()).await
         };
         match need {
+            Need::Invalid(why) => {
+                for r in results.iter().chain([&with_rights]) {
+                    assert_eq!((r.0, r.1.as_str()), (400, *why), "{m} {p}");
+                }
+            }
             Need::Open | Need::AnyToken => {
                 if *p == "acl/bootstrap" {
                     // Once only: the first call bootstraps, later ones are refused.
@@ -405,7 +419,7 @@ async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
     assert_eq!(s, 403, "acl:read cannot create tokens");
 
     let mut missing = Vec::new();
-    for (m, p, _) in route_order() {
+    for (m, p, need) in route_order() {
         let Some(c) = cases.get(&(m, p)) else {
             missing.push(format!("{m} {p}"));
             continue;
@@ -416,7 +430,9 @@ async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
         } else {
             api.call(m, &c.path, None, c.body.as_ref()).await
         };
-        if manages_acls(p) {
+        if let Need::Invalid(why) = need {
+            assert_eq!((s, body.as_str()), (400, why), "{m} {p}");
+        } else if manages_acls(p) {
             assert_eq!(s, 403, "anonymous {m} {p} under default allow: {body}");
             assert!(body.starts_with("Permission denied") && body.contains("acl:"), "{m} {p}: {body}");
         } else if p == "operator/raft/peer" {

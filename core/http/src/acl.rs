@@ -26,16 +26,9 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
     }
     let (head, arg) = rest.split_once('/').unwrap_or((rest, ""));
     match (head, arg) {
-        ("bootstrap", "") => {
-            req.allow(&[Method::PUT])?;
-            bootstrap(ctx).await
-        }
-        ("token", "") => {
-            req.allow(&[Method::PUT])?;
-            token_write(ctx, req, None).await
-        }
+        ("bootstrap", "") => bootstrap(ctx).await,
+        ("token", "") => token_write(ctx, req, None).await,
         ("token", "self") => {
-            req.allow(&[Method::GET])?;
             let secret = super::token(req)
                 .or_else(|| ctx.agent.acl.agent_token(&ctx.agent, "default"))
                 .unwrap_or_else(|| ANONYMOUS_SECRET.into());
@@ -45,35 +38,23 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             Ok(ApiResponse::json(&token_json(&txn, &t, true).map_err(internal)?))
         }
         ("token", arg) => match arg.split_once('/') {
-            Some((id, "clone")) => {
-                req.allow(&[Method::PUT])?;
-                token_clone(ctx, req, id).await
-            }
+            Some((id, "clone")) => token_clone(ctx, req, id).await,
             Some(_) => Err(ApiError::NotFound(String::new())),
-            None => {
-                req.allow(&[Method::GET, Method::PUT, Method::DELETE])?;
-                match req.method {
-                    Method::GET => token_read(ctx, req, arg).await,
-                    Method::PUT => token_write(ctx, req, Some(arg)).await,
-                    _ => token_delete(ctx, arg).await,
-                }
-            }
+            None => match req.method {
+                Method::GET => token_read(ctx, req, arg).await,
+                Method::PUT => token_write(ctx, req, Some(arg)).await,
+                _ => token_delete(ctx, arg).await,
+            },
         },
-        ("tokens", "") => {
-            req.allow(&[Method::GET])?;
-            token_list(ctx, req).await
-        }
+        ("tokens", "") => token_list(ctx, req).await,
         ("policy" | "role", arg) => {
             let kind = if head == "policy" { Named::Policy } else { Named::Role };
             if arg.is_empty() {
-                req.allow(&[Method::PUT])?;
                 return kind.write(ctx, req, None).await;
             }
             if let Some(name) = arg.strip_prefix("name/") {
-                req.allow(&[Method::GET])?;
                 return kind.read(ctx, req, None, Some(name)).await;
             }
-            req.allow(&[Method::GET, Method::PUT, Method::DELETE])?;
             match req.method {
                 Method::GET => kind.read(ctx, req, Some(arg), None).await,
                 Method::PUT => kind.write(ctx, req, Some(arg)).await,
@@ -81,33 +62,17 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             }
         }
         ("policies", "") | ("roles", "") => {
-            req.allow(&[Method::GET])?;
             if head == "policies" {
                 policy_list(ctx, req).await
             } else {
                 role_list(ctx, req).await
             }
         }
-        ("create", "") | ("update", "") => {
-            req.allow(&[Method::PUT, Method::POST])?;
-            legacy_write(ctx, req, head == "create").await
-        }
-        ("destroy", id) if !id.is_empty() => {
-            req.allow(&[Method::PUT])?;
-            legacy_destroy(ctx, id).await
-        }
-        ("info", id) if !id.is_empty() => {
-            req.allow(&[Method::GET])?;
-            legacy_info(ctx, req, Some(id)).await
-        }
-        ("clone", id) if !id.is_empty() => {
-            req.allow(&[Method::PUT])?;
-            legacy_clone(ctx, id).await
-        }
-        ("list", "") => {
-            req.allow(&[Method::GET])?;
-            legacy_info(ctx, req, None).await
-        }
+        ("create", "") | ("update", "") => legacy_write(ctx, req, head == "create").await,
+        ("destroy", id) if !id.is_empty() => legacy_destroy(ctx, id).await,
+        ("info", id) if !id.is_empty() => legacy_info(ctx, req, Some(id)).await,
+        ("clone", id) if !id.is_empty() => legacy_clone(ctx, id).await,
+        ("list", "") => legacy_info(ctx, req, None).await,
         _ => Err(ApiError::NotFound(String::new())),
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use http::Method;
 use legate_api::agent::{AgentVersion, Coord, SelfConfig};
 use serde_json::{json, Value as Json};
 
@@ -15,57 +14,40 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
         return r;
     }
     match rest {
-        "self" => {
-            req.allow(&[Method::GET])?;
-            Ok(ApiResponse::json(&agent_self(ctx)))
-        }
-        "version" => {
-            req.allow(&[Method::GET])?;
-            Ok(ApiResponse::json(&AgentVersion {
-                build_date: version::BUILD_DATE.into(),
-                human_version: version::CONSUL_VERSION.into(),
-                version: version::CONSUL_VERSION.into(),
-                revision: version::revision(),
-                fips: String::new(),
-            }))
-        }
+        "self" => Ok(ApiResponse::json(&agent_self(ctx))),
+        "version" => Ok(ApiResponse::json(&AgentVersion {
+            build_date: version::BUILD_DATE.into(),
+            human_version: version::CONSUL_VERSION.into(),
+            version: version::CONSUL_VERSION.into(),
+            revision: version::revision(),
+            fips: String::new(),
+        })),
         "members" => {
-            req.allow(&[Method::GET])?;
             let mut members = ctx.agent.members(req.flag("wan"));
             members.retain(|m| req.can_read(legate_acl::Resource::Node, &m.name));
             Ok(ApiResponse::json(&members))
         }
         "leave" => {
-            req.allow(&[Method::PUT])?;
             ctx.agent.leave().await;
             ctx.agent.request_stop();
             Ok(ApiResponse::empty(http::StatusCode::OK))
         }
         r if r.starts_with("join/") => {
-            req.allow(&[Method::PUT])?;
             let addr = &r["join/".len()..];
             let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
             g.join(&[addr.to_string()]).await.map_err(ApiError::Internal)?;
             Ok(ApiResponse::empty(http::StatusCode::OK))
         }
         r if r.starts_with("force-leave/") => {
-            req.allow(&[Method::PUT])?;
             let node = &r["force-leave/".len()..];
             let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
             g.force_leave(node, req.flag("prune")).map_err(ApiError::Internal)?;
             ctx.agent.reconcile.notify_one();
             Ok(ApiResponse::empty(http::StatusCode::OK))
         }
-        r if r.starts_with("token/") => {
-            req.allow(&[Method::PUT])?;
-            set_token(ctx, req, &r["token/".len()..])
-        }
-        "metrics" => {
-            req.allow(&[Method::GET])?;
-            metrics(ctx, req)
-        }
+        r if r.starts_with("token/") => set_token(ctx, req, &r["token/".len()..]),
+        "metrics" => metrics(ctx, req),
         "reload" => {
-            req.allow(&[Method::PUT])?;
             let agent = ctx.agent.clone();
             // Loading reads files: keep it off the async workers.
             let outcome = tokio::task::spawn_blocking(move || agent.reload())

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
@@ -43,7 +43,6 @@ fn agent_service(ctx: &Ctx, id: &str) -> Option<Json> {
 }
 
 fn list_services(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::GET])?;
     check_filter(req)?;
     let dc = ctx.agent.config().datacenter.clone();
     let list: Vec<Json> = ctx
@@ -66,7 +65,6 @@ fn content_hash(v: &Json) -> String {
 }
 
 fn get_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::GET])?;
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
@@ -95,7 +93,6 @@ async fn validate_plugins<'a>(ctx: &Ctx, defs: impl Iterator<Item = &'a CheckDef
 }
 
 async fn register_service(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
     let def: ServiceDefinition = decode::body(&req.body)?;
     req.require(Resource::Service, &def.name, Access::Write)?;
     validate_plugins(ctx, def.check.iter().chain(def.checks.iter())).await?;
@@ -109,7 +106,6 @@ async fn register_service(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiEr
 }
 
 fn deregister_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
@@ -150,7 +146,6 @@ fn enable_param(req: &Request) -> Result<bool, ApiError> {
 }
 
 fn service_maintenance(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
@@ -164,14 +159,12 @@ fn service_maintenance(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse
 }
 
 fn node_maintenance(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
     let enable = enable_param(req)?;
     ctx.agent.local.set_node_maintenance(enable, req.param("reason").unwrap_or_default());
     Ok(ApiResponse::empty(StatusCode::OK))
 }
 
 fn list_checks(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::GET])?;
     check_filter(req)?;
     let services: BTreeMap<String, (String, Vec<String>)> = ctx
         .agent
@@ -204,7 +197,6 @@ fn list_checks(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
 }
 
 async fn register_check(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
     let def: CheckDefinition = decode::body(&req.body)?;
     match def.service_id.as_deref().filter(|s| !s.is_empty()) {
         Some(sid) => service_write(ctx, req, sid)?,
@@ -224,7 +216,6 @@ fn unknown_check(id: &str) -> ApiError {
 }
 
 fn deregister_check(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
     check_write(ctx, req, id)?;
     if !ctx.agent.local.remove_check(id) {
         return Err(unknown_check(id));
@@ -240,7 +231,6 @@ struct UpdateBody {
 }
 
 fn ttl(ctx: &Ctx, req: &Request, id: &str, status: Option<CheckStatus>) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
     check_write(ctx, req, id)?;
     let (status, output) = match status {
         Some(s) => (s, req.param("note").unwrap_or_default().to_string()),
@@ -276,7 +266,6 @@ fn truncate(s: &str, max: usize) -> String {
 /// `/v1/agent/health/service/name/<name>` and `.../id/<id>`: the worst status of the
 /// instances' checks; 200 passing, 429 warning, 503 critical, 404 unknown; `?format=text`.
 fn aggregated(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::GET])?;
     let (by, what) = rest.split_once('/').unwrap_or((rest, ""));
     if what.is_empty() {
         return Err(ApiError::BadRequest(format!("Missing service {}", if by == "id" { "ID" } else { "Name" })));

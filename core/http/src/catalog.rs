@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
@@ -159,40 +158,16 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
     super::kv::check_dc(ctx, req)?;
     let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
     match op {
-        "register" => {
-            req.allow(&[Method::PUT])?;
-            register(ctx, req).await
-        }
-        "deregister" => {
-            req.allow(&[Method::PUT])?;
-            deregister(ctx, req).await
-        }
-        "datacenters" => {
-            req.allow(&[Method::GET])?;
-            Ok(ApiResponse::json(&[ctx.agent.config().datacenter.clone()]))
-        }
-        "nodes" => {
-            req.allow(&[Method::GET])?;
-            nodes(ctx, req).await
-        }
-        "services" => {
-            req.allow(&[Method::GET])?;
-            services(ctx, req).await
-        }
-        "service" if !arg.is_empty() => {
-            req.allow(&[Method::GET])?;
-            service(ctx, req, arg).await
-        }
+        "register" => register(ctx, req).await,
+        "deregister" => deregister(ctx, req).await,
+        "datacenters" => Ok(ApiResponse::json(&[ctx.agent.config().datacenter.clone()])),
+        "nodes" => nodes(ctx, req).await,
+        "services" => services(ctx, req).await,
+        "service" if !arg.is_empty() => service(ctx, req, arg).await,
         "service" => Err(ApiError::BadRequest("Missing service name".into())),
         "node" | "node-services" if arg.is_empty() => Err(ApiError::BadRequest("Missing node name".into())),
-        "node" => {
-            req.allow(&[Method::GET])?;
-            node(ctx, req, arg, false).await
-        }
-        "node-services" => {
-            req.allow(&[Method::GET])?;
-            node(ctx, req, arg, true).await
-        }
+        "node" => node(ctx, req, arg, false).await,
+        "node-services" => node(ctx, req, arg, true).await,
         _ => Err(ApiError::NotFound(String::new())),
     }
 }

@@ -1,5 +1,5 @@
-//! Client agents hold no state: their KV, catalog, health, status, txn and snapshot calls go to
-//! a server over the RPC port, which answers them with its own handlers (blocking queries
+//! Client agents hold no state: the routes the table marks `Forward::Servers` (KV, catalog,
+//! health, status, txn, sessions, snapshot, ACL, operator raft) go to a server over the RPC port, which answers them with its own handlers (blocking queries
 //! block there). Servers run forwarded calls through `serve_call`.
 
 use bytes::Bytes;
@@ -8,15 +8,6 @@ use http::StatusCode;
 use super::response::Body;
 use super::{dispatch, ApiError, ApiResponse, Ctx, Request};
 use legate_raft::rpc::{HttpCall, HttpReply};
-
-/// Endpoint families a client agent forwards.
-pub const FORWARDED: &[&str] =
-    &["kv", "txn", "catalog", "health", "status", "snapshot", "coordinate", "session", "acl"];
-
-/// Operator paths a client agent forwards (the keyring is the agent's own).
-pub fn forwarded(family: &str, rest: &str) -> bool {
-    FORWARDED.contains(&family) || (family == "operator" && rest.starts_with("raft/"))
-}
 
 /// Response headers carried back from the server.
 const HEADERS: &[&str] = &[

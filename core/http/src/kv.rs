@@ -13,7 +13,6 @@ use legate_state::kv::{self as store_kv, KvFail, KvOp, KvVerb};
 use legate_state::watch::Table;
 
 pub async fn handle(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::GET, Method::PUT, Method::DELETE])?;
     check_dc(ctx, req)?;
     match req.method {
         Method::GET => get(ctx, req, key).await,

@@ -108,7 +108,7 @@ fn routes(
                 let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
                 let timer = legate_telemetry::Timer::start(
                     "api.http",
-                    vec![("method", req.method.to_string()), ("path", metric_path(&req.path))],
+                    vec![("method", req.method.to_string()), ("path", metric_path(&req.method, &req.path))],
                 );
                 let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
                 let resp = mark_filtered(&req, resp);
@@ -173,16 +173,13 @@ pub fn token(req: &Request) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The `path` label of `api.http`: the route, not the data in it (`/v1/kv/a/b` -> `v1_kv_`,
-/// `/v1/agent/self` -> `v1_agent_self`, `/v1/health/service/web` -> `v1_health_service_`).
-fn metric_path(path: &str) -> String {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let take = if segs.get(1) == Some(&"kv") { 2 } else { 3 };
-    let mut out = segs.iter().take(take).copied().collect::<Vec<_>>().join("_");
-    if segs.len() > take {
-        out.push('_');
+/// The `path` label of `api.http`: the route's (see [`routes::Route::metric`]); requests no
+/// route takes are counted under `unknown`.
+fn metric_path(method: &Method, path: &str) -> String {
+    match path.strip_prefix("/v1/").map(|p| routes::lookup(method, p)) {
+        Some(routes::Lookup::Found(route, _)) => route.metric(),
+        _ => "unknown".into(),
     }
-    out
 }
 
 /// Answers a forwarded call on a server (the RPC port's HTTP hook).
@@ -196,7 +193,7 @@ pub(crate) fn mark_filtered(req: &Request, resp: ApiResponse) -> ApiResponse {
 }
 
 /// Resolves the request's token and applies the route table's check (ACLs enabled only).
-async fn authorize(ctx: &Ctx, req: &mut Request, path: &str) -> Result<(), ApiError> {
+async fn authorize(ctx: &Ctx, req: &mut Request, route: &routes::Route, rest: &str) -> Result<(), ApiError> {
     let secret = token(req);
     let authz = match ctx.agent.acl.authorize(&ctx.agent, secret.as_deref()).await {
         Ok(a) => a,
@@ -204,9 +201,11 @@ async fn authorize(ctx: &Ctx, req: &mut Request, path: &str) -> Result<(), ApiEr
         Err(legate_agent::acl::ResolveError::Unavailable(why)) => return Err(ApiError::Forbidden(why)),
     };
     req.authz = authz;
-    routes::enforce(req, ctx.agent.node_name(), path)
+    routes::enforce(req, ctx.agent.node_name(), route, rest)
 }
 
+/// One request through the route table: lookup -> 405 / `OPTIONS` -> forward (client agents)
+/// -> ACL -> `?consistent` to the leader -> the route's handler.
 async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError> {
     let config = ctx.agent.config();
     if req.path == "/" {
@@ -225,38 +224,30 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
             return Err(ApiError::Forbidden("Endpoint is blocked by agent configuration".into()));
         }
     }
-    let (family, rest) = path.split_once('/').unwrap_or((path, ""));
-    if ctx.agent.server().is_none() && forward::forwarded(family, rest) {
+    let path = path.to_string();
+    let (route, rest) = match routes::lookup(&req.method, &path) {
+        routes::Lookup::Found(route, rest) => (route, rest),
+        routes::Lookup::Method(allow) => return Err(req.not_allowed(&allow)),
+        routes::Lookup::Unknown => return Err(ApiError::NotFound(String::new())),
+    };
+    if let routes::Need::Invalid(why) = route.need {
+        return Err(ApiError::BadRequest(why.into()));
+    }
+    let servers = route.forward == routes::Forward::Servers;
+    if servers && ctx.agent.server().is_none() {
         // The server resolves the token and enforces.
         return forward::forward(ctx, req).await;
     }
     if config.acl.enabled {
-        let path = path.to_string();
-        authorize(ctx, req, &path).await?;
+        authorize(ctx, req, route, rest).await?;
     }
     let req: &Request = req;
-    let (family, rest) = {
-        let path = req.path.strip_prefix("/v1/").unwrap_or_default();
-        path.split_once('/').unwrap_or((path, ""))
-    };
     // `?consistent` reads are answered by the leader (as Consul forwards them).
     if let Some(server) = ctx.agent.server() {
-        if req.param("consistent").is_some() && !server.is_leader() && forward::forwarded(family, rest) {
+        if servers && req.param("consistent").is_some() && !server.is_leader() {
             return forward::to_leader(server, req).await;
         }
     }
-    match family {
-        "agent" => agent::handle(ctx, req, rest).await,
-        "status" => status::handle(ctx, req, rest),
-        "kv" => kv::handle(ctx, req, rest).await,
-        "catalog" => catalog::handle(ctx, req, rest).await,
-        "health" => health::handle(ctx, req, rest).await,
-        "event" => event::handle(ctx, req, rest).await,
-        "session" => session::handle(ctx, req, rest).await,
-        "operator" => operator::handle(ctx, req, rest).await,
-        "txn" if rest.is_empty() => txn::handle(ctx, req).await,
-        "snapshot" if rest.is_empty() => snapshot::handle(ctx, req).await,
-        "acl" => acl::handle(ctx, req, rest).await,
-        _ => Err(ApiError::NotFound(String::new())),
-    }
+    let (_family, below) = path.split_once('/').unwrap_or((&path, ""));
+    (route.handler)(ctx, req, below).await
 }

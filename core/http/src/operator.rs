@@ -12,18 +12,9 @@ use legate_agent::cluster::server_rpc_addr;
 pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
     super::kv::check_dc(ctx, req)?;
     match rest {
-        "raft/configuration" => {
-            req.allow(&[Method::GET])?;
-            raft_configuration(ctx)
-        }
-        "raft/peer" => {
-            req.allow(&[Method::DELETE])?;
-            remove_peer(ctx, req).await
-        }
-        "keyring" => {
-            req.allow(&[Method::GET, Method::POST, Method::PUT, Method::DELETE])?;
-            keyring(ctx, req).await
-        }
+        "raft/configuration" => raft_configuration(ctx),
+        "raft/peer" => remove_peer(ctx, req).await,
+        "keyring" => keyring(ctx, req).await,
         _ => Err(ApiError::NotFound(String::new())),
     }
 }

@@ -71,12 +71,18 @@ impl Request {
         if allowed.contains(&self.method) {
             return Ok(());
         }
+        Err(self.not_allowed(allowed))
+    }
+
+    /// The answer to a method the path does not take: `OPTIONS` lists the allowed ones, anything
+    /// else is a 405 with `Allow`.
+    pub fn not_allowed(&self, allowed: &[Method]) -> ApiError {
         if self.method == Method::OPTIONS {
             let mut allow = allowed.to_vec();
             allow.push(Method::OPTIONS);
-            return Err(ApiError::Options { allow });
+            return ApiError::Options { allow };
         }
-        Err(ApiError::MethodNotAllowed { method: self.method.clone(), allow: allowed.to_vec() })
+        ApiError::MethodNotAllowed { method: self.method.clone(), allow: allowed.to_vec() }
     }
 
     /// The last value of a query parameter.

@@ -1,16 +1,22 @@
-//! Every HTTP route with the ACL permission it needs: one table, checked before any handler
-//! runs. With ACLs enabled a path that matches no route is refused (404) before it reaches a
-//! handler, so a route added without a table entry is unreachable rather than unprotected;
-//! the security test walks this table, so an entry without a test case fails it.
+//! Every HTTP route, in one table that drives dispatch: its methods, path pattern, the ACL
+//! permission it needs, where it runs, and its handler. `dispatch` (lib.rs) looks a request up
+//! here -> 405 with `Allow` (or the `OPTIONS` answer) for a known path with another method -> the
+//! ACL check -> forwarding (client agents send server routes to a server; servers send
+//! `?consistent` reads to the leader) -> the handler. A path no route has is a 404, so a route
+//! added without a table entry is unreachable rather than unprotected; the security test walks
+//! this table, so an entry without a test case fails it.
 //!
 //! Body-dependent permissions (a registration's service name, each `/v1/txn` verb) and
 //! filtered lists are checked by their handlers with the request's authorizer
 //! ([`Request::authz`](super::Request)).
 
-use http::Method;
+use std::future::Future;
+use std::pin::Pin;
 
-use super::{ApiError, Request};
+use http::Method;
 use legate_acl::{Access, Resource};
+
+use super::{ApiError, ApiResponse, Ctx, Request};
 
 /// What a route needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,16 +35,47 @@ pub enum Need {
     Handler(&'static str),
     /// A list the handler filters to what the token may read (no 403).
     Filtered(&'static str),
+    /// A path that lacks its argument: answered 400 with this text (Consul's), whoever asks.
+    Invalid(&'static str),
 }
+
+/// Where a route runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Forward {
+    /// On this agent (its own services, checks, members, events, keyring).
+    Local,
+    /// On a server: a client agent forwards it (the server resolves the token and enforces);
+    /// a follower answers `?consistent` reads through the leader.
+    Servers,
+}
+
+/// What a handler returns.
+pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<ApiResponse, ApiError>> + Send + 'a>>;
+
+/// A route's handler: the request and the path below the endpoint family (`kv/a/b` -> `a/b`).
+pub type HandlerFn = for<'a> fn(&'a Ctx, &'a Request, &'a str) -> Reply<'a>;
 
 pub struct Route {
     pub methods: &'static [Method],
-    /// Below `/v1/`. A trailing `*` matches any rest (also empty); `+` a non-empty rest.
+    /// Below `/v1/`. A trailing `*` matches any rest (also empty); `+` a non-empty rest; `/?`
+    /// the path with or without its trailing slash.
     pub pattern: &'static str,
     pub need: Need,
+    pub forward: Forward,
+    pub handler: HandlerFn,
+}
+
+impl Route {
+    /// The `path` label of `api.http`: the route, not the data in it, as Consul names its
+    /// handlers (`kv/*` -> `v1_kv_`, `agent/self` -> `v1_agent_self`).
+    pub fn metric(&self) -> String {
+        let literal = self.pattern.trim_end_matches(['*', '+', '?']);
+        format!("v1_{}", literal.replace('/', "_"))
+    }
 }
 
 use Access::{Read, Write};
+use Forward::{Local as LOCAL, Servers as SERVERS};
 use Need::*;
 use Resource::*;
 
@@ -49,94 +86,374 @@ const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
 const PUT_POST: &[Method] = &[Method::PUT, Method::POST];
 const WRITE_KEYRING: &[Method] = &[Method::POST, Method::PUT, Method::DELETE];
 
+/// Handlers, one per endpoint family (each module's `handle`).
+macro_rules! family {
+    ($($name:ident => $module:ident),* $(,)?) => {$(
+        const $name: HandlerFn = {
+            fn run<'a>(ctx: &'a Ctx, req: &'a Request, rest: &'a str) -> Reply<'a> {
+                Box::pin(super::$module::handle(ctx, req, rest))
+            }
+            run
+        };
+    )*};
+}
+family! {
+    AGENT => agent, CATALOG => catalog, HEALTH => health, KV => kv, TXN => txn, SESSION => session,
+    EVENT => event, STATUS => status, OPERATOR => operator, SNAPSHOT => snapshot, ACL => acl,
+}
+
+/// Paths that lack their argument (answered 400 by `dispatch`; the handler never runs).
+const INVALID: HandlerFn = {
+    fn run<'a>(_: &'a Ctx, _: &'a Request, _: &'a str) -> Reply<'a> {
+        Box::pin(async { Err(ApiError::NotFound(String::new())) })
+    }
+    run
+};
+
 /// Every route. Order matters where patterns overlap: the first match wins.
 pub const ROUTES: &[Route] = &[
     // agent
-    Route { methods: GET, pattern: "agent/self", need: OnNode(Agent, Read) },
-    Route { methods: GET, pattern: "agent/version", need: OnNode(Agent, Read) },
-    Route { methods: GET, pattern: "agent/members", need: Filtered("node:read per member") },
-    Route { methods: PUT, pattern: "agent/leave", need: OnNode(Agent, Write) },
-    Route { methods: PUT, pattern: "agent/join/+", need: OnNode(Agent, Write) },
-    Route { methods: PUT, pattern: "agent/force-leave/+", need: Scalar(Operator, Write) },
-    Route { methods: GET, pattern: "agent/metrics", need: OnNode(Agent, Read) },
-    Route { methods: PUT, pattern: "agent/reload", need: OnNode(Agent, Write) },
-    Route { methods: PUT, pattern: "agent/maintenance", need: OnNode(Node, Write) },
-    Route { methods: PUT, pattern: "agent/token/+", need: OnNode(Agent, Write) },
-    Route { methods: GET, pattern: "agent/services", need: Filtered("service:read per service") },
-    Route { methods: PUT, pattern: "agent/service/register", need: Handler("service:write on the service") },
-    Route { methods: PUT, pattern: "agent/service/deregister/+", need: Handler("service:write on the service") },
-    Route { methods: PUT, pattern: "agent/service/maintenance/+", need: Handler("service:write on the service") },
-    Route { methods: GET, pattern: "agent/service/+", need: Handler("service:read on the service") },
-    Route { methods: GET, pattern: "agent/checks", need: Filtered("service:read / node:read per check") },
-    Route { methods: PUT, pattern: "agent/check/register", need: Handler("service:write or node:write") },
-    Route { methods: PUT, pattern: "agent/check/deregister/+", need: Handler("service:write or node:write") },
-    Route { methods: PUT, pattern: "agent/check/pass/+", need: Handler("service:write or node:write") },
-    Route { methods: PUT, pattern: "agent/check/warn/+", need: Handler("service:write or node:write") },
-    Route { methods: PUT, pattern: "agent/check/fail/+", need: Handler("service:write or node:write") },
-    Route { methods: PUT, pattern: "agent/check/update/+", need: Handler("service:write or node:write") },
-    Route { methods: GET, pattern: "agent/health/service/name/+", need: OnPath(Service, Read) },
-    Route { methods: GET, pattern: "agent/health/service/id/+", need: Handler("service:read on the service") },
+    Route { methods: GET, pattern: "agent/self", need: OnNode(Agent, Read), forward: LOCAL, handler: AGENT },
+    Route { methods: GET, pattern: "agent/version", need: OnNode(Agent, Read), forward: LOCAL, handler: AGENT },
+    Route {
+        methods: GET,
+        pattern: "agent/members",
+        need: Filtered("node:read per member"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route { methods: PUT, pattern: "agent/leave", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
+    Route { methods: PUT, pattern: "agent/join/+", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
+    Route {
+        methods: PUT,
+        pattern: "agent/force-leave/+",
+        need: Scalar(Operator, Write),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route { methods: GET, pattern: "agent/metrics", need: OnNode(Agent, Read), forward: LOCAL, handler: AGENT },
+    Route { methods: PUT, pattern: "agent/reload", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
+    Route { methods: PUT, pattern: "agent/maintenance", need: OnNode(Node, Write), forward: LOCAL, handler: AGENT },
+    Route { methods: PUT, pattern: "agent/token/+", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
+    Route {
+        methods: GET,
+        pattern: "agent/services",
+        need: Filtered("service:read per service"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/service/register",
+        need: Handler("service:write on the service"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/service/deregister/+",
+        need: Handler("service:write on the service"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/service/maintenance/+",
+        need: Handler("service:write on the service"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: GET,
+        pattern: "agent/service/+",
+        need: Handler("service:read on the service"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: GET,
+        pattern: "agent/checks",
+        need: Filtered("service:read / node:read per check"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/check/register",
+        need: Handler("service:write or node:write"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/check/deregister/+",
+        need: Handler("service:write or node:write"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/check/pass/+",
+        need: Handler("service:write or node:write"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/check/warn/+",
+        need: Handler("service:write or node:write"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/check/fail/+",
+        need: Handler("service:write or node:write"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/check/update/+",
+        need: Handler("service:write or node:write"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: GET,
+        pattern: "agent/health/service/name/+",
+        need: OnPath(Service, Read),
+        forward: LOCAL,
+        handler: AGENT,
+    },
+    Route {
+        methods: GET,
+        pattern: "agent/health/service/id/+",
+        need: Handler("service:read on the service"),
+        forward: LOCAL,
+        handler: AGENT,
+    },
     // catalog
-    Route { methods: PUT, pattern: "catalog/register", need: Handler("node:write, service:write") },
-    Route { methods: PUT, pattern: "catalog/deregister", need: Handler("node:write or service:write") },
-    Route { methods: GET, pattern: "catalog/datacenters", need: Open },
-    Route { methods: GET, pattern: "catalog/nodes", need: Filtered("node:read per node") },
-    Route { methods: GET, pattern: "catalog/services", need: Filtered("service:read per service") },
-    Route { methods: GET, pattern: "catalog/service/+", need: OnPath(Service, Read) },
-    Route { methods: GET, pattern: "catalog/node/+", need: OnPath(Node, Read) },
-    Route { methods: GET, pattern: "catalog/node-services/+", need: OnPath(Node, Read) },
+    Route {
+        methods: PUT,
+        pattern: "catalog/register",
+        need: Handler("node:write, service:write"),
+        forward: SERVERS,
+        handler: CATALOG,
+    },
+    Route {
+        methods: PUT,
+        pattern: "catalog/deregister",
+        need: Handler("node:write or service:write"),
+        forward: SERVERS,
+        handler: CATALOG,
+    },
+    Route { methods: GET, pattern: "catalog/datacenters", need: Open, forward: SERVERS, handler: CATALOG },
+    Route {
+        methods: GET,
+        pattern: "catalog/nodes",
+        need: Filtered("node:read per node"),
+        forward: SERVERS,
+        handler: CATALOG,
+    },
+    Route {
+        methods: GET,
+        pattern: "catalog/services",
+        need: Filtered("service:read per service"),
+        forward: SERVERS,
+        handler: CATALOG,
+    },
+    Route {
+        methods: GET,
+        pattern: "catalog/service/+",
+        need: OnPath(Service, Read),
+        forward: SERVERS,
+        handler: CATALOG,
+    },
+    Route { methods: GET, pattern: "catalog/node/+", need: OnPath(Node, Read), forward: SERVERS, handler: CATALOG },
+    Route {
+        methods: GET,
+        pattern: "catalog/node-services/+",
+        need: OnPath(Node, Read),
+        forward: SERVERS,
+        handler: CATALOG,
+    },
     // health
-    Route { methods: GET, pattern: "health/node/+", need: OnPath(Node, Read) },
-    Route { methods: GET, pattern: "health/checks/+", need: OnPath(Service, Read) },
-    Route { methods: GET, pattern: "health/service/+", need: OnPath(Service, Read) },
-    Route { methods: GET, pattern: "health/state/+", need: Filtered("node:read / service:read per check") },
+    Route { methods: GET, pattern: "health/node/+", need: OnPath(Node, Read), forward: SERVERS, handler: HEALTH },
+    Route { methods: GET, pattern: "health/checks/+", need: OnPath(Service, Read), forward: SERVERS, handler: HEALTH },
+    Route { methods: GET, pattern: "health/service/+", need: OnPath(Service, Read), forward: SERVERS, handler: HEALTH },
+    Route {
+        methods: GET,
+        pattern: "health/state/+",
+        need: Filtered("node:read / service:read per check"),
+        forward: SERVERS,
+        handler: HEALTH,
+    },
     // kv, txn
-    Route { methods: GET, pattern: "kv/*", need: Handler("key:read, lists filtered") },
-    Route { methods: PUT, pattern: "kv/*", need: OnPath(Key, Write) },
-    Route { methods: DELETE, pattern: "kv/*", need: Handler("key:write (recursive: on every key under the prefix)") },
-    Route { methods: PUT, pattern: "txn", need: Handler("per verb") },
+    Route { methods: GET, pattern: "kv/*", need: Handler("key:read, lists filtered"), forward: SERVERS, handler: KV },
+    Route { methods: PUT, pattern: "kv/*", need: OnPath(Key, Write), forward: SERVERS, handler: KV },
+    Route {
+        methods: DELETE,
+        pattern: "kv/*",
+        need: Handler("key:write (recursive: on every key under the prefix)"),
+        forward: SERVERS,
+        handler: KV,
+    },
+    Route { methods: PUT, pattern: "txn", need: Handler("per verb"), forward: SERVERS, handler: TXN },
     // sessions
-    Route { methods: PUT, pattern: "session/create", need: Handler("session:write on the node") },
-    Route { methods: PUT, pattern: "session/destroy/+", need: Handler("session:write on the session's node") },
-    Route { methods: PUT, pattern: "session/renew/+", need: Handler("session:write on the session's node") },
-    Route { methods: GET, pattern: "session/info/+", need: Filtered("session:read on the session's node") },
-    Route { methods: GET, pattern: "session/node/+", need: OnPath(Session, Read) },
-    Route { methods: GET, pattern: "session/list", need: Filtered("session:read per node") },
+    Route {
+        methods: PUT,
+        pattern: "session/create",
+        need: Handler("session:write on the node"),
+        forward: SERVERS,
+        handler: SESSION,
+    },
+    Route {
+        methods: PUT,
+        pattern: "session/destroy/+",
+        need: Handler("session:write on the session's node"),
+        forward: SERVERS,
+        handler: SESSION,
+    },
+    Route {
+        methods: PUT,
+        pattern: "session/renew/+",
+        need: Handler("session:write on the session's node"),
+        forward: SERVERS,
+        handler: SESSION,
+    },
+    Route {
+        methods: GET,
+        pattern: "session/info/+",
+        need: Filtered("session:read on the session's node"),
+        forward: SERVERS,
+        handler: SESSION,
+    },
+    Route { methods: GET, pattern: "session/node/+", need: OnPath(Session, Read), forward: SERVERS, handler: SESSION },
+    Route {
+        methods: GET,
+        pattern: "session/list",
+        need: Filtered("session:read per node"),
+        forward: SERVERS,
+        handler: SESSION,
+    },
     // events
-    Route { methods: PUT, pattern: "event/fire/+", need: OnPath(Event, Write) },
-    Route { methods: GET, pattern: "event/list", need: Filtered("event:read per event") },
+    Route { methods: PUT, pattern: "event/fire/+", need: OnPath(Event, Write), forward: LOCAL, handler: EVENT },
+    Route {
+        methods: GET,
+        pattern: "event/list",
+        need: Filtered("event:read per event"),
+        forward: LOCAL,
+        handler: EVENT,
+    },
     // status, operator, snapshot
-    Route { methods: GET, pattern: "status/leader", need: Open },
-    Route { methods: GET, pattern: "status/peers", need: Open },
-    Route { methods: GET, pattern: "operator/raft/configuration", need: Scalar(Operator, Read) },
-    Route { methods: DELETE, pattern: "operator/raft/peer", need: Scalar(Operator, Write) },
-    Route { methods: GET, pattern: "operator/keyring", need: Scalar(Keyring, Read) },
-    Route { methods: WRITE_KEYRING, pattern: "operator/keyring", need: Scalar(Keyring, Write) },
-    Route { methods: GET_PUT, pattern: "snapshot", need: Scalar(Acl, Write) },
+    Route { methods: GET, pattern: "status/leader", need: Open, forward: SERVERS, handler: STATUS },
+    Route { methods: GET, pattern: "status/peers", need: Open, forward: SERVERS, handler: STATUS },
+    Route {
+        methods: GET,
+        pattern: "operator/raft/configuration",
+        need: Scalar(Operator, Read),
+        forward: SERVERS,
+        handler: OPERATOR,
+    },
+    Route {
+        methods: DELETE,
+        pattern: "operator/raft/peer",
+        need: Scalar(Operator, Write),
+        forward: SERVERS,
+        handler: OPERATOR,
+    },
+    Route { methods: GET, pattern: "operator/keyring", need: Scalar(Keyring, Read), forward: LOCAL, handler: OPERATOR },
+    Route {
+        methods: WRITE_KEYRING,
+        pattern: "operator/keyring",
+        need: Scalar(Keyring, Write),
+        forward: LOCAL,
+        handler: OPERATOR,
+    },
+    Route { methods: GET_PUT, pattern: "snapshot", need: Scalar(Acl, Write), forward: SERVERS, handler: SNAPSHOT },
     // acl
-    Route { methods: PUT, pattern: "acl/bootstrap", need: Open },
-    Route { methods: GET, pattern: "acl/token/self", need: AnyToken },
-    Route { methods: PUT, pattern: "acl/token", need: Scalar(Acl, Write) },
-    Route { methods: PUT, pattern: "acl/token/+", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/token/+", need: Scalar(Acl, Read) },
-    Route { methods: DELETE, pattern: "acl/token/+", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/tokens", need: Scalar(Acl, Read) },
-    Route { methods: PUT, pattern: "acl/policy", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/policy/+", need: Scalar(Acl, Read) },
-    Route { methods: PUT, pattern: "acl/policy/+", need: Scalar(Acl, Write) },
-    Route { methods: DELETE, pattern: "acl/policy/+", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/policies", need: Scalar(Acl, Read) },
-    Route { methods: PUT, pattern: "acl/role", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/role/+", need: Scalar(Acl, Read) },
-    Route { methods: PUT, pattern: "acl/role/+", need: Scalar(Acl, Write) },
-    Route { methods: DELETE, pattern: "acl/role/+", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/roles", need: Scalar(Acl, Read) },
-    Route { methods: PUT_POST, pattern: "acl/create", need: Scalar(Acl, Write) },
-    Route { methods: PUT_POST, pattern: "acl/update", need: Scalar(Acl, Write) },
-    Route { methods: PUT, pattern: "acl/destroy/+", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/info/+", need: Scalar(Acl, Read) },
-    Route { methods: PUT, pattern: "acl/clone/+", need: Scalar(Acl, Write) },
-    Route { methods: GET, pattern: "acl/list", need: Scalar(Acl, Read) },
+    Route { methods: PUT, pattern: "acl/bootstrap", need: Open, forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/token/self", need: AnyToken, forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/token", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/token/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/token/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: DELETE, pattern: "acl/token/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/tokens", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/policy", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/policy/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/policy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: DELETE, pattern: "acl/policy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/policies", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/role", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/role/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/role/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: DELETE, pattern: "acl/role/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/roles", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: PUT_POST, pattern: "acl/create", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: PUT_POST, pattern: "acl/update", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/destroy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/info/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/clone/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/list", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    // paths without their argument
+    Route {
+        methods: GET,
+        pattern: "catalog/service/?",
+        need: Invalid("Missing service name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "catalog/node/?",
+        need: Invalid("Missing node name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "catalog/node-services/?",
+        need: Invalid("Missing node name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "health/node/?",
+        need: Invalid("Missing node name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "health/checks/?",
+        need: Invalid("Missing service name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "health/service/?",
+        need: Invalid("Missing service name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "health/state/?",
+        need: Invalid("Missing check state"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route { methods: PUT, pattern: "event/fire/?", need: Invalid("Missing name"), forward: LOCAL, handler: INVALID },
+    Route {
+        methods: PUT,
+        pattern: "session/destroy/?",
+        need: Invalid("Missing session"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
 ];
 
 /// The wildcard part of `path` if it matches `pattern`.
@@ -147,45 +464,87 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<&'a str> {
     if let Some(lit) = pattern.strip_suffix('+') {
         return path.strip_prefix(lit).filter(|rest| !rest.is_empty());
     }
+    if let Some(lit) = pattern.strip_suffix("/?") {
+        return (path == lit || path.strip_prefix(lit) == Some("/")).then_some("");
+    }
     (pattern == path).then_some("")
 }
 
-/// A path no route has.
-#[derive(Debug, PartialEq)]
-pub struct UnknownRoute;
+/// What the table says about a request.
+pub enum Lookup<'a> {
+    /// The route, and the path's wildcard part.
+    Found(&'static Route, &'a str),
+    /// The path is known, with other methods than the request's.
+    Method(Vec<Method>),
+    /// No route has this path.
+    Unknown,
+}
 
-/// The route of a request (path below `/v1/`), with its wildcard part. A path some route has
-/// but not for this method gives `Ok(None)` (the handler answers 405 / OPTIONS); a path no
-/// route has gives `Err`.
-pub fn lookup<'a>(method: &Method, path: &'a str) -> Result<Option<(&'static Route, &'a str)>, UnknownRoute> {
-    let mut known = false;
+/// The route of a request (path below `/v1/`).
+pub fn lookup<'a>(method: &Method, path: &'a str) -> Lookup<'a> {
+    let mut allowed: Vec<Method> = Vec::new();
     for r in ROUTES {
         if let Some(rest) = matches(r.pattern, path) {
-            known = true;
             if r.methods.contains(method) {
-                return Ok(Some((r, rest)));
+                return Lookup::Found(r, rest);
+            }
+            for m in r.methods {
+                if !allowed.contains(m) {
+                    allowed.push(m.clone());
+                }
             }
         }
     }
-    if known {
-        Ok(None)
+    if allowed.is_empty() {
+        Lookup::Unknown
     } else {
-        Err(UnknownRoute)
+        Lookup::Method(allowed)
     }
 }
 
 /// The table's check for a request whose authorizer is set; handler-checked needs pass here.
-pub fn enforce(req: &Request, node: &str, path: &str) -> Result<(), ApiError> {
-    let Ok(found) = lookup(&req.method, path) else {
-        return Err(ApiError::NotFound(String::new()));
-    };
-    let Some((route, rest)) = found else { return Ok(()) };
+pub fn enforce(req: &Request, node: &str, route: &Route, rest: &str) -> Result<(), ApiError> {
     let a = &req.authz;
     let denied = |e: legate_acl::Denied| ApiError::Forbidden(e.0);
     match route.need {
-        Open | AnyToken | Handler(_) | Filtered(_) => Ok(()),
+        Open | AnyToken | Handler(_) | Filtered(_) | Invalid(_) => Ok(()),
         OnNode(res, need) => a.require(res, node, need).map_err(denied),
         OnPath(res, need) => a.require(res, rest, need).map_err(denied),
         Scalar(res, need) => a.require(res, "", need).map_err(denied),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_the_route_its_methods_or_nothing() {
+        assert!(matches!(lookup(&Method::PUT, "kv/a/b"), Lookup::Found(r, "a/b") if r.pattern == "kv/*"));
+        assert!(matches!(lookup(&Method::GET, "kv/"), Lookup::Found(r, "") if r.pattern == "kv/*"));
+        let Lookup::Method(allow) = lookup(&Method::POST, "agent/self") else { panic!("known path") };
+        assert_eq!(allow, vec![Method::GET]);
+        let Lookup::Method(allow) = lookup(&Method::PATCH, "operator/keyring") else { panic!("known path") };
+        assert_eq!(allow, vec![Method::GET, Method::POST, Method::PUT, Method::DELETE]);
+        assert!(matches!(lookup(&Method::GET, "agent/nonexistent"), Lookup::Unknown));
+        assert!(
+            matches!(lookup(&Method::GET, "catalog/service/"), Lookup::Found(r, "") if r.need == Invalid("Missing service name"))
+        );
+        assert!(matches!(lookup(&Method::GET, "catalog/service"), Lookup::Found(r, _) if matches!(r.need, Invalid(_))));
+        assert!(
+            matches!(lookup(&Method::GET, "catalog/service/web"), Lookup::Found(r, "web") if r.pattern == "catalog/service/+")
+        );
+    }
+
+    #[test]
+    fn metric_labels_name_the_route() {
+        let label = |m: &Method, p: &str| match lookup(m, p) {
+            Lookup::Found(r, _) => r.metric(),
+            _ => panic!("{p}"),
+        };
+        assert_eq!(label(&Method::GET, "kv/a/b"), "v1_kv_");
+        assert_eq!(label(&Method::GET, "agent/self"), "v1_agent_self");
+        assert_eq!(label(&Method::GET, "health/service/web"), "v1_health_service_");
+        assert_eq!(label(&Method::PUT, "agent/service/register"), "v1_agent_service_register");
     }
 }

@@ -1,6 +1,5 @@
 //! `/v1/session/*`: create, destroy, info, node, list, renew.
 
-use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
@@ -31,12 +30,8 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
     super::kv::check_dc(ctx, req)?;
     let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
     match op {
-        "create" => {
-            req.allow(&[Method::PUT])?;
-            create(ctx, req).await
-        }
+        "create" => create(ctx, req).await,
         "destroy" => {
-            req.allow(&[Method::PUT])?;
             if arg.is_empty() {
                 return Err(ApiError::BadRequest("Missing session".into()));
             }
@@ -44,14 +39,8 @@ pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse,
             apply(ctx, Command::SessionDestroy { id: arg.to_string() }).await?;
             Ok(ApiResponse::json(&true))
         }
-        "renew" => {
-            req.allow(&[Method::PUT])?;
-            renew(ctx, req, arg).await
-        }
-        "info" | "node" | "list" => {
-            req.allow(&[Method::GET])?;
-            read(ctx, req, op, arg).await
-        }
+        "renew" => renew(ctx, req, arg).await,
+        "info" | "node" | "list" => read(ctx, req, op, arg).await,
         _ => Err(ApiError::NotFound(String::new())),
     }
 }

@@ -10,8 +10,7 @@ use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_raft::command::{Command, CommandResponse};
 use legate_state::snapshot;
 
-pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::GET, Method::PUT])?;
+pub async fn handle(ctx: &Ctx, req: &Request, _rest: &str) -> Result<ApiResponse, ApiError> {
     super::kv::check_dc(ctx, req)?;
     let server = blocking::server(ctx)?.clone();
     if req.method == Method::GET {

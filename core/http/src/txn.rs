@@ -2,7 +2,7 @@
 //! command; a transaction of reads only is answered from the local store.
 
 use base64::Engine;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use legate_api::kv::{TxnError, TxnResponse, TxnResult};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value as Json};
@@ -15,8 +15,7 @@ use legate_state::kv::{KvOp, KvVerb};
 
 const MAX_OPS: usize = 128;
 
-pub async fn handle(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
-    req.allow(&[Method::PUT])?;
+pub async fn handle(ctx: &Ctx, req: &Request, _rest: &str) -> Result<ApiResponse, ApiError> {
     super::kv::check_dc(ctx, req)?;
     let max_len = ctx.agent.config().limits.txn_max_req_len;
     if req.body.len() as u64 > max_len {
