@@ -15,6 +15,9 @@ pub mod snapshot;
 pub mod txn;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::sync::Arc;
 
