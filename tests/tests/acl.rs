@@ -728,6 +728,11 @@ service {{
     })
     .await;
     assert_eq!(capi.call("PUT", "/v1/kv/shared", Some(&secret), Some(&json!("w"))).await.0, 403);
+    // A write with rights, through the client agent (a typed KvWrite to a server).
+    let (s, body) = capi.call("PUT", "/v1/kv/from-client", Some(MGMT), Some(&json!("c"))).await;
+    assert_eq!((s, body.as_str()), (200, "true"));
+    let v = api(other).ok("GET", "/v1/kv/from-client?consistent", None).await;
+    assert_eq!(v[0]["Value"], "ImMi");
     let (s, body) = capi.call("GET", "/v1/agent/self", Some(&secret), None).await;
     assert_eq!(s, 403, "agent:read is not granted: {body}");
     assert!(body.contains("agent:read"), "{body}");
@@ -875,5 +880,31 @@ async fn raw_writes_over_rpc_are_refused_from_non_servers() {
     let Response::Apply(Err(e)) = r else { panic!("raw write accepted: {r:?}") };
     assert!(e.to_string().contains("is not a server of this cluster"), "{e}");
     assert_eq!(api.call("GET", "/v1/kv/forged", Some(MGMT), None).await.0, 404);
+
+    // The typed KV write a client agent sends is checked by the server against its token,
+    // whatever the client agent checked.
+    use legate_core::server::endpoints::EndpointError;
+    api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "ro", "Rules": "key_prefix \"\" { policy = \"read\" }"})))
+        .await;
+    let ro = api.ok("PUT", "/v1/acl/token", Some(&json!({"Policies": [{"Name": "ro"}]}))).await["SecretID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut op = legate_core::state::kv::KvOp::new(legate_core::state::kv::KvVerb::Set, "typed");
+    op.value = b"x".to_vec();
+    for (token, want) in [
+        (None, "anonymous"),
+        (Some("no-such-token".to_string()), "ACL not found"),
+        (Some(ro.clone()), "lacks permission 'key:write'"),
+    ] {
+        let r = peer.call(Request::KvWrite { token, op: op.clone() }, Duration::from_secs(5)).await.unwrap();
+        let Response::KvWrite(Err(e)) = r else { panic!("{want}: write accepted: {r:?}") };
+        assert!(matches!(e, EndpointError::PermissionDenied(_) | EndpointError::AclNotFound), "{e:?}");
+        assert!(e.to_string().contains(want) || want == "anonymous", "{want}: {e}");
+    }
+    let r = peer.call(Request::KvWrite { token: Some(MGMT.into()), op }, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(r, Response::KvWrite(Ok(_))), "{r:?}");
+    let v = api.ok("GET", "/v1/kv/typed", None).await;
+    assert_eq!(v[0]["Value"], "eA==");
     a.stop().await;
 }

@@ -1,6 +1,7 @@
 //! This server's answers to the typed calls of the RPC port that need the agent's layers
-//! (`legate_raft::endpoints`): forwarded HTTP calls run through this server's handlers, and a
-//! client agent's catalog writes are checked against its token before they are applied.
+//! (`legate_raft::endpoints`): forwarded HTTP calls run through this server's handlers; a
+//! client agent's catalog writes, and the KV writes made through it, are checked against their
+//! token before they are applied.
 
 use std::sync::{Arc, Weak};
 
@@ -10,6 +11,7 @@ use legate_agent::acl::ResolveError;
 use legate_raft::command::{Command, CommandResponse};
 use legate_raft::endpoints::{EndpointError, Endpoints};
 use legate_raft::rpc::{HttpCall, HttpReply};
+use legate_state::kv::{KvOp, KvVerb};
 
 /// Weak: the server must not keep the agent (and its stores) alive after shutdown.
 pub struct ServerEndpoints(pub Weak<Ctx>);
@@ -17,6 +19,14 @@ pub struct ServerEndpoints(pub Weak<Ctx>);
 impl ServerEndpoints {
     fn ctx(&self) -> Result<Arc<Ctx>, EndpointError> {
         self.0.upgrade().ok_or_else(|| EndpointError::Unavailable("agent is shutting down".into()))
+    }
+
+    /// The caller's authorizer (no token: this server's default token, else anonymous).
+    async fn authorize(&self, ctx: &Ctx, token: Option<&str>) -> Result<Arc<Authz>, EndpointError> {
+        ctx.agent.acl.authorize(&ctx.agent, token).await.map_err(|e| match e {
+            ResolveError::NotFound => EndpointError::AclNotFound,
+            ResolveError::Unavailable(why) => EndpointError::Unavailable(why),
+        })
     }
 }
 
@@ -31,12 +41,24 @@ impl Endpoints for ServerEndpoints {
 
     async fn catalog_write(&self, token: Option<String>, cmd: Command) -> Result<CommandResponse, EndpointError> {
         let ctx = self.ctx()?;
-        let authz = ctx.agent.acl.authorize(&ctx.agent, token.as_deref()).await.map_err(|e| match e {
-            ResolveError::NotFound => EndpointError::AclNotFound,
-            ResolveError::Unavailable(why) => EndpointError::Unavailable(why),
-        })?;
+        let authz = self.authorize(&ctx, token.as_deref()).await?;
         may_write(&authz, &cmd).map_err(|d| EndpointError::PermissionDenied(d.0))?;
         ctx.agent.catalog_apply(cmd).await.map_err(EndpointError::Unavailable)
+    }
+
+    async fn kv_write(&self, token: Option<String>, op: KvOp) -> Result<CommandResponse, EndpointError> {
+        let ctx = self.ctx()?;
+        let authz = self.authorize(&ctx, token.as_deref()).await?;
+        let allowed = if op.verb == KvVerb::DeleteTree {
+            authz.key_prefix_allows(&op.key, Access::Write)
+        } else {
+            authz.allowed(Resource::Key, &op.key, Access::Write)
+        };
+        if !allowed {
+            return Err(EndpointError::PermissionDenied(authz.denied(Resource::Key, &op.key, Access::Write).0));
+        }
+        let server = ctx.agent.server().ok_or_else(|| EndpointError::Unavailable("not a server".into()))?;
+        super::kv::apply_on_server(server, op).await.map_err(EndpointError::Unavailable)
     }
 }
 

@@ -9,6 +9,8 @@ use super::response::Body;
 use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_acl::{Access, Resource};
 use legate_raft::command::{Command, CommandResponse};
+use legate_raft::endpoints::EndpointError;
+use legate_raft::Server;
 use legate_state::kv::{self as store_kv, KvFail, KvOp, KvVerb};
 use legate_state::watch::Table;
 
@@ -129,15 +131,11 @@ async fn put(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiErro
     } else if let Some(s) = acquire {
         op.verb = KvVerb::Lock;
         op.session = Some(s.to_string());
-        // Inside a lock-delay (the key's previous holder was invalidated) acquires fail.
-        if blocking::server(ctx)?.store.lock_delays.active(key) {
-            return Ok(ApiResponse::json(&false));
-        }
     } else if let Some(s) = release {
         op.verb = KvVerb::Unlock;
         op.session = Some(s.to_string());
     }
-    write_bool(ctx, op).await
+    write_bool(ctx, req, op).await
 }
 
 async fn delete(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
@@ -161,18 +159,40 @@ async fn delete(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiE
         op.verb = KvVerb::DeleteCas;
         op.index = idx;
     }
-    write_bool(ctx, op).await
+    write_bool(ctx, req, op).await
 }
 
-/// Replicates one verb; answers `true`, `false` (a refused conditional write) or the error.
-async fn write_bool(ctx: &Ctx, op: KvOp) -> Result<ApiResponse, ApiError> {
-    let server = blocking::server(ctx)?;
-    match server.apply(Command::Kv(op)).await {
+/// A KV verb applied through this server's Raft. Acquires inside a lock-delay (the key's
+/// previous holder was invalidated; each server keeps its own) are refused without a write.
+pub(crate) async fn apply_on_server(server: &Server, op: KvOp) -> Result<CommandResponse, String> {
+    if op.verb == KvVerb::Lock && server.store.lock_delays.active(&op.key) {
+        return Ok(CommandResponse::Kv(Err(KvFail::Refused("lock-delay".into()))));
+    }
+    server.apply(Command::Kv(op)).await.map_err(|e| e.to_string())
+}
+
+/// Replicates one verb through this server, or on a client agent through a server's typed
+/// `KvWrite` (checked there against the request's token); answers `true`, `false` (a refused
+/// conditional write) or the error.
+async fn write_bool(ctx: &Ctx, req: &Request, op: KvOp) -> Result<ApiResponse, ApiError> {
+    let answer = match ctx.agent.server() {
+        Some(server) => apply_on_server(server, op).await.map_err(ApiError::Internal),
+        None => {
+            // No token: the agent's default token, as a forwarded call carries it.
+            let token = super::token(req).or_else(|| ctx.agent.acl.agent_token(&ctx.agent, "default"));
+            ctx.agent.link.kv_write(token, op, ctx.agent.rpc_deadline(Some("0s"))).await.map_err(|e| match e {
+                EndpointError::AclNotFound => ApiError::Forbidden("ACL not found".into()),
+                EndpointError::PermissionDenied(why) => ApiError::Forbidden(why),
+                EndpointError::Unavailable(why) => ApiError::Internal(why),
+            })
+        }
+    };
+    match answer {
         Ok(CommandResponse::Kv(Ok(_))) => Ok(ApiResponse::json(&true)),
         Ok(CommandResponse::Kv(Err(KvFail::Refused(_)))) => Ok(ApiResponse::json(&false)),
         Ok(CommandResponse::Kv(Err(KvFail::Invalid(what)))) => Err(ApiError::Internal(what)),
         Ok(other) => Err(ApiError::Internal(format!("unexpected state machine response {other:?}"))),
-        Err(e) => Err(ApiError::Internal(e.to_string())),
+        Err(e) => Err(e),
     }
 }
 

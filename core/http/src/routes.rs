@@ -42,7 +42,8 @@ pub enum Need {
 /// Where a route runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Forward {
-    /// On this agent (its own services, checks, members, events, keyring).
+    /// On this agent (its own services, checks, members, events, keyring; KV writes, which a
+    /// client agent sends to a server as a typed `KvWrite`).
     Local,
     /// On a server: a client agent forwards it (the server resolves the token and enforces);
     /// a follower answers `?consistent` reads through the leader.
@@ -291,12 +292,12 @@ pub const ROUTES: &[Route] = &[
     },
     // kv, txn
     Route { methods: GET, pattern: "kv/*", need: Handler("key:read, lists filtered"), forward: SERVERS, handler: KV },
-    Route { methods: PUT, pattern: "kv/*", need: OnPath(Key, Write), forward: SERVERS, handler: KV },
+    Route { methods: PUT, pattern: "kv/*", need: OnPath(Key, Write), forward: LOCAL, handler: KV },
     Route {
         methods: DELETE,
         pattern: "kv/*",
         need: Handler("key:write (recursive: on every key under the prefix)"),
-        forward: SERVERS,
+        forward: LOCAL,
         handler: KV,
     },
     Route { methods: PUT, pattern: "txn", need: Handler("per verb"), forward: SERVERS, handler: TXN },

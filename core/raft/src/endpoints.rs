@@ -4,6 +4,8 @@
 //! - `AclResolve`: a secret -> the token's flattened policies, read from this server's store
 //!   (answered here: it needs nothing but the store);
 //! - `CatalogWrite`: a client agent's anti-entropy write, checked against its token and applied;
+//! - `KvWrite`: a KV verb written through a client agent, checked against the request's token
+//!   (and the key's lock-delay) and applied;
 //! - `Http`: an HTTP API call a client agent forwards (reads, blocking queries), answered by the
 //!   server's own handlers.
 //!
@@ -13,6 +15,8 @@
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
+
+use legate_state::kv::KvOp;
 
 use crate::command::{Command, CommandResponse};
 use crate::rpc::{HttpCall, HttpReply};
@@ -38,6 +42,8 @@ pub trait Endpoints: Send + Sync {
     async fn http(&self, call: HttpCall) -> HttpReply;
     /// A client agent's catalog registration or deregistration, checked against `token`.
     async fn catalog_write(&self, token: Option<String>, cmd: Command) -> Result<CommandResponse, EndpointError>;
+    /// A KV write (`PUT`/`DELETE /v1/kv`) through a client agent, checked against `token`.
+    async fn kv_write(&self, token: Option<String>, op: KvOp) -> Result<CommandResponse, EndpointError>;
 }
 
 /// Where the composition root puts the [`Endpoints`] once the HTTP layer exists.

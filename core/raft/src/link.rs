@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use legate_acl::resolved::Resolved;
+use legate_state::kv::KvOp;
 use rand::seq::SliceRandom;
 
 use crate::command::{Command, CommandResponse};
@@ -110,6 +111,28 @@ impl ServerLink {
                 |resp| match resp {
                     Response::CatalogWrite(Err(EndpointError::Unavailable(e))) => Err(e),
                     Response::CatalogWrite(r) => Ok(r),
+                    other => Err(format!("unexpected response {other:?}")),
+                },
+            )
+            .await;
+        answered.map_err(EndpointError::Unavailable)?
+    }
+
+    /// A KV write through a client agent, checked by the server against `token`. As
+    /// [`catalog_write`](Self::catalog_write): a refusal comes back as is.
+    pub async fn kv_write(
+        &self,
+        token: Option<String>,
+        op: KvOp,
+        deadline: Duration,
+    ) -> Result<CommandResponse, EndpointError> {
+        let answered = self
+            .call_any(
+                || Request::KvWrite { token: token.clone(), op: op.clone() },
+                deadline,
+                |resp| match resp {
+                    Response::KvWrite(Err(EndpointError::Unavailable(e))) => Err(e),
+                    Response::KvWrite(r) => Ok(r),
                     other => Err(format!("unexpected response {other:?}")),
                 },
             )

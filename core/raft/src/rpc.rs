@@ -51,6 +51,11 @@ pub enum Request {
         token: Option<String>,
         cmd: Command,
     },
+    /// A KV write through a client agent, checked against the request's token.
+    KvWrite {
+        token: Option<String>,
+        op: legate_state::kv::KvOp,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -79,6 +84,7 @@ pub enum Response {
     Http(Result<HttpReply, String>),
     AclResolve(Result<Option<Resolved>, String>),
     CatalogWrite(Result<CommandResponse, EndpointError>),
+    KvWrite(Result<CommandResponse, EndpointError>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, thiserror::Error)]
@@ -394,6 +400,10 @@ impl Handlers {
             Request::CatalogWrite { token, cmd } => match self.endpoints.get() {
                 Some(e) => Response::CatalogWrite(e.catalog_write(token, cmd).await),
                 None => Response::CatalogWrite(Err(EndpointError::Unavailable("server is starting".into()))),
+            },
+            Request::KvWrite { token, op } => match self.endpoints.get() {
+                Some(e) => Response::KvWrite(e.kv_write(token, op).await),
+                None => Response::KvWrite(Err(EndpointError::Unavailable("server is starting".into()))),
             },
         }
     }
