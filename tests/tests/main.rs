@@ -13,6 +13,7 @@ mod kv;
 mod lifecycle;
 mod plugins;
 mod raft_cluster;
+mod secrets;
 mod services;
 mod sessions;
 mod snapshot;

@@ -42,7 +42,7 @@ pub async fn start_gossip(
     opts.keyring_path =
         if c.disable_keyring_file { None } else { data_dir.map(|d| d.join("serf").join("local.keyring")) };
     if let Some(p) = opts.keyring_path.as_ref().and_then(|p| p.parent()) {
-        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        legate_types::fs::create_private_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     // As for TCP: an address still held by an exiting process is retried for a second.
     let mut tries = 0;

@@ -29,7 +29,9 @@ pub struct DataDir {
 impl DataDir {
     pub fn open(path: &Path) -> Result<Self, DataDirError> {
         let shown = path.display().to_string();
-        std::fs::create_dir_all(path).map_err(|source| DataDirError::Create { path: shown.clone(), source })?;
+        // The data dir holds tokens and keys: only the agent's user may enter it.
+        legate_types::fs::create_private_dir(path)
+            .map_err(|source| DataDirError::Create { path: shown.clone(), source })?;
         let lock_path = path.join("legate.lock");
         let mut lock = OpenOptions::new()
             .read(true)

@@ -631,7 +631,8 @@ impl LocalState {
             Ok(t) => t,
             Err(e) => return tracing::error!(error = %e, "cannot encode local state"),
         };
-        if let Err(e) = super::data_dir::write_atomic(path, &text) {
+        // Registrations carry their ACL tokens.
+        if let Err(e) = legate_types::fs::write_private(path, text.as_bytes()) {
             tracing::error!(error = %e, path = %path.display(), "cannot persist local services and checks");
         }
     }

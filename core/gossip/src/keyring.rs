@@ -241,25 +241,10 @@ pub(crate) fn save_file(path: &Path, keys: &[Vec<u8>]) -> Result<(), String> {
     let list: Vec<String> = keys.iter().map(|k| encode_key(k)).collect();
     let text = serde_json::to_string(&list).map_err(|e| e.to_string())?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+        legate_types::fs::create_private_dir(dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
     }
-    let tmp = path.with_extension("keyring.tmp");
-    write_private(&tmp, text.as_bytes()).map_err(|e| format!("failed to write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("failed to write keyring file {}: {e}", path.display()))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
+    legate_types::fs::write_private(path, text.as_bytes())
+        .map_err(|e| format!("failed to write keyring file {}: {e}", path.display()))
 }
 
 #[cfg(test)]

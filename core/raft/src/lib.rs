@@ -88,12 +88,19 @@ impl Server {
             let (log, store, snapshot_path) = match &data_dir {
                 Some(dir) => {
                     let raft_dir = dir.join("raft");
-                    std::fs::create_dir_all(&raft_dir).map_err(|e| format!("{}: {e}", raft_dir.display()))?;
-                    (
+                    legate_types::fs::create_private_dir(&raft_dir)
+                        .map_err(|e| format!("{}: {e}", raft_dir.display()))?;
+                    let stores = (
                         LogStore::open(&raft_dir.join("raft.db"))?,
                         Store::open(&raft_dir.join("state.db")).map_err(|e| e.to_string())?,
                         Some(raft_dir.join("snapshot.bin")),
-                    )
+                    );
+                    // The log and the store hold every ACL secret.
+                    for f in ["raft.db", "state.db"] {
+                        let p = raft_dir.join(f);
+                        legate_types::fs::make_private(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    }
+                    stores
                 }
                 None => (LogStore::in_memory()?, Store::in_memory().map_err(|e| e.to_string())?, None),
             };

@@ -7,6 +7,7 @@
 //! version.rs   Legate's version, the Consul version it presents, build stamp (build.rs)
 //! duration.rs  Go's time.Duration text form (10s, 1.5s, 72h), as Consul writes it
 //! check.rs     CheckStatus, a probe's Outcome, output truncation
+//! fs.rs        files that hold secrets: 0600, atomic; private directories
 //! event.rs     an event ID's index (Consul's uuidToUint64)
 //! net.rs       binding listeners (retrying an address a dying process still holds)
 //! tasks.rs     long-lived tasks spawned by name, so a stuck shutdown can name them
@@ -15,6 +16,7 @@
 pub mod check;
 pub mod duration;
 pub mod event;
+pub mod fs;
 pub mod net;
 pub mod tasks;
 pub mod version;

@@ -242,14 +242,8 @@ impl StateMachine {
             let bytes = bincode::serialize(s).map_err(|e| err_sm(ErrorVerb::Write, e))?;
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                if let Some(dir) = path.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                Ok::<_, std::io::Error>(())
+                // The snapshot holds every ACL secret.
+                legate_types::fs::write_private(&path, &bytes)
             })
             .await
             .map_err(|e| err_sm(ErrorVerb::Write, e))?
