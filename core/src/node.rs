@@ -210,7 +210,7 @@ impl Agent {
             server.run_leadership(agent::leader::duties(&shared), &tracker, shutdown.child_token());
         }
 
-        let ctx = Arc::new(http::Ctx { agent: shared.clone(), shutdown: shutdown.child_token() });
+        let ctx = Arc::new(http::Ctx::new(shared.clone(), shutdown.child_token()));
         if let Some(server) = shared.server() {
             let _ = server.endpoints.set(Arc::new(http::endpoints::ServerEndpoints(Arc::downgrade(&ctx))));
         }

@@ -1,7 +1,9 @@
 //! The HTTP skeleton through a real in-process agent: /v1/agent/self, version, status, 405,
 //! OPTIONS, ?pretty, headers, blocked endpoints.
 
-use legate_tests::{test_config, InProcessAgent};
+use std::time::Duration;
+
+use legate_tests::{retry_until, test_config, InProcessAgent};
 use serde_json::Value;
 
 fn client() -> reqwest::Client {
@@ -296,5 +298,55 @@ async fn user_events_fire_list_filters_and_blocking() {
     assert_eq!(all.as_array().unwrap().len(), 1);
     let none: Value = c.get(a.url("/v1/event/list?name=other")).send().await.unwrap().json().await.unwrap();
     assert_eq!(none, serde_json::json!([]));
+    a.stop().await;
+}
+
+/// `limits.http_max_conns_per_client` (Consul's default 200): the next connection from that IP
+/// is closed as soon as it is accepted, while another client IP is served; a closed connection
+/// gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_client_ip_are_limited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = InProcessAgent::start(test_config()).await;
+    let addr: std::net::SocketAddr = a.base.trim_start_matches("http://").parse().unwrap();
+    assert_eq!(a.agent.shared().config().limits.http_max_conns_per_client, 200);
+    let from = |ip: &str| {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        s
+    };
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(from("127.0.0.1").connect(addr).await.unwrap());
+    }
+    // Each is served (the last one proves the 200 were all accepted before the 201st).
+    let get = b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
+    let last = held.last_mut().unwrap();
+    last.write_all(get).await.unwrap();
+    let mut buf = [0u8; 12];
+    last.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let mut extra = from("127.0.0.1").connect(addr).await.unwrap();
+    let _ = extra.write_all(get).await;
+    let mut out = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut out)).await.expect("closed, not hung");
+    assert!(read.is_err() || out.is_empty(), "the 201st connection was served: {:?}", String::from_utf8_lossy(&out));
+    // Another client IP is served meanwhile.
+    let mut other = from("127.0.0.2").connect(addr).await.unwrap();
+    other.write_all(get).await.unwrap();
+    other.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // Closing one gives its place back.
+    drop(held.pop());
+    retry_until(Duration::from_secs(5), "a new connection served after one closed", || async {
+        let mut c = from("127.0.0.1").connect(addr).await.ok()?;
+        c.write_all(get).await.ok()?;
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).await.ok()?;
+        (&buf == b"HTTP/1.1 200").then_some(())
+    })
+    .await;
+    drop(held);
     a.stop().await;
 }

@@ -336,12 +336,35 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
             ));
         }
     }
+    if let Some(Json::Object(limits)) = layer.data.get("limits") {
+        for key in LIMITS_WITHOUT_EFFECT {
+            if limits.contains_key(*key) {
+                warnings.push(format!(
+                    "{}: config key \"limits.{key}\" is accepted for Consul compatibility but has no effect in Legate yet",
+                    layer.name
+                ));
+            }
+        }
+    }
     for (key, instead) in [("ui", "ui_config.enabled"), ("ui_dir", "ui_config.dir")] {
         if layer.data.contains_key(key) {
             warnings.push(format!("{}: config key \"{key}\" is deprecated, use \"{instead}\"", layer.name));
         }
     }
 }
+
+/// `limits` keys Legate parses but does not enforce yet (the RPC port's limits, the HTTPS
+/// handshake, request rate limits); the others (`http_max_conns_per_client`,
+/// `kv_max_value_size`, `txn_max_req_len`) are enforced.
+const LIMITS_WITHOUT_EFFECT: &[&str] = &[
+    "https_handshake_timeout",
+    "rpc_handshake_timeout",
+    "rpc_client_timeout",
+    "rpc_max_conns_per_client",
+    "rpc_rate",
+    "rpc_max_burst",
+    "request_limits",
+];
 
 fn push_items(items: &mut Vec<Json>, v: Json) {
     match v {

@@ -50,17 +50,41 @@ pub struct Ctx {
     pub agent: Arc<AgentShared>,
     /// Ends blocking queries at shutdown.
     pub shutdown: CancellationToken,
+    /// Open connections per client IP (`limits.http_max_conns_per_client`).
+    pub conns: Arc<conn::PerClient>,
+}
+
+impl Ctx {
+    pub fn new(agent: Arc<AgentShared>, shutdown: CancellationToken) -> Ctx {
+        Ctx { agent, shutdown, conns: Arc::default() }
+    }
 }
 
 /// Serves the API on an already-bound listener until `shutdown` fires; in-flight requests are
 /// finished first.
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationToken) {
+    let conns = ctx.conns.clone();
+    let agent = ctx.agent.clone();
     let routes = routes(ctx);
     let kill = CancellationToken::new();
     let incoming = {
         let kill = kill.clone();
-        tokio_stream::wrappers::TcpListenerStream::new(listener)
-            .map(move |s| s.map(|s| conn::Killable::new(s, kill.clone())))
+        tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |accepted| {
+            let admitted = match accepted {
+                Ok(stream) => {
+                    let max = agent.config().limits.http_max_conns_per_client;
+                    match stream.peer_addr().ok().map(|peer| (peer, conns.admit(peer.ip(), max))) {
+                        Some((peer, None)) => {
+                            tracing::debug!(%peer, max, "closing HTTP connection: too many from this client");
+                            None
+                        }
+                        slot => Some(Ok(conn::Killable::new(stream, kill.clone(), slot.and_then(|(_, s)| s)))),
+                    }
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures_util::future::ready(admitted)
+        })
     };
     let stop = shutdown.clone();
     let server =
