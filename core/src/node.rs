@@ -38,6 +38,8 @@ pub enum AgentError {
     DnsBind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
     #[error("{0}")]
     Server(String),
+    #[error(transparent)]
+    Raft(#[from] crate::server::ServerError),
     #[error("Could not write pid file {path}: {source}")]
     PidFile { path: String, source: std::io::Error },
 }
@@ -139,7 +141,7 @@ impl Agent {
                 hold_timeout: config.performance.rpc_hold_timeout.0,
                 tombstone_ttl: config.tombstone_ttl.0,
             };
-            Some(Server::start(opts, shutdown.child_token(), &tracker).await.map_err(AgentError::Server)?)
+            Some(Server::start(opts, shutdown.child_token(), &tracker).await?)
         } else {
             None
         };

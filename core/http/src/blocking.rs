@@ -83,7 +83,7 @@ where
     let opts = query_options(ctx, req)?;
     let server = server(ctx)?;
     if opts.consistency == Consistency::Consistent {
-        server.ensure_consistent().await.map_err(ApiError::Internal)?;
+        server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     let mut rx = server.store.watch.subscribe(table);
     let mut restores = server.store.watch.subscribe_restores();

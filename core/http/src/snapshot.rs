@@ -16,7 +16,7 @@ pub async fn handle(ctx: &Ctx, req: &Request, _rest: &str) -> Result<ApiResponse
     if req.method == Method::GET {
         let opts = blocking::query_options(ctx, req)?;
         if opts.consistency != Consistency::Stale {
-            server.ensure_consistent().await.map_err(ApiError::Internal)?;
+            server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         }
         let store = server.store.clone();
         let term = server.raft.metrics().borrow().current_term;

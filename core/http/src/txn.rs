@@ -44,7 +44,7 @@ pub async fn handle(ctx: &Ctx, req: &Request, _rest: &str) -> Result<ApiResponse
     let outcome = if read_only {
         let opts = blocking::query_options(ctx, req)?;
         if opts.consistency == Consistency::Consistent {
-            server.ensure_consistent().await.map_err(ApiError::Internal)?;
+            server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         }
         // Evaluated in a write transaction that is never committed: the same code as the
         // replicated path, and nothing changes.

@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod endpoints;
+pub mod error;
 pub mod leader;
 pub mod link;
 pub mod raft;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use command::{Command, CommandResponse};
+pub use error::ServerError;
 use legate_state::Store;
 use raft::log_store::{LogStats, LogStore};
 use raft::network::Network;
@@ -58,7 +60,6 @@ pub struct Server {
     pub log_stats: Arc<LogStats>,
     hold_timeout: Duration,
     shutdown: CancellationToken,
-    /// How forwarded HTTP calls are answered (set by the agent).
     /// The agent layer's answers to typed calls (set once the HTTP layer exists).
     pub endpoints: endpoints::EndpointsCell,
     /// ACLs on: raw `Apply` writes are refused unless they come from a Raft member.
@@ -74,41 +75,39 @@ impl Server {
         opts: ServerOptions,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<Arc<Server>, String> {
+    ) -> Result<Arc<Server>, ServerError> {
         let listener = legate_types::net::bind_tcp(opts.bind)
             .await
-            .map_err(|e| format!("Error starting server RPC: listen tcp {}: bind: {e}", opts.bind))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            .map_err(|source| ServerError::Bind { addr: opts.bind, source })?;
+        let port = listener.local_addr().map_err(|source| ServerError::Bind { addr: opts.bind, source })?.port();
         let rpc_addr = SocketAddr::new(opts.advertise_ip, port).to_string();
 
         // Opening files (and waiting for a previous in-process agent to release them) blocks:
         // off the async workers.
         let data_dir = opts.data_dir.clone();
-        let (log, store, sm) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let (log, store, sm) = tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
             let (log, store, snapshot_path) = match &data_dir {
                 Some(dir) => {
                     let raft_dir = dir.join("raft");
-                    legate_types::fs::create_private_dir(&raft_dir)
-                        .map_err(|e| format!("{}: {e}", raft_dir.display()))?;
+                    legate_types::fs::create_private_dir(&raft_dir).map_err(ServerError::io(&raft_dir))?;
                     let stores = (
                         LogStore::open(&raft_dir.join("raft.db"))?,
-                        Store::open(&raft_dir.join("state.db")).map_err(|e| e.to_string())?,
+                        Store::open(&raft_dir.join("state.db"))?,
                         Some(raft_dir.join("snapshot.bin")),
                     );
                     // The log and the store hold every ACL secret.
                     for f in ["raft.db", "state.db"] {
                         let p = raft_dir.join(f);
-                        legate_types::fs::make_private(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                        legate_types::fs::make_private(&p).map_err(ServerError::io(&p))?;
                     }
                     stores
                 }
-                None => (LogStore::in_memory()?, Store::in_memory().map_err(|e| e.to_string())?, None),
+                None => (LogStore::in_memory()?, Store::in_memory()?, None),
             };
             let sm = StateMachine::new(store.clone(), snapshot_path)?;
             Ok((log, store, sm))
         })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
         let log_stats = log.stats.clone();
         let log_closed = log.closed.lock().unwrap_or_else(|p| p.into_inner()).take();
         let m = u64::from(opts.raft_multiplier.max(1));
@@ -121,11 +120,10 @@ impl Server {
             max_in_snapshot_log_to_keep: opts.trailing_logs,
             ..Default::default()
         };
-        let config = Arc::new(config.validate().map_err(|e| format!("raft config: {e}"))?);
+        let config = Arc::new(config.validate().map_err(ServerError::raft)?);
         let pool = Arc::new(Pool::from_source(opts.advertise_ip));
         let id = raft::raft_id(&opts.node_id);
-        let raft =
-            Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(|e| format!("raft: {e}"))?;
+        let raft = Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(ServerError::raft)?;
 
         let endpoints: endpoints::EndpointsCell = Arc::default();
         let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
@@ -157,10 +155,10 @@ impl Server {
             });
         }
 
-        if opts.bootstrap && !raft.is_initialized().await.map_err(|e| e.to_string())? {
+        if opts.bootstrap && !raft.is_initialized().await.map_err(ServerError::raft)? {
             let mut members = BTreeMap::new();
             members.insert(id, BasicNode { addr: rpc_addr.clone() });
-            raft.initialize(members).await.map_err(|e| format!("raft bootstrap: {e}"))?;
+            raft.initialize(members).await.map_err(|e| ServerError::Raft(format!("bootstrap: {e}")))?;
             tracing::info!(id, addr = %rpc_addr, "bootstrapped a new Raft cluster");
         }
         let server = Arc::new(Server {
@@ -236,25 +234,24 @@ impl Server {
 
     /// A linearizable read point: confirms leadership with a quorum and waits until the
     /// state machine has applied everything committed before the read.
-    pub async fn ensure_consistent(&self) -> Result<(), String> {
+    pub async fn ensure_consistent(&self) -> Result<(), ServerError> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(e)) => Err(match e {
-                openraft::error::CheckIsLeaderError::ForwardToLeader(_) => "No cluster leader".to_string(),
-                other => other.to_string(),
-            }),
-            Err(e) => Err(e.to_string()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(ServerError::NoLeader)
+            }
+            Err(e) => Err(ServerError::raft(e)),
         }
     }
 
     /// Adds a server as a voter (leader only): first as a learner that catches up, then into
     /// the voter set.
-    pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), String> {
-        self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(|e| e.to_string())?;
+    pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), ServerError> {
+        self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(ServerError::raft)?;
         let mut voters: std::collections::BTreeSet<NodeId> =
             self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         voters.insert(id);
-        self.raft.change_membership(voters, false).await.map_err(|e| e.to_string())?;
+        self.raft.change_membership(voters, false).await.map_err(ServerError::raft)?;
         Ok(())
     }
 
@@ -266,9 +263,6 @@ impl Server {
         (known, last)
     }
 
-    /// Reaps the KV tombstones older than `ttl` (leader only), as Consul's TombstoneGC: the
-    /// loop remembers which index was current at each tick, and once a tick is `ttl` old,
-    /// every tombstone at or below its index is removed through Raft.
     /// Starts the leader duties (the built-in ones and `extra`): they run whenever this server
     /// is the leader ([`leader::run`]).
     pub fn run_leadership(

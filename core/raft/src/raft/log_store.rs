@@ -139,25 +139,27 @@ fn err_w<E: std::fmt::Display>(e: E) -> StorageError {
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> Result<LogStore, String> {
+    pub fn open(path: &Path) -> Result<LogStore, crate::ServerError> {
         // redb's default page cache is 1 GiB; the log is written once and read back rarely.
-        let db = legate_state::open_file_db(path, 4 << 20).map_err(|e| format!("raft log {}: {e}", path.display()))?;
+        let db = legate_state::open_file_db(path, 4 << 20)
+            .map_err(|e| crate::ServerError::Log(format!("{}: {e}", path.display())))?;
         Self::init(db, true)
     }
 
     /// In memory (`-dev` without a data dir; tests). Nothing is fsynced.
-    pub fn in_memory() -> Result<LogStore, String> {
+    pub fn in_memory() -> Result<LogStore, crate::ServerError> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(legate_state::StoreError::from)?;
         Self::init(db, false)
     }
 
-    fn init(db: Database, durable: bool) -> Result<LogStore, String> {
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(LOG).map_err(|e| e.to_string())?;
-        txn.open_table(META).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
+    fn init(db: Database, durable: bool) -> Result<LogStore, crate::ServerError> {
+        use legate_state::StoreError;
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        txn.open_table(LOG).map_err(StoreError::from)?;
+        txn.open_table(META).map_err(StoreError::from)?;
+        txn.commit().map_err(StoreError::from)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let overlay: Overlay = Arc::default();
@@ -176,7 +178,7 @@ impl LogStore {
                     }
                     let _ = closed_tx.send(());
                 })
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::ServerError::Log(format!("cannot start the log writer: {e}")))?;
         }
         Ok(LogStore {
             db,

@@ -46,11 +46,12 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    pub fn new(store: Store, snapshot_path: Option<PathBuf>) -> Result<StateMachine, String> {
+    pub fn new(store: Store, snapshot_path: Option<PathBuf>) -> Result<StateMachine, crate::ServerError> {
+        use crate::ServerError;
         let current = match &snapshot_path {
             Some(p) if p.exists() => {
-                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                Some(bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
+                let bytes = std::fs::read(p).map_err(ServerError::io(p))?;
+                Some(bincode::deserialize(&bytes).map_err(|source| ServerError::Snapshot { path: p.clone(), source })?)
             }
             _ => None,
         };
@@ -60,7 +61,7 @@ impl StateMachine {
             snapshot_path,
             current: Arc::new(Mutex::new(current)),
         };
-        sm.recover_from_snapshot().map_err(|e| e.to_string())?;
+        sm.recover_from_snapshot()?;
         Ok(sm)
     }
 

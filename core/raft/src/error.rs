@@ -1,0 +1,54 @@
+//! What can go wrong starting or running the server, with the cause kept.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use legate_state::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("Error starting server RPC: listen tcp {addr}: bind: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or directory of the data dir.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A snapshot file that does not decode.
+    #[error("{}: {source}", path.display())]
+    Snapshot {
+        path: PathBuf,
+        #[source]
+        source: bincode::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Raft log store (its writer reports errors as text to several waiters at once).
+    #[error("raft log: {0}")]
+    Log(String),
+    /// openraft refused (its errors are generic over the node types: kept as text).
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("No cluster leader")]
+    NoLeader,
+    /// A blocking task that died.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl ServerError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ServerError {
+        let path = path.into();
+        move |source| ServerError::Io { path, source }
+    }
+
+    pub(crate) fn raft(e: impl std::fmt::Display) -> ServerError {
+        ServerError::Raft(e.to_string())
+    }
+}
