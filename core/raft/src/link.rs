@@ -96,46 +96,40 @@ impl ServerLink {
         .await
     }
 
-    /// A client agent's catalog write, checked by the server against `token`. A refusal comes
-    /// back as is; only a server that could not be reached (or could not answer) is skipped.
+    /// A client agent's catalog write, checked by the server against `token`.
     pub async fn catalog_write(
         &self,
         token: Option<String>,
         cmd: Command,
         deadline: Duration,
     ) -> Result<CommandResponse, EndpointError> {
-        let answered = self
-            .call_any(
-                || Request::CatalogWrite { token: token.clone(), cmd: cmd.clone() },
-                deadline,
-                |resp| match resp {
-                    Response::CatalogWrite(Err(EndpointError::Unavailable(e))) => Err(e),
-                    Response::CatalogWrite(r) => Ok(r),
-                    other => Err(format!("unexpected response {other:?}")),
-                },
-            )
-            .await;
-        answered.map_err(EndpointError::Unavailable)?
+        self.checked_write(|| Request::CatalogWrite { token: token.clone(), cmd: cmd.clone() }, deadline).await
     }
 
-    /// A KV write through a client agent, checked by the server against `token`. As
-    /// [`catalog_write`](Self::catalog_write): a refusal comes back as is.
+    /// A KV write through a client agent, checked by the server against `token`.
     pub async fn kv_write(
         &self,
         token: Option<String>,
         op: KvOp,
         deadline: Duration,
     ) -> Result<CommandResponse, EndpointError> {
+        self.checked_write(|| Request::KvWrite { token: token.clone(), op: op.clone() }, deadline).await
+    }
+
+    /// A write the server checks against a token: a refusal comes back as is; only a server
+    /// that could not be reached (or could not answer) is skipped for the next one.
+    async fn checked_write(
+        &self,
+        request: impl Fn() -> Request,
+        deadline: Duration,
+    ) -> Result<CommandResponse, EndpointError> {
         let answered = self
-            .call_any(
-                || Request::KvWrite { token: token.clone(), op: op.clone() },
-                deadline,
-                |resp| match resp {
-                    Response::KvWrite(Err(EndpointError::Unavailable(e))) => Err(e),
-                    Response::KvWrite(r) => Ok(r),
-                    other => Err(format!("unexpected response {other:?}")),
-                },
-            )
+            .call_any(request, deadline, |resp| match resp {
+                Response::CatalogWrite(Err(EndpointError::Unavailable(e)))
+                | Response::KvWrite(Err(EndpointError::Unavailable(e))) => Err(e),
+                Response::CatalogWrite(r) | Response::KvWrite(r) => Ok(r),
+                other => Err(format!("unexpected response {other:?}")),
+            })
             .await;
         answered.map_err(EndpointError::Unavailable)?
     }
