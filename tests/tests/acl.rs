@@ -296,6 +296,16 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("GET", "health/state/?", case("/v1/health/state/", None));
     add("PUT", "event/fire/?", case("/v1/event/fire/", None));
     add("PUT", "session/destroy/?", case("/v1/session/destroy/", None));
+    add("PUT", "session/renew/?", case("/v1/session/renew/", None));
+    add("GET", "session/info/?", case("/v1/session/info", None));
+    add("GET", "session/node/?", case("/v1/session/node/", None));
+    add("PUT", "agent/service/deregister/?", case("/v1/agent/service/deregister/", None));
+    add("PUT", "agent/service/maintenance/?", case("/v1/agent/service/maintenance", None));
+    add("GET", "agent/health/service/name/?", case("/v1/agent/health/service/name/", None));
+    add("GET", "agent/health/service/id/?", case("/v1/agent/health/service/id", None));
+    add("PUT", "acl/token/+/clone", case(format!("/v1/acl/token/{other_id}/clone"), Some(json!({"Description": "c"}))));
+    add("GET", "acl/policy/name/+", case("/v1/acl/policy/name/p2", None));
+    add("GET", "acl/role/name/+", case("/v1/acl/role/name/r1", None));
     RouteFixtures { cases, rights, none, snapshot, peer }
 }
 
@@ -417,6 +427,16 @@ async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["SecretID"], "<hidden>");
     let (s, _) = api.call("PUT", "/v1/acl/token", Some(&reader_secret), Some(&json!({"Description": "x"}))).await;
     assert_eq!(s, 403, "acl:read cannot create tokens");
+    // Nor clone one by using another method on the clone path: that path is PUT only.
+    let clone = format!("/v1/acl/token/{}/clone", reader["AccessorID"].as_str().unwrap());
+    for m in ["GET", "DELETE"] {
+        let (s, body) = api.call(m, &clone, Some(&reader_secret), None).await;
+        assert_eq!(s, 405, "{m} {clone}: {body}");
+    }
+    // A write path asked with GET is refused, not carried out.
+    let (s, _) = api.call("GET", "/v1/agent/service/deregister/localsvc", None, None).await;
+    assert_eq!(s, 405);
+    assert_eq!(api.call("GET", "/v1/agent/service/localsvc", None, None).await.0, 200, "still registered");
 
     let mut missing = Vec::new();
     for (m, p, need) in route_order() {

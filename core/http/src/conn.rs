@@ -35,6 +35,11 @@ impl PerClient {
         Some(Slot { of: self.clone(), ip })
     }
 
+    /// Connections open from every client.
+    pub fn total(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
     /// Connections open from `ip`.
     pub fn open(&self, ip: IpAddr) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&ip).copied().unwrap_or(0)

@@ -21,9 +21,11 @@ impl ServerEndpoints {
         self.0.upgrade().ok_or_else(|| EndpointError::Unavailable("agent is shutting down".into()))
     }
 
-    /// The caller's authorizer (no token: this server's default token, else anonymous).
+    /// The caller's authorizer. A call without a token is anonymous: the client agent puts its
+    /// own default token in when the request had none, so this server's must not stand in.
     async fn authorize(&self, ctx: &Ctx, token: Option<&str>) -> Result<Arc<Authz>, EndpointError> {
-        ctx.agent.acl.authorize(&ctx.agent, token).await.map_err(|e| match e {
+        let secret = token.unwrap_or(legate_acl::ANONYMOUS_SECRET);
+        ctx.agent.acl.authorize(&ctx.agent, Some(secret)).await.map_err(|e| match e {
             ResolveError::NotFound => EndpointError::AclNotFound,
             ResolveError::Unavailable(why) => EndpointError::Unavailable(why),
         })

@@ -1,6 +1,7 @@
-//! Client agents hold no state: the routes the table marks `Forward::Servers` (KV, catalog,
-//! health, status, txn, sessions, snapshot, ACL, operator raft) go to a server over the RPC port, which answers them with its own handlers (blocking queries
-//! block there). Servers run forwarded calls through `serve_call`.
+//! Client agents hold no state: the routes the table marks `Forward::Servers` (KV reads,
+//! catalog, health, status, txn, sessions, snapshot, ACL, operator raft) go to a server over the
+//! RPC port, which answers them with its own handlers (blocking queries block there). Servers
+//! run forwarded calls through `serve_call`. (KV writes go as typed `KvWrite`s: `kv.rs`.)
 
 use bytes::Bytes;
 use http::StatusCode;

@@ -64,6 +64,7 @@ impl Ctx {
 /// finished first.
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationToken) {
     let conns = ctx.conns.clone();
+    let counted = conns.clone();
     let agent = ctx.agent.clone();
     let routes = routes(ctx);
     let kill = CancellationToken::new();
@@ -100,6 +101,12 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationT
         } => tracing::debug!("closing HTTP connections still open after the grace period"),
     }
     kill.cancel();
+    // Killed connections end at their next poll; wait (briefly) until they have, so nothing of
+    // theirs (the agent, its stores) outlives the shutdown.
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while counted.total() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn routes(
@@ -206,7 +213,6 @@ fn metric_path(method: &Method, path: &str) -> String {
     }
 }
 
-/// Answers a forwarded call on a server (the RPC port's HTTP hook).
 /// Adds `X-Consul-Results-Filtered-By-ACLs` when a handler dropped entries.
 pub(crate) fn mark_filtered(req: &Request, resp: ApiResponse) -> ApiResponse {
     if req.filtered.load(std::sync::atomic::Ordering::Relaxed) {

@@ -1,8 +1,9 @@
 //! Every HTTP route, in one table that drives dispatch: its methods, path pattern, the ACL
 //! permission it needs, where it runs, and its handler. `dispatch` (lib.rs) looks a request up
-//! here -> 405 with `Allow` (or the `OPTIONS` answer) for a known path with another method -> the
-//! ACL check -> forwarding (client agents send server routes to a server; servers send
-//! `?consistent` reads to the leader) -> the handler. A path no route has is a 404, so a route
+//! here (the first pattern that matches claims the path) -> 405 with `Allow` (or the `OPTIONS`
+//! answer) for a known path with another method -> forwarding (client agents send server routes
+//! to a server, which checks them) -> the ACL check -> `?consistent` reads to the leader -> the
+//! handler. A path no route has is a 404, so a route
 //! added without a table entry is unreachable rather than unprotected; the security test walks
 //! this table, so an entry without a test case fails it.
 //!
@@ -165,6 +166,20 @@ pub const ROUTES: &[Route] = &[
         handler: AGENT,
     },
     Route {
+        methods: PUT,
+        pattern: "agent/service/deregister/?",
+        need: Invalid("Missing service ID"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/service/maintenance/?",
+        need: Invalid("Missing service ID"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
         methods: GET,
         pattern: "agent/service/+",
         need: Handler("service:read on the service"),
@@ -233,6 +248,20 @@ pub const ROUTES: &[Route] = &[
         need: Handler("service:read on the service"),
         forward: LOCAL,
         handler: AGENT,
+    },
+    Route {
+        methods: GET,
+        pattern: "agent/health/service/name/?",
+        need: Invalid("Missing service Name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "agent/health/service/id/?",
+        need: Invalid("Missing service ID"),
+        forward: LOCAL,
+        handler: INVALID,
     },
     // catalog
     Route {
@@ -338,6 +367,27 @@ pub const ROUTES: &[Route] = &[
         forward: SERVERS,
         handler: SESSION,
     },
+    Route {
+        methods: PUT,
+        pattern: "session/renew/?",
+        need: Invalid("Missing session"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "session/info/?",
+        need: Invalid("Missing session"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
+    Route {
+        methods: GET,
+        pattern: "session/node/?",
+        need: Invalid("Missing node name"),
+        forward: LOCAL,
+        handler: INVALID,
+    },
     // events
     Route { methods: PUT, pattern: "event/fire/+", need: OnPath(Event, Write), forward: LOCAL, handler: EVENT },
     Route {
@@ -377,16 +427,19 @@ pub const ROUTES: &[Route] = &[
     Route { methods: PUT, pattern: "acl/bootstrap", need: Open, forward: SERVERS, handler: ACL },
     Route { methods: GET, pattern: "acl/token/self", need: AnyToken, forward: SERVERS, handler: ACL },
     Route { methods: PUT, pattern: "acl/token", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/token/+/clone", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
     Route { methods: PUT, pattern: "acl/token/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
     Route { methods: GET, pattern: "acl/token/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
     Route { methods: DELETE, pattern: "acl/token/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
     Route { methods: GET, pattern: "acl/tokens", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
     Route { methods: PUT, pattern: "acl/policy", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/policy/name/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
     Route { methods: GET, pattern: "acl/policy/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
     Route { methods: PUT, pattern: "acl/policy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
     Route { methods: DELETE, pattern: "acl/policy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
     Route { methods: GET, pattern: "acl/policies", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
     Route { methods: PUT, pattern: "acl/role", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
+    Route { methods: GET, pattern: "acl/role/name/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
     Route { methods: GET, pattern: "acl/role/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
     Route { methods: PUT, pattern: "acl/role/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
     Route { methods: DELETE, pattern: "acl/role/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
@@ -457,18 +510,33 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
-/// The wildcard part of `path` if it matches `pattern`.
+/// The wildcard part of `path` if it matches `pattern` (the first `+` segment's, or the rest a
+/// trailing `*`/`+` takes).
 fn matches<'a>(pattern: &str, path: &'a str) -> Option<&'a str> {
-    if let Some(lit) = pattern.strip_suffix('*') {
-        return path.strip_prefix(lit);
-    }
-    if let Some(lit) = pattern.strip_suffix('+') {
-        return path.strip_prefix(lit).filter(|rest| !rest.is_empty());
-    }
     if let Some(lit) = pattern.strip_suffix("/?") {
         return (path == lit || path.strip_prefix(lit) == Some("/")).then_some("");
     }
-    (pattern == path).then_some("")
+    let mut rest = path;
+    let mut wild: Option<&'a str> = None;
+    let mut segments = pattern.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        match (seg, last) {
+            ("*", true) => return Some(wild.unwrap_or(rest)),
+            ("+", true) => return (!rest.is_empty()).then(|| wild.unwrap_or(rest)),
+            ("+", false) => {
+                let (one, more) = rest.split_once('/')?;
+                if one.is_empty() {
+                    return None;
+                }
+                wild.get_or_insert(one);
+                rest = more;
+            }
+            (lit, true) => return (rest == lit).then(|| wild.unwrap_or("")),
+            (lit, false) => rest = rest.strip_prefix(lit)?.strip_prefix('/')?,
+        }
+    }
+    None
 }
 
 /// What the table says about a request.
@@ -481,26 +549,24 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
-/// The route of a request (path below `/v1/`).
+/// The route of a request (path below `/v1/`): the first route whose pattern matches claims the
+/// path; the entries with that pattern say which methods it takes.
 pub fn lookup<'a>(method: &Method, path: &'a str) -> Lookup<'a> {
+    let Some(claimed) = ROUTES.iter().find(|r| matches(r.pattern, path).is_some()) else {
+        return Lookup::Unknown;
+    };
     let mut allowed: Vec<Method> = Vec::new();
-    for r in ROUTES {
-        if let Some(rest) = matches(r.pattern, path) {
-            if r.methods.contains(method) {
-                return Lookup::Found(r, rest);
-            }
-            for m in r.methods {
-                if !allowed.contains(m) {
-                    allowed.push(m.clone());
-                }
+    for r in ROUTES.iter().filter(|r| r.pattern == claimed.pattern) {
+        if r.methods.contains(method) {
+            return Lookup::Found(r, matches(r.pattern, path).unwrap_or_default());
+        }
+        for m in r.methods {
+            if !allowed.contains(m) {
+                allowed.push(m.clone());
             }
         }
     }
-    if allowed.is_empty() {
-        Lookup::Unknown
-    } else {
-        Lookup::Method(allowed)
-    }
+    Lookup::Method(allowed)
 }
 
 /// The table's check for a request whose authorizer is set; handler-checked needs pass here.

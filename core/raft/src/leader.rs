@@ -56,7 +56,16 @@ pub async fn run(server: Arc<Server>, duties: Vec<Duty>, shutdown: CancellationT
                 let stop = shutdown.child_token();
                 let tracker = TaskTracker::new();
                 for d in &duties {
-                    legate_types::tasks::spawn(&tracker, d.name, (d.run)(server.clone(), stop.clone()));
+                    // Dropped as soon as leadership is lost, even inside a write: a duty must not
+                    // act on an earlier term's view (session deadlines the new leader renews).
+                    let (duty, stop) = ((d.run)(server.clone(), stop.clone()), stop.clone());
+                    legate_types::tasks::spawn(&tracker, d.name, async move {
+                        tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => {}
+                            _ = duty => {}
+                        }
+                    });
                 }
                 tracker.close();
                 term = Some((stop, tracker));

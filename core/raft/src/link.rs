@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 
 use crate::command::{Command, CommandResponse};
 use crate::endpoints::EndpointError;
-use crate::rpc::{HttpCall, HttpReply, Pool, Request, Response};
+use crate::rpc::{HttpCall, HttpReply, Pool, Request, Response, RpcError};
 use crate::Server;
 
 /// The text when no server is known or none answered.
@@ -116,21 +116,27 @@ impl ServerLink {
         self.checked_write(|| Request::KvWrite { token: token.clone(), op: op.clone() }, deadline).await
     }
 
-    /// A write the server checks against a token: a refusal comes back as is; only a server
-    /// that could not be reached (or could not answer) is skipped for the next one.
+    /// A write the server checks against a token. Only a server that could not be reached is
+    /// skipped for the next one: once a server has the write, a timeout or a lost connection
+    /// may hide a commit, and sending it again could apply it twice (a CAS would then answer
+    /// `false` for a write that happened), so that is reported, not retried.
     async fn checked_write(
         &self,
         request: impl Fn() -> Request,
         deadline: Duration,
     ) -> Result<CommandResponse, EndpointError> {
-        let answered = self
-            .call_any(request, deadline, |resp| match resp {
-                Response::CatalogWrite(Err(EndpointError::Unavailable(e)))
-                | Response::KvWrite(Err(EndpointError::Unavailable(e))) => Err(e),
-                Response::CatalogWrite(r) | Response::KvWrite(r) => Ok(r),
-                other => Err(format!("unexpected response {other:?}")),
-            })
-            .await;
-        answered.map_err(EndpointError::Unavailable)?
+        let mut servers = self.known_servers();
+        servers.shuffle(&mut rand::thread_rng());
+        let mut last = NO_SERVERS.to_string();
+        for addr in servers {
+            let peer = self.pool.get(&addr).await;
+            match peer.call(request(), deadline).await {
+                Err(e @ RpcError::Connect(..)) => last = e.to_string(),
+                Err(e) => return Err(EndpointError::Unavailable(e.to_string())),
+                Ok(Response::CatalogWrite(r) | Response::KvWrite(r)) => return r,
+                Ok(other) => return Err(EndpointError::Unavailable(format!("unexpected response {other:?}"))),
+            }
+        }
+        Err(EndpointError::Unavailable(last))
     }
 }

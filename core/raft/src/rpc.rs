@@ -175,7 +175,8 @@ impl PeerClient {
         }
         let stream = tokio::time::timeout(deadline, self.connect())
             .await
-            .map_err(|_| RpcError::Timeout(self.addr.clone(), deadline))?
+            // A connection that could not be made within the deadline: nothing was sent.
+            .map_err(|_| RpcError::Connect(self.addr.clone(), format!("i/o timeout after {deadline:?}")))?
             .map_err(|e| RpcError::Connect(self.addr.clone(), e.to_string()))?;
         stream.set_nodelay(true).ok();
         let (r, w) = stream.into_split();
