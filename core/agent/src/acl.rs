@@ -99,7 +99,8 @@ impl Resolver {
             if let Some(dir) = c.data_dir.as_ref() {
                 let path = std::path::Path::new(dir).join("acl-tokens.json");
                 let body = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
-                legate_types::fs::write_private(&path, &body).map_err(|e| format!("{}: {e}", path.display()))?;
+                legate_types::fs::write_private_blocking(&path, &body)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }
         Ok(())

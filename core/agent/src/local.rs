@@ -632,7 +632,7 @@ impl LocalState {
             Err(e) => return tracing::error!(error = %e, "cannot encode local state"),
         };
         // Registrations carry their ACL tokens.
-        if let Err(e) = legate_types::fs::write_private(path, text.as_bytes()) {
+        if let Err(e) = legate_types::fs::write_private_blocking(path, text.as_bytes()) {
             tracing::error!(error = %e, path = %path.display(), "cannot persist local services and checks");
         }
     }

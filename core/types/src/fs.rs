@@ -41,6 +41,19 @@ pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// [`write_private`] from code that may run on an async worker thread (an HTTP handler that
+/// must answer only once the file is durable): on tokio's multi-thread runtime the worker hands
+/// its other tasks over while this thread waits for the fsyncs.
+pub fn write_private_blocking(path: &Path, data: &[u8]) -> io::Result<()> {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(|| write_private(path, data))
+    } else {
+        write_private(path, data)
+    }
+}
+
 /// Narrows an existing file (a database another library created) to 0600.
 pub fn make_private(path: &Path) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
