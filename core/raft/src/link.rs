@@ -18,6 +18,13 @@ use crate::Server;
 /// The text when no server is known or none answered.
 pub const NO_SERVERS: &str = "No known Consul servers";
 
+/// What [`ServerLink::each_server`] does after one server's outcome.
+enum Next<T> {
+    Done(T),
+    /// Try the next server; the text is the failure if none is left.
+    Try(String),
+}
+
 pub struct ServerLink {
     server: Option<Arc<Server>>,
     /// RPC addresses of the servers this agent knows (from gossip).
@@ -45,28 +52,39 @@ impl ServerLink {
         self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Sends `request()` to the known servers in random order until one answers with
-    /// something `accept` takes; the last failure otherwise.
-    async fn call_any<T>(
+    /// Sends `request()` to the known servers in random order, each once, until `answer`
+    /// says it is done with one's outcome; the last failure when none is left.
+    async fn each_server<T>(
         &self,
         request: impl Fn() -> Request,
         deadline: Duration,
-        accept: impl Fn(Response) -> Result<T, String>,
+        answer: impl Fn(Result<Response, RpcError>) -> Next<T>,
     ) -> Result<T, String> {
         let mut servers = self.known_servers();
         servers.shuffle(&mut rand::thread_rng());
         let mut last = NO_SERVERS.to_string();
         for addr in servers {
             let peer = self.pool.get(&addr).await;
-            match peer.call(request(), deadline).await {
-                Ok(resp) => match accept(resp) {
-                    Ok(v) => return Ok(v),
-                    Err(e) => last = e,
-                },
-                Err(e) => last = e.to_string(),
+            match answer(peer.call(request(), deadline).await) {
+                Next::Done(v) => return Ok(v),
+                Next::Try(why) => last = why,
             }
         }
         Err(last)
+    }
+
+    /// A call any server may answer: the next one is tried after any failure.
+    async fn call_any<T>(
+        &self,
+        request: impl Fn() -> Request,
+        deadline: Duration,
+        accept: impl Fn(Response) -> Result<T, String>,
+    ) -> Result<T, String> {
+        self.each_server(request, deadline, |outcome| match outcome.map_err(|e| e.to_string()).and_then(&accept) {
+            Ok(v) => Next::Done(v),
+            Err(why) => Next::Try(why),
+        })
+        .await
     }
 
     /// An HTTP API call answered by a server's handlers (client agents' reads and blocking
@@ -125,18 +143,14 @@ impl ServerLink {
         request: impl Fn() -> Request,
         deadline: Duration,
     ) -> Result<CommandResponse, EndpointError> {
-        let mut servers = self.known_servers();
-        servers.shuffle(&mut rand::thread_rng());
-        let mut last = NO_SERVERS.to_string();
-        for addr in servers {
-            let peer = self.pool.get(&addr).await;
-            match peer.call(request(), deadline).await {
-                Err(e @ RpcError::Connect(..)) => last = e.to_string(),
-                Err(e) => return Err(EndpointError::Unavailable(e.to_string())),
-                Ok(Response::CatalogWrite(r) | Response::KvWrite(r)) => return r,
-                Ok(other) => return Err(EndpointError::Unavailable(format!("unexpected response {other:?}"))),
-            }
-        }
-        Err(EndpointError::Unavailable(last))
+        let unavailable = |why: String| Err(EndpointError::Unavailable(why));
+        self.each_server(request, deadline, |outcome| match outcome {
+            Err(e @ RpcError::Connect(..)) => Next::Try(e.to_string()),
+            Err(e) => Next::Done(unavailable(e.to_string())),
+            Ok(Response::CatalogWrite(r) | Response::KvWrite(r)) => Next::Done(r),
+            Ok(other) => Next::Done(unavailable(format!("unexpected response {other:?}"))),
+        })
+        .await
+        .unwrap_or_else(unavailable)
     }
 }
