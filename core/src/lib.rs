@@ -12,10 +12,8 @@
 //! src/node.rs         Agent::start: binds every listener, starts the Raft server, builds the
 //!                     agent's state with its ServerLink, gossip, leader duties, HTTP, DNS,
 //!                     watches and reloads on one TaskTracker under one CancellationToken
-//! src/cli/            one file per command family (agent, validate, version, kv, snapshot,
-//!                     catalog/services/maint, members/join/leave/event, operator/keyring/info,
-//!                     acl, lock, watch, plugin); Consul-style single-dash flags are accepted by
-//!                     cli::normalize_args
+//! src/agent_cmd.rs    `legate agent`: config load, logging, runtime, signals, banner; the rest
+//!                     of the command line is legate-cli (`cli::run` hands it this runner)
 //! src/acl.rs          the ACL rules and authorizer (legate-acl) with the agent's token
 //!                     resolution as `acl::resolve` (legate-agent)
 //! src/logging.rs      tracing to stderr / file / syslog, reloadable level
@@ -33,12 +31,23 @@
 //! `ApiError` -> `finish` adds Consul's headers and serializes.
 
 pub mod acl;
-pub mod cli;
+pub mod agent_cmd;
 pub mod logging;
 pub mod node;
 
 pub use legate_agent as agent;
 pub use legate_config as config;
+
+/// The command line (`legate-cli`), with `legate agent` run by this crate's [`agent_cmd`].
+pub mod cli {
+    pub use legate_cli::*;
+
+    /// Runs the command line; returns the process exit code.
+    pub fn run<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> i32 {
+        legate_cli::run(args, crate::agent_cmd::run)
+    }
+}
+
 pub use legate_dns as dns;
 pub use legate_filter as filter;
 pub use legate_gossip as gossip;

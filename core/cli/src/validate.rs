@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{load, LoadOptions};
+use legate_config::{load, LoadOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct ValidateArgs {

@@ -2,16 +2,11 @@
 //! banner; signal handling (SIGINT/SIGTERM graceful or not as Consul decides, SIGHUP reload).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::ArgMatches;
 use serde_json::{json, Map as JsonMap, Value as Json};
-use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{load, LoadOptions};
-use crate::Agent;
-use crate::{logging, version};
+use legate_config::LoadOptions;
 
 /// Consul's `agent` flags. Boolean flags take no value or `=true|false` (Go's rule).
 #[derive(clap::Args, Debug, Default)]
@@ -308,151 +303,4 @@ pub fn load_options(flags: &AgentFlags, matches: &ArgMatches) -> Result<LoadOpti
         ..LoadOptions::default()
     }
     .with_process_env())
-}
-
-pub fn run(flags: AgentFlags, matches: &ArgMatches) -> i32 {
-    let opts = match load_options(&flags, matches) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("==> {e}");
-            return 1;
-        }
-    };
-    let loaded = match load(&opts) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("==> {e}");
-            return 1;
-        }
-    };
-    let _log_guard = match logging::init(&loaded.config) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("==> {e}");
-            return 1;
-        }
-    };
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("==> Failed to start the runtime: {e}");
-            return 1;
-        }
-    };
-    runtime.block_on(run_agent(loaded.config, opts))
-}
-
-async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
-    // Install handlers before anything can be signalled.
-    let (mut sigint, mut sigterm, mut sighup) =
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-            _ => {
-                eprintln!("==> Failed to install signal handlers");
-                return 1;
-            }
-        };
-    println!("==> Starting Legate agent...");
-    let shutdown = CancellationToken::new();
-    let agent = match Agent::start_loaded(config, opts, shutdown.clone()).await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("==> {e}");
-            return 1;
-        }
-    };
-    print_banner(&agent);
-    println!();
-    println!("==> Log data will now stream in as it occurs:");
-    println!();
-
-    enum Stop {
-        Interrupt,
-        Terminate,
-        Requested,
-    }
-    let stop = loop {
-        tokio::select! {
-            biased;
-            _ = sigint.recv() => break Stop::Interrupt,
-            _ = sigterm.recv() => break Stop::Terminate,
-            _ = shutdown.cancelled() => break Stop::Requested,
-            _ = sighup.recv() => {
-                tracing::info!("Caught signal: hangup; reloading configuration");
-                let shared = agent.shared().clone();
-                match tokio::task::spawn_blocking(move || shared.reload()).await {
-                    Ok(Ok(outcome)) => tracing::info!(
-                        applied = ?outcome.applied,
-                        requires_restart = ?outcome.requires_restart,
-                        "Reload complete"
-                    ),
-                    Ok(Err(e)) => tracing::error!("Failed to reload configs: {e}"),
-                    Err(e) => tracing::error!("reload task failed: {e}"),
-                }
-            }
-        }
-    };
-    let config = agent.shared().config();
-    let agent_fatal = agent.shared().fatal_error();
-    let graceful = match stop {
-        Stop::Interrupt => {
-            println!("==> Caught signal: interrupt");
-            !config.skip_leave_on_interrupt()
-        }
-        Stop::Terminate => {
-            println!("==> Caught signal: terminated");
-            config.leave_on_terminate()
-        }
-        Stop::Requested => true,
-    };
-    if let Some(why) = agent.shared().fatal_error() {
-        eprintln!("==> {why}");
-    }
-    if graceful {
-        println!("==> Gracefully shutting down agent...");
-        agent.shared().leave().await;
-    } else {
-        println!("==> Graceful shutdown disabled. Exiting");
-    }
-    // A second signal while draining aborts the wait, as Consul.
-    let clean = tokio::select! {
-        clean = agent.shutdown(Duration::from_secs(15)) => clean,
-        _ = sigint.recv() => false,
-        _ = sigterm.recv() => false,
-    };
-    if graceful && clean && agent_fatal.is_none() {
-        0
-    } else {
-        1
-    }
-}
-
-fn print_banner(agent: &Agent) {
-    let shared = agent.shared();
-    let c = shared.config();
-    let line = |k: &str, v: String| println!("{k:>22}: {v}");
-    line("Version", format!("'{}' (Consul API '{}')", version::VERSION, version::CONSUL_VERSION));
-    line("Build Date", format!("'{}'", version::BUILD_DATE));
-    line("Node ID", format!("'{}'", shared.node_id()));
-    line("Node name", format!("'{}'", shared.node_name()));
-    line("Datacenter", format!("'{}' (Segment: '{}')", c.datacenter, if c.server { "<all>" } else { "" }));
-    line("Server", format!("{} (Bootstrap: {})", c.server, c.bootstrap || c.bootstrap_expect > 0));
-    let http: Vec<String> = agent.http_addrs().iter().map(|a| a.to_string()).collect();
-    line(
-        "Client Addr",
-        format!(
-            "[{}] (HTTP: {}, HTTPS: {}, gRPC: {}, DNS: {})",
-            c.client_addr, c.ports.http, c.ports.https, c.ports.grpc, c.ports.dns
-        ),
-    );
-    line("HTTP listeners", format!("[{}]", http.join(", ")));
-    let dns: Vec<String> = agent.dns_addrs().iter().map(|a| a.to_string()).collect();
-    line("DNS listeners", format!("[{}]", dns.join(", ")));
-    line("Cluster Addr", format!("{} (LAN: {}, WAN: {})", shared.advertise_addr(), c.ports.serf_lan, c.ports.serf_wan));
-    line("Gossip Encryption", c.encrypt.is_some().to_string());
-    line("Auto-Encrypt-TLS", "false".into());
-    line("Reporting Enabled", "false".into());
 }

@@ -1,6 +1,6 @@
 //! `legate version [-format=json]`.
 
-use crate::version;
+use legate_types::version;
 
 #[derive(clap::Args, Debug)]
 pub struct VersionArgs {

@@ -19,6 +19,7 @@ mod watch;
 use std::ffi::OsString;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use legate_config::LoadOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -127,7 +128,7 @@ pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString
 pub fn agent_load_options<I: IntoIterator<Item = OsString>>(
     args: I,
     env: Vec<(String, String)>,
-) -> Result<crate::config::LoadOptions, String> {
+) -> Result<legate_config::LoadOptions, String> {
     let matches = Cli::command().try_get_matches_from(normalize_args(args)).map_err(|e| e.to_string())?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
     match (cli.command, matches.subcommand()) {
@@ -157,8 +158,10 @@ pub(crate) fn table(rows: &[Vec<String>]) -> String {
         .join("\n")
 }
 
-/// Runs the command line; returns the process exit code.
-pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+/// Runs the command line; returns the process exit code. `run_agent` runs `legate agent` with
+/// the options its flags gave: the node lives above this crate (`legate_core`), so that the CLI
+/// does not depend on the agent's parts.
+pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions) -> i32) -> i32 {
     let args = normalize_args(args);
     let matches = match Cli::command().try_get_matches_from(args) {
         Ok(m) => m,
@@ -177,7 +180,13 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     };
     let sub = matches.subcommand().map(|(_, m)| m);
     match cli.command {
-        Command::Agent(flags) => agent::run(*flags, sub.expect("agent matches")),
+        Command::Agent(flags) => match agent::load_options(&flags, sub.expect("agent matches")) {
+            Ok(opts) => run_agent(opts),
+            Err(e) => {
+                eprintln!("==> {e}");
+                1
+            }
+        },
         Command::Kv(cmd) => kv::run(cmd),
         Command::Acl(cmd) => acl::run(cmd),
         Command::Members(a) => members::run_members(a),

@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::{FileGrant, GoDuration, WasmSpec};
-use crate::plugin::{CheckCall, CheckCallResult, HandlerEvent, HostOptions, PluginHost, World};
+use legate_config::{FileGrant, GoDuration, WasmSpec};
+use legate_plugin_host::{CheckCall, CheckCallResult, HandlerEvent, HostOptions, PluginHost, World};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PluginCommand {
@@ -41,7 +41,7 @@ impl HostArgs {
         PluginHost::new(HostOptions {
             plugin_dir: self.plugin_dir.clone().or_else(|| self.data_dir.as_ref().map(|d| d.join("plugins"))),
             cache_dir: self.data_dir.as_ref().map(|d| d.join("plugin-cache")),
-            facts: crate::plugin::Facts {
+            facts: legate_plugin_host::Facts {
                 node_name: gethostname::gethostname().to_string_lossy().into_owned(),
                 datacenter: "dc1".into(),
             },
@@ -214,14 +214,14 @@ async fn run_one(a: RunArgs) -> Result<i32, String> {
             let (status, output) = match host.call_check(&loaded, &spec, &call_for(&a.spec), 1).await {
                 CheckCallResult::Ok(o) => (o.status, o.output),
                 CheckCallResult::PluginError(t) | CheckCallResult::Killed(t) => {
-                    (crate::agent::checks::CheckStatus::Critical, t)
+                    (legate_types::check::CheckStatus::Critical, t)
                 }
             };
             println!("{status}: {output}");
             Ok(match status {
-                crate::agent::checks::CheckStatus::Passing => 0,
-                crate::agent::checks::CheckStatus::Warning => 1,
-                crate::agent::checks::CheckStatus::Critical => 2,
+                legate_types::check::CheckStatus::Passing => 0,
+                legate_types::check::CheckStatus::Warning => 1,
+                legate_types::check::CheckStatus::Critical => 2,
             })
         }
         World::EventHandler => {

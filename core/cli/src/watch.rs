@@ -11,9 +11,9 @@ use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 use super::http_flags::{block_on, HttpFlags};
-use crate::config::WatchDefinition;
-use crate::watch::handler::{self, Output};
-use crate::watch::WatchSpec;
+use legate_config::WatchDefinition;
+use legate_watch::handler::{self, Output};
+use legate_watch::WatchSpec;
 
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {

@@ -53,7 +53,7 @@ pub fn run(a: LockArgs) -> i32 {
         let parse = |s: &Option<String>| -> Result<Option<Duration>, String> {
             s.as_deref()
                 .map(|t| {
-                    crate::config::duration::parse_go_duration(t).map_err(|e| format!("Error parsing timeout: {e}"))
+                    legate_config::duration::parse_go_duration(t).map_err(|e| format!("Error parsing timeout: {e}"))
                 })
                 .transpose()
         };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::http_flags::{block_on, HttpFlags};
-use crate::state::snapshot::unarchive;
+use legate_state::snapshot::unarchive;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SnapshotCommand {
