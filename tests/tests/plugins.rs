@@ -230,6 +230,11 @@ async fn json_server(seen: Arc<std::sync::Mutex<Vec<String>>>) -> u16 {
                         }
                     }
                 }
+                // `?slow` answers after 20 ms: a latency the checks can always see (a local
+                // answer may take under the millisecond the plugin counts in).
+                if buf.starts_with(b"GET /health?slow ") {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
                 let body = r#"{"status":"ok","checks":[{"name":"db","up":true}]}"#;
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -402,7 +407,7 @@ async fn rust_plugins_run_as_real_checks() {
     wrong["Wasm"]["args"] = json!({"url": url, "json_path": "status", "json_equals": "degraded"});
     assert_eq!(put(&a, "/v1/agent/check/register", wrong).await.0, 200);
     let mut slow = wasm_check("latency", &http_json, "2s", allow.clone());
-    slow["Wasm"]["args"] = json!({"url": url, "warn_ms": 0, "critical_ms": 100000});
+    slow["Wasm"]["args"] = json!({"url": format!("{url}?slow"), "warn_ms": 5, "critical_ms": 100000});
     assert_eq!(put(&a, "/v1/agent/check/register", slow).await.0, 200);
     let mut redis = wasm_check("redis", &tcp, "2s", allow.clone());
     redis["Wasm"]["args"] = json!({"protocol": "redis", "host": "127.0.0.1", "port": redis_port, "password": "sesame"});
@@ -413,7 +418,7 @@ async fn rust_plugins_run_as_real_checks() {
 
     wait_check(&a, "from-config", "passing", "checks.0.up = \"true\"").await;
     wait_check(&a, "wrong-field", "critical", "status is \"ok\", expected \"degraded\"").await;
-    wait_check(&a, "latency", "warning", "slower than 0 ms").await;
+    wait_check(&a, "latency", "warning", "slower than 5 ms").await;
     wait_check(&a, "redis", "passing", "redis: PONG").await;
     assert_eq!(checks(&a).await["redis"]["ServiceID"], "cache-1");
     a.stop().await;
