@@ -137,12 +137,11 @@ fn routes(
                     Err(e) => return finish(&ctx, e.into_response(), pretty),
                 };
                 let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
-                let timer = legate_telemetry::Timer::start(
-                    "api.http",
-                    vec![("method", req.method.to_string()), ("path", metric_path(&req.method, &req.path))],
-                );
+                let mut timer = legate_telemetry::Timer::start("api.http", vec![("method", req.method.to_string())]);
                 let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
                 let resp = mark_filtered(&req, resp);
+                // The route's label (`v1_kv_`), from the lookup dispatch made: no second lookup.
+                timer.label("path", req.route.map_or_else(|| "unknown".into(), routes::Route::metric));
                 drop(timer);
                 finish(&ctx, resp, pretty)
             },
@@ -204,15 +203,6 @@ pub fn token(req: &Request) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The `path` label of `api.http`: the route's (see [`routes::Route::metric`]); requests no
-/// route takes are counted under `unknown`.
-fn metric_path(method: &Method, path: &str) -> String {
-    match path.strip_prefix("/v1/").map(|p| routes::lookup(method, p)) {
-        Some(routes::Lookup::Found(route, _)) => route.metric(),
-        _ => "unknown".into(),
-    }
-}
-
 /// Adds `X-Consul-Results-Filtered-By-ACLs` when a handler dropped entries.
 pub(crate) fn mark_filtered(req: &Request, resp: ApiResponse) -> ApiResponse {
     if req.filtered.load(std::sync::atomic::Ordering::Relaxed) {
@@ -256,7 +246,10 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
     }
     let path = path.to_string();
     let (route, rest) = match routes::lookup(&req.method, &path) {
-        routes::Lookup::Found(route, rest) => (route, rest),
+        routes::Lookup::Found(route, rest) => {
+            req.route = Some(route);
+            (route, rest)
+        }
         routes::Lookup::Method(allow) => return Err(req.not_allowed(&allow)),
         routes::Lookup::Unknown => return Err(ApiError::NotFound(String::new())),
     };

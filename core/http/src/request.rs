@@ -24,6 +24,8 @@ pub struct Request {
     /// Set by a handler that dropped list entries the token may not read
     /// (`X-Consul-Results-Filtered-By-ACLs`).
     pub filtered: AtomicBool,
+    /// The route the dispatcher found (None: no route takes the path).
+    pub route: Option<&'static super::routes::Route>,
 }
 
 impl Request {
@@ -44,6 +46,7 @@ impl Request {
             remote,
             authz: Arc::new(Authz::disabled()),
             filtered: AtomicBool::new(false),
+            route: None,
         }
     }
 

@@ -138,6 +138,11 @@ impl Timer {
     pub fn start(name: &'static str, labels: Labels) -> Timer {
         Timer { name, labels: Some(labels), start: Instant::now() }
     }
+
+    /// Adds a label known only once the timed work has run (the route a request took).
+    pub fn label(&mut self, key: &'static str, value: String) {
+        self.labels.get_or_insert_with(Vec::new).push((key, value));
+    }
 }
 
 impl Drop for Timer {
