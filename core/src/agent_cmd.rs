@@ -144,10 +144,34 @@ fn print_banner(agent: &Agent) {
         ),
     );
     line("HTTP listeners", format!("[{}]", http.join(", ")));
+    let https: Vec<String> = agent.https_addrs().iter().map(|a| a.to_string()).collect();
+    line("HTTPS listeners", format!("[{}]", https.join(", ")));
     let dns: Vec<String> = agent.dns_addrs().iter().map(|a| a.to_string()).collect();
     line("DNS listeners", format!("[{}]", dns.join(", ")));
     line("Cluster Addr", format!("{} (LAN: {}, WAN: {})", shared.advertise_addr(), c.ports.serf_lan, c.ports.serf_wan));
     line("Gossip Encryption", c.encrypt.is_some().to_string());
     line("Auto-Encrypt-TLS", "false".into());
     line("Reporting Enabled", "false".into());
+    use legate_config::tls::Listener;
+    let (https, rpc) = (c.tls.settings(Listener::Https), c.tls.settings(Listener::InternalRpc));
+    let min = |s: &legate_tls::Settings| s.min_version.clone().unwrap_or_else(|| "TLSv1_2".into());
+    line(
+        "HTTPS TLS",
+        format!(
+            "Verify Incoming: {}, Verify Outgoing: {}, Min Version: {}",
+            https.verify_incoming,
+            https.verify_outgoing,
+            min(&https)
+        ),
+    );
+    line(
+        "Internal RPC TLS",
+        format!(
+            "Verify Incoming: {}, Verify Outgoing: {} (Verify Hostname: {}), Min Version: {}",
+            rpc.verify_incoming,
+            rpc.verify_outgoing,
+            rpc.verify_server_hostname,
+            min(&rpc)
+        ),
+    );
 }

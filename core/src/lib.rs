@@ -56,6 +56,7 @@ pub use legate_plugin_host as plugin;
 pub use legate_raft as server;
 pub use legate_state as state;
 pub use legate_telemetry as telemetry;
+pub use legate_tls as tls;
 pub use legate_types::{tasks, version};
 pub use legate_watch as watch;
 

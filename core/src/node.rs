@@ -23,6 +23,7 @@ use crate::config::{Config, ConfigError, LoadOptions};
 use crate::server::link::ServerLink;
 use crate::server::{Server, ServerOptions};
 use crate::{http, logging};
+use legate_tls::{Live, RpcTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -34,10 +35,14 @@ pub enum AgentError {
     Advertise(String),
     #[error("Error starting HTTP server: listen tcp {addr}: bind: {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("Error starting HTTPS server: listen tcp {addr}: bind: {source}")]
+    HttpsBind { addr: SocketAddr, source: std::io::Error },
     #[error("Error starting DNS server: listen {proto} {addr}: bind: {source}")]
     DnsBind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
     #[error("{0}")]
     Server(String),
+    #[error("{0}")]
+    Tls(String),
     #[error(transparent)]
     Raft(#[from] crate::server::ServerError),
     #[error("Could not write pid file {path}: {source}")]
@@ -50,6 +55,7 @@ pub struct Agent {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     http_addrs: Vec<SocketAddr>,
+    https_addrs: Vec<SocketAddr>,
     dns_addrs: Vec<SocketAddr>,
     data_dir: Option<DataDir>,
     pid_file: Option<PathBuf>,
@@ -107,6 +113,16 @@ impl Agent {
             }
         }
         let http_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let tls = Tls::new(&config)?;
+        let mut https_listeners = Vec::new();
+        if config.ports.https >= 0 {
+            for ip in config.https_addrs() {
+                let addr = SocketAddr::new(ip, config.ports.https as u16);
+                let l = agent::addr::bind_tcp(addr).await.map_err(|source| AgentError::HttpsBind { addr, source })?;
+                https_listeners.push(l);
+            }
+        }
+        let https_addrs: Vec<SocketAddr> = https_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let dns = crate::dns::bind(&config).await.map_err(|e| AgentError::DnsBind {
             addr: e.addr,
             proto: e.proto,
@@ -140,6 +156,8 @@ impl Agent {
                 trailing_logs: config.raft_trailing_logs,
                 hold_timeout: config.performance.rpc_hold_timeout.0,
                 tombstone_ttl: config.tombstone_ttl.0,
+                tls: tls.rpc.clone(),
+                handshake_timeout: config.limits.rpc_handshake_timeout.0,
             };
             Some(Server::start(opts, shutdown.child_token(), &tracker).await?)
         } else {
@@ -156,7 +174,7 @@ impl Agent {
             (config_tx, config_rx),
             reloader,
             (node_name, node_id, advertise),
-            ServerLink::new(server),
+            ServerLink::new(server, tls.rpc.clone()),
             local,
             plugins,
             shutdown.clone(),
@@ -217,7 +235,11 @@ impl Agent {
             let _ = server.endpoints.set(Arc::new(http::endpoints::ServerEndpoints(Arc::downgrade(&ctx))));
         }
         for l in listeners {
-            crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, shutdown.child_token()));
+            crate::tasks::spawn(&tracker, "http", http::serve(ctx.clone(), l, None, shutdown.child_token()));
+        }
+        for l in https_listeners {
+            let tls = Some(tls.https.clone());
+            crate::tasks::spawn(&tracker, "https", http::serve(ctx.clone(), l, tls, shutdown.child_token()));
         }
         crate::tasks::spawn(&tracker, "dns", crate::dns::serve(shared.clone(), dns, shutdown.child_token()));
         crate::tasks::spawn(
@@ -233,17 +255,18 @@ impl Agent {
         crate::tasks::spawn(
             &tracker,
             "reloads",
-            apply_reloads(shared.clone(), shared.watch_config(), shutdown.child_token()),
+            apply_reloads(shared.clone(), tls, shared.watch_config(), shutdown.child_token()),
         );
         let pid_file = shared.config().pid_file.clone();
         tracing::info!(
             node = %shared.node_name(),
             id = %shared.node_id(),
             http = ?http_addrs,
+            https = ?https_addrs,
             dns = ?dns_addrs,
             "agent started"
         );
-        Ok(Agent { shared, shutdown, tracker, http_addrs, dns_addrs, data_dir, pid_file })
+        Ok(Agent { shared, shutdown, tracker, http_addrs, https_addrs, dns_addrs, data_dir, pid_file })
     }
 
     pub fn shared(&self) -> &Arc<AgentShared> {
@@ -253,6 +276,11 @@ impl Agent {
     /// The bound HTTP addresses (with the real port when configured as 0).
     pub fn http_addrs(&self) -> &[SocketAddr] {
         &self.http_addrs
+    }
+
+    /// The bound HTTPS addresses (empty unless `ports.https` is set).
+    pub fn https_addrs(&self) -> &[SocketAddr] {
+        &self.https_addrs
     }
 
     /// The bound DNS addresses, UDP and TCP on each (the real port when configured as 0;
@@ -287,9 +315,42 @@ impl Agent {
     }
 }
 
+/// The TLS the agent's listeners and outgoing RPC use, rebuilt from the files on every reload.
+struct Tls {
+    rpc: Arc<Live<RpcTls>>,
+    /// None without a certificate (then no HTTPS listener is started: the config check refuses
+    /// `ports.https`).
+    https: http::HttpsTls,
+}
+
+impl Tls {
+    fn new(config: &Config) -> Result<Tls, AgentError> {
+        let rpc = config.rpc_tls().map_err(|e| AgentError::Tls(format!("tls.internal_rpc: {e}")))?;
+        let https = config.https_tls().map_err(|e| AgentError::Tls(format!("tls.https: {e}")))?;
+        Ok(Tls { rpc: Arc::new(Live::new(rpc)), https: Arc::new(Live::new(https)) })
+    }
+
+    /// Reads the certificate, key and CA files again; a failure keeps what runs.
+    fn reload(&self, config: &Config) {
+        match (config.rpc_tls(), config.https_tls()) {
+            (Ok(rpc), Ok(https)) => {
+                self.rpc.set(rpc);
+                self.https.set(https);
+                tracing::debug!("TLS certificates and CAs re-read");
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::error!("TLS not reloaded, keeping the running certificates: {e}"),
+        }
+    }
+}
+
 /// Applies the parts of a reloaded config that this agent runs today: the log level. Later
 /// parts (services, checks, watches, DNS...) subscribe to the same channel.
-async fn apply_reloads(agent: Arc<AgentShared>, mut rx: watch::Receiver<Arc<Config>>, shutdown: CancellationToken) {
+async fn apply_reloads(
+    agent: Arc<AgentShared>,
+    tls: Tls,
+    mut rx: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) {
     let mut level = rx.borrow().log_level.clone();
     let mut node_meta = rx.borrow().node_meta.clone();
     loop {
@@ -303,6 +364,7 @@ async fn apply_reloads(agent: Arc<AgentShared>, mut rx: watch::Receiver<Arc<Conf
             }
         }
         let config = rx.borrow_and_update().clone();
+        tls.reload(&config);
         if let Some(server) = agent.server() {
             server.acl_enforced.store(config.acl.enabled, std::sync::atomic::Ordering::Relaxed);
         }

@@ -156,18 +156,23 @@ impl AgentProcess {
     /// Spawns and waits for the HTTP listener line of the banner.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
         let mut p = Self::spawn(args, env);
-        let addr = retry_until_blocking(Duration::from_secs(20), "agent HTTP listener", || {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("agent exited early ({status}):\n{}", p.output());
-            }
-            p.output()
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("HTTP listeners: ["))
-                .and_then(|rest| rest.split([',', ']']).next())
-                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-        });
-        p.http = Some(addr);
+        p.http = Some(p.listener("HTTP listeners"));
         p
+    }
+
+    /// Waits for the banner line `label: [addr, ...]` and returns its first address.
+    pub fn listener(&mut self, label: &str) -> SocketAddr {
+        let prefix = format!("{label}: [");
+        retry_until_blocking(Duration::from_secs(20), label, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited early ({status}):\n{}", self.output());
+            }
+            self.output()
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(prefix.as_str()).map(str::to_string))
+                .and_then(|rest| rest.split([',', ']']).next().map(str::to_string))
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -892,7 +892,7 @@ async fn raw_writes_over_rpc_are_refused_from_non_servers() {
     config.bind_addr = "127.0.9.3".into();
     let (a, api) = start(config).await;
     let rpc = a.agent.shared().server().unwrap().rpc_addr.clone();
-    let pool = Pool::default();
+    let pool = Pool::new(std::sync::Arc::new(legate_core::tls::Live::new(legate_core::tls::RpcTls::plain())));
     let peer = pool.get(&rpc).await;
     let mut op = legate_core::state::kv::KvOp::new(legate_core::state::kv::KvVerb::Set, "forged");
     op.value = b"x".to_vec();

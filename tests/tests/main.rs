@@ -17,4 +17,5 @@ mod secrets;
 mod services;
 mod sessions;
 mod snapshot;
+mod tls;
 mod watch;

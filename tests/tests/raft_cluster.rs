@@ -36,6 +36,8 @@ async fn start_with_ttl(i: u8, bootstrap: bool, tombstone_ttl: Duration) -> Node
         trailing_logs: 10,
         hold_timeout: Duration::from_secs(7),
         tombstone_ttl,
+        tls: std::sync::Arc::new(legate_core::tls::Live::new(legate_core::tls::RpcTls::plain())),
+        handshake_timeout: Duration::from_secs(5),
     };
     let server = Server::start(opts, stop.clone(), &tracker).await.unwrap();
     // The built-in leader duties (session TTLs, tombstone GC), as the agent starts them.

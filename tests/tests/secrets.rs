@@ -1,5 +1,5 @@
 //! Secrets at rest and in logs: a data dir that holds tokens and keys is the agent user's only,
-//! and a debug-level log of an ACL run with gossip encryption never shows a secret.
+//! and a debug-level log of an ACL run with gossip encryption and TLS never shows a secret.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -20,10 +20,18 @@ async fn secrets_stay_in_owner_only_files_and_out_of_debug_logs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("agent.json");
+    // A CA and a server certificate for HTTPS and the RPC port.
+    for args in [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server"]] {
+        let out = std::process::Command::new(legate_tests::legate_bin()).args(args).current_dir(dir.path()).output();
+        assert!(out.unwrap().status.success());
+    }
+    let pem = |f: &str| dir.path().join(f);
     let body = json!({
         "server": true, "bootstrap": true, "node_name": "vault", "bind_addr": "127.0.0.1",
         "client_addr": "127.0.0.1", "data_dir": data, "log_level": "debug", "encrypt": GOSSIP_KEY,
-        "ports": {"http": 0, "dns": -1, "server": 0, "serf_lan": 0},
+        "ports": {"http": 0, "https": 0, "dns": -1, "server": 0, "serf_lan": 0},
+        "tls": {"defaults": {"ca_file": pem("consul-agent-ca.pem"), "cert_file": pem("dc1-server-consul-0.pem"),
+                             "key_file": pem("dc1-server-consul-0-key.pem"), "verify_outgoing": true}},
         "acl": {"enabled": true, "default_policy": "deny", "enable_token_persistence": true,
                 "tokens": {"initial_management": MGMT}},
     });
@@ -57,6 +65,16 @@ async fn secrets_stay_in_owner_only_files_and_out_of_debug_logs() {
         let r = call(reqwest::Method::PUT, &path).header("X-Consul-Token", MGMT).body(body.to_string()).send().await;
         assert_eq!(r.unwrap().status(), 200, "{path}");
     }
+    // The same over HTTPS.
+    let https = agent.listener("HTTPS listeners");
+    let tls_client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(pem("consul-agent-ca.pem")).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = tls_client.get(format!("https://{https}/v1/kv/app/config")).header("X-Consul-Token", &secret).send().await;
+    assert_eq!(r.unwrap().status(), 200);
     // A refused token is not echoed either.
     let r = call(reqwest::Method::GET, "/v1/kv/app/config")
         .header("X-Consul-Token", "0badc0de-0000-4000-8000-000000000000");
@@ -80,5 +98,9 @@ async fn secrets_stay_in_owner_only_files_and_out_of_debug_logs() {
     assert!(log.contains("DEBUG") || log.contains("debug"), "a debug-level log:\n{log}");
     for (what, s) in [("management token", MGMT), ("API token", secret.as_str()), ("gossip key", GOSSIP_KEY)] {
         assert!(!log.contains(s), "the log shows the {what}:\n{log}");
+    }
+    let key = std::fs::read_to_string(pem("dc1-server-consul-0-key.pem")).unwrap();
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "the log shows the TLS private key:\n{log}");
     }
 }

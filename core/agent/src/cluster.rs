@@ -212,6 +212,9 @@ async fn cleanup_dead_servers(
     }
 }
 
+/// How long a new server may take to catch up before it becomes a voter.
+const ADD_VOTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Leader: every alive server is a voter; servers that left are removed.
 async fn sync_voters(server: &Arc<legate_raft::Server>, members: &[MemberInfo]) {
     let metrics = server.raft.metrics().borrow().clone();
@@ -222,8 +225,14 @@ async fn sync_voters(server: &Arc<legate_raft::Server>, members: &[MemberInfo]) 
         let rid = legate_raft::raft::raft_id(id);
         if !current.contains(&rid) {
             tracing::info!(member = %m.name, %addr, "adding server as a Raft voter");
-            if let Err(e) = server.add_voter(rid, addr).await {
-                tracing::warn!(member = %m.name, error = %e, "adding voter failed");
+            // A server that cannot be reached (or refuses us: TLS) never catches up; do not
+            // hold the membership loop for it.
+            match tokio::time::timeout(ADD_VOTER_TIMEOUT, server.add_voter(rid, addr)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(member = %m.name, error = %e, "adding voter failed"),
+                Err(_) => {
+                    tracing::warn!(member = %m.name, "adding voter failed: it did not catch up within {ADD_VOTER_TIMEOUT:?}")
+                }
             }
         }
     }

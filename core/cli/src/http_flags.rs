@@ -1,7 +1,10 @@
 //! The HTTP client flags every command shares (`-http-addr`, `-token`, `-datacenter`,
-//! `-stale`), resolved as Consul does: flags > `LEGATE_HTTP_*` > `CONSUL_HTTP_*` > default.
+//! `-stale`, and the TLS flags `-ca-file`, `-ca-path`, `-client-cert`, `-client-key`,
+//! `-tls-server-name`), resolved as Consul does: flags > `LEGATE_*` > `CONSUL_*` > default.
 
-use legate_client::{Client, QueryOptions};
+use std::path::PathBuf;
+
+use legate_client::{Client, QueryOptions, TlsOptions};
 
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct HttpFlags {
@@ -17,11 +20,45 @@ pub struct HttpFlags {
     /// Allow any server to answer reads
     #[arg(long)]
     pub stale: bool,
+    /// CA file to verify the agent's HTTPS certificate (env CONSUL_CACERT)
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Directory of CA files (env CONSUL_CAPATH)
+    #[arg(long)]
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate for HTTPS with verify_incoming (env CONSUL_CLIENT_CERT)
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    /// Key of the client certificate (env CONSUL_CLIENT_KEY)
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the agent's certificate against, instead of the address (env CONSUL_TLS_SERVER_NAME)
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
 }
 
 impl HttpFlags {
     pub fn client(&self) -> Result<Client, String> {
-        Client::with_overrides(self.http_addr.as_deref(), self.token.as_deref()).map_err(|e| e.to_string())
+        Client::with_overrides_tls(self.http_addr.as_deref(), self.token.as_deref(), &self.tls())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The environment's TLS options with the flags on top.
+    pub fn tls(&self) -> TlsOptions {
+        let mut tls = TlsOptions::from_env();
+        let set = |to: &mut Option<PathBuf>, from: &Option<PathBuf>| {
+            if from.is_some() {
+                *to = from.clone();
+            }
+        };
+        set(&mut tls.ca_file, &self.ca_file);
+        set(&mut tls.ca_path, &self.ca_path);
+        set(&mut tls.client_cert, &self.client_cert);
+        set(&mut tls.client_key, &self.client_key);
+        if let Some(n) = &self.tls_server_name {
+            tls.server_name = Some(n.clone());
+        }
+        tls
     }
 
     pub fn query(&self) -> QueryOptions {

@@ -12,6 +12,7 @@ mod members;
 mod operator;
 mod plugin;
 mod snapshot;
+mod tls;
 mod validate;
 mod version;
 mod watch;
@@ -79,6 +80,9 @@ enum Command {
     /// Runs, inspects, compiles and benchmarks WASM plugins
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Creates a CA and the certificates agents and the CLI use for TLS
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Validates config files or directories without starting an agent
     Validate(validate::ValidateArgs),
     /// Prints the Legate version
@@ -188,6 +192,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions)
             }
         },
         Command::Kv(cmd) => kv::run(cmd),
+        Command::Tls(cmd) => tls::run(cmd),
         Command::Acl(cmd) => acl::run(cmd),
         Command::Members(a) => members::run_members(a),
         Command::Join(a) => members::run_join(a),

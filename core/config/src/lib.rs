@@ -10,6 +10,7 @@
 pub use legate_types::duration;
 pub mod load;
 pub mod reload;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -140,6 +141,8 @@ pub struct Config {
     pub http_config: HttpConfig,
     pub acl: AclConfig,
     pub limits: Limits,
+    /// TLS of the HTTPS API and the RPC port (the old top-level keys are folded in at load).
+    pub tls: tls::TlsConfig,
     pub telemetry: Telemetry,
     pub performance: Performance,
     pub gossip_lan: GossipConfig,
@@ -157,15 +160,8 @@ pub struct Config {
 
     // --- Consul keys accepted without effect in Legate (warned about at load) ---
     pub connect: Option<Json>,
-    pub tls: Option<Json>,
-    pub ca_file: Option<Json>,
-    pub ca_path: Option<Json>,
-    pub cert_file: Option<Json>,
-    pub key_file: Option<Json>,
-    pub verify_incoming: Option<Json>,
-    pub verify_outgoing: Option<Json>,
-    pub verify_server_hostname: Option<Json>,
     pub auto_encrypt: Option<Json>,
+    pub enable_agent_tls_for_checks: Option<Json>,
     pub peering: Option<Json>,
     pub segments: Option<Json>,
     pub config_entries: Option<Json>,
@@ -175,24 +171,8 @@ pub struct Config {
 }
 
 /// Keys of `Config` that are accepted for compatibility but change nothing.
-pub const INERT_KEYS: &[&str] = &[
-    "connect",
-    "tls",
-    "ca_file",
-    "ca_path",
-    "cert_file",
-    "key_file",
-    "verify_incoming",
-    "verify_outgoing",
-    "verify_server_hostname",
-    "auto_encrypt",
-    "peering",
-    "segments",
-    "config_entries",
-    "license_path",
-    "experiments",
-    "audit",
-];
+pub const INERT_KEYS: &[&str] =
+    &["connect", "auto_encrypt", "peering", "segments", "config_entries", "license_path", "experiments", "audit"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -279,6 +259,7 @@ impl Default for Config {
             http_config: d(),
             acl: d(),
             limits: d(),
+            tls: d(),
             telemetry: d(),
             performance: d(),
             gossip_lan: GossipConfig::lan(),
@@ -290,15 +271,8 @@ impl Default for Config {
             checks: d(),
             watches: d(),
             connect: None,
-            tls: None,
-            ca_file: None,
-            ca_path: None,
-            cert_file: None,
-            key_file: None,
-            verify_incoming: None,
-            verify_outgoing: None,
-            verify_server_hostname: None,
             auto_encrypt: None,
+            enable_agent_tls_for_checks: None,
             peering: None,
             segments: None,
             config_entries: None,
@@ -488,6 +462,9 @@ pub struct AclTokens {
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub http_max_conns_per_client: u32,
+    /// Legate's: a client must send a request's whole head within this, else the connection
+    /// is closed (slowloris); also how long an idle keep-alive connection is kept.
+    pub http_handshake_timeout: GoDuration,
     pub https_handshake_timeout: GoDuration,
     pub rpc_handshake_timeout: GoDuration,
     pub rpc_client_timeout: GoDuration,
@@ -504,6 +481,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             http_max_conns_per_client: 200,
+            http_handshake_timeout: GoDuration::from_secs(30),
             https_handshake_timeout: GoDuration::from_secs(5),
             rpc_handshake_timeout: GoDuration::from_secs(5),
             rpc_client_timeout: GoDuration::from_secs(60),
@@ -518,6 +496,11 @@ impl Default for Limits {
 }
 
 pub use legate_telemetry::Telemetry;
+
+/// A CIDR block, or one address as a block of its own.
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    s.parse().ok().or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -689,6 +672,30 @@ impl Config {
             Some(a) => a.split_whitespace().filter_map(|s| s.parse().ok()).collect(),
             None => self.client_addrs(),
         }
+    }
+
+    /// Addresses the HTTPS API listens on: `addresses.https` if set, else `client_addr`.
+    pub fn https_addrs(&self) -> Vec<IpAddr> {
+        match &self.addresses.https {
+            Some(a) => a.split_whitespace().filter_map(|s| s.parse().ok()).collect(),
+            None => self.client_addrs(),
+        }
+    }
+
+    /// TLS of the HTTPS API (`tls.https` over `tls.defaults`).
+    pub fn https_tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, legate_tls::TlsError> {
+        self.tls.settings(tls::Listener::Https).server_config(&[b"h2", b"http/1.1"])
+    }
+
+    /// TLS of the RPC port and of outgoing RPC (`tls.internal_rpc` over `tls.defaults`).
+    pub fn rpc_tls(&self) -> Result<legate_tls::RpcTls, legate_tls::TlsError> {
+        legate_tls::RpcTls::new(&self.tls.settings(tls::Listener::InternalRpc), &self.datacenter, &self.domain)
+    }
+
+    /// Networks allowed to write through the HTTP API (`http_config.allow_write_http_from`);
+    /// empty: every client.
+    pub fn allow_write_from(&self) -> Vec<ipnet::IpNet> {
+        self.http_config.allow_write_http_from.iter().filter_map(|c| parse_cidr(c)).collect()
     }
 
     /// Addresses the DNS server listens on: `addresses.dns` if set, else `client_addr`.

@@ -328,6 +328,7 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
         push_items(&mut items, v);
         layer.data.insert("watches".into(), Json::Array(items));
     }
+    crate::tls::fold_deprecated(&layer.name, &mut layer.data, warnings);
     for key in INERT_KEYS {
         if layer.data.contains_key(*key) {
             warnings.push(format!(
@@ -353,18 +354,10 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
     }
 }
 
-/// `limits` keys Legate parses but does not enforce yet (the RPC port's limits, the HTTPS
-/// handshake, request rate limits); the others (`http_max_conns_per_client`,
-/// `kv_max_value_size`, `txn_max_req_len`) are enforced.
-const LIMITS_WITHOUT_EFFECT: &[&str] = &[
-    "https_handshake_timeout",
-    "rpc_handshake_timeout",
-    "rpc_client_timeout",
-    "rpc_max_conns_per_client",
-    "rpc_rate",
-    "rpc_max_burst",
-    "request_limits",
-];
+/// `limits` keys Legate parses but does not enforce yet (the RPC port's connection and rate
+/// limits, request rate limits); the others are enforced.
+const LIMITS_WITHOUT_EFFECT: &[&str] =
+    &["rpc_client_timeout", "rpc_max_conns_per_client", "rpc_rate", "rpc_max_burst", "request_limits"];
 
 fn push_items(items: &mut Vec<Json>, v: Json) {
     match v {
@@ -552,6 +545,7 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
     for (key, value) in [
         ("client_addr", Some(&config.client_addr)),
         ("addresses.http", config.addresses.http.as_ref()),
+        ("addresses.https", config.addresses.https.as_ref()),
         ("addresses.dns", config.addresses.dns.as_ref()),
     ] {
         let Some(value) = value else { continue };
@@ -638,6 +632,10 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
             return Err(err("http_config.response_headers", format!("invalid HTTP header {name:?}: {value:?}")));
         }
     }
+    if let Some(bad) = config.http_config.allow_write_http_from.iter().find(|c| crate::parse_cidr(c).is_none()) {
+        return Err(err("http_config.allow_write_http_from", format!("{bad:?} is not a CIDR block or an IP address")));
+    }
+    validate_tls(config, &err)?;
     let mut ids = std::collections::HashSet::new();
     for svc in &config.services {
         let id = svc.id.clone().unwrap_or_else(|| svc.name.clone());
@@ -645,6 +643,24 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
             return Err(err("services", format!("service ID {id:?} is defined twice")));
         }
     }
+    Ok(())
+}
+
+/// The `tls` block: keys in a stanza that does not take them, and the files each listener
+/// would load (read now, so a missing or broken file fails the start or the reload).
+fn validate_tls(config: &Config, err: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+    use crate::tls::Listener;
+    if let Some((key, reason)) = config.tls.misplaced() {
+        return Err(err(&key, reason));
+    }
+    let https = config.https_tls().map_err(|e| err(Listener::Https.key(), e.to_string()))?;
+    if config.ports.https >= 0 && https.is_none() {
+        return Err(err(
+            "ports.https",
+            "the HTTPS API needs a certificate: set tls.https (or tls.defaults) cert_file and key_file".into(),
+        ));
+    }
+    config.rpc_tls().map_err(|e| err(Listener::InternalRpc.key(), e.to_string()))?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! HTTP connections: at most `limits.http_max_conns_per_client` open at once from one client
-//! IP (the next one is closed as soon as it is accepted, as Consul does), and ending when the
-//! server stops. Hyper runs each connection as a task of its own; a graceful shutdown closes
+//! IP (the next one is closed as soon as it is accepted, as Consul does), request headers read
+//! within `limits.http_handshake_timeout` and no larger than `http_config.max_header_bytes`
+//! (slow or huge headers close the connection), and ending when the server stops. Hyper runs each connection as a task of its own; a graceful shutdown closes
 //! idle ones, but a connection a client keeps busy (or a keep-alive pool that never lets go)
 //! would live on, holding the agent and its stores. Every accepted stream is wrapped so that,
 //! once the grace period is over, its next read or write fails and the connection task ends.
@@ -60,6 +61,63 @@ impl Drop for Slot {
             if *n == 0 {
                 open.remove(&self.ip);
             }
+        }
+    }
+}
+
+/// One connection's limits, from the config when it was accepted.
+pub struct Limits {
+    /// The whole request head must arrive within this (slowloris).
+    pub header_read: std::time::Duration,
+    /// Largest request head (hyper's read buffer; it refuses less than 8 KiB).
+    pub max_header_bytes: usize,
+    /// HTTPS: the TLS handshake must finish within this.
+    pub tls_handshake: std::time::Duration,
+}
+
+/// Go's `http.DefaultMaxHeaderBytes`, Consul's default.
+const DEFAULT_MAX_HEADER_BYTES: usize = 1 << 20;
+
+impl Limits {
+    pub fn of(config: &legate_config::Config) -> Limits {
+        Limits {
+            header_read: config.limits.http_handshake_timeout.0,
+            max_header_bytes: config
+                .http_config
+                .max_header_bytes
+                .map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize)
+                .max(8192),
+            tls_handshake: config.limits.https_handshake_timeout.0,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one connection until the client closes it or `shutdown` fires
+/// (then the request in flight is finished first).
+pub async fn serve_http<I, S>(io: I, service: S, limits: &Limits, shutdown: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: warp::hyper::service::Service<
+            warp::hyper::Request<warp::hyper::Body>,
+            Response = warp::hyper::Response<warp::hyper::Body>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut http = warp::hyper::server::conn::Http::new();
+    http.http1_header_read_timeout(limits.header_read).max_buf_size(limits.max_header_bytes);
+    let conn = http.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("http connection ended: {e}");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         }
     }
 }

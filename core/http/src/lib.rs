@@ -60,53 +60,76 @@ impl Ctx {
     }
 }
 
-/// Serves the API on an already-bound listener until `shutdown` fires; in-flight requests are
-/// finished first.
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationToken) {
-    let conns = ctx.conns.clone();
-    let counted = conns.clone();
-    let agent = ctx.agent.clone();
-    let routes = routes(ctx);
+/// The HTTPS listeners' TLS (None without a certificate), replaced on reload.
+pub type HttpsTls = Arc<legate_tls::Live<Option<Arc<rustls::ServerConfig>>>>;
+
+/// The client's address, put on every request by the connection that read it.
+#[derive(Clone, Copy)]
+struct Remote(SocketAddr);
+
+/// Serves the API on an already-bound listener (HTTPS when `tls` is given) until `shutdown`
+/// fires; in-flight requests are finished first.
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<HttpsTls>, shutdown: CancellationToken) {
+    let service = warp::service(routes(ctx.clone()));
+    let tracker = tokio_util::task::TaskTracker::new();
     let kill = CancellationToken::new();
-    let incoming = {
-        let kill = kill.clone();
-        tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |accepted| {
-            let admitted = match accepted {
-                Ok(stream) => {
-                    let max = agent.config().limits.http_max_conns_per_client;
-                    match stream.peer_addr().ok().map(|peer| (peer, conns.admit(peer.ip(), max))) {
-                        Some((peer, None)) => {
-                            tracing::debug!(%peer, max, "closing HTTP connection: too many from this client");
-                            None
-                        }
-                        slot => Some(Ok(conn::Killable::new(stream, kill.clone(), slot.and_then(|(_, s)| s)))),
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving once it passes.
+                tracing::warn!("http: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let config = ctx.agent.config();
+        let max = config.limits.http_max_conns_per_client;
+        let Some(slot) = ctx.conns.admit(peer.ip(), max) else {
+            tracing::debug!(%peer, max, "closing HTTP connection: too many from this client");
+            continue;
+        };
+        stream.set_nodelay(true).ok();
+        let stream = conn::Killable::new(stream, kill.clone(), Some(slot));
+        let limits = conn::Limits::of(&config);
+        let tls = tls.as_ref().map(|t| t.get().as_ref().clone());
+        let service = service.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = warp::hyper::service::service_fn(move |mut req: warp::hyper::Request<warp::hyper::Body>| {
+                req.extensions_mut().insert(Remote(peer));
+                warp::hyper::service::Service::call(&mut service.clone(), req)
+            });
+            match tls {
+                None => conn::serve_http(stream, service, &limits, shutdown).await,
+                Some(None) => tracing::warn!(%peer, "https: no certificate configured; closing the connection"),
+                Some(Some(config)) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(limits.tls_handshake, accept).await {
+                        Ok(Ok(tls)) => conn::serve_http(tls, service, &limits, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "https: TLS handshake failed: {}", legate_tls::tls_error(&e)),
+                        Err(_) => tracing::debug!(%peer, "https: TLS handshake not finished within {:?}", limits.tls_handshake),
                     }
                 }
-                Err(e) => Some(Err(e)),
-            };
-            futures_util::future::ready(admitted)
-        })
-    };
-    let stop = shutdown.clone();
-    let server =
-        warp::serve(routes).serve_incoming_with_graceful_shutdown(incoming, async move { stop.cancelled().await });
+            }
+        });
+    }
+    tracker.close();
     // In-flight requests get a grace period; connections a client keeps open past it (some
     // keep-alive pools never close) are then killed, so shutdown stays bounded and nothing
     // keeps the agent alive after it.
-    tokio::select! {
-        _ = server => {}
-        _ = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        } => tracing::debug!("closing HTTP connections still open after the grace period"),
+    if tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await.is_err() {
+        tracing::debug!("closing HTTP connections still open after the grace period");
     }
     kill.cancel();
     // Killed connections end at their next poll; wait (briefly) until they have, so nothing of
     // theirs (the agent, its stores) outlives the shutdown.
-    let until = tokio::time::Instant::now() + Duration::from_secs(1);
-    while counted.total() > 0 && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
 }
 
 fn routes(
@@ -119,7 +142,7 @@ fn routes(
         .and(warp::path::full())
         .and(raw_query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<Remote>().map(|r: Option<Remote>| r.map(|r| r.0)))
         .and(warp::body::stream())
         .then(
             |ctx: Arc<Ctx>,
@@ -224,6 +247,18 @@ async fn authorize(ctx: &Ctx, req: &mut Request, route: &routes::Route, rest: &s
     routes::enforce(req, ctx.agent.node_name(), route, rest)
 }
 
+/// `http_config.allow_write_http_from`: writes (any method but GET, HEAD and OPTIONS) only
+/// from the listed networks; everything when the list is empty.
+fn write_allowed(config: &legate_config::Config, req: &Request) -> bool {
+    if config.http_config.allow_write_http_from.is_empty()
+        || matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS)
+    {
+        return true;
+    }
+    let Some(ip) = req.remote.map(|r| r.ip()) else { return false };
+    config.allow_write_from().iter().any(|net| net.contains(&ip))
+}
+
 /// One request through the route table: lookup -> 405 / `OPTIONS` -> forward (client agents)
 /// -> ACL -> `?consistent` to the leader -> the route's handler.
 async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError> {
@@ -239,6 +274,9 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
     let Some(path) = req.path.strip_prefix("/v1/") else {
         return Err(ApiError::NotFound(String::new()));
     };
+    if !write_allowed(&config, req) {
+        return Err(ApiError::Forbidden("Access is restricted".into()));
+    }
     for blocked in &config.http_config.block_endpoints {
         if req.path.starts_with(blocked.as_str()) {
             return Err(ApiError::Forbidden("Endpoint is blocked by agent configuration".into()));

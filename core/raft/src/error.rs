@@ -37,6 +37,9 @@ pub enum ServerError {
     Raft(String),
     #[error("No cluster leader")]
     NoLeader,
+    /// A server that could not be reached over the RPC port (or refused this one: TLS).
+    #[error("{0}")]
+    Unreachable(#[from] crate::rpc::RpcError),
     /// A blocking task that died.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),

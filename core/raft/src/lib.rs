@@ -48,6 +48,10 @@ pub struct ServerOptions {
     pub hold_timeout: Duration,
     /// How long KV tombstones live before the leader reaps them.
     pub tombstone_ttl: Duration,
+    /// TLS of the RPC port and of connections to other servers (replaced on reload).
+    pub tls: rpc::SharedTls,
+    /// `limits.rpc_handshake_timeout`.
+    pub handshake_timeout: Duration,
 }
 
 pub struct Server {
@@ -121,7 +125,7 @@ impl Server {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(ServerError::raft)?);
-        let pool = Arc::new(Pool::from_source(opts.advertise_ip));
+        let pool = Arc::new(Pool::from_source(opts.advertise_ip, opts.tls.clone()));
         let id = raft::raft_id(&opts.node_id);
         let raft = Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(ServerError::raft)?;
 
@@ -138,6 +142,7 @@ impl Server {
                 batcher.clone(),
                 endpoints.clone(),
                 acl_enforced.clone(),
+                rpc::PortOptions { tls: opts.tls.clone(), handshake_timeout: opts.handshake_timeout },
                 shutdown.child_token(),
             ),
         );
@@ -247,6 +252,12 @@ impl Server {
     /// Adds a server as a voter (leader only): first as a learner that catches up, then into
     /// the voter set.
     pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), ServerError> {
+        // Reach it first (TLS included: a certificate that does not name this datacenter's
+        // servers is refused here), so an unreachable server never enters the configuration.
+        match self.pool.get(&addr).await.call(Request::Ping, Duration::from_secs(5)).await? {
+            Response::Ping(true) => {}
+            _ => return Err(ServerError::Raft(format!("{addr} does not take server calls from this server"))),
+        }
         self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(ServerError::raft)?;
         let mut voters: std::collections::BTreeSet<NodeId> =
             self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();

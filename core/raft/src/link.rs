@@ -34,8 +34,9 @@ pub struct ServerLink {
 }
 
 impl ServerLink {
-    pub fn new(server: Option<Arc<Server>>) -> ServerLink {
-        ServerLink { server, known: RwLock::default(), pool: Pool::default() }
+    /// `tls`: how connections to servers are made (`tls.internal_rpc`).
+    pub fn new(server: Option<Arc<Server>>, tls: crate::rpc::SharedTls) -> ServerLink {
+        ServerLink { server, known: RwLock::default(), pool: Pool::new(tls) }
     }
 
     /// The Raft server of this agent, on server agents.

@@ -2,6 +2,12 @@
 //! typed, length-prefixed bincode frames. Each request has an id; responses come back tagged
 //! with it, in any order, so slow calls (a snapshot) do not block fast ones (heartbeats). Every
 //! call has a deadline. Raft messages and follower -> leader forwarding ride on it.
+//!
+//! TLS (`tls.internal_rpc`): a connection whose first byte is a TLS handshake record (0x16; a
+//! plain frame starts with its length, which is never that large) is served over TLS;
+//! `verify_incoming` refuses plaintext, and with `verify_server_hostname` too, server-only calls
+//! (Raft, raw writes) need a certificate naming `server.<dc>.<domain>`. Outgoing connections use
+//! TLS with `verify_outgoing`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,13 +20,14 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use legate_acl::resolved::{resolve_in_store, Resolved};
 use legate_state::Store;
+use legate_tls::{Live, RpcTls};
 
 use super::command::{Command, CommandResponse};
 use super::endpoints::{EndpointError, EndpointsCell};
@@ -30,6 +37,15 @@ use super::raft::{NodeId, Raft, TypeConfig};
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 /// Requests queued to one peer's writer before callers wait (bounded: back-pressure).
 const PEER_QUEUE: usize = 1024;
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The RPC port's TLS as the agent keeps it (replaced on reload).
+pub type SharedTls = Arc<Live<RpcTls>>;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)]
@@ -56,6 +72,9 @@ pub enum Request {
         token: Option<String>,
         op: legate_state::kv::KvOp,
     },
+    /// Whether this server takes server calls from the caller (before the leader adds it to
+    /// Raft): answered `true` only on a connection allowed to make them.
+    Ping,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -85,6 +104,7 @@ pub enum Response {
     AclResolve(Result<Option<Resolved>, String>),
     CatalogWrite(Result<CommandResponse, EndpointError>),
     KvWrite(Result<CommandResponse, EndpointError>),
+    Ping(bool),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, thiserror::Error)]
@@ -144,13 +164,48 @@ pub struct PeerClient {
     /// The local IP connections leave from (servers: their advertise IP, so peers can tell
     /// a server's connection by its source address).
     source: Option<std::net::IpAddr>,
+    tls: SharedTls,
+    /// The last TLS failure logged (each distinct one is logged once, not at every retry).
+    tls_failure: std::sync::Mutex<Option<String>>,
     conn: Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
 }
 
 impl PeerClient {
-    pub fn new(addr: String) -> Self {
-        PeerClient { addr, source: None, conn: Mutex::new(None), next_id: AtomicU64::new(1) }
+    pub fn new(addr: String, tls: SharedTls) -> Self {
+        PeerClient {
+            addr,
+            source: None,
+            tls,
+            tls_failure: std::sync::Mutex::default(),
+            conn: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A TCP connection, then TLS over it when `verify_outgoing` is on.
+    async fn open(&self) -> Result<Box<dyn Io>, String> {
+        let stream = self.connect().await.map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).ok();
+        let tls = self.tls.get();
+        let Some(config) = tls.client.clone() else { return Ok(Box::new(stream)) };
+        let ip = stream.peer_addr().map_err(|e| e.to_string())?.ip();
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(tls.connect_name(ip), stream).await;
+        let mut last = self.tls_failure.lock().unwrap_or_else(|p| p.into_inner());
+        match handshake {
+            Ok(s) => {
+                *last = None;
+                Ok(Box::new(s))
+            }
+            Err(e) => {
+                let why = legate_tls::tls_error(&e);
+                if last.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(peer = %self.addr, "rpc: TLS handshake with {} failed: {why}", self.addr);
+                    *last = Some(why.clone());
+                }
+                Err(format!("tls: {why}"))
+            }
+        }
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
@@ -173,13 +228,12 @@ impl PeerClient {
                 return Ok(c.clone());
             }
         }
-        let stream = tokio::time::timeout(deadline, self.connect())
+        let stream = tokio::time::timeout(deadline, self.open())
             .await
             // A connection that could not be made within the deadline: nothing was sent.
             .map_err(|_| RpcError::Connect(self.addr.clone(), format!("i/o timeout after {deadline:?}")))?
-            .map_err(|e| RpcError::Connect(self.addr.clone(), e.to_string()))?;
-        stream.set_nodelay(true).ok();
-        let (r, w) = stream.into_split();
+            .map_err(|e| RpcError::Connect(self.addr.clone(), e))?;
+        let (r, w) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<(Frame<Request>, oneshot::Sender<Response>)>(PEER_QUEUE);
         let pending: Pending = Arc::default();
         let closed = CancellationToken::new();
@@ -247,16 +301,20 @@ impl PeerClient {
 }
 
 /// Connections to peers by RPC address, shared by the Raft network and forwarding.
-#[derive(Default)]
 pub struct Pool {
     peers: Mutex<HashMap<String, Arc<PeerClient>>>,
     source: Option<std::net::IpAddr>,
+    tls: SharedTls,
 }
 
 impl Pool {
+    pub fn new(tls: SharedTls) -> Pool {
+        Pool { peers: Mutex::default(), source: None, tls }
+    }
+
     /// Connections leave from `ip` (a server's advertise address).
-    pub fn from_source(ip: std::net::IpAddr) -> Pool {
-        Pool { peers: Mutex::default(), source: Some(ip) }
+    pub fn from_source(ip: std::net::IpAddr, tls: SharedTls) -> Pool {
+        Pool { peers: Mutex::default(), source: Some(ip), tls }
     }
 
     pub async fn get(&self, addr: &str) -> Arc<PeerClient> {
@@ -265,7 +323,7 @@ impl Pool {
         peers
             .entry(addr.to_string())
             .or_insert_with(|| {
-                let mut p = PeerClient::new(addr.to_string());
+                let mut p = PeerClient::new(addr.to_string(), self.tls.clone());
                 p.source = source;
                 Arc::new(p)
             })
@@ -273,7 +331,16 @@ impl Pool {
     }
 }
 
+/// What the RPC port needs besides its listener.
+pub struct PortOptions {
+    pub tls: SharedTls,
+    /// How long a new connection may take to say whether it is TLS and to finish the
+    /// handshake (`limits.rpc_handshake_timeout`).
+    pub handshake_timeout: Duration,
+}
+
 /// Serves the RPC port until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     raft: Raft,
@@ -281,32 +348,73 @@ pub async fn serve(
     batcher: super::Batcher,
     endpoints: EndpointsCell,
     acl: Arc<AtomicBool>,
+    port: PortOptions,
     shutdown: CancellationToken,
 ) {
     let tracker = tokio_util::task::TaskTracker::new();
+    let handlers = Handlers { raft, store, batcher, endpoints };
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let Ok((stream, peer)) = accepted else { continue };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving once it passes.
+                tracing::warn!("rpc: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         stream.set_nodelay(true).ok();
-        tracker.spawn(serve_conn(
-            stream,
-            peer,
-            Handlers {
-                raft: raft.clone(),
-                store: store.clone(),
-                batcher: batcher.clone(),
-                endpoints: endpoints.clone(),
-            },
-            acl.clone(),
-            shutdown.child_token(),
-        ));
+        let (handlers, acl, tls, timeout) = (handlers.clone(), acl.clone(), port.tls.get(), port.handshake_timeout);
+        let shutdown = shutdown.child_token();
+        tracker.spawn(async move {
+            let Some((io, is_server)) = admit(stream, peer, &tls, timeout).await else { return };
+            serve_conn(io, peer, handlers, acl, is_server, shutdown).await
+        });
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Sorts a new connection into TLS or plain as the settings allow, and finishes the TLS
+/// handshake; also says whether the peer may make server-only calls. None: refused (logged
+/// with the peer's address) or given up.
+async fn admit(stream: TcpStream, peer: SocketAddr, tls: &RpcTls, timeout: Duration) -> Option<(Box<dyn Io>, bool)> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        // Closed before a byte, or silent past the timeout.
+        _ => return None,
+    }
+    if first[0] != TLS_HANDSHAKE {
+        if tls.verify_incoming {
+            tracing::warn!(%peer, "rpc: refused a plaintext connection: tls.internal_rpc.verify_incoming requires TLS");
+            return None;
+        }
+        return Some((Box::new(stream), true));
+    }
+    let Some(config) = tls.server.clone() else {
+        tracing::warn!(%peer, "rpc: refused a TLS connection: this agent has no certificate for the RPC port (tls.internal_rpc.cert_file)");
+        return None;
+    };
+    let accepted = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(config).accept(stream)).await;
+    let tls_stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, "rpc: TLS handshake failed: {}", legate_tls::tls_error(&e));
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "rpc: TLS handshake not finished within {timeout:?}");
+            return None;
+        }
+    };
+    let is_server = tls.peer_is_server(tls_stream.get_ref().1.peer_certificates());
+    Some((Box::new(tls_stream), is_server))
 }
 
 /// What the RPC port answers with: Raft, the write batcher, the store and the agent's endpoints.
@@ -318,14 +426,34 @@ struct Handlers {
     endpoints: EndpointsCell,
 }
 
+/// Calls only servers make: Raft's and raw writes.
+fn server_only(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_) | Request::Apply(_) | Request::Ping
+    )
+}
+
+/// The answer to a server-only call from a peer that may not make it.
+fn refused(req: &Request, why: String) -> Response {
+    match req {
+        Request::AppendEntries(_) => Response::AppendEntries(Err(why)),
+        Request::Vote(_) => Response::Vote(Err(why)),
+        Request::InstallSnapshot(_) => Response::InstallSnapshot(Err(why)),
+        Request::Ping => Response::Ping(false),
+        _ => Response::Apply(Err(ApplyError::Other(why))),
+    }
+}
+
 async fn serve_conn(
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     peer: SocketAddr,
     handlers: Handlers,
     acl: Arc<AtomicBool>,
+    is_server: bool,
     shutdown: CancellationToken,
 ) {
-    let (r, w) = stream.into_split();
+    let (r, w) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Frame<Response>>(PEER_QUEUE);
     let writer = tokio::spawn(async move {
         let mut w = BufWriter::new(w);
@@ -339,6 +467,7 @@ async fn serve_conn(
         }
     });
     let mut r = BufReader::new(r);
+    let mut warned = false;
     loop {
         let frame = tokio::select! {
             biased;
@@ -354,6 +483,15 @@ async fn serve_conn(
                 break;
             }
         };
+        if !is_server && server_only(&frame.body) {
+            if !warned {
+                tracing::warn!(%peer, "rpc: refused a server call: the peer's certificate does not name this datacenter's servers");
+                warned = true;
+            }
+            let body = refused(&frame.body, format!("Permission denied: {peer} is not a server of this datacenter"));
+            let _ = out_tx.send(Frame { id: frame.id, body }).await;
+            continue;
+        }
         let handlers = handlers.clone();
         let out = out_tx.clone();
         let acl = acl.load(Ordering::Relaxed);
@@ -386,6 +524,7 @@ impl Handlers {
                 Response::InstallSnapshot(raft.install_snapshot(r).await.map_err(|e| e.to_string()))
             }
             Request::Apply(cmd) => Response::Apply(self.batcher.apply(cmd).await),
+            Request::Ping => Response::Ping(true),
             Request::AclResolve { secret } => {
                 let store = self.store.clone();
                 let resolved = tokio::task::spawn_blocking(move || resolve_in_store(&store, &secret))

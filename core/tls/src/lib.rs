@@ -1,7 +1,21 @@
-//! legate-tls: TLS for outbound probes (rustls with the ring provider). Server certificates are verified against the
-//! system's roots (Mozilla's bundled roots when the system has none), unless the check sets
-//! `tls_skip_verify`, which selects [`AcceptAnyCert`] explicitly. `tls_server_name` overrides the
-//! name sent as SNI and checked against the certificate.
+//! legate-tls: rustls (with the ring provider) for everything Legate speaks TLS on.
+//!
+//! - Outbound probes (this file): server certificates are verified against the system's roots
+//!   (Mozilla's bundled roots when the system has none), unless the check sets
+//!   `tls_skip_verify`, which selects [`AcceptAnyCert`] explicitly. `tls_server_name` overrides
+//!   the name sent as SNI and checked against the certificate.
+//! - The agent's listeners and outgoing RPC (`settings.rs`: Consul's `tls` block for one
+//!   listener; `live.rs`: the configs a reload replaces), reading PEM files (`files.rs`).
+//! - Certificates as `consul tls` makes them (`pki.rs`).
+
+pub mod files;
+pub mod live;
+pub mod pki;
+pub mod settings;
+
+pub use files::TlsError;
+pub use live::{Live, RpcTls};
+pub use settings::{https_client_config, Settings};
 
 use std::sync::{Arc, OnceLock};
 
@@ -13,13 +27,13 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
 /// The trust roots: the system's, or the bundled Mozilla set when none could be loaded.
-fn roots() -> Arc<RootCertStore> {
+pub(crate) fn roots() -> Arc<RootCertStore> {
     static R: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     R.get_or_init(|| {
         let mut store = RootCertStore::empty();

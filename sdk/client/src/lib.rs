@@ -18,6 +18,7 @@
 //!   request plumbing, `QueryMeta` from the response headers.
 //! - KV, transactions, snapshots and status calls as methods.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -37,6 +38,121 @@ pub enum Error {
     Decode(String),
     #[error("invalid address {0:?}")]
     Address(String),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// How to speak HTTPS to the agent: Consul's `-ca-file`, `-ca-path`, `-client-cert`,
+/// `-client-key`, `-tls-server-name` and the `CONSUL_HTTP_SSL*` / `CONSUL_CACERT` ... variables.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsOptions {
+    /// Use https:// for an address given without a scheme (`CONSUL_HTTP_SSL=true`).
+    pub https: bool,
+    /// Do not verify the agent's certificate (`CONSUL_HTTP_SSL_VERIFY=false`).
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The name to send as SNI and to verify the agent's certificate against, instead of the
+    /// address's host.
+    pub server_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// From `LEGATE_*` or `CONSUL_*` variables (the first set wins).
+    pub fn from_env() -> TlsOptions {
+        Self::from_vars(|n| std::env::var(n).ok())
+    }
+
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> TlsOptions {
+        let get = |name: &str| {
+            [format!("LEGATE_{name}"), format!("CONSUL_{name}")].iter().find_map(|n| var(n).filter(|v| !v.is_empty()))
+        };
+        let truthy = |v: Option<String>| v.and_then(|v| parse_bool(&v));
+        TlsOptions {
+            https: truthy(get("HTTP_SSL")).unwrap_or(false),
+            insecure: truthy(get("HTTP_SSL_VERIFY")).map(|v| !v).unwrap_or(false),
+            ca_file: get("CACERT").map(Into::into),
+            ca_path: get("CAPATH").map(Into::into),
+            client_cert: get("CLIENT_CERT").map(Into::into),
+            client_key: get("CLIENT_KEY").map(Into::into),
+            // A `host:port` form is accepted; the port is not part of the name.
+            server_name: get("TLS_SERVER_NAME").map(|n| strip_port(&n)),
+        }
+    }
+
+    /// Whether anything here needs a client of its own.
+    fn is_set(&self) -> bool {
+        self.insecure
+            || self.ca_file.is_some()
+            || self.ca_path.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.server_name.is_some()
+    }
+
+    fn pem(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+        std::fs::read(path).map_err(|e| Error::Tls(format!("Error loading {what} {}: {e}", path.display())))
+    }
+
+    fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, Error> {
+        if self.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let mut cas = Vec::new();
+        if let Some(f) = &self.ca_file {
+            cas.push(f.clone());
+        }
+        if let Some(dir) = &self.ca_path {
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| Error::Tls(format!("Error loading CA path {}: {e}", dir.display())))?;
+            let mut files: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+            files.sort();
+            cas.extend(files);
+        }
+        if !cas.is_empty() {
+            // As Go's client: a given CA replaces the system's roots.
+            b = b.tls_built_in_root_certs(false);
+        }
+        for f in &cas {
+            let pem = Self::pem(f, "CA file")?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Tls(format!("Error loading CA file {}: {e}", f.display())))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => {
+                let mut pem = Self::pem(c, "client certificate")?;
+                pem.push(b'\n');
+                pem.extend(Self::pem(k, "client key")?);
+                let id = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| Error::Tls(format!("Error loading client certificate {}: {e}", c.display())))?;
+                b = b.identity(id);
+            }
+            (None, None) => {}
+            _ => return Err(Error::Tls("both client cert and client key must be provided".into())),
+        }
+        Ok(b)
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn strip_port(name: &str) -> String {
+    match name.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() && !host.contains(':') => host.to_string(),
+        _ => name.to_string(),
+    }
 }
 
 /// Blocking-query and consistency options of a read.
@@ -79,15 +195,41 @@ pub struct Client {
 impl Client {
     /// `addr` is `host:port`, `http://host:port` or `https://...`.
     pub fn new(addr: &str, token: Option<String>) -> Result<Client, Error> {
+        Self::with_tls(addr, token, &TlsOptions::default())
+    }
+
+    /// A client speaking HTTPS as `tls` says (with `tls.https`, an address without a scheme is
+    /// https://).
+    pub fn with_tls(addr: &str, token: Option<String>, tls: &TlsOptions) -> Result<Client, Error> {
+        let scheme = if tls.https { "https" } else { "http" };
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
+        } else if let Some((s, _)) = addr.split_once("://") {
+            return Err(Error::Address(format!("Unknown protocol scheme: {s}")));
         } else if addr.contains(':') {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         } else {
             return Err(Error::Address(addr.to_string()));
         };
-        let http =
-            reqwest::Client::builder().build().map_err(|e| Error::Transport { addr: base.clone(), source: e })?;
+        let mut builder = reqwest::Client::builder();
+        let mut base = base;
+        if tls.is_set() && base.starts_with("https://") {
+            builder = tls.apply(builder)?;
+            if let Some(name) = tls.server_name.as_deref().filter(|n| !n.is_empty()) {
+                // Dial the address given, but speak to it as `name`: the URL carries the name
+                // (SNI and verification use it) and the resolver maps it to the address.
+                let url = reqwest::Url::parse(&base).map_err(|_| Error::Address(addr.to_string()))?;
+                let host = url.host_str().ok_or_else(|| Error::Address(addr.to_string()))?;
+                let port = url.port_or_known_default().unwrap_or(443);
+                let target = std::net::ToSocketAddrs::to_socket_addrs(&(host.trim_matches(['[', ']']), port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| Error::Address(addr.to_string()))?;
+                builder = builder.resolve(name, target);
+                base = format!("https://{name}:{port}{}", url.path().trim_end_matches('/'));
+            }
+        }
+        let http = builder.build().map_err(|e| Error::Transport { addr: base.clone(), source: e })?;
         Ok(Client { base, token, http })
     }
 
@@ -97,15 +239,20 @@ impl Client {
         Self::with_overrides(None, None)
     }
 
-    /// Flags first, then the environment, then the default.
+    /// Flags first, then the environment, then the default; TLS from the environment.
     pub fn with_overrides(addr: Option<&str>, token: Option<&str>) -> Result<Client, Error> {
+        Self::with_overrides_tls(addr, token, &TlsOptions::from_env())
+    }
+
+    /// As [`Client::with_overrides`], with TLS options already resolved.
+    pub fn with_overrides_tls(addr: Option<&str>, token: Option<&str>, tls: &TlsOptions) -> Result<Client, Error> {
         let env = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()));
         let addr = addr
             .map(str::to_string)
             .or_else(|| env(&["LEGATE_HTTP_ADDR", "CONSUL_HTTP_ADDR"]))
             .unwrap_or_else(|| "127.0.0.1:8500".into());
         let token = token.map(str::to_string).or_else(|| env(&["LEGATE_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]));
-        Self::new(&addr, token)
+        Self::with_tls(&addr, token, tls)
     }
 
     pub fn base(&self) -> &str {
