@@ -158,6 +158,7 @@ impl Agent {
                 tombstone_ttl: config.tombstone_ttl.0,
                 tls: tls.rpc.clone(),
                 handshake_timeout: config.limits.rpc_handshake_timeout.0,
+                max_conns_per_client: config.limits.rpc_max_conns_per_client,
             };
             Some(Server::start(opts, shutdown.child_token(), &tracker).await?)
         } else {
@@ -367,6 +368,7 @@ async fn apply_reloads(
         tls.reload(&config);
         if let Some(server) = agent.server() {
             server.acl_enforced.store(config.acl.enabled, std::sync::atomic::Ordering::Relaxed);
+            server.rpc_max_conns.store(config.limits.rpc_max_conns_per_client, std::sync::atomic::Ordering::Relaxed);
         }
         agent.load_config_definitions();
         if config.node_meta != node_meta {

@@ -2,7 +2,8 @@
 //! HTTPS-only APIs, `verify_incoming`, `verify_outgoing` and `verify_server_hostname` on the
 //! RPC port between every agent; a leader killed under it; agents with a wrong CA or a client
 //! certificate posing as a server refused; the CLI over HTTPS; certificates re-read on reload;
-//! and the HTTP limits (slow request heads, writes only from allowed networks).
+//! and the connection limits (slow request heads, writes only from allowed networks, RPC
+//! connections per client).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -362,5 +363,29 @@ async fn slow_request_heads_are_cut_off_and_writes_come_only_from_allowed_networ
     let a = InProcessAgent::start(config).await;
     let r = c.put(a.url("/v1/kv/x")).body("v").send().await.unwrap();
     assert_eq!(r.text().await.unwrap().trim(), "true", "127.0.0.1 is in 127.0.0.0/8");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_connections_beyond_the_per_client_limit_are_closed_while_other_clients_are_served() {
+    use legate_core::server::rpc::{Pool, Request, Response};
+    use tokio::io::AsyncReadExt;
+    let mut config = legate_tests::test_config();
+    config.limits.rpc_max_conns_per_client = 2;
+    let a = InProcessAgent::start(config).await;
+    let rpc = a.agent.shared().server().unwrap().rpc_addr.clone();
+    // Two connections from 127.0.0.1 take its places (they sit silent, within the handshake
+    // timeout); the third is closed as soon as it is accepted.
+    let _held =
+        [tokio::net::TcpStream::connect(&rpc).await.unwrap(), tokio::net::TcpStream::connect(&rpc).await.unwrap()];
+    let mut third = tokio::net::TcpStream::connect(&rpc).await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf)).await.expect("closed at once");
+    assert_eq!(n.unwrap_or(0), 0);
+    // Another client address is served.
+    let plain = std::sync::Arc::new(legate_core::tls::Live::new(legate_core::tls::RpcTls::plain()));
+    let pool = Pool::from_source("127.0.0.2".parse().unwrap(), plain);
+    let r = pool.get(&rpc).await.call(Request::Ping, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(r, Response::Ping(true)), "{r:?}");
     a.stop().await;
 }

@@ -354,10 +354,9 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
     }
 }
 
-/// `limits` keys Legate parses but does not enforce yet (the RPC port's connection and rate
-/// limits, request rate limits); the others are enforced.
-const LIMITS_WITHOUT_EFFECT: &[&str] =
-    &["rpc_client_timeout", "rpc_max_conns_per_client", "rpc_rate", "rpc_max_burst", "request_limits"];
+/// `limits` keys Legate parses but does not enforce yet (the client agents' RPC rate limit and
+/// timeout, request rate limits); the others are enforced.
+const LIMITS_WITHOUT_EFFECT: &[&str] = &["rpc_client_timeout", "rpc_rate", "rpc_max_burst", "request_limits"];
 
 fn push_items(items: &mut Vec<Json>, v: Json) {
     match v {

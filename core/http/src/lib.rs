@@ -51,7 +51,7 @@ pub struct Ctx {
     /// Ends blocking queries at shutdown.
     pub shutdown: CancellationToken,
     /// Open connections per client IP (`limits.http_max_conns_per_client`).
-    pub conns: Arc<conn::PerClient>,
+    pub conns: Arc<legate_types::per_client::PerClient>,
 }
 
 impl Ctx {

@@ -52,6 +52,8 @@ pub struct ServerOptions {
     pub tls: rpc::SharedTls,
     /// `limits.rpc_handshake_timeout`.
     pub handshake_timeout: Duration,
+    /// `limits.rpc_max_conns_per_client`.
+    pub max_conns_per_client: u32,
 }
 
 pub struct Server {
@@ -68,6 +70,8 @@ pub struct Server {
     pub endpoints: endpoints::EndpointsCell,
     /// ACLs on: raw `Apply` writes are refused unless they come from a Raft member.
     pub acl_enforced: Arc<std::sync::atomic::AtomicBool>,
+    /// `limits.rpc_max_conns_per_client`, read by the RPC port at each new connection.
+    pub rpc_max_conns: Arc<std::sync::atomic::AtomicU32>,
     batcher: Batcher,
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
     session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
@@ -131,6 +135,7 @@ impl Server {
 
         let endpoints: endpoints::EndpointsCell = Arc::default();
         let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let rpc_max_conns = Arc::new(std::sync::atomic::AtomicU32::new(opts.max_conns_per_client));
         let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
         legate_types::tasks::spawn(
             tracker,
@@ -142,7 +147,11 @@ impl Server {
                 batcher.clone(),
                 endpoints.clone(),
                 acl_enforced.clone(),
-                rpc::PortOptions { tls: opts.tls.clone(), handshake_timeout: opts.handshake_timeout },
+                rpc::PortOptions {
+                    tls: opts.tls.clone(),
+                    handshake_timeout: opts.handshake_timeout,
+                    max_conns_per_client: rpc_max_conns.clone(),
+                },
                 shutdown.child_token(),
             ),
         );
@@ -177,6 +186,7 @@ impl Server {
             shutdown: shutdown.clone(),
             endpoints,
             acl_enforced,
+            rpc_max_conns,
             batcher,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
             tombstone_ttl: opts.tombstone_ttl,

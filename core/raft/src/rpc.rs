@@ -337,6 +337,9 @@ pub struct PortOptions {
     /// How long a new connection may take to say whether it is TLS and to finish the
     /// handshake (`limits.rpc_handshake_timeout`).
     pub handshake_timeout: Duration,
+    /// Open connections one client IP may hold (`limits.rpc_max_conns_per_client`; 0: no
+    /// limit); a reload changes it.
+    pub max_conns_per_client: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Serves the RPC port until `shutdown`.
@@ -353,6 +356,7 @@ pub async fn serve(
 ) {
     let tracker = tokio_util::task::TaskTracker::new();
     let handlers = Handlers { raft, store, batcher, endpoints };
+    let conns: Arc<legate_types::per_client::PerClient> = Arc::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -368,10 +372,16 @@ pub async fn serve(
                 continue;
             }
         };
+        let max = port.max_conns_per_client.load(Ordering::Relaxed);
+        let Some(slot) = conns.admit(peer.ip(), max) else {
+            tracing::warn!(%peer, max, "rpc: refused a connection: limits.rpc_max_conns_per_client reached for this client");
+            continue;
+        };
         stream.set_nodelay(true).ok();
         let (handlers, acl, tls, timeout) = (handlers.clone(), acl.clone(), port.tls.get(), port.handshake_timeout);
         let shutdown = shutdown.child_token();
         tracker.spawn(async move {
+            let _slot = slot;
             let Some((io, is_server)) = admit(stream, peer, &tls, timeout).await else { return };
             serve_conn(io, peer, handlers, acl, is_server, shutdown).await
         });

@@ -18,6 +18,7 @@ pub mod duration;
 pub mod event;
 pub mod fs;
 pub mod net;
+pub mod per_client;
 pub mod tasks;
 pub mod version;
 
