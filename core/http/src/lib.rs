@@ -73,21 +73,7 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<HttpsTls>, 
     let service = warp::service(routes(ctx.clone()));
     let tracker = tokio_util::task::TaskTracker::new();
     let kill = CancellationToken::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: keep serving once it passes.
-                tracing::warn!("http: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = legate_types::net::accept(&listener, &shutdown, "http").await {
         let config = ctx.agent.config();
         let max = config.limits.http_max_conns_per_client;
         let Some(slot) = ctx.conns.admit(peer.ip(), max) else {

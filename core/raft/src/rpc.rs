@@ -357,21 +357,7 @@ pub async fn serve(
     let tracker = tokio_util::task::TaskTracker::new();
     let handlers = Handlers { raft, store, batcher, endpoints };
     let conns: Arc<legate_types::per_client::PerClient> = Arc::default();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: keep serving once it passes.
-                tracing::warn!("rpc: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = legate_types::net::accept(&listener, &shutdown, "rpc").await {
         let max = port.max_conns_per_client.load(Ordering::Relaxed);
         let Some(slot) = conns.admit(peer.ip(), max) else {
             tracing::warn!(%peer, max, "rpc: refused a connection: limits.rpc_max_conns_per_client reached for this client");
@@ -382,7 +368,12 @@ pub async fn serve(
         let shutdown = shutdown.child_token();
         tracker.spawn(async move {
             let _slot = slot;
-            let Some((io, is_server)) = admit(stream, peer, &tls, timeout).await else { return };
+            // A silent connection must not hold the shutdown for the handshake timeout.
+            let admitted = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                a = admit(stream, peer, &tls, timeout) => a,
+            };
+            let Some((io, is_server)) = admitted else { return };
             serve_conn(io, peer, handlers, acl, is_server, shutdown).await
         });
     }

@@ -2,7 +2,7 @@
 //!
 //! - Outbound probes (this file): server certificates are verified against the system's roots
 //!   (Mozilla's bundled roots when the system has none), unless the check sets
-//!   `tls_skip_verify`, which selects [`AcceptAnyCert`] explicitly. `tls_server_name` overrides
+//!   `tls_skip_verify`, which selects [`LooseVerifier::accept_any`] explicitly. `tls_server_name` overrides
 //!   the name sent as SNI and checked against the certificate.
 //! - The agent's listeners and outgoing RPC (`settings.rs`: Consul's `tls` block for one
 //!   listener; `live.rs`: the configs a reload replaces), reading PEM files (`files.rs`).
@@ -53,7 +53,10 @@ pub fn client_config(skip_verify: bool, alpn: &[&[u8]]) -> Result<ClientConfig, 
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?;
     let mut config = if skip_verify {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider()))).with_no_client_auth()
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LooseVerifier::accept_any(provider())))
+            .with_no_client_auth()
     } else {
         builder.with_root_certificates(roots()).with_no_client_auth()
     };
@@ -106,20 +109,45 @@ pub fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option
     find_rustls_error(inner)
 }
 
-/// Accepts any server certificate: used only when a check sets `tls_skip_verify`. Handshake
+/// Verifies a server's certificate chain against `roots` whatever names it holds (Consul's
+/// `verify_outgoing` without `verify_server_hostname`), or accepts any certificate when `roots`
+/// is None (a check's `tls_skip_verify`, the CLI's `CONSUL_HTTP_SSL_VERIFY=false`). Handshake
 /// signatures are still checked, so the peer must hold the key of the certificate it sent.
 #[derive(Debug)]
-pub struct AcceptAnyCert(Arc<CryptoProvider>);
+pub struct LooseVerifier {
+    roots: Option<Arc<RootCertStore>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for AcceptAnyCert {
+impl LooseVerifier {
+    pub fn accept_any(provider: Arc<CryptoProvider>) -> LooseVerifier {
+        LooseVerifier { roots: None, provider }
+    }
+
+    pub fn chain_only(roots: Arc<RootCertStore>, provider: Arc<CryptoProvider>) -> LooseVerifier {
+        LooseVerifier { roots: Some(roots), provider }
+    }
+}
+
+impl ServerCertVerifier for LooseVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -129,7 +157,7 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -138,11 +166,11 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -161,7 +161,9 @@ impl Settings {
         let builder = if self.verify_server_hostname {
             builder.with_root_certificates(roots)
         } else {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly { roots, provider }))
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(crate::LooseVerifier::chain_only(roots, provider)))
         };
         let config = match id {
             Some((cert, key)) => builder
@@ -192,7 +194,7 @@ pub fn https_client_config(
         None => crate::roots(),
     };
     let builder = if !verify {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(crate::AcceptAnyCert(provider)))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(crate::LooseVerifier::accept_any(provider)))
     } else if let Some(name) = server_name.filter(|n| !n.is_empty()) {
         let name = ServerName::try_from(name.to_string())
             .map_err(|_| TlsError::Invalid(format!("invalid TLS server name {name:?}")))?;
@@ -219,57 +221,6 @@ pub fn certificate_names(certs: Option<&[CertificateDer<'_>]>, name: &str) -> bo
     let Some(leaf) = certs.and_then(|c| c.first()) else { return false };
     let Ok(name) = ServerName::try_from(name) else { return false };
     ParsedCertificate::try_from(leaf).and_then(|c| rustls::client::verify_server_name(&c, &name)).is_ok()
-}
-
-/// Verifies that the server's chain ends at the CA, whatever names it holds (Consul's
-/// `verify_outgoing` without `verify_server_hostname`).
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Verifies the server's certificate against a fixed name (`-tls-server-name`) instead of the
