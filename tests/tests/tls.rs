@@ -389,3 +389,47 @@ async fn rpc_connections_beyond_the_per_client_limit_are_closed_while_other_clie
     assert!(matches!(r, Response::Ping(true)), "{r:?}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_enable_agent_tls_for_checks_checks_trust_the_agents_ca_and_present_its_certificate() {
+    let pki = Pki::new();
+    let (cert, key) = pki.cert("server", "127.0.0.1");
+    let c = reqwest::Client::new();
+    for enabled in [true, false] {
+        let mut config = legate_tests::test_config();
+        config.ports.https = 0;
+        let path = |p: &Path| Some(p.display().to_string());
+        config.tls.defaults = legate_core::config::tls::TlsStanza {
+            ca_file: path(&pki.ca()),
+            cert_file: path(&cert),
+            key_file: path(&key),
+            ..Default::default()
+        };
+        // The agent's own HTTPS API wants a client certificate from the CA: the target.
+        config.tls.https.verify_incoming = Some(true);
+        config.enable_agent_tls_for_checks = enabled;
+        let a = InProcessAgent::start(config).await;
+        let target = format!("https://{}/v1/status/leader", a.agent.https_addrs()[0]);
+        // With tls_skip_verify the server's certificate is not the question: the client's is.
+        for (id, skip) in [("verified", false), ("skip-verify", true)] {
+            let body = json!({"ID": id, "Name": id, "HTTP": target, "Interval": "1s", "TLSSkipVerify": skip});
+            let r = c.put(a.url("/v1/agent/check/register")).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        retry_until(Duration::from_secs(15), "both checks probed", || async {
+            let checks = get(&c, a.url("/v1/agent/checks")).await?;
+            let (v, s) = (&checks["verified"], &checks["skip-verify"]);
+            if enabled {
+                // The agent's CA verifies the target and its certificate is presented.
+                (v["Status"] == "passing" && s["Status"] == "passing").then_some(())
+            } else {
+                // System roots do not know the CA; with skip-verify the server still wants a
+                // client certificate the check does not have.
+                let failed = |k: &Value| k["Status"] == "critical" && k["Output"].as_str().is_some_and(|o| o.contains("tls"));
+                (failed(v) && failed(s)).then_some(())
+            }
+        })
+        .await;
+        a.stop().await;
+    }
+}

@@ -221,6 +221,22 @@ impl AgentShared {
     /// How long a call to a server may take: a blocking query's wait (`?wait=`, else
     /// `default_query_time`, at most `max_query_time`) plus its jitter, the RPC hold timeout
     /// and slack.
+    /// The agent's CA and certificate for checks, when `enable_agent_tls_for_checks` is on
+    /// (read from the files at each probe, so a reload's new certificate is used at once).
+    pub fn check_tls(&self) -> Option<legate_tls::CheckTls> {
+        let c = self.config();
+        if !c.enable_agent_tls_for_checks {
+            return None;
+        }
+        match legate_tls::CheckTls::from_settings(&c.tls.settings(legate_config::tls::Listener::InternalRpc)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("enable_agent_tls_for_checks: the agent's TLS files cannot be used: {e}");
+                None
+            }
+        }
+    }
+
     pub fn rpc_deadline(&self, wait: Option<&str>) -> Duration {
         let c = self.config();
         let wait = wait

@@ -184,10 +184,13 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
                 _ = token.cancelled() => return,
                 o = agent.plugins().run_check(spec, &plugin_call, &mut plugin_state) => o,
             },
-            _ => tokio::select! {
-                _ = token.cancelled() => return,
-                o = checks::probe(&c.definition, timeout, max) => o,
-            },
+            _ => {
+                let tls = agent.check_tls();
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    o = checks::probe(&c.definition, timeout, max, tls.as_ref()) => o,
+                }
+            }
         };
         checks::truncate(&mut output, max);
         if let Some(s) = thresholds.filter(status) {

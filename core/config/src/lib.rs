@@ -143,6 +143,9 @@ pub struct Config {
     pub limits: Limits,
     /// TLS of the HTTPS API and the RPC port (the old top-level keys are folded in at load).
     pub tls: tls::TlsConfig,
+    /// HTTP, gRPC, HTTP/2 and TCP+TLS checks verify their targets with the agent's CA and
+    /// present its certificate (`tls.internal_rpc`'s files), as Consul's do.
+    pub enable_agent_tls_for_checks: bool,
     pub telemetry: Telemetry,
     pub performance: Performance,
     pub gossip_lan: GossipConfig,
@@ -161,7 +164,6 @@ pub struct Config {
     // --- Consul keys accepted without effect in Legate (warned about at load) ---
     pub connect: Option<Json>,
     pub auto_encrypt: Option<Json>,
-    pub enable_agent_tls_for_checks: Option<Json>,
     pub peering: Option<Json>,
     pub segments: Option<Json>,
     pub config_entries: Option<Json>,
@@ -260,6 +262,7 @@ impl Default for Config {
             acl: d(),
             limits: d(),
             tls: d(),
+            enable_agent_tls_for_checks: false,
             telemetry: d(),
             performance: d(),
             gossip_lan: GossipConfig::lan(),
@@ -272,7 +275,6 @@ impl Default for Config {
             watches: d(),
             connect: None,
             auto_encrypt: None,
-            enable_agent_tls_for_checks: None,
             peering: None,
             segments: None,
             config_entries: None,

@@ -30,6 +30,8 @@ pub const RELOADABLE: &[&str] = &[
     "dns_config",
     "recursors",
     "http_config",
+    "tls",
+    "enable_agent_tls_for_checks",
     "auto_reload_config",
     "enable_script_checks",
     "enable_local_script_checks",

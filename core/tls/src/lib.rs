@@ -48,20 +48,44 @@ pub(crate) fn roots() -> Arc<RootCertStore> {
 }
 
 /// A client config for a check: verifying unless `skip_verify`, offering `alpn` protocols.
-pub fn client_config(skip_verify: bool, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
+/// `agent`: the agent's CA (instead of the system's roots) and certificate, when
+/// `enable_agent_tls_for_checks` is on.
+pub fn client_config(skip_verify: bool, alpn: &[&[u8]], agent: Option<&CheckTls>) -> Result<ClientConfig, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?;
-    let mut config = if skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(LooseVerifier::accept_any(provider())))
-            .with_no_client_auth()
+    let builder = if skip_verify {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(LooseVerifier::accept_any(provider())))
     } else {
-        builder.with_root_certificates(roots()).with_no_client_auth()
+        builder.with_root_certificates(agent.and_then(|a| a.roots.clone()).unwrap_or_else(roots))
+    };
+    let mut config = match agent.and_then(|a| a.identity.as_ref()) {
+        Some((chain, key)) => {
+            builder.with_client_auth_cert(chain.clone(), key.clone_key()).map_err(|e| format!("tls: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// What checks take from the agent's TLS (`enable_agent_tls_for_checks`): the CA to verify
+/// targets with and the certificate to present, both from `tls.internal_rpc` as Consul does.
+#[derive(Debug, Default)]
+pub struct CheckTls {
+    roots: Option<Arc<RootCertStore>>,
+    identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+}
+
+impl CheckTls {
+    pub fn from_settings(s: &Settings) -> Result<CheckTls, TlsError> {
+        let roots = files::roots(s.ca_file.as_deref(), s.ca_path.as_deref())?.map(Arc::new);
+        let identity = match (&s.cert_file, &s.key_file) {
+            (Some(c), Some(k)) => Some((files::certificates("cert_file", c)?, files::private_key("key_file", k)?)),
+            _ => None,
+        };
+        Ok(CheckTls { roots, identity })
+    }
 }
 
 /// The name to verify and send as SNI: `tls_server_name` if set, else the dialed host.
@@ -77,8 +101,9 @@ pub async fn handshake(
     tls_server_name: Option<&str>,
     skip_verify: bool,
     alpn: &[&[u8]],
+    agent: Option<&CheckTls>,
 ) -> Result<TlsStream<TcpStream>, String> {
-    let config = client_config(skip_verify, alpn)?;
+    let config = client_config(skip_verify, alpn, agent)?;
     let name = server_name(tls_server_name, host)?;
     TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("tls: {}", tls_error(&e)))
 }
@@ -89,7 +114,7 @@ pub async fn handshake_insecure(
     host: &str,
     server_name: Option<&str>,
 ) -> Result<TlsStream<TcpStream>, String> {
-    handshake(tcp, host, server_name, true, &[]).await
+    handshake(tcp, host, server_name, true, &[], None).await
 }
 
 /// The text of a TLS failure: the rustls error when there is one, else the I/O error.
@@ -296,9 +321,9 @@ mod tests {
     #[test]
     fn verifying_config_has_roots_and_skip_config_does_not_verify() {
         assert!(!roots().is_empty());
-        let c = client_config(false, &[b"h2"]).unwrap();
+        let c = client_config(false, &[b"h2"], None).unwrap();
         assert_eq!(c.alpn_protocols, vec![b"h2".to_vec()]);
-        let c = client_config(true, &[]).unwrap();
+        let c = client_config(true, &[], None).unwrap();
         assert!(c.alpn_protocols.is_empty());
     }
 }

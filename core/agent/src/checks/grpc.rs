@@ -19,10 +19,20 @@ const PATH: &str = "/grpc.health.v1.Health/Check";
 const MAX_RESPONSE: usize = 64 * 1024;
 const SERVING: u64 = 1;
 
-pub(super) async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
+#[cfg(test)]
+async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
+    probe_with(def, timeout, None).await
+}
+
+/// `agent`: the agent's CA and certificate (`enable_agent_tls_for_checks`).
+pub(super) async fn probe_with(
+    def: &CheckDefinition,
+    timeout: Duration,
+    agent: Option<&legate_tls::CheckTls>,
+) -> Outcome {
     let target = def.grpc.as_deref().unwrap_or_default();
     let deadline = Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, check(def, target, deadline)).await {
+    match tokio::time::timeout_at(deadline, check(def, target, deadline, agent)).await {
         Ok(Ok(SERVING)) => Outcome::passing(format!("gRPC check {target}: success")),
         Ok(Ok(status)) => {
             Outcome::critical(format!("gRPC check {target}: failed: serving status {}", serving_status_name(status)))
@@ -38,10 +48,20 @@ fn split_target(target: &str) -> (&str, &str) {
 }
 
 /// Runs the RPC and returns the serving status it answered.
-async fn check(def: &CheckDefinition, target: &str, deadline: Instant) -> Result<u64, String> {
+async fn check(
+    def: &CheckDefinition,
+    target: &str,
+    deadline: Instant,
+    agent: Option<&legate_tls::CheckTls>,
+) -> Result<u64, String> {
     let (addr, service) = split_target(target);
-    let conn =
-        net::dial_h2(addr, def.grpc_use_tls, def.tls_server_name.as_deref(), def.tls_skip_verify, deadline).await?;
+    let tls = net::H2Tls {
+        on: def.grpc_use_tls,
+        server_name: def.tls_server_name.as_deref(),
+        skip_verify: def.tls_skip_verify,
+        agent,
+    };
+    let conn = net::dial_h2(addr, tls, deadline).await?;
     let mut send = conn.send.clone().ready().await.map_err(|e| format!("http2: {e}"))?;
     let scheme = if def.grpc_use_tls { "https" } else { "http" };
     let req = http::Request::builder()

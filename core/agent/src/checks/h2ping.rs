@@ -8,19 +8,39 @@ use tokio::time::Instant;
 use super::{net, Outcome};
 use legate_config::CheckDefinition;
 
-pub(super) async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
+#[cfg(test)]
+async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
+    probe_with(def, timeout, None).await
+}
+
+/// `agent`: the agent's CA and certificate (`enable_agent_tls_for_checks`).
+pub(super) async fn probe_with(
+    def: &CheckDefinition,
+    timeout: Duration,
+    agent: Option<&legate_tls::CheckTls>,
+) -> Outcome {
     let target = def.h2ping.as_deref().unwrap_or_default();
     let deadline = Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, ping(def, target, deadline)).await {
+    match tokio::time::timeout_at(deadline, ping(def, target, deadline, agent)).await {
         Ok(Ok(())) => Outcome::passing("HTTP2 ping was successful"),
         Ok(Err(e)) => Outcome::critical(format!("HTTP2 ping to {target} failed: {e}")),
         Err(_) => Outcome::critical(format!("HTTP2 ping to {target} failed: context deadline exceeded")),
     }
 }
 
-async fn ping(def: &CheckDefinition, target: &str, deadline: Instant) -> Result<(), String> {
-    let mut conn =
-        net::dial_h2(target, def.h2ping_use_tls, def.tls_server_name.as_deref(), def.tls_skip_verify, deadline).await?;
+async fn ping(
+    def: &CheckDefinition,
+    target: &str,
+    deadline: Instant,
+    agent: Option<&legate_tls::CheckTls>,
+) -> Result<(), String> {
+    let tls = net::H2Tls {
+        on: def.h2ping_use_tls,
+        server_name: def.tls_server_name.as_deref(),
+        skip_verify: def.tls_skip_verify,
+        agent,
+    };
+    let mut conn = net::dial_h2(target, tls, deadline).await?;
     let mut pp = conn.ping.take().ok_or("http2: PING handle unavailable")?;
     pp.ping(h2::Ping::opaque()).await.map_err(|e| format!("http2: {e}"))?;
     Ok(())

@@ -22,11 +22,22 @@ use legate_config::CheckDefinition;
 
 const MAX_REDIRECTS: usize = 10;
 
-pub(super) async fn probe(def: &CheckDefinition, timeout: Duration, max_output: usize) -> Outcome {
+#[cfg(test)]
+async fn probe(def: &CheckDefinition, timeout: Duration, max_output: usize) -> Outcome {
+    probe_with(def, timeout, max_output, None).await
+}
+
+/// `agent`: the agent's CA and certificate (`enable_agent_tls_for_checks`).
+pub(super) async fn probe_with(
+    def: &CheckDefinition,
+    timeout: Duration,
+    max_output: usize,
+    agent: Option<&tls::CheckTls>,
+) -> Outcome {
     let target = def.http.as_deref().unwrap_or_default();
     let method = def.method.as_deref().filter(|m| !m.is_empty()).unwrap_or("GET");
     let deadline = Instant::now() + timeout;
-    match run(def, target, method, deadline, max_output).await {
+    match run(def, target, method, deadline, max_output, agent).await {
         Ok((status, body)) => {
             let output =
                 format!("HTTP {method} {target}: {} Output: {}", status_text(status), String::from_utf8_lossy(&body));
@@ -66,6 +77,7 @@ async fn run(
     method_text: &str,
     deadline: Instant,
     max_output: usize,
+    agent: Option<&tls::CheckTls>,
 ) -> Result<(StatusCode, Vec<u8>), String> {
     let op = go_op(method_text);
     let mut url = Url::parse(target).map_err(|e| format!("parse {target:?}: {e}"))?;
@@ -100,7 +112,7 @@ async fn run(
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("{op} {:?}: unsupported protocol scheme {:?}", url.as_str(), url.scheme()));
         }
-        let hop = Hop::prepare(def, &url, host_override.as_deref(), deadline)
+        let hop = Hop::prepare(def, &url, host_override.as_deref(), deadline, agent)
             .await
             .map_err(|e| format!("{op} {:?}: {e}", url.as_str()))?;
         let mut req = hop.client.request(method.clone(), hop.url).headers(headers.clone());
@@ -183,8 +195,9 @@ impl Hop {
         url: &Url,
         host_override: Option<&str>,
         deadline: Instant,
+        agent: Option<&tls::CheckTls>,
     ) -> Result<Hop, String> {
-        let tls = tls::client_config(def.tls_skip_verify, &[b"http/1.1"])?;
+        let tls = tls::client_config(def.tls_skip_verify, &[b"http/1.1"], agent)?;
         let mut builder = Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::none())
@@ -503,7 +516,7 @@ mod tests {
     #[tokio::test]
     async fn body_is_capped_on_a_char_boundary() {
         let (addr, _) = server(None).await;
-        let o = super::super::probe(&def(format!("http://{addr}/big")), T, 101).await;
+        let o = super::super::probe(&def(format!("http://{addr}/big")), T, 101, None).await;
         assert_eq!(o.status, CheckStatus::Passing);
         assert!(o.output.len() <= 101, "{}", o.output.len());
         assert!(o.output.ends_with('é'), "{}", o.output);

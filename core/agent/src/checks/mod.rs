@@ -25,6 +25,7 @@ mod udp;
 use std::time::Duration;
 
 use legate_config::CheckDefinition;
+use legate_tls::CheckTls;
 
 pub use legate_types::check::{truncate, CheckStatus, Outcome};
 
@@ -67,15 +68,16 @@ pub fn kind(def: &CheckDefinition) -> &'static str {
 }
 
 /// Runs one probe of a non-TTL, non-alias definition with its timeout; output truncated to
-/// max_output bytes (on a char boundary).
-pub async fn probe(def: &CheckDefinition, timeout: Duration, max_output: usize) -> Outcome {
+/// max_output bytes (on a char boundary). `tls`: the agent's CA and certificate for HTTP, gRPC,
+/// HTTP/2 and TCP+TLS probes (`enable_agent_tls_for_checks`).
+pub async fn probe(def: &CheckDefinition, timeout: Duration, max_output: usize, tls: Option<&CheckTls>) -> Outcome {
     let mut out = match kind(def) {
-        "http" => http::probe(def, timeout, max_output).await,
-        "tcp" => tcp::probe(def, timeout).await,
+        "http" => http::probe_with(def, timeout, max_output, tls).await,
+        "tcp" => tcp::probe_with(def, timeout, tls).await,
         "udp" => udp::probe(def, timeout).await,
         "script" => script::probe(def, timeout, max_output).await,
-        "grpc" => grpc::probe(def, timeout).await,
-        "h2ping" => h2ping::probe(def, timeout).await,
+        "grpc" => grpc::probe_with(def, timeout, tls).await,
+        "h2ping" => h2ping::probe_with(def, timeout, tls).await,
         "docker" => Outcome::critical("Docker checks are not supported by Legate"),
         "os_service" => Outcome::critical("OS service checks are not supported by Legate"),
         "ttl" => Outcome::critical("TTL checks are not probed: they are updated through the API"),
@@ -130,13 +132,13 @@ mod tests {
     #[tokio::test]
     async fn unsupported_kinds_are_critical() {
         let d = CheckDefinition { args: vec!["true".into()], docker_container_id: Some("c1".into()), ..def() };
-        let o = probe(&d, Duration::from_secs(1), 4096).await;
+        let o = probe(&d, Duration::from_secs(1), 4096, None).await;
         assert_eq!(o, Outcome::critical("Docker checks are not supported by Legate"));
         let d = CheckDefinition { os_service: Some("sshd".into()), ..def() };
-        let o = probe(&d, Duration::from_secs(1), 4096).await;
+        let o = probe(&d, Duration::from_secs(1), 4096, None).await;
         assert_eq!(o.status, CheckStatus::Critical);
         assert!(o.output.contains("not supported"), "{}", o.output);
-        let o = probe(&def(), Duration::from_secs(1), 4096).await;
+        let o = probe(&def(), Duration::from_secs(1), 4096, None).await;
         assert_eq!(o.status, CheckStatus::Critical);
     }
 

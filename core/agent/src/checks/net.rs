@@ -88,19 +88,23 @@ pub(super) async fn dial_tcp(addr: &str, deadline: Instant) -> Result<TcpStream,
     Err(first_err.unwrap_or_else(|| format!("dial tcp {addr}: i/o timeout")))
 }
 
-/// An HTTP/2 client connection: prior-knowledge h2c, or TLS offering ALPN `h2` when `use_tls`.
+/// How an HTTP/2 check speaks TLS: `on` (`grpc_use_tls`, `h2ping_use_tls`), the check's
+/// `tls_server_name` and `tls_skip_verify`, and the agent's CA and certificate when
+/// `enable_agent_tls_for_checks` is on.
+pub(super) struct H2Tls<'a> {
+    pub on: bool,
+    pub server_name: Option<&'a str>,
+    pub skip_verify: bool,
+    pub agent: Option<&'a legate_tls::CheckTls>,
+}
+
+/// An HTTP/2 client connection: prior-knowledge h2c, or TLS offering ALPN `h2` when `tls.on`.
 /// The connection task runs until the returned [`H2`] is dropped.
-pub(super) async fn dial_h2(
-    addr: &str,
-    use_tls: bool,
-    tls_server_name: Option<&str>,
-    skip_verify: bool,
-    deadline: Instant,
-) -> Result<H2, String> {
+pub(super) async fn dial_h2(addr: &str, tls: H2Tls<'_>, deadline: Instant) -> Result<H2, String> {
     let tcp = dial_tcp(addr, deadline).await?;
-    let io: Box<dyn Io> = if use_tls {
+    let io: Box<dyn Io> = if tls.on {
         let host = split_host_port(addr).map(|(h, _)| h).unwrap_or_default();
-        let tls = legate_tls::handshake(tcp, &host, tls_server_name, skip_verify, &[b"h2"]).await?;
+        let tls = legate_tls::handshake(tcp, &host, tls.server_name, tls.skip_verify, &[b"h2"], tls.agent).await?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err("tls: server did not negotiate HTTP/2 (ALPN h2)".into());
         }

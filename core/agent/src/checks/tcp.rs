@@ -11,7 +11,13 @@ use legate_tls as tls;
 use super::{net, Outcome};
 use legate_config::CheckDefinition;
 
-pub(super) async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
+#[cfg(test)]
+async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
+    probe_with(def, timeout, None).await
+}
+
+/// `agent`: the agent's CA and certificate (`enable_agent_tls_for_checks`).
+pub(super) async fn probe_with(def: &CheckDefinition, timeout: Duration, agent: Option<&tls::CheckTls>) -> Outcome {
     let target = def.tcp.as_deref().unwrap_or_default();
     let deadline = Instant::now() + timeout;
     let tcp = match net::dial_tcp(target, deadline).await {
@@ -20,7 +26,7 @@ pub(super) async fn probe(def: &CheckDefinition, timeout: Duration) -> Outcome {
     };
     if def.tcp_use_tls {
         let host = net::split_host_port(target).map(|(h, _)| h).unwrap_or_default();
-        let hs = tls::handshake(tcp, &host, def.tls_server_name.as_deref(), def.tls_skip_verify, &[]);
+        let hs = tls::handshake(tcp, &host, def.tls_server_name.as_deref(), def.tls_skip_verify, &[], agent);
         match tokio::time::timeout_at(deadline, hs).await {
             Ok(Ok(mut s)) => {
                 let _ = s.shutdown().await;
