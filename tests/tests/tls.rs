@@ -425,7 +425,8 @@ async fn with_enable_agent_tls_for_checks_checks_trust_the_agents_ca_and_present
             } else {
                 // System roots do not know the CA; with skip-verify the server still wants a
                 // client certificate the check does not have.
-                let failed = |k: &Value| k["Status"] == "critical" && k["Output"].as_str().is_some_and(|o| o.contains("tls"));
+                let failed =
+                    |k: &Value| k["Status"] == "critical" && k["Output"].as_str().is_some_and(|o| o.contains("tls"));
                 (failed(v) && failed(s)).then_some(())
             }
         })

@@ -219,10 +219,17 @@ fn read_file(path: &Path, format: Option<&str>) -> Result<Layer, ConfigError> {
         Some(f) => f.to_string(),
         None => path.extension().and_then(|e| e.to_str()).unwrap_or("").to_string(),
     };
-    let parse_err = |line: Option<usize>, reason: String| ConfigError::Parse { path: name.clone(), line, reason };
-    let value: Json = match format.as_str() {
-        "json" => serde_json::from_str(&text).map_err(|e| parse_err(Some(e.line()), e.to_string()))?,
-        "hcl" => hcl::from_str(&text).map_err(|e| {
+    let data = parse_text(&name, &text, &format)?;
+    Ok(Layer { name, path: Some(path.to_path_buf()), text: Some(text), data })
+}
+
+/// One source's text in `format` (json, hcl, toml) as the JSON object layering works on;
+/// errors name `name` and the line when the parser gives it.
+pub fn parse_text(name: &str, text: &str, format: &str) -> Result<JsonMap<String, Json>, ConfigError> {
+    let parse_err = |line: Option<usize>, reason: String| ConfigError::Parse { path: name.to_string(), line, reason };
+    let value: Json = match format {
+        "json" => serde_json::from_str(text).map_err(|e| parse_err(Some(e.line()), e.to_string()))?,
+        "hcl" => hcl::from_str(text).map_err(|e| {
             let line = match &e {
                 hcl::Error::Parse(p) => Some(p.location().line()),
                 _ => None,
@@ -230,8 +237,8 @@ fn read_file(path: &Path, format: Option<&str>) -> Result<Layer, ConfigError> {
             parse_err(line, e.to_string())
         })?,
         "toml" => {
-            let v: toml::Value = toml::from_str(&text).map_err(|e| {
-                let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let v: toml::Value = toml::from_str(text).map_err(|e| {
+                let line = e.span().map(|s| text.get(..s.start).map_or(1, |t| t.lines().count().max(1)));
                 parse_err(line, e.message().to_string())
             })?;
             serde_json::to_value(v).map_err(|e| parse_err(None, e.to_string()))?
@@ -240,13 +247,12 @@ fn read_file(path: &Path, format: Option<&str>) -> Result<Layer, ConfigError> {
             return Err(parse_err(None, format!("unknown config format \"{other}\" (expected json, hcl or toml)")))
         }
     };
-    let data = match value {
-        Json::Object(m) => m,
+    match value {
+        Json::Object(m) => Ok(m),
         // An empty file is an empty config, as in Consul.
-        Json::Null => JsonMap::new(),
-        _ => return Err(parse_err(None, "the top level must be an object".into())),
-    };
-    Ok(Layer { name, path: Some(path.to_path_buf()), text: Some(text), data })
+        Json::Null => Ok(JsonMap::new()),
+        _ => Err(parse_err(None, "the top level must be an object".into())),
+    }
 }
 
 /// `LEGATE_DATACENTER=dc2`, `LEGATE_PORTS__HTTP=8501`, `LEGATE_RETRY_JOIN='["a","b"]'`: the

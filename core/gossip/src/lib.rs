@@ -35,6 +35,7 @@
 
 mod config;
 mod core;
+pub mod fuzz;
 mod keyring;
 #[cfg(test)]
 mod tests;

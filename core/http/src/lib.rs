@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
 pub use error::ApiError;
-pub use request::Request;
+pub use request::{decode_path, parse_query, Request};
 pub use response::ApiResponse;
 
 use legate_agent::AgentShared;

@@ -150,6 +150,12 @@ async fn read_frame<R: AsyncReadExt + Unpin, T: serde::de::DeserializeOwned>(r: 
     bincode::deserialize(&buf).map_err(std::io::Error::other)
 }
 
+/// Decodes one frame's bytes (after the length) as the RPC port does: for the fuzz targets and
+/// the replay of their corpora.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
+    bincode::deserialize::<Frame<Request>>(bytes).map(|f| f.body).map_err(|e| e.to_string())
+}
+
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 /// One live connection: a writer task fed by a bounded queue, a reader task routing replies.
