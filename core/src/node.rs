@@ -183,6 +183,7 @@ impl Agent {
         if let Some(server) = shared.server() {
             server.acl_enforced.store(shared.config().acl.enabled, std::sync::atomic::Ordering::Relaxed);
         }
+        shared.link.set_rate_limit(config.rpc_rate(), config.limits.rpc_max_burst);
         if shared.config().acl.enable_token_persistence {
             if let Some(d) = data_dir.as_ref() {
                 shared.acl.load_persisted(d.path());
@@ -354,6 +355,7 @@ async fn apply_reloads(
 ) {
     let mut level = rx.borrow().log_level.clone();
     let mut node_meta = rx.borrow().node_meta.clone();
+    let mut rpc_rate = (rx.borrow().rpc_rate(), rx.borrow().limits.rpc_max_burst);
     loop {
         tokio::select! {
             biased;
@@ -371,6 +373,10 @@ async fn apply_reloads(
             server.rpc_max_conns.store(config.limits.rpc_max_conns_per_client, std::sync::atomic::Ordering::Relaxed);
         }
         agent.load_config_definitions();
+        if (config.rpc_rate(), config.limits.rpc_max_burst) != rpc_rate {
+            rpc_rate = (config.rpc_rate(), config.limits.rpc_max_burst);
+            agent.link.set_rate_limit(rpc_rate.0, rpc_rate.1);
+        }
         if config.node_meta != node_meta {
             node_meta = config.node_meta.clone();
             // The node entry in the catalog carries the meta: sync it now, not at the next

@@ -427,14 +427,15 @@ fn consul_compat_keys_load_with_warnings() {
 fn limits_that_are_not_enforced_say_so() {
     let dir = config_dir(&[(
         "l.hcl",
-        "limits {\n  http_max_conns_per_client = 50\n  rpc_rate = 10\n  rpc_max_conns_per_client = 5\n}\n",
+        "limits {\n  http_max_conns_per_client = 50\n  rpc_client_timeout = \"30s\"\n  rpc_rate = 10\n  rpc_max_conns_per_client = 5\n}\n",
     )]);
     let loaded = load_args(&["-dev", "-config-dir", dir.path().to_str().unwrap()], &[]).unwrap();
     assert_eq!(loaded.config.limits.http_max_conns_per_client, 50);
     let limits: Vec<&String> = loaded.warnings.iter().filter(|w| w.contains("\"limits.")).collect();
     assert_eq!(limits.len(), 1, "{:?}", loaded.warnings);
-    assert!(limits.iter().any(|w| w.contains("\"limits.rpc_rate\"") && w.contains("l.hcl")), "{limits:?}");
+    assert!(limits.iter().any(|w| w.contains("\"limits.rpc_client_timeout\"") && w.contains("l.hcl")), "{limits:?}");
     assert_eq!(loaded.config.limits.rpc_max_conns_per_client, 5, "enforced: no warning");
+    assert_eq!(loaded.config.rpc_rate(), Some(10.0), "enforced: no warning");
 }
 
 #[test]

@@ -694,6 +694,15 @@ impl Config {
         legate_tls::RpcTls::new(&self.tls.settings(tls::Listener::InternalRpc), &self.datacenter, &self.domain)
     }
 
+    /// `limits.rpc_rate` as requests per second; None: no limit (unset, "inf", or a number so
+    /// large it is Go's rate.Inf).
+    pub fn rpc_rate(&self) -> Option<f64> {
+        match &self.limits.rpc_rate {
+            Some(Json::Number(n)) => n.as_f64().filter(|r| r.is_finite() && *r < f64::MAX),
+            _ => None,
+        }
+    }
+
     /// Networks allowed to write through the HTTP API (`http_config.allow_write_http_from`);
     /// empty: every client.
     pub fn allow_write_from(&self) -> Vec<ipnet::IpNet> {

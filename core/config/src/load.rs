@@ -360,9 +360,9 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
     }
 }
 
-/// `limits` keys Legate parses but does not enforce yet (the client agents' RPC rate limit and
-/// timeout, request rate limits); the others are enforced.
-const LIMITS_WITHOUT_EFFECT: &[&str] = &["rpc_client_timeout", "rpc_rate", "rpc_max_burst", "request_limits"];
+/// `limits` keys Legate parses but does not enforce yet (the client agents' RPC timeout,
+/// request rate limits); the others are enforced.
+const LIMITS_WITHOUT_EFFECT: &[&str] = &["rpc_client_timeout", "request_limits"];
 
 fn push_items(items: &mut Vec<Json>, v: Json) {
     match v {
@@ -639,6 +639,20 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
     }
     if let Some(bad) = config.http_config.allow_write_http_from.iter().find(|c| crate::parse_cidr(c).is_none()) {
         return Err(err("http_config.allow_write_http_from", format!("{bad:?} is not a CIDR block or an IP address")));
+    }
+    match &config.limits.rpc_rate {
+        None => {}
+        Some(Json::String(s)) if s == "inf" => {}
+        Some(Json::Number(n)) if n.as_f64().is_some_and(|r| r > 0.0) => {}
+        Some(other) => {
+            return Err(err(
+                "limits.rpc_rate",
+                format!("invalid rate {other} (a positive number of requests per second, or \"inf\")"),
+            ))
+        }
+    }
+    if config.rpc_rate().is_some() && config.limits.rpc_max_burst == 0 {
+        return Err(err("limits.rpc_max_burst", "rpc_max_burst must be at least 1".into()));
     }
     validate_tls(config, &err)?;
     let mut ids = std::collections::HashSet::new();

@@ -32,9 +32,24 @@ pub enum ApiError {
     /// 415 (Prometheus metrics asked for while they are off).
     #[error("{0}")]
     Unsupported(String),
+    /// 429 (`RPC rate limit exceeded`: a client agent over `limits.rpc_rate`).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 500 (`No cluster leader`, `rpc error ...`).
     #[error("{0}")]
     Internal(String),
+}
+
+impl ApiError {
+    /// A failure of a call to the servers (`ServerLink`): 429 when the agent's RPC rate is
+    /// spent, else 500.
+    pub fn from_link(why: String) -> ApiError {
+        if why == legate_raft::link::RATE_LIMITED {
+            ApiError::TooManyRequests(why)
+        } else {
+            ApiError::Internal(why)
+        }
+    }
 }
 
 impl ApiError {
@@ -48,6 +63,7 @@ impl ApiError {
             ApiError::Options { .. } => StatusCode::OK,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

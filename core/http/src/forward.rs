@@ -32,7 +32,7 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
         // The server would otherwise use its own default token.
         call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
     }
-    let reply = ctx.agent.forward_http(call).await.map_err(ApiError::Internal)?;
+    let reply = ctx.agent.forward_http(call).await.map_err(ApiError::from_link)?;
     Ok(reply_to_response(reply))
 }
 

@@ -183,7 +183,7 @@ async fn write_bool(ctx: &Ctx, req: &Request, op: KvOp) -> Result<ApiResponse, A
             ctx.agent.link.kv_write(token, op, ctx.agent.rpc_deadline(Some("0s"))).await.map_err(|e| match e {
                 EndpointError::AclNotFound => ApiError::Forbidden("ACL not found".into()),
                 EndpointError::PermissionDenied(why) => ApiError::Forbidden(why),
-                EndpointError::Unavailable(why) => ApiError::Internal(why),
+                EndpointError::Unavailable(why) => ApiError::from_link(why),
             })
         }
     };

@@ -17,6 +17,8 @@ use crate::Server;
 
 /// The text when no server is known or none answered.
 pub const NO_SERVERS: &str = "No known Consul servers";
+/// The text when a client agent's calls exceed `limits.rpc_rate` (Consul's; HTTP 429).
+pub const RATE_LIMITED: &str = "RPC rate limit exceeded";
 
 /// What [`ServerLink::each_server`] does after one server's outcome.
 enum Next<T> {
@@ -31,12 +33,35 @@ pub struct ServerLink {
     known: RwLock<Vec<String>>,
     /// Connections to servers (one multiplexed connection each).
     pool: Pool,
+    /// A client agent's budget of calls to servers (`limits.rpc_rate`, `rpc_max_burst`);
+    /// None: unlimited. Servers' own calls are never limited, as in Consul.
+    limiter: RwLock<Option<Arc<governor::DefaultDirectRateLimiter>>>,
 }
 
 impl ServerLink {
     /// `tls`: how connections to servers are made (`tls.internal_rpc`).
     pub fn new(server: Option<Arc<Server>>, tls: crate::rpc::SharedTls) -> ServerLink {
-        ServerLink { server, known: RwLock::default(), pool: Pool::new(tls) }
+        ServerLink { server, known: RwLock::default(), pool: Pool::new(tls), limiter: RwLock::default() }
+    }
+
+    /// Sets the client agent's RPC rate: `rate` calls per second with bursts of `burst` (None:
+    /// unlimited). A changed limit starts with a full bucket.
+    pub fn set_rate_limit(&self, rate: Option<f64>, burst: u32) {
+        let limiter = rate.filter(|r| *r > 0.0).and_then(|r| {
+            let quota = governor::Quota::with_period(Duration::from_secs_f64(1.0 / r))?;
+            let quota = quota.allow_burst(std::num::NonZeroU32::new(burst.max(1))?);
+            Some(Arc::new(governor::RateLimiter::direct(quota)))
+        });
+        *self.limiter.write().unwrap_or_else(|p| p.into_inner()) = limiter;
+    }
+
+    /// Takes one call from the budget; false when it is spent.
+    fn within_rate(&self) -> bool {
+        if self.server.is_some() {
+            return true;
+        }
+        let limiter = self.limiter.read().unwrap_or_else(|p| p.into_inner()).clone();
+        limiter.is_none_or(|l| l.check().is_ok())
     }
 
     /// The Raft server of this agent, on server agents.
@@ -61,6 +86,9 @@ impl ServerLink {
         deadline: Duration,
         answer: impl Fn(Result<Response, RpcError>) -> Next<T>,
     ) -> Result<T, String> {
+        if !self.within_rate() {
+            return Err(RATE_LIMITED.to_string());
+        }
         let mut servers = self.known_servers();
         servers.shuffle(&mut rand::thread_rng());
         let mut last = NO_SERVERS.to_string();

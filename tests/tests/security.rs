@@ -434,3 +434,39 @@ async fn with_enable_agent_tls_for_checks_checks_trust_the_agents_ca_and_present
         a.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_agent_over_its_rpc_rate_gets_429_while_another_is_served() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |ip: &str, name: &str, dir: &tempfile::TempDir, extra: &[&str]| {
+        let mut args = legate_tests::cluster_agent_args(ip, name, dir.path().to_str().unwrap(), false, "127.0.4.1");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        AgentProcess::start(&args, &[])
+    };
+    let _server = start("127.0.4.1", "s1", &dirs[0], &["-server", "-bootstrap-expect", "1"]);
+    let limited = start("127.0.4.2", "c1", &dirs[1], &["-hcl", "limits {\n  rpc_rate = 2\n  rpc_max_burst = 5\n}\n"]);
+    let free = start("127.0.4.3", "c2", &dirs[2], &[]);
+    let c = reqwest::Client::new();
+    // Both reach the server (the limited one within its budget, waiting for it to refill).
+    for a in [&limited, &free] {
+        retry_until(Duration::from_secs(30), "a leader through the client", || async {
+            let l = get(&c, a.url("/v1/status/leader")).await?;
+            l.as_str().filter(|s| !s.is_empty()).map(drop)
+        })
+        .await;
+    }
+    // A burst of reads through each: the limited agent answers 429 once its bucket is empty.
+    let mut limited_codes = Vec::new();
+    let mut free_codes = Vec::new();
+    for _ in 0..30 {
+        limited_codes.push(c.get(limited.url("/v1/kv/x")).send().await.unwrap().status().as_u16());
+        free_codes.push(c.get(free.url("/v1/kv/x")).send().await.unwrap().status().as_u16());
+    }
+    assert!(limited_codes.contains(&429), "{limited_codes:?}");
+    let r = c.get(limited.url("/v1/kv/x")).send().await.unwrap();
+    if r.status() == 429 {
+        assert_eq!(r.text().await.unwrap(), "RPC rate limit exceeded");
+    }
+    assert!(free_codes.iter().all(|s| *s == 404), "the other agent is served: {free_codes:?}");
+}
