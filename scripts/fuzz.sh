@@ -22,10 +22,13 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 seconds="${FUZZ_SECONDS:-600}"
 cd fuzz
+# Build every target once, then run the binaries (cargo fuzz run would rebuild per target).
+cargo +nightly fuzz build -O
+bin="target/x86_64-unknown-linux-gnu/release"
 for t in "${targets[@]}"; do
-    mkdir -p "corpus-new/$t"
+    mkdir -p "corpus-new/$t" "artifacts/$t"
     echo "== $t: ${seconds}s" >&2
-    cargo +nightly fuzz run -O "$t" "corpus-new/$t" "corpus/$t" -- \
+    "$bin/$t" "corpus-new/$t" "corpus/$t" -artifact_prefix="artifacts/$t/" \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 \
-        | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|Done)" || true
+        | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)" || true
 done
