@@ -215,6 +215,7 @@ impl Agent {
                 agent::cluster::membership_loop(shared.clone(), g, shutdown.child_token()),
             );
         }
+        shared.load_check_tls();
         shared.load_config_definitions();
         shared.local.restore(shared.scripts_allowed(false));
         crate::tasks::spawn(
@@ -249,7 +250,7 @@ impl Agent {
             "watches",
             agent::watches::supervise(
                 shared.clone(),
-                agent::watches::local_api_addr(&http_addrs),
+                agent::watches::local_api_addr(&http_addrs, &https_addrs),
                 tracker.clone(),
                 shutdown.child_token(),
             ),
@@ -317,28 +318,53 @@ impl Agent {
     }
 }
 
-/// The TLS the agent's listeners and outgoing RPC use, rebuilt from the files on every reload.
+/// The TLS the agent's listeners and outgoing RPC use, rebuilt from the files at a reload
+/// that changes them (the settings or the files' contents).
 struct Tls {
     rpc: Arc<Live<RpcTls>>,
     /// None without a certificate (then no HTTPS listener is started: the config check refuses
     /// `ports.https`).
     https: http::HttpsTls,
+    /// What the running configs were built from (`Settings::fingerprint`).
+    built_from: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Tls {
     fn new(config: &Config) -> Result<Tls, AgentError> {
         let rpc = config.rpc_tls().map_err(|e| AgentError::Tls(format!("tls.internal_rpc: {e}")))?;
         let https = config.https_tls().map_err(|e| AgentError::Tls(format!("tls.https: {e}")))?;
-        Ok(Tls { rpc: Arc::new(Live::new(rpc)), https: Arc::new(Live::new(https)) })
+        Ok(Tls {
+            rpc: Arc::new(Live::new(rpc)),
+            https: Arc::new(Live::new(https)),
+            built_from: std::sync::Mutex::new(Self::fingerprints(config)),
+        })
     }
 
-    /// Reads the certificate, key and CA files again; a failure keeps what runs.
+    fn fingerprints(config: &Config) -> (Vec<u8>, Vec<u8>) {
+        use crate::config::tls::Listener;
+        let mut rpc = config.tls.settings(Listener::InternalRpc).fingerprint();
+        rpc.extend_from_slice(format!("{}.{}", config.datacenter, config.domain).as_bytes());
+        (rpc, config.tls.settings(Listener::Https).fingerprint())
+    }
+
+    /// Reads the certificate, key and CA files again; replaces what changed; a failure keeps
+    /// what runs.
     fn reload(&self, config: &Config) {
+        let now = Self::fingerprints(config);
+        let mut built = self.built_from.lock().unwrap_or_else(|p| p.into_inner());
+        if *built == now {
+            return;
+        }
         match (config.rpc_tls(), config.https_tls()) {
             (Ok(rpc), Ok(https)) => {
-                self.rpc.set(rpc);
-                self.https.set(https);
-                tracing::debug!("TLS certificates and CAs re-read");
+                if built.0 != now.0 {
+                    self.rpc.set(rpc);
+                }
+                if built.1 != now.1 {
+                    self.https.set(https);
+                }
+                *built = now;
+                tracing::info!("TLS certificates and settings reloaded");
             }
             (Err(e), _) | (_, Err(e)) => tracing::error!("TLS not reloaded, keeping the running certificates: {e}"),
         }
@@ -368,9 +394,12 @@ async fn apply_reloads(
         }
         let config = rx.borrow_and_update().clone();
         tls.reload(&config);
+        agent.load_check_tls();
         if let Some(server) = agent.server() {
             server.acl_enforced.store(config.acl.enabled, std::sync::atomic::Ordering::Relaxed);
             server.rpc_max_conns.store(config.limits.rpc_max_conns_per_client, std::sync::atomic::Ordering::Relaxed);
+            let ms = config.limits.rpc_handshake_timeout.0.as_millis().min(u64::MAX as u128) as u64;
+            server.rpc_handshake_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
         }
         agent.load_config_definitions();
         if (config.rpc_rate(), config.limits.rpc_max_burst) != rpc_rate {

@@ -261,7 +261,7 @@ async fn a_cluster_runs_with_tls_everywhere_and_refuses_who_does_not_belong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_certificates_are_reread_on_reload_and_a_broken_one_keeps_the_running_one() {
+async fn https_certificates_are_reread_when_they_change_and_a_broken_one_keeps_the_running_one() {
     let (a, b) = (Pki::new(), Pki::new());
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("agent.pem"), dir.path().join("agent-key.pem"));
@@ -292,9 +292,9 @@ async fn https_certificates_are_reread_on_reload_and_a_broken_one_keeps_the_runn
     .await;
     assert!(trusts_b.get(&url).send().await.is_err());
 
-    // A certificate from the second CA, then SIGHUP: new connections get it.
+    // A certificate from the second CA: the agent watches its certificate files (as Consul's
+    // auto_reload_config does) and new connections get it, no signal needed.
     install(&b);
-    p.signal(libc::SIGHUP);
     retry_until(Duration::from_secs(10), "HTTPS with the new certificate", || async {
         https_client(&b.ca(), None).get(&url).send().await.ok().filter(|r| r.status() == 200)
     })
@@ -304,7 +304,7 @@ async fn https_certificates_are_reread_on_reload_and_a_broken_one_keeps_the_runn
     std::fs::write(&key, "not a key").unwrap();
     p.signal(libc::SIGHUP);
     retry_until(Duration::from_secs(10), "the broken reload reported", || async {
-        p.output().lines().any(|l| l.contains("agent-key.pem") && l.to_lowercase().contains("key")).then_some(())
+        p.output().lines().any(|l| l.contains("agent-key.pem") && l.contains("key_file")).then_some(())
     })
     .await;
     let r = https_client(&b.ca(), None).get(&url).send().await.unwrap();
@@ -464,9 +464,60 @@ async fn a_client_agent_over_its_rpc_rate_gets_429_while_another_is_served() {
         free_codes.push(c.get(free.url("/v1/kv/x")).send().await.unwrap().status().as_u16());
     }
     assert!(limited_codes.contains(&429), "{limited_codes:?}");
-    let r = c.get(limited.url("/v1/kv/x")).send().await.unwrap();
-    if r.status() == 429 {
-        assert_eq!(r.text().await.unwrap(), "RPC rate limit exceeded");
-    }
+    // The budget is still spent (2/s): the next answers are 429 with Consul's text.
+    let bodies: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            let r = c.get(limited.url("/v1/kv/x")).send().await.unwrap();
+            if r.status() == 429 {
+                v.push(r.text().await.unwrap());
+            }
+        }
+        v
+    };
+    assert!(!bodies.is_empty() && bodies.iter().all(|b| b == "RPC rate limit exceeded"), "{bodies:?}");
     assert!(free_codes.iter().all(|s| *s == 404), "the other agent is served: {free_codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_cannot_make_server_calls_on_the_rpc_port() {
+    use legate_core::server::rpc::{Pool, Request, Response};
+    let pki = Pki::new();
+    let server_id = pki.cert("server", "127.0.0.1");
+    let client_id = pki.cert("client", "127.0.0.1");
+    let mut config = legate_tests::test_config();
+    let path = |p: &Path| Some(p.display().to_string());
+    config.tls.defaults = legate_core::config::tls::TlsStanza {
+        ca_file: path(&pki.ca()),
+        cert_file: path(&server_id.0),
+        key_file: path(&server_id.1),
+        verify_incoming: Some(true),
+        ..Default::default()
+    };
+    config.tls.internal_rpc.verify_server_hostname = Some(true);
+    let a = InProcessAgent::start(config).await;
+    let rpc = a.agent.shared().server().unwrap().rpc_addr.clone();
+    // A peer with verify_outgoing and the given certificate.
+    let pool_with = |(cert, key): &(PathBuf, PathBuf)| {
+        let settings = legate_core::tls::Settings {
+            ca_file: Some(pki.ca()),
+            cert_file: Some(cert.clone()),
+            key_file: Some(key.clone()),
+            verify_outgoing: true,
+            verify_server_hostname: true,
+            ..Default::default()
+        };
+        let tls = legate_core::tls::RpcTls::new(&settings, "dc1", "consul").unwrap();
+        Pool::new(std::sync::Arc::new(legate_core::tls::Live::new(tls)))
+    };
+    let as_client = pool_with(&client_id).get(&rpc).await;
+    let r = as_client.call(Request::Ping, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(r, Response::Ping(false)), "a client certificate is no server's: {r:?}");
+    let secret = legate_core::server::rpc::Request::AclResolve { secret: "x".into() };
+    let r = as_client.call(secret, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(r, Response::AclResolve(_)), "client calls are served: {r:?}");
+    let as_server = pool_with(&server_id).get(&rpc).await;
+    let r = as_server.call(Request::Ping, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(r, Response::Ping(true)), "{r:?}");
+    a.stop().await;
 }

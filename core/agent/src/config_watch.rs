@@ -1,6 +1,8 @@
 //! Config files and dirs that reload themselves: a notify watcher on every `-config-file` and
 //! `-config-dir` (their directories, so editors' rename-into-place is seen), debounced, feeding
 //! the same reload as SIGHUP and `PUT /v1/agent/reload`. On by default (`auto_reload_config`).
+//! The TLS certificate, key and CA files the agent starts with are watched too, as Consul does,
+//! so a rotated certificate is picked up without a signal.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,12 +26,26 @@ fn relevant(event_path: &Path, sources: &[PathBuf]) -> bool {
     })
 }
 
+/// The certificate, key and CA files of the HTTPS API and the RPC port.
+fn tls_files(config: &legate_config::Config) -> Vec<PathBuf> {
+    use legate_config::tls::Listener;
+    let mut files = Vec::new();
+    for l in [Listener::Https, Listener::InternalRpc] {
+        let s = config.tls.settings(l);
+        files.extend([s.ca_file, s.cert_file, s.key_file].into_iter().flatten());
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
 pub async fn watch_loop(agent: Arc<AgentShared>, shutdown: CancellationToken) {
-    let sources: Vec<PathBuf> =
+    let mut sources: Vec<PathBuf> =
         agent.config_sources().iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())).collect();
     if sources.is_empty() {
         return;
     }
+    sources.extend(tls_files(&agent.config()).into_iter().map(|p| p.canonicalize().unwrap_or(p)));
     // Bounded: a full channel already means "something changed"; dropped signals lose nothing.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let filter_sources = sources.clone();

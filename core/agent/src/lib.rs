@@ -86,6 +86,9 @@ pub struct AgentShared {
     pub acl: crate::acl::Resolver,
     /// The WASM plugin host (check and event-handler plugins).
     plugins: legate_plugin_host::PluginHost,
+    /// The agent's CA and certificate for checks (`enable_agent_tls_for_checks`; None when
+    /// off), built at start and at each reload ([`AgentShared::load_check_tls`]).
+    check_tls: legate_tls::Live<Option<legate_tls::CheckTls>>,
 }
 
 impl AgentShared {
@@ -120,6 +123,7 @@ impl AgentShared {
             events: events::EventBuffer::default(),
             acl: Default::default(),
             plugins,
+            check_tls: legate_tls::Live::new(None),
         }
     }
 
@@ -221,20 +225,27 @@ impl AgentShared {
     /// How long a call to a server may take: a blocking query's wait (`?wait=`, else
     /// `default_query_time`, at most `max_query_time`) plus its jitter, the RPC hold timeout
     /// and slack.
-    /// The agent's CA and certificate for checks, when `enable_agent_tls_for_checks` is on
-    /// (read from the files at each probe, so a reload's new certificate is used at once).
-    pub fn check_tls(&self) -> Option<legate_tls::CheckTls> {
+    /// The agent's CA and certificate for checks, when `enable_agent_tls_for_checks` is on.
+    pub fn check_tls(&self) -> Arc<Option<legate_tls::CheckTls>> {
+        self.check_tls.get()
+    }
+
+    /// Reads the files checks use (`enable_agent_tls_for_checks`, `tls.internal_rpc`) from the
+    /// running config; unreadable files leave checks without them, with the error logged.
+    pub fn load_check_tls(&self) {
         let c = self.config();
-        if !c.enable_agent_tls_for_checks {
-            return None;
-        }
-        match legate_tls::CheckTls::from_settings(&c.tls.settings(legate_config::tls::Listener::InternalRpc)) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!("enable_agent_tls_for_checks: the agent's TLS files cannot be used: {e}");
-                None
+        let tls = if c.enable_agent_tls_for_checks {
+            match legate_tls::CheckTls::from_settings(&c.tls.settings(legate_config::tls::Listener::InternalRpc)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!("enable_agent_tls_for_checks: the agent's TLS files cannot be used: {e}");
+                    None
+                }
             }
-        }
+        } else {
+            None
+        };
+        self.check_tls.set(tls);
     }
 
     pub fn rpc_deadline(&self, wait: Option<&str>) -> Duration {

@@ -188,7 +188,7 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
                 let tls = agent.check_tls();
                 tokio::select! {
                     _ = token.cancelled() => return,
-                    o = checks::probe(&c.definition, timeout, max, tls.as_ref()) => o,
+                    o = checks::probe(&c.definition, timeout, max, tls.as_ref().as_ref()) => o,
                 }
             }
         };

@@ -64,15 +64,37 @@ pub async fn run_wasm_handler(
     legate_plugin_host::run_handler(shared.plugins(), wasm, event).await.map(|o| o.output)
 }
 
-/// The address watches query: the first HTTP listener, loopback if it listens on all addresses.
-pub fn local_api_addr(http: &[SocketAddr]) -> Option<String> {
-    let a = http.first()?;
+/// The address watches query: the first HTTP listener, else the first HTTPS one
+/// (`https://...`); loopback if it listens on all addresses.
+pub fn local_api_addr(http: &[SocketAddr], https: &[SocketAddr]) -> Option<String> {
+    let (a, scheme) = match (http.first(), https.first()) {
+        (Some(a), _) => (a, ""),
+        (None, Some(a)) => (a, "https://"),
+        (None, None) => return None,
+    };
     let ip = match a.ip() {
         std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    Some(SocketAddr::new(ip, a.port()).to_string())
+    Some(format!("{scheme}{}", SocketAddr::new(ip, a.port())))
+}
+
+/// How watches speak to this agent's HTTPS API: trusting the agent's CA and presenting its
+/// certificate (`tls.https` over `tls.defaults`), as the agent's own client.
+fn local_api_tls(addr: &str, config: &legate_config::Config) -> legate_watch::TlsOptions {
+    if !addr.starts_with("https://") {
+        return legate_watch::TlsOptions::default();
+    }
+    let s = config.tls.settings(legate_config::tls::Listener::Https);
+    legate_watch::TlsOptions {
+        https: true,
+        ca_file: s.ca_file,
+        ca_path: s.ca_path,
+        client_cert: s.cert_file,
+        client_key: s.key_file,
+        ..Default::default()
+    }
 }
 
 /// Keeps the running watches equal to the config's, across reloads.
@@ -92,7 +114,7 @@ pub async fn supervise(
             Some(addr) => reconcile(&agent, addr, &tracker, &shutdown, &defs, &mut running),
             None if !defs.is_empty() && !warned => {
                 warned = true;
-                tracing::error!("watches need the HTTP API, which is disabled (ports.http = -1); not running them");
+                tracing::error!("watches need the HTTP or HTTPS API, and both are disabled; not running them");
             }
             None => {}
         }
@@ -157,8 +179,9 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
         },
         _ => None,
     };
-    let default_token = agent.config().acl.tokens.default.clone();
-    let client = match spec.client(&addr, default_token.as_deref()) {
+    let config = agent.config();
+    let default_token = config.acl.tokens.default.clone();
+    let client = match spec.client(&addr, default_token.as_deref(), &local_api_tls(&addr, &config)) {
         Ok(c) => c,
         Err(e) => return tracing::error!(watch = spec.kind(), "cannot query the local agent: {e}"),
     };

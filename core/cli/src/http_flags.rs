@@ -56,7 +56,7 @@ impl HttpFlags {
         set(&mut tls.client_cert, &self.client_cert);
         set(&mut tls.client_key, &self.client_key);
         if let Some(n) = &self.tls_server_name {
-            tls.server_name = Some(n.clone());
+            tls.set_server_name(n);
         }
         tls
     }

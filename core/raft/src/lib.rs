@@ -72,6 +72,8 @@ pub struct Server {
     pub acl_enforced: Arc<std::sync::atomic::AtomicBool>,
     /// `limits.rpc_max_conns_per_client`, read by the RPC port at each new connection.
     pub rpc_max_conns: Arc<std::sync::atomic::AtomicU32>,
+    /// `limits.rpc_handshake_timeout` in milliseconds, read at each new connection.
+    pub rpc_handshake_ms: Arc<std::sync::atomic::AtomicU64>,
     batcher: Batcher,
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
     session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
@@ -136,6 +138,9 @@ impl Server {
         let endpoints: endpoints::EndpointsCell = Arc::default();
         let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let rpc_max_conns = Arc::new(std::sync::atomic::AtomicU32::new(opts.max_conns_per_client));
+        let rpc_handshake_ms = Arc::new(std::sync::atomic::AtomicU64::new(
+            opts.handshake_timeout.as_millis().min(u64::MAX as u128) as u64,
+        ));
         let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
         legate_types::tasks::spawn(
             tracker,
@@ -149,7 +154,7 @@ impl Server {
                 acl_enforced.clone(),
                 rpc::PortOptions {
                     tls: opts.tls.clone(),
-                    handshake_timeout: opts.handshake_timeout,
+                    handshake_timeout_ms: rpc_handshake_ms.clone(),
                     max_conns_per_client: rpc_max_conns.clone(),
                 },
                 shutdown.child_token(),
@@ -187,6 +192,7 @@ impl Server {
             endpoints,
             acl_enforced,
             rpc_max_conns,
+            rpc_handshake_ms,
             batcher,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
             tombstone_ttl: opts.tombstone_ttl,

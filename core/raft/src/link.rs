@@ -48,16 +48,18 @@ impl ServerLink {
     /// unlimited). A changed limit starts with a full bucket.
     pub fn set_rate_limit(&self, rate: Option<f64>, burst: u32) {
         let limiter = rate.filter(|r| *r > 0.0).and_then(|r| {
-            let quota = governor::Quota::with_period(Duration::from_secs_f64(1.0 / r))?;
+            let quota = governor::Quota::with_period(Duration::try_from_secs_f64(1.0 / r).ok()?)?;
             let quota = quota.allow_burst(std::num::NonZeroU32::new(burst.max(1))?);
             Some(Arc::new(governor::RateLimiter::direct(quota)))
         });
         *self.limiter.write().unwrap_or_else(|p| p.into_inner()) = limiter;
     }
 
-    /// Takes one call from the budget; false when it is spent.
-    fn within_rate(&self) -> bool {
-        if self.server.is_some() {
+    /// Takes one call from the budget; false when it is spent. Only the calls users make
+    /// through this agent count (`limited`): the agent's own ACL resolution and anti-entropy
+    /// do not, so a spent budget cannot pass for servers being down (the ACL down policy).
+    fn within_rate(&self, limited: bool) -> bool {
+        if self.server.is_some() || !limited {
             return true;
         }
         let limiter = self.limiter.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -84,9 +86,10 @@ impl ServerLink {
         &self,
         request: impl Fn() -> Request,
         deadline: Duration,
+        limited: bool,
         answer: impl Fn(Result<Response, RpcError>) -> Next<T>,
     ) -> Result<T, String> {
-        if !self.within_rate() {
+        if !self.within_rate(limited) {
             return Err(RATE_LIMITED.to_string());
         }
         let mut servers = self.known_servers();
@@ -107,11 +110,14 @@ impl ServerLink {
         &self,
         request: impl Fn() -> Request,
         deadline: Duration,
+        limited: bool,
         accept: impl Fn(Response) -> Result<T, String>,
     ) -> Result<T, String> {
-        self.each_server(request, deadline, |outcome| match outcome.map_err(|e| e.to_string()).and_then(&accept) {
-            Ok(v) => Next::Done(v),
-            Err(why) => Next::Try(why),
+        self.each_server(request, deadline, limited, |outcome| {
+            match outcome.map_err(|e| e.to_string()).and_then(&accept) {
+                Ok(v) => Next::Done(v),
+                Err(why) => Next::Try(why),
+            }
         })
         .await
     }
@@ -122,6 +128,7 @@ impl ServerLink {
         self.call_any(
             || Request::Http(call.clone()),
             deadline,
+            true,
             |resp| match resp {
                 Response::Http(r) => r,
                 other => Err(format!("unexpected response {other:?}")),
@@ -135,6 +142,7 @@ impl ServerLink {
         self.call_any(
             || Request::AclResolve { secret: secret.to_string() },
             deadline,
+            false,
             |resp| match resp {
                 Response::AclResolve(r) => r,
                 other => Err(format!("unexpected response {other:?}")),
@@ -150,7 +158,7 @@ impl ServerLink {
         cmd: Command,
         deadline: Duration,
     ) -> Result<CommandResponse, EndpointError> {
-        self.checked_write(|| Request::CatalogWrite { token: token.clone(), cmd: cmd.clone() }, deadline).await
+        self.checked_write(|| Request::CatalogWrite { token: token.clone(), cmd: cmd.clone() }, deadline, false).await
     }
 
     /// A KV write through a client agent, checked by the server against `token`.
@@ -160,7 +168,7 @@ impl ServerLink {
         op: KvOp,
         deadline: Duration,
     ) -> Result<CommandResponse, EndpointError> {
-        self.checked_write(|| Request::KvWrite { token: token.clone(), op: op.clone() }, deadline).await
+        self.checked_write(|| Request::KvWrite { token: token.clone(), op: op.clone() }, deadline, true).await
     }
 
     /// A write the server checks against a token. Only a server that could not be reached is
@@ -171,9 +179,10 @@ impl ServerLink {
         &self,
         request: impl Fn() -> Request,
         deadline: Duration,
+        limited: bool,
     ) -> Result<CommandResponse, EndpointError> {
         let unavailable = |why: String| Err(EndpointError::Unavailable(why));
-        self.each_server(request, deadline, |outcome| match outcome {
+        self.each_server(request, deadline, limited, |outcome| match outcome {
             Err(e @ RpcError::Connect(..)) => Next::Try(e.to_string()),
             Err(e) => Next::Done(unavailable(e.to_string())),
             Ok(Response::CatalogWrite(r) | Response::KvWrite(r)) => Next::Done(r),

@@ -162,6 +162,8 @@ type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 struct Conn {
     tx: mpsc::Sender<(Frame<Request>, oneshot::Sender<Response>)>,
     closed: CancellationToken,
+    /// The TLS generation it was made under: a reload that changes the TLS replaces it.
+    generation: u64,
 }
 
 /// A client for one peer; reconnects on the next call after a failure.
@@ -230,10 +232,13 @@ impl PeerClient {
     async fn connection(&self, deadline: Duration) -> Result<Arc<Conn>, RpcError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
-            if !c.closed.is_cancelled() {
+            if !c.closed.is_cancelled() && c.generation == self.tls.generation() {
                 return Ok(c.clone());
             }
+            // Made under TLS settings a reload replaced: calls still waiting on it finish there.
+            c.closed.cancel();
         }
+        let generation = self.tls.generation();
         let stream = tokio::time::timeout(deadline, self.open())
             .await
             // A connection that could not be made within the deadline: nothing was sent.
@@ -288,7 +293,7 @@ impl PeerClient {
                 pending.lock().unwrap().clear();
             });
         }
-        let conn = Arc::new(Conn { tx, closed });
+        let conn = Arc::new(Conn { tx, closed, generation });
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -341,8 +346,8 @@ impl Pool {
 pub struct PortOptions {
     pub tls: SharedTls,
     /// How long a new connection may take to say whether it is TLS and to finish the
-    /// handshake (`limits.rpc_handshake_timeout`).
-    pub handshake_timeout: Duration,
+    /// handshake (`limits.rpc_handshake_timeout`, in milliseconds; a reload changes it).
+    pub handshake_timeout_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Open connections one client IP may hold (`limits.rpc_max_conns_per_client`; 0: no
     /// limit); a reload changes it.
     pub max_conns_per_client: Arc<std::sync::atomic::AtomicU32>,
@@ -370,7 +375,9 @@ pub async fn serve(
             continue;
         };
         stream.set_nodelay(true).ok();
-        let (handlers, acl, tls, timeout) = (handlers.clone(), acl.clone(), port.tls.get(), port.handshake_timeout);
+        let (tls, generation) = port.tls.get_with_generation();
+        let timeout = Duration::from_millis(port.handshake_timeout_ms.load(Ordering::Relaxed));
+        let (handlers, acl, live) = (handlers.clone(), acl.clone(), port.tls.clone());
         let shutdown = shutdown.child_token();
         tracker.spawn(async move {
             let _slot = slot;
@@ -380,7 +387,8 @@ pub async fn serve(
                 a = admit(stream, peer, &tls, timeout) => a,
             };
             let Some((io, is_server)) = admitted else { return };
-            serve_conn(io, peer, handlers, acl, is_server, shutdown).await
+            let admitted = Admitted { is_server, tls: live, generation };
+            serve_conn(io, peer, handlers, acl, admitted, shutdown).await
         });
     }
     tracker.close();
@@ -452,14 +460,26 @@ fn refused(req: &Request, why: String) -> Response {
     }
 }
 
+/// What a connection was admitted under.
+struct Admitted {
+    /// The peer may make server calls.
+    is_server: bool,
+    /// The TLS settings and the generation the connection was admitted under: once a reload
+    /// replaces them, the connection is closed at its next frame and the peer reconnects under
+    /// the new ones (turning `verify_incoming` on must not leave plaintext connections open).
+    tls: SharedTls,
+    generation: u64,
+}
+
 async fn serve_conn(
     stream: Box<dyn Io>,
     peer: SocketAddr,
     handlers: Handlers,
     acl: Arc<AtomicBool>,
-    is_server: bool,
+    admitted: Admitted,
     shutdown: CancellationToken,
 ) {
+    let is_server = admitted.is_server;
     let (r, w) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Frame<Response>>(PEER_QUEUE);
     let writer = tokio::spawn(async move {
@@ -490,6 +510,10 @@ async fn serve_conn(
                 break;
             }
         };
+        if admitted.tls.generation() != admitted.generation {
+            tracing::debug!(%peer, "rpc: closing a connection admitted under TLS settings a reload replaced");
+            break;
+        }
         if !is_server && server_only(&frame.body) {
             if !warned {
                 tracing::warn!(%peer, "rpc: refused a server call: the peer's certificate does not name this datacenter's servers");

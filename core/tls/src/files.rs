@@ -46,8 +46,8 @@ pub fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'stat
     })
 }
 
-/// The trust roots of `ca_file` and every `*.pem`/`*.crt` file in `ca_path`; None when
-/// neither is set.
+/// The trust roots of `ca_file` and of every file in `ca_path` (each must hold PEM
+/// certificates, as Consul requires); None when neither is set.
 pub fn roots(ca_file: Option<&Path>, ca_path: Option<&Path>) -> Result<Option<RootCertStore>, TlsError> {
     if ca_file.is_none() && ca_path.is_none() {
         return Ok(None);
@@ -72,10 +72,8 @@ pub fn roots(ca_file: Option<&Path>, ca_path: Option<&Path>) -> Result<Option<Ro
             path: dir.to_path_buf(),
             reason: crate::io_error(&e),
         })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("pem" | "crt")))
-            .collect();
+        let mut files: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
         files.sort();
         for f in &files {
             add("ca_path", f)?;

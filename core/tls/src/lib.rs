@@ -15,7 +15,7 @@ pub mod settings;
 
 pub use files::TlsError;
 pub use live::{Live, RpcTls};
-pub use settings::{https_client_config, Settings};
+pub use settings::Settings;
 
 use std::sync::{Arc, OnceLock};
 
@@ -199,8 +199,6 @@ impl ServerCertVerifier for LooseVerifier {
     }
 }
 
-/// A self-signed certificate for `legate.test` and `127.0.0.1` (valid until 2126) and a TLS
-/// server that records the SNI each client sent, for the probes' tests.
 /// An I/O error as Go words it: lowercase, without Rust's `(os error N)` suffix.
 pub fn io_error(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
@@ -230,7 +228,8 @@ pub fn io_error(e: &std::io::Error) -> String {
     }
 }
 
-/// A TLS server for tests (a fixed self-signed certificate for `localhost`).
+/// A TLS server for tests: a fixed self-signed certificate for `legate.test` and `127.0.0.1`
+/// (valid until 2126), recording the SNI each client sent.
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support {
     use std::sync::{Arc, Mutex};

@@ -10,8 +10,9 @@ use rustls::{ClientConfig, ServerConfig};
 use crate::files::TlsError;
 use crate::settings::{certificate_names, Settings};
 
-/// A value replaced whole, read by every new connection.
-pub struct Live<T>(RwLock<Arc<T>>);
+/// A value replaced whole, read by every new connection; its generation counts the
+/// replacements, so that long-lived connections can tell they were made under an older one.
+pub struct Live<T>(RwLock<Arc<T>>, std::sync::atomic::AtomicU64);
 
 impl<T> std::fmt::Debug for Live<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -21,15 +22,27 @@ impl<T> std::fmt::Debug for Live<T> {
 
 impl<T> Live<T> {
     pub fn new(value: T) -> Live<T> {
-        Live(RwLock::new(Arc::new(value)))
+        Live(RwLock::new(Arc::new(value)), std::sync::atomic::AtomicU64::new(0))
     }
 
     pub fn get(&self) -> Arc<T> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The value and the generation it belongs to.
+    pub fn get_with_generation(&self) -> (Arc<T>, u64) {
+        let guard = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (guard.clone(), self.generation())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn set(&self, value: T) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
+        let mut guard = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(value);
+        self.1.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

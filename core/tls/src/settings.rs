@@ -5,14 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion,
-};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 use crate::files::{self, TlsError};
 
@@ -42,9 +38,25 @@ fn identity(s: &Settings) -> Result<Option<(PathBuf, PathBuf)>, TlsError> {
 }
 
 impl Settings {
-    /// Whether anything TLS is configured at all.
-    pub fn is_set(&self) -> bool {
-        self.cert_file.is_some() || self.key_file.is_some() || self.ca_file.is_some() || self.ca_path.is_some()
+    /// What these settings would build, as bytes: the settings and the contents of every file
+    /// they name. Equal fingerprints build equal configs, so a reload that changes nothing TLS
+    /// does not replace them (and does not drop connections made under them).
+    pub fn fingerprint(&self) -> Vec<u8> {
+        let mut out = format!("{self:?}").into_bytes();
+        let mut files: Vec<PathBuf> =
+            [&self.ca_file, &self.cert_file, &self.key_file].into_iter().flatten().cloned().collect();
+        if let Some(dir) = &self.ca_path {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                let mut found: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                found.sort();
+                files.extend(found);
+            }
+        }
+        for f in files {
+            out.extend_from_slice(f.as_os_str().as_encoded_bytes());
+            out.extend(std::fs::read(&f).unwrap_or_default());
+        }
+        out
     }
 
     /// The protocol versions allowed.
@@ -175,93 +187,10 @@ impl Settings {
     }
 }
 
-/// The client config of an HTTPS client (the CLI, watches): the CA's roots (the system's when
-/// none is given), a client certificate when given, the certificate checked against
-/// `server_name` instead of the dialed host when set, or nothing checked when `!verify`.
-pub fn https_client_config(
-    ca_file: Option<&std::path::Path>,
-    ca_path: Option<&std::path::Path>,
-    client_cert: Option<(&std::path::Path, &std::path::Path)>,
-    server_name: Option<&str>,
-    verify: bool,
-) -> Result<ClientConfig, TlsError> {
-    let provider = crate::provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Invalid(format!("tls: {e}")))?;
-    let roots = match files::roots(ca_file, ca_path)? {
-        Some(r) => Arc::new(r),
-        None => crate::roots(),
-    };
-    let builder = if !verify {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(crate::LooseVerifier::accept_any(provider)))
-    } else if let Some(name) = server_name.filter(|n| !n.is_empty()) {
-        let name = ServerName::try_from(name.to_string())
-            .map_err(|_| TlsError::Invalid(format!("invalid TLS server name {name:?}")))?;
-        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| TlsError::Invalid(format!("tls: {e}")))?;
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(Named { inner, name }))
-    } else {
-        builder.with_root_certificates(roots)
-    };
-    let mut config = match client_cert {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(files::certificates("client-cert", cert)?, files::private_key("client-key", key)?)
-            .map_err(|e| TlsError::Invalid(format!("client-key does not fit client-cert: {e}")))?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 /// Whether a peer's certificate (the first of its chain, already verified against the CA by the
 /// handshake) is valid for `name`, e.g. `server.dc1.consul`.
 pub fn certificate_names(certs: Option<&[CertificateDer<'_>]>, name: &str) -> bool {
     let Some(leaf) = certs.and_then(|c| c.first()) else { return false };
     let Ok(name) = ServerName::try_from(name) else { return false };
     ParsedCertificate::try_from(leaf).and_then(|c| rustls::client::verify_server_name(&c, &name)).is_ok()
-}
-
-/// Verifies the server's certificate against a fixed name (`-tls-server-name`) instead of the
-/// host that was dialed.
-#[derive(Debug)]
-struct Named {
-    inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for Named {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }

@@ -21,6 +21,7 @@ pub mod handler;
 
 pub use definition::WatchDefinition;
 
+pub use legate_client::TlsOptions;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -210,10 +211,11 @@ impl WatchSpec {
         (path, q)
     }
 
-    /// The client this watch queries with: `addr` and the watch's token (else `default_token`).
-    pub fn client(&self, addr: &str, default_token: Option<&str>) -> Result<Client, String> {
+    /// The client this watch queries with: `addr` (HTTPS as `tls` says) and the watch's token
+    /// (else `default_token`).
+    pub fn client(&self, addr: &str, default_token: Option<&str>, tls: &TlsOptions) -> Result<Client, String> {
         let token = self.token.clone().or_else(|| default_token.map(str::to_string));
-        Client::new(addr, token).map_err(|e| e.to_string())
+        Client::with_tls(addr, token, tls).map_err(|e| e.to_string())
     }
 
     /// One blocking read: (index, result). A missing key or prefix is `null`, as Consul's.

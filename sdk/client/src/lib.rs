@@ -82,6 +82,12 @@ impl TlsOptions {
         }
     }
 
+    /// Sets the name to verify the agent's certificate against; a `host:port` form is
+    /// accepted, the port is not part of the name.
+    pub fn set_server_name(&mut self, name: &str) {
+        self.server_name = Some(strip_port(name)).filter(|n| !n.is_empty());
+    }
+
     /// Whether anything here needs a client of its own.
     fn is_set(&self) -> bool {
         self.insecure
