@@ -361,10 +361,12 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
             }
             Need::Open | Need::AnyToken => {
                 if *p == "acl/bootstrap" {
-                    // Once only: the first call bootstraps, later ones are refused.
-                    assert_eq!(results[0].0, 200, "{m} {p}: {:?}", results[0]);
-                    assert_eq!(results[1].0, 403, "{m} {p}");
-                    assert!(with_rights.1.contains("ACL bootstrap no longer allowed"), "{with_rights:?}");
+                    // Open, but this agent has an initial management token: as Consul, that
+                    // bootstrapped the ACL system, so every call is refused.
+                    for r in results.iter().chain([&with_rights]) {
+                        assert_eq!(r.0, 403, "{m} {p}: {r:?}");
+                        assert!(r.1.contains("ACL bootstrap no longer allowed"), "{r:?}");
+                    }
                     continue;
                 }
                 for r in results.iter().chain([&with_rights]) {
@@ -455,6 +457,10 @@ async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
         } else if manages_acls(p) {
             assert_eq!(s, 403, "anonymous {m} {p} under default allow: {body}");
             assert!(body.starts_with("Permission denied") && body.contains("acl:"), "{m} {p}: {body}");
+        } else if p == "acl/bootstrap" {
+            // Open, but the initial management token already bootstrapped the ACL system.
+            assert_eq!(s, 403, "{m} {p}: {body}");
+            assert!(body.contains("ACL bootstrap no longer allowed"), "{m} {p}: {body}");
         } else if p == "operator/raft/peer" {
             // Authorized and carried out: a single server has no other peer to remove.
             assert!(body.contains("was not found in the Raft configuration"), "{m} {p}: {s} {body}");
@@ -561,7 +567,10 @@ async fn rules_decide_per_key_and_lists_are_filtered_with_the_header() {
         .await;
     assert_eq!(s, 400);
     assert!(body.contains("Failed to parse ACL rules") && body.contains("invalid key policy"), "{body}");
-    assert_eq!(api.call("GET", "/v1/acl/policy/name/bad", Some(MGMT), None).await.0, 403);
+    assert_eq!(
+        api.call("GET", "/v1/acl/policy/name/bad", Some(MGMT), None).await,
+        (404, "Requested policy does not exist: ACL not found".to_string())
+    );
     a.stop().await;
 }
 
@@ -628,13 +637,14 @@ async fn tokens_policies_and_roles_survive_a_restart() {
     api.ok("PUT", "/v1/kv/k", Some(&json!("v"))).await;
     assert_eq!(api.call("GET", "/v1/kv/k", Some(&secret), None).await.0, 200);
     assert_eq!(api.call("PUT", "/v1/kv/k", Some(&secret), Some(&json!("w"))).await.0, 403);
-    // Bootstrap after initial_management still works once, then is refused.
-    let (s, body) = retry_until(Duration::from_secs(10), "a leader answers bootstrap", || async {
+    // The initial management token bootstrapped the ACL system (as Consul): refused.
+    let (s, first) = retry_until(Duration::from_secs(10), "a leader answers bootstrap", || async {
         let r = api.call("PUT", "/v1/acl/bootstrap", None, None).await;
         (r.0 != 500).then_some(r)
     })
     .await;
-    assert_eq!(s, 200, "{body}");
+    assert_eq!(s, 403, "{first}");
+    assert!(first.contains("ACL bootstrap no longer allowed"), "{first}");
     a.stop().await;
 
     let (a, api) = start(config).await;
@@ -645,7 +655,7 @@ async fn tokens_policies_and_roles_survive_a_restart() {
         (r.0 != 500).then_some(r)
     })
     .await;
-    assert_eq!(s, 403, "{body}");
+    assert_eq!((s, &body), (403, &first), "still refused after the restart");
     let reset: u64 = body.rsplit("reset index: ").next().unwrap().trim_end_matches(')').parse().unwrap();
     // The operator's reset file allows one more bootstrap.
     std::fs::write(dir.path().join("acl-bootstrap-reset"), reset.to_string()).unwrap();
@@ -926,5 +936,34 @@ async fn raw_writes_over_rpc_are_refused_from_non_servers() {
     assert!(matches!(r, Response::KvWrite(Ok(_))), "{r:?}");
     let v = api.ok("GET", "/v1/kv/typed", None).await;
     assert_eq!(v[0]["Value"], "eA==");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_bodies_decode_case_insensitively_and_misses_answer_as_consul() {
+    let (a, api) = start(acl_config()).await;
+    let rules = "key_prefix \"\" { policy = \"read\" }";
+    let p = api.ok("PUT", "/v1/acl/policy", Some(&json!({"name": "lower", "rules": rules, "description": "d"}))).await;
+    assert_eq!(
+        (p["Name"].as_str(), p["Description"].as_str(), p["Rules"].as_str()),
+        (Some("lower"), Some("d"), Some(rules))
+    );
+    let r = api.ok("PUT", "/v1/acl/role", Some(&json!({"name": "r", "policies": [{"name": "lower"}]}))).await;
+    assert_eq!(r["Policies"][0]["Name"], "lower");
+    let t = api.ok("PUT", "/v1/acl/token", Some(&json!({"description": "t", "roles": [{"NAME": "r"}]}))).await;
+    assert_eq!((t["Description"].as_str(), t["Roles"][0]["Name"].as_str()), (Some("t"), Some("r")));
+    let missing = "00000000-0000-4000-8000-00000000beef";
+    for (m, path, want) in [
+        ("GET", format!("/v1/acl/policy/{missing}"), (404, "Requested policy does not exist: ACL not found")),
+        ("GET", "/v1/acl/policy/name/nope".to_string(), (404, "Requested policy does not exist: ACL not found")),
+        ("GET", format!("/v1/acl/role/{missing}"), (404, "Requested role does not exist: ACL not found")),
+        ("DELETE", format!("/v1/acl/policy/{missing}"), (404, "Cannot find policy to delete")),
+        ("DELETE", format!("/v1/acl/role/{missing}"), (404, "Cannot find role to delete")),
+        ("GET", "/v1/acl/policy/not-a-uuid".to_string(), (500, "UUID must be 36 characters")),
+        ("DELETE", "/v1/acl/role/not-a-uuid".to_string(), (500, "UUID must be 36 characters")),
+    ] {
+        let (s, body) = api.call(m, &path, Some(MGMT), None).await;
+        assert_eq!((s, body.as_str()), want, "{m} {path}");
+    }
     a.stop().await;
 }

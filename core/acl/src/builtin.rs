@@ -57,7 +57,13 @@ pub fn missing(txn: &redb::ReadTransaction, initial_management: Option<&str>) ->
     }
     if let Some(secret) = initial_management.filter(|s| !s.is_empty()) {
         if store::token_by_secret(txn, secret)?.is_none() {
-            ops.push(AclOp::TokenSet(management_token(secret.to_string(), "Initial Management Token")));
+            let token = management_token(secret.to_string(), "Initial Management Token");
+            // As Consul: creating the initial management token bootstraps the ACL system, so
+            // `PUT /v1/acl/bootstrap` is refused afterwards (unless it already was).
+            ops.push(match store::bootstrap_index(txn)? {
+                None => AclOp::Bootstrap { token, reset_index: None },
+                Some(_) => AclOp::TokenSet(token),
+            });
         }
     }
     Ok(ops)

@@ -137,11 +137,42 @@ fn read_txn(ctx: &Ctx) -> Result<redb::ReadTransaction, ApiError> {
     blocking::server(ctx)?.store.read().map_err(internal)
 }
 
+/// The field names of the ACL bodies, matched case-insensitively as Consul's decoder does.
+const BODY_FIELDS: &[&str] = &[
+    "ID",
+    "Name",
+    "Description",
+    "Rules",
+    "Datacenters",
+    "Datacenter",
+    "AccessorID",
+    "SecretID",
+    "Policies",
+    "Roles",
+    "ServiceIdentities",
+    "NodeIdentities",
+    "ServiceName",
+    "NodeName",
+    "Local",
+    "ExpirationTime",
+    "ExpirationTTL",
+];
+
 fn decode<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+    let bad = |e: serde_json::Error| ApiError::BadRequest(format!("Request decode failed: {e}"));
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    serde_json::from_value(super::decode::keys_as(v, BODY_FIELDS)).map_err(bad)
+}
+
+/// Consul's answer to an ACL object ID that is not a UUID.
+fn check_uuid(id: &str) -> Result<(), ApiError> {
+    if id.len() != 36 {
+        return Err(ApiError::Internal("UUID must be 36 characters".into()));
+    }
+    uuid::Uuid::parse_str(id).map(drop).map_err(|_| ApiError::Internal(format!("Invalid UUID format {id:?}")))
 }
 
 async fn apply(ctx: &Ctx, ops: Vec<AclOp>) -> Result<(), ApiError> {
@@ -645,6 +676,9 @@ async fn policy_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result
 }
 
 async fn policy_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&str>) -> Result<ApiResponse, ApiError> {
+    if let Some(id) = id {
+        check_uuid(id)?;
+    }
     let (p, headers) = acl_read(ctx, req, |txn| {
         let p = match (id, name) {
             (Some(id), _) => store::policy(txn, id)?,
@@ -654,7 +688,7 @@ async fn policy_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&s
         Ok(p)
     })
     .await?;
-    let p = p.ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
+    let p = p.ok_or_else(|| ApiError::NotFound("Requested policy does not exist: ACL not found".into()))?;
     Ok(with_headers(ApiResponse::json(&policy_json(&p, true)), headers))
 }
 
@@ -664,9 +698,10 @@ async fn policy_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
             "Delete operation not permitted on the builtin global-management policy".into(),
         ));
     }
+    check_uuid(id)?;
     let txn = read_txn(ctx)?;
     if store::policy(&txn, id).map_err(internal)?.is_none() {
-        return Ok(ApiResponse::json(&true));
+        return Err(ApiError::NotFound("Cannot find policy to delete".into()));
     }
     // Tokens and roles linking it drop the link.
     let mut ops = vec![AclOp::PolicyDelete(id.to_string())];
@@ -756,6 +791,9 @@ async fn role_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<A
 }
 
 async fn role_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&str>) -> Result<ApiResponse, ApiError> {
+    if let Some(id) = id {
+        check_uuid(id)?;
+    }
     let (r, headers) = acl_read(ctx, req, |txn| {
         let r = match (id, name) {
             (Some(id), _) => store::role(txn, id)?,
@@ -765,14 +803,15 @@ async fn role_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&str
         r.map(|r| role_json(txn, &r)).transpose()
     })
     .await?;
-    let r = r.ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
+    let r = r.ok_or_else(|| ApiError::NotFound("Requested role does not exist: ACL not found".into()))?;
     Ok(with_headers(ApiResponse::json(&r), headers))
 }
 
 async fn role_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
+    check_uuid(id)?;
     let txn = read_txn(ctx)?;
     if store::role(&txn, id).map_err(internal)?.is_none() {
-        return Ok(ApiResponse::json(&true));
+        return Err(ApiError::NotFound("Cannot find role to delete".into()));
     }
     let mut ops = vec![AclOp::RoleDelete(id.to_string())];
     for mut t in store::tokens(&txn).map_err(internal)? {

@@ -160,6 +160,24 @@ pub fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
 }
 
+/// Rewrites object keys, recursively, to the one of `names` they spell case-insensitively
+/// (`name`, `NAME`, `Name` -> `Name`), as Go's JSON decoder matches struct fields; other keys
+/// stay as they are.
+pub fn keys_as(v: Json, names: &[&str]) -> Json {
+    match v {
+        Json::Object(m) => Json::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let name = names.iter().find(|n| n.eq_ignore_ascii_case(&k)).map_or(k, |n| n.to_string());
+                    (name, keys_as(v, names))
+                })
+                .collect(),
+        ),
+        Json::Array(a) => Json::Array(a.into_iter().map(|v| keys_as(v, names)).collect()),
+        other => other,
+    }
+}
+
 /// JSON `null` means "not given" (clients send `"Tags": null`).
 fn strip_nulls(v: &mut Json) {
     match v {
