@@ -149,6 +149,7 @@ impl Rules {
         let value: Json = if trimmed.starts_with('{') {
             serde_json::from_str(trimmed).map_err(|e| RulesError(format!("invalid JSON: {e}")))?
         } else {
+            legate_types::hcl_guard::check(trimmed).map_err(RulesError)?;
             hcl::from_str(trimmed).map_err(|e| RulesError(e.to_string().trim().to_string()))?
         };
         let Json::Object(top) = value else {

@@ -229,12 +229,14 @@ pub fn parse_text(name: &str, text: &str, format: &str) -> Result<JsonMap<String
     let parse_err = |line: Option<usize>, reason: String| ConfigError::Parse { path: name.to_string(), line, reason };
     let value: Json = match format {
         "json" => serde_json::from_str(text).map_err(|e| parse_err(Some(e.line()), e.to_string()))?,
-        "hcl" => hcl::from_str(text).map_err(|e| {
-            let line = match &e {
-                hcl::Error::Parse(p) => Some(p.location().line()),
-                _ => None,
-            };
-            parse_err(line, e.to_string())
+        "hcl" => legate_types::hcl_guard::check(text).map_err(|e| parse_err(None, e)).and_then(|()| {
+            hcl::from_str(text).map_err(|e| {
+                let line = match &e {
+                    hcl::Error::Parse(p) => Some(p.location().line()),
+                    _ => None,
+                };
+                parse_err(line, e.to_string())
+            })
         })?,
         "toml" => {
             let v: toml::Value = toml::from_str(text).map_err(|e| {

@@ -23,3 +23,17 @@ fn every_corpus_and_regression_input_runs_clean() {
     }
     assert!(ran >= legate_fuzz_targets::TARGETS.len());
 }
+
+/// The `config` target's one finding: deeply nested HCL overflowed hcl-rs's recursive parser
+/// and aborted the process. Config files, `-hcl` fragments and ACL rules now refuse it first.
+#[test]
+fn deeply_nested_hcl_is_refused_not_a_stack_overflow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/config");
+    let data = std::fs::read(root.join("hcl-deep-nesting-stack-overflow")).unwrap();
+    let text = String::from_utf8_lossy(&data[1..]);
+    let err = legate_config::load::parse_text("x.hcl", &text, "hcl").unwrap_err();
+    assert!(err.to_string().contains("nesting"), "{err}");
+    let deep = format!("key \"a\" {{ policy = {}\"read\"{} }}", "[".repeat(5000), "]".repeat(5000));
+    let err = legate_acl::Rules::parse(&deep, false).unwrap_err();
+    assert!(err.to_string().contains("nesting"), "{err}");
+}
