@@ -104,24 +104,14 @@ impl Agent {
         let node_name = config.node_name();
 
         // Bind every listener before spawning anything, so a bind error fails the start.
-        let mut listeners = Vec::new();
-        if config.ports.http >= 0 {
-            for ip in config.http_addrs() {
-                let addr = SocketAddr::new(ip, config.ports.http as u16);
-                let l = agent::addr::bind_tcp(addr).await.map_err(|source| AgentError::HttpBind { addr, source })?;
-                listeners.push(l);
-            }
-        }
+        let listeners =
+            bind_api(&config.http_addrs(), config.ports.http, |addr, source| AgentError::HttpBind { addr, source })
+                .await?;
         let http_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let tls = Tls::new(&config)?;
-        let mut https_listeners = Vec::new();
-        if config.ports.https >= 0 {
-            for ip in config.https_addrs() {
-                let addr = SocketAddr::new(ip, config.ports.https as u16);
-                let l = agent::addr::bind_tcp(addr).await.map_err(|source| AgentError::HttpsBind { addr, source })?;
-                https_listeners.push(l);
-            }
-        }
+        let https_listeners =
+            bind_api(&config.https_addrs(), config.ports.https, |addr, source| AgentError::HttpsBind { addr, source })
+                .await?;
         let https_addrs: Vec<SocketAddr> = https_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let dns = crate::dns::bind(&config).await.map_err(|e| AgentError::DnsBind {
             addr: e.addr,
@@ -316,6 +306,22 @@ impl Agent {
         tracing::info!(clean, "agent stopped");
         clean
     }
+}
+
+/// The API's listeners on `ips` at `port` (none when the port is -1).
+async fn bind_api(
+    ips: &[IpAddr],
+    port: i32,
+    error: impl Fn(SocketAddr, std::io::Error) -> AgentError,
+) -> Result<Vec<tokio::net::TcpListener>, AgentError> {
+    let mut listeners = Vec::new();
+    if port >= 0 {
+        for ip in ips {
+            let addr = SocketAddr::new(*ip, port as u16);
+            listeners.push(agent::addr::bind_tcp(addr).await.map_err(|source| error(addr, source))?);
+        }
+    }
+    Ok(listeners)
 }
 
 /// The TLS the agent's listeners and outgoing RPC use, rebuilt from the files at a reload
