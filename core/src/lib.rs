@@ -61,4 +61,4 @@ pub use legate_types::{tasks, version};
 pub use legate_watch as watch;
 
 pub use config::Config;
-pub use node::{Agent, AgentError};
+pub use node::{Agent, StartError};

@@ -26,13 +26,16 @@ use crate::{http, logging};
 use legate_tls::{Live, RpcTls};
 
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{0}")]
     DataDir(#[from] DataDirError),
     #[error("Failed to get advertise address: {0}")]
-    Advertise(String),
+    Advertise(#[source] agent::AgentError),
+    /// Gossip could not start.
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
     #[error("Error starting HTTP server: listen tcp {addr}: bind: {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("Error starting HTTPS server: listen tcp {addr}: bind: {source}")]
@@ -63,12 +66,12 @@ pub struct Agent {
 
 impl Agent {
     /// Starts an agent from a ready config (tests, embedding). It has no sources to reload.
-    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, StartError> {
         Self::start_inner(config, None, shutdown).await
     }
 
     /// Loads the config from its layers and starts the agent; reloads re-read the same sources.
-    pub async fn start_with_sources(opts: LoadOptions, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    pub async fn start_with_sources(opts: LoadOptions, shutdown: CancellationToken) -> Result<Agent, StartError> {
         let loaded = crate::config::load(&opts)?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
@@ -82,7 +85,7 @@ impl Agent {
         config: Config,
         sources: LoadOptions,
         shutdown: CancellationToken,
-    ) -> Result<Agent, AgentError> {
+    ) -> Result<Agent, StartError> {
         Self::start_inner(config, Some(sources), shutdown).await
     }
 
@@ -90,7 +93,7 @@ impl Agent {
         config: Config,
         sources: Option<LoadOptions>,
         shutdown: CancellationToken,
-    ) -> Result<Agent, AgentError> {
+    ) -> Result<Agent, StartError> {
         let data_dir = match &config.data_dir {
             Some(p) => Some(DataDir::open(p)?),
             None => None,
@@ -100,20 +103,20 @@ impl Agent {
             // -dev without a data dir: nothing is persisted, as Consul's dev mode.
             None => config.node_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         };
-        let advertise = agent::addr::advertise_addr(&config).map_err(AgentError::Advertise)?;
+        let advertise = agent::addr::advertise_addr(&config).map_err(StartError::Advertise)?;
         let node_name = config.node_name();
 
         // Bind every listener before spawning anything, so a bind error fails the start.
         let listeners =
-            bind_api(&config.http_addrs(), config.ports.http, |addr, source| AgentError::HttpBind { addr, source })
+            bind_api(&config.http_addrs(), config.ports.http, |addr, source| StartError::HttpBind { addr, source })
                 .await?;
         let http_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let tls = Tls::new(&config)?;
         let https_listeners =
-            bind_api(&config.https_addrs(), config.ports.https, |addr, source| AgentError::HttpsBind { addr, source })
+            bind_api(&config.https_addrs(), config.ports.https, |addr, source| StartError::HttpsBind { addr, source })
                 .await?;
         let https_addrs: Vec<SocketAddr> = https_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        let dns = crate::dns::bind(&config).await.map_err(|e| AgentError::DnsBind {
+        let dns = crate::dns::bind(&config).await.map_err(|e| StartError::DnsBind {
             addr: e.addr,
             proto: e.proto,
             source: e.source,
@@ -122,19 +125,21 @@ impl Agent {
 
         if let Some(path) = &config.pid_file {
             agent::data_dir::write_atomic(path, &format!("{}\n", std::process::id()))
-                .map_err(|source| AgentError::PidFile { path: path.display().to_string(), source })?;
+                .map_err(|source| StartError::PidFile { path: path.display().to_string(), source })?;
         }
 
         let tracker = TaskTracker::new();
         let server = if config.server {
             if !(0..=65535).contains(&config.ports.server) {
-                return Err(AgentError::Server(format!(
+                return Err(StartError::Server(format!(
                     "ports.server {} is not usable by a server",
                     config.ports.server
                 )));
             }
-            let bind_ip: IpAddr =
-                config.bind_addr.parse().map_err(|_| AgentError::Advertise("bad bind_addr".into()))?;
+            let bind_ip: IpAddr = config
+                .bind_addr
+                .parse()
+                .map_err(|_| StartError::Server(format!("bind_addr {:?} is not an IP address", config.bind_addr)))?;
             let opts = ServerOptions {
                 node_id: node_id.clone(),
                 bind: SocketAddr::new(bind_ip, config.ports.server as u16),
@@ -159,7 +164,7 @@ impl Agent {
         let local = Arc::new(agent::local::LocalState::new(node_name.clone(), persist));
         let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
         let plugins = agent::plugins::plugin_host(&config, &node_name, server.as_ref(), config_rx.clone())
-            .map_err(AgentError::Server)?;
+            .map_err(agent::AgentError::from)?;
         let reloader = sources.map(|opts| Reloader::new(opts, config_tx.clone()));
         let shared = Arc::new(AgentShared::new(
             (config_tx, config_rx),
@@ -185,8 +190,7 @@ impl Agent {
             shutdown.child_token(),
             &tracker,
         )
-        .await
-        .map_err(AgentError::Server)?;
+        .await?;
         if let Some(g) = gossip {
             let _ = shared.gossip.set(g.clone());
             crate::tasks::spawn(
@@ -312,8 +316,8 @@ impl Agent {
 async fn bind_api(
     ips: &[IpAddr],
     port: i32,
-    error: impl Fn(SocketAddr, std::io::Error) -> AgentError,
-) -> Result<Vec<tokio::net::TcpListener>, AgentError> {
+    error: impl Fn(SocketAddr, std::io::Error) -> StartError,
+) -> Result<Vec<tokio::net::TcpListener>, StartError> {
     let mut listeners = Vec::new();
     if port >= 0 {
         for ip in ips {
@@ -336,9 +340,9 @@ struct Tls {
 }
 
 impl Tls {
-    fn new(config: &Config) -> Result<Tls, AgentError> {
-        let rpc = config.rpc_tls().map_err(|e| AgentError::Tls(format!("tls.internal_rpc: {e}")))?;
-        let https = config.https_tls().map_err(|e| AgentError::Tls(format!("tls.https: {e}")))?;
+    fn new(config: &Config) -> Result<Tls, StartError> {
+        let rpc = config.rpc_tls().map_err(|e| StartError::Tls(format!("tls.internal_rpc: {e}")))?;
+        let https = config.https_tls().map_err(|e| StartError::Tls(format!("tls.https: {e}")))?;
         Ok(Tls {
             rpc: Arc::new(Live::new(rpc)),
             https: Arc::new(Live::new(https)),

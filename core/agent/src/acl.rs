@@ -12,8 +12,9 @@ use std::time::Instant;
 
 pub use legate_acl::resolved::{now_unix, resolve_in_store, Resolved};
 
-use crate::AgentShared;
+use crate::{AgentError, AgentShared};
 use legate_acl::{Authz, Rules, ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET};
+use legate_raft::link::LinkError;
 use legate_state::Store;
 
 /// Why a secret resolves to no authorizer.
@@ -88,7 +89,7 @@ impl Resolver {
 
     /// Sets a token at run time (`/v1/agent/token/<kind>`), persisted in the data dir when
     /// `enable_token_persistence` is on.
-    pub fn set_agent_token(&self, agent: &AgentShared, kind: &str, secret: String) -> Result<(), String> {
+    pub fn set_agent_token(&self, agent: &AgentShared, kind: &str, secret: String) -> Result<(), AgentError> {
         let snapshot = {
             let mut m = self.agent_tokens.write().unwrap_or_else(|p| p.into_inner());
             m.insert(kind.to_string(), secret);
@@ -98,9 +99,9 @@ impl Resolver {
         if c.acl.enable_token_persistence {
             if let Some(dir) = c.data_dir.as_ref() {
                 let path = std::path::Path::new(dir).join("acl-tokens.json");
-                let body = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
-                legate_types::fs::write_private_blocking(&path, &body)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let body = serde_json::to_vec_pretty(&snapshot).map_err(std::io::Error::from);
+                body.and_then(|body| legate_types::fs::write_private_blocking(&path, &body))
+                    .map_err(|source| AgentError::Io { path: path.clone(), source })?;
             }
         }
         Ok(())
@@ -200,7 +201,7 @@ impl Resolver {
         let _ = self.authorize(agent, Some(&secret)).await;
     }
 
-    fn on_down(&self, agent: &AgentShared, secret: &str, why: String) -> Result<Arc<Authz>, ResolveError> {
+    fn on_down(&self, agent: &AgentShared, secret: &str, why: LinkError) -> Result<Arc<Authz>, ResolveError> {
         let policy = agent.config().acl.down_policy.clone();
         tracing::warn!(error = %why, "ACL token resolution failed; applying down_policy {policy}");
         self.down_authz(agent, Some(secret)).ok_or(ResolveError::Unavailable(format!("ACL not found: {why}")))

@@ -6,23 +6,29 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use legate_config::Config;
 
-pub fn advertise_addr(config: &Config) -> Result<IpAddr, String> {
+use crate::AgentError;
+
+pub fn advertise_addr(config: &Config) -> Result<IpAddr, AgentError> {
     if let Some(a) = &config.advertise_addr {
-        return a.parse().map_err(|_| format!("advertise_addr {a:?} is not an IP address"));
+        return a.parse().map_err(|_| AgentError::Address(format!("advertise_addr {a:?} is not an IP address")));
     }
-    let bind: IpAddr =
-        config.bind_addr.parse().map_err(|_| format!("bind_addr {:?} is not an IP address", config.bind_addr))?;
+    let bind: IpAddr = config
+        .bind_addr
+        .parse()
+        .map_err(|_| AgentError::Address(format!("bind_addr {:?} is not an IP address", config.bind_addr)))?;
     if !bind.is_unspecified() {
         return Ok(bind);
     }
     let private: Vec<Ipv4Addr> = interface_ipv4s().into_iter().filter(is_private).collect();
     match private.as_slice() {
         [one] => Ok(IpAddr::V4(*one)),
-        [] => Err("No private IPv4 address found. Please configure one with 'bind' and/or 'advertise'.".into()),
-        many => Err(format!(
+        [] => Err(AgentError::Address(
+            "No private IPv4 address found. Please configure one with 'bind' and/or 'advertise'.".into(),
+        )),
+        many => Err(AgentError::Address(format!(
             "Multiple private IPv4 addresses found ({}). Please configure one with 'bind' and/or 'advertise'.",
             many.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
-        )),
+        ))),
     }
 }
 

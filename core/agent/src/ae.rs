@@ -10,7 +10,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::local::{LocalCheck, LocalService};
-use super::AgentShared;
+use super::{AgentError, AgentShared};
 use legate_raft::command::{Command, CommandResponse};
 use legate_state::catalog::{self, Deregister, Node, Register};
 
@@ -87,9 +87,9 @@ pub fn node_record(agent: &AgentShared) -> Node {
     }
 }
 
-async fn write(agent: &AgentShared, cmd: Command) -> Result<(), String> {
+async fn write(agent: &AgentShared, cmd: Command) -> Result<(), AgentError> {
     match agent.catalog_apply(cmd).await? {
-        CommandResponse::Catalog(Err(e)) => Err(e.0),
+        CommandResponse::Catalog(Err(e)) => Err(AgentError::Refused(e.0)),
         _ => Ok(()),
     }
 }

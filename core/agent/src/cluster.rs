@@ -11,7 +11,7 @@ use std::time::Duration;
 use openraft::BasicNode;
 use tokio_util::sync::CancellationToken;
 
-use super::AgentShared;
+use super::{AgentError, AgentShared};
 use legate_gossip::{Gossip, GossipOptions, MemberInfo, STATUS_ALIVE, STATUS_LEFT};
 
 /// Starts gossip on the serf LAN port (none when the port is -1).
@@ -20,15 +20,17 @@ pub async fn start_gossip(
     data_dir: Option<&std::path::Path>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
-) -> Result<Option<Arc<Gossip>>, String> {
+) -> Result<Option<Arc<Gossip>>, AgentError> {
     let c = agent.config();
     if c.ports.serf_lan < 0 {
         return Ok(None);
     }
-    let bind_ip: std::net::IpAddr =
-        c.serf_lan.as_deref().unwrap_or(&c.bind_addr).parse().map_err(|_| {
-            format!("invalid serf LAN bind address {:?}", c.serf_lan.as_deref().unwrap_or(&c.bind_addr))
-        })?;
+    let bind_ip: std::net::IpAddr = c.serf_lan.as_deref().unwrap_or(&c.bind_addr).parse().map_err(|_| {
+        AgentError::Address(format!(
+            "invalid serf LAN bind address {:?}",
+            c.serf_lan.as_deref().unwrap_or(&c.bind_addr)
+        ))
+    })?;
     let mut opts = GossipOptions::new(agent.node_name(), SocketAddr::new(bind_ip, c.ports.serf_lan as u16));
     opts.advertise = agent.advertise();
     opts.tags = agent.local_member().tags;
@@ -36,23 +38,27 @@ pub async fn start_gossip(
     opts.reconnect_timeout = c.reconnect_timeout.0;
     if let Some(key) = &c.encrypt {
         use base64::Engine;
-        let k = base64::engine::general_purpose::STANDARD.decode(key).map_err(|e| format!("encrypt: {e}"))?;
+        let k = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|e| AgentError::Address(format!("encrypt: {e}")))?;
         opts.keys = vec![k];
     }
     opts.keyring_path =
         if c.disable_keyring_file { None } else { data_dir.map(|d| d.join("serf").join("local.keyring")) };
     if let Some(p) = opts.keyring_path.as_ref().and_then(|p| p.parent()) {
-        legate_types::fs::create_private_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        legate_types::fs::create_private_dir(p).map_err(|source| AgentError::Io { path: p.to_path_buf(), source })?;
     }
     // As for TCP: an address still held by an exiting process is retried for a second.
     let mut tries = 0;
     loop {
         match Gossip::start(opts.clone(), shutdown.clone(), tracker).await {
-            Err(e) if e.contains("in use") && tries < 20 => {
+            Err(legate_gossip::GossipError::Bind { ref source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && tries < 20 =>
+            {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            other => return other.map(Some),
+            other => return Ok(other.map(Some)?),
         }
     }
 }

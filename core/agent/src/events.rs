@@ -80,7 +80,10 @@ fn apply_keyring_event(gossip: &legate_gossip::Gossip, ev: &UserEvent) {
         "install" => gossip.keyring_install(&key),
         "use" => gossip.keyring_use(&key),
         "remove" => gossip.keyring_remove(&key),
-        other => Err(format!("unknown keyring operation {other:?}")),
+        other => {
+            tracing::warn!(op = other, "unknown keyring operation from the cluster");
+            return;
+        }
     };
     match r {
         Ok(()) => tracing::info!(op, "gossip keyring changed by the cluster"),

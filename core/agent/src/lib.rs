@@ -29,6 +29,7 @@ pub mod checks;
 pub mod cluster;
 pub mod config_watch;
 pub mod data_dir;
+pub mod error;
 pub mod events;
 pub mod leader;
 pub mod local;
@@ -47,6 +48,8 @@ use legate_config::reload::{ReloadOutcome, Reloader};
 use legate_config::Config;
 use legate_raft::link::ServerLink;
 use legate_raft::Server;
+
+pub use error::AgentError;
 use legate_types::version;
 use serde_json::{json, Value as Json};
 use tokio::sync::watch;
@@ -176,12 +179,12 @@ impl AgentShared {
     pub async fn catalog_apply(
         &self,
         cmd: legate_raft::command::Command,
-    ) -> Result<legate_raft::command::CommandResponse, String> {
+    ) -> Result<legate_raft::command::CommandResponse, AgentError> {
         if let Some(s) = self.server() {
-            return s.apply(cmd).await.map_err(|e| e.to_string());
+            return Ok(s.apply(cmd).await?);
         }
         let token = self.acl.agent_token(self, "agent");
-        self.link.catalog_write(token, cmd, self.rpc_deadline(Some("0s"))).await.map_err(|e| e.to_string())
+        Ok(self.link.catalog_write(token, cmd, self.rpc_deadline(Some("0s"))).await?)
     }
 
     /// Stops the agent because of `why` (exit status 1).
@@ -258,7 +261,10 @@ impl AgentShared {
     }
 
     /// Sends an HTTP API call to a server (client agents); tries each known server once.
-    pub async fn forward_http(&self, call: legate_raft::rpc::HttpCall) -> Result<legate_raft::rpc::HttpReply, String> {
+    pub async fn forward_http(
+        &self,
+        call: legate_raft::rpc::HttpCall,
+    ) -> Result<legate_raft::rpc::HttpReply, legate_raft::link::LinkError> {
         let wait = call.query.iter().find(|(k, _)| k == "wait").map(|(_, v)| v.as_str());
         let deadline = self.rpc_deadline(wait);
         self.link.forward_http(call, deadline).await
@@ -288,10 +294,10 @@ impl AgentShared {
 
     /// Re-reads the config sources (SIGHUP, `PUT /v1/agent/reload`). Errors keep the running
     /// config and are returned as text naming file, line and key.
-    pub fn reload(&self) -> Result<ReloadOutcome, String> {
+    pub fn reload(&self) -> Result<ReloadOutcome, AgentError> {
         match &self.reloader {
-            Some(r) => r.reload().map_err(|e| e.to_string()),
-            None => Err("this agent was started from an in-memory config and has no sources to reload".into()),
+            Some(r) => Ok(r.reload()?),
+            None => Err(AgentError::NoSources),
         }
     }
 
@@ -378,10 +384,10 @@ impl AgentShared {
 
     /// Leader and peers. A client agent that knows no server answers Consul's error; a server
     /// reports the Raft state it has (none yet: no leader, no peers).
-    pub fn cluster_view(&self) -> Result<ClusterView, String> {
+    pub fn cluster_view(&self) -> Result<ClusterView, AgentError> {
         match self.server() {
             Some(s) => Ok(ClusterView { leader: s.leader(), peers: s.peers() }),
-            None => Err("No known Consul servers".into()),
+            None => Err(AgentError::NoServers),
         }
     }
 

@@ -14,7 +14,7 @@ pub fn plugin_host(
     node_name: &str,
     server: Option<&Arc<Server>>,
     live_config: watch::Receiver<Arc<Config>>,
-) -> Result<legate_plugin_host::PluginHost, String> {
+) -> Result<legate_plugin_host::PluginHost, legate_plugin_host::PluginError> {
     let plugin_dir = config.plugin_dir.clone().or_else(|| config.data_dir.as_ref().map(|d| d.join("plugins")));
     let cache_dir = config.data_dir.as_ref().map(|d| d.join("plugin-cache"));
     let kv = server.map(|s| Arc::new(StoreKv(s.clone(), live_config)) as Arc<dyn legate_plugin_host::KvSource>);

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::AgentShared;
+use super::{AgentError, AgentShared};
 use legate_config::WatchDefinition;
 use legate_watch::handler::{self, HandlerSpec, HttpHandler, Output};
 use legate_watch::WatchSpec;
@@ -31,11 +31,12 @@ pub async fn run_wasm_handler(
     watch_type: &str,
     index: u64,
     payload_json: &str,
-) -> Result<String, String> {
+) -> Result<String, AgentError> {
     use legate_plugin_host::HandlerEvent;
     if watch_type == "event" {
         // User events reach the plugin typed, one call per event (oldest first).
-        let events: Vec<Json> = serde_json::from_str(payload_json).map_err(|e| format!("bad event list: {e}"))?;
+        let events: Vec<Json> =
+            serde_json::from_str(payload_json).map_err(|e| AgentError::Handler(format!("bad event list: {e}")))?;
         let mut outputs = Vec::new();
         for e in events {
             let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
@@ -61,7 +62,7 @@ pub async fn run_wasm_handler(
     }
     let event =
         HandlerEvent::Watch { watch_type: watch_type.to_string(), index, payload_json: payload_json.to_string() };
-    legate_plugin_host::run_handler(shared.plugins(), wasm, event).await.map(|o| o.output)
+    Ok(legate_plugin_host::run_handler(shared.plugins(), wasm, event).await?.output)
 }
 
 /// The address watches query: the first HTTP listener, else the first HTTPS one
@@ -191,13 +192,17 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
     spec.run(&client, &stop, |index, result| async move {
         let payload = serde_json::to_vec(&result).unwrap_or_default();
         let outcome = match handler_ref {
-            HandlerSpec::Exec(argv) => handler::exec(argv, &payload, index, Some(EXEC_TIMEOUT), Output::Capture).await,
+            HandlerSpec::Exec(argv) => handler::exec(argv, &payload, index, Some(EXEC_TIMEOUT), Output::Capture)
+                .await
+                .map_err(AgentError::from),
             HandlerSpec::Shell(cmd) => {
-                handler::exec(&handler::shell_argv(cmd), &payload, index, Some(EXEC_TIMEOUT), Output::Capture).await
+                handler::exec(&handler::shell_argv(cmd), &payload, index, Some(EXEC_TIMEOUT), Output::Capture)
+                    .await
+                    .map_err(AgentError::from)
             }
             HandlerSpec::Http(_) => match http_ref {
-                Some(h) => h.call(index, payload).await,
-                None => Err("http handler not built".into()),
+                Some(h) => h.call(index, payload).await.map_err(AgentError::from),
+                None => Err(AgentError::Handler("http handler not built".into())),
             },
             HandlerSpec::Wasm(w) => {
                 let text = String::from_utf8_lossy(&payload);

@@ -47,6 +47,7 @@ impl HostArgs {
             },
             kv: None,
         })
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -206,11 +207,11 @@ fn call_for(spec: &SpecArgs) -> CheckCall {
 async fn run_one(a: RunArgs) -> Result<i32, String> {
     let host = a.host.host()?;
     let spec = a.spec.spec(&a.plugin)?;
-    let path = host.resolve(&a.plugin)?;
-    let loaded = host.load(&path).await?;
+    let path = host.resolve(&a.plugin).map_err(|e| e.to_string())?;
+    let loaded = host.load(&path).await.map_err(|e| e.to_string())?;
     match loaded.world {
         World::Check => {
-            host.validate(&spec, Some(World::Check)).await?;
+            host.validate(&spec, Some(World::Check)).await.map_err(|e| e.to_string())?;
             let (status, output) = match host.call_check(&loaded, &spec, &call_for(&a.spec), 1).await {
                 CheckCallResult::Ok(o) => (o.status, o.output),
                 CheckCallResult::PluginError(t) | CheckCallResult::Killed(t) => {
@@ -253,8 +254,8 @@ async fn run_one(a: RunArgs) -> Result<i32, String> {
 
 async fn inspect(a: InspectArgs) -> Result<i32, String> {
     let host = a.host.host()?;
-    let path = host.resolve(&a.plugin)?;
-    let i = host.inspect(&path).await?;
+    let path = host.resolve(&a.plugin).map_err(|e| e.to_string())?;
+    let i = host.inspect(&path).await.map_err(|e| e.to_string())?;
     if a.format_json {
         println!("{}", serde_json::to_string_pretty(&i).map_err(|e| e.to_string())?);
         return Ok(0);
@@ -332,9 +333,9 @@ async fn bench(a: BenchArgs) -> Result<i32, String> {
     let call = call_for(&a.spec);
     // Fill the cache.
     let host = a.host.host()?;
-    let path = host.resolve(&a.plugin)?;
+    let path = host.resolve(&a.plugin).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let loaded = host.load(&path).await?;
+    let loaded = host.load(&path).await.map_err(|e| e.to_string())?;
     println!(
         "plugin {} ({}, {} bytes): first load {:?} ({})",
         path.display(),
@@ -346,7 +347,7 @@ async fn bench(a: BenchArgs) -> Result<i32, String> {
     if loaded.world != World::Check {
         return Err("bench runs check plugins".into());
     }
-    host.validate(&spec, Some(World::Check)).await?;
+    host.validate(&spec, Some(World::Check)).await.map_err(|e| e.to_string())?;
     // Cold starts: a fresh host (engine) each time, created before the clock starts (an agent
     // has its engine); timed: load from the on-disk cache (deserialize + link), then the
     // first call (instantiate + call).
@@ -355,7 +356,7 @@ async fn bench(a: BenchArgs) -> Result<i32, String> {
     for _ in 0..a.cold {
         let h = a.host.host()?;
         let t = Instant::now();
-        let l = h.load(&path).await?;
+        let l = h.load(&path).await.map_err(|e| e.to_string())?;
         loads.push(t.elapsed());
         if !l.from_cache {
             return Err("the plugin was compiled, not loaded from the cache".into());

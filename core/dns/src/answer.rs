@@ -1,6 +1,7 @@
 //! Answers for names inside the agent's domain (and PTR names), as Consul's DNS server builds
 //! them: which records, which rcode, which TTLs, what goes to Additional and Authority.
 
+use crate::error::DnsError;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -95,7 +96,7 @@ impl Question<'_> {
     }
 
     /// Answers the question (an `Err` is a failed read: SERVFAIL).
-    pub async fn answer(&self) -> Result<Reply, String> {
+    pub async fn answer(&self) -> Result<Reply, DnsError> {
         match self.qtype {
             RecordType::AXFR | RecordType::IXFR => {
                 return Ok(Reply { rcode: ResponseCode::NotImp, ..Reply::default() })
@@ -145,7 +146,7 @@ impl Question<'_> {
     }
 
     /// Up to three random healthy servers (the `consul` service) as NS records and A glue.
-    async fn nameservers(&self) -> Result<(Vec<Record>, Vec<Record>), String> {
+    async fn nameservers(&self) -> Result<(Vec<Record>, Vec<Record>), DnsError> {
         let all = self.source().service("consul", self.stale()).await?;
         let mut servers: Vec<&Instance> =
             all.iter().filter(|i| i.health != Health::Critical && self.allowed(i)).collect();
@@ -166,7 +167,7 @@ impl Question<'_> {
         self.authz.allows(Resource::Service(&i.service)) && self.authz.allows(Resource::Node(&i.node.name))
     }
 
-    async fn node(&self, name: &str) -> Result<Reply, String> {
+    async fn node(&self, name: &str) -> Result<Reply, DnsError> {
         let node = match self.source().node(name, self.stale()).await? {
             Some(n) if self.authz.allows(Resource::Node(&n.name)) => n,
             _ => return Ok(Reply::nxdomain(self.soa())),
@@ -185,7 +186,7 @@ impl Question<'_> {
         Ok(reply)
     }
 
-    async fn service(&self, name: &str, tag: Option<&str>) -> Result<Reply, String> {
+    async fn service(&self, name: &str, tag: Option<&str>) -> Result<Reply, DnsError> {
         let only_passing = self.cfg.dns_config.only_passing;
         let all = self.source().service(name, self.stale()).await?;
         let mut instances: Vec<&Instance> = all
@@ -302,7 +303,7 @@ pub async fn ptr(
     qname: &Name,
     ip: IpAddr,
     authz: &DnsAuthz,
-) -> Result<Option<Vec<Record>>, String> {
+) -> Result<Option<Vec<Record>>, DnsError> {
     let source = Source::for_agent(agent, cfg, cache);
     let stale = cfg.dns_config.allow_stale;
     let ttl = cfg.dns_config.node_ttl.0.as_secs().min(u32::MAX as u64) as u32;

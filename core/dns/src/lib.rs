@@ -17,6 +17,7 @@
 
 pub mod answer;
 pub mod authz;
+pub mod error;
 pub mod name;
 pub mod recurse;
 pub mod source;

@@ -4,6 +4,7 @@
 //! each with `recursor_timeout`. An upstream answer other than NOERROR/NXDOMAIN tries the next
 //! recursor; when all fail the caller answers SERVFAIL.
 
+use crate::error::DnsError;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ pub async fn recurse(cfg: &Config, query: &[u8], id: u16, tcp: bool) -> Option<M
     None
 }
 
-async fn exchange(up: SocketAddr, query: &[u8], tcp: bool) -> Result<Message, String> {
+async fn exchange(up: SocketAddr, query: &[u8], tcp: bool) -> Result<Message, DnsError> {
     if !tcp {
         let m = exchange_udp(up, query).await?;
         if !m.metadata.truncation {
@@ -55,26 +56,26 @@ async fn exchange(up: SocketAddr, query: &[u8], tcp: bool) -> Result<Message, St
     exchange_tcp(up, query).await
 }
 
-async fn exchange_udp(up: SocketAddr, query: &[u8]) -> Result<Message, String> {
+async fn exchange_udp(up: SocketAddr, query: &[u8]) -> Result<Message, DnsError> {
     let local: SocketAddr = if up.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let sock = tokio::net::UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
-    sock.connect(up).await.map_err(|e| e.to_string())?;
-    sock.send(query).await.map_err(|e| e.to_string())?;
+    let sock = tokio::net::UdpSocket::bind(local).await?;
+    sock.connect(up).await?;
+    sock.send(query).await?;
     let mut buf = vec![0u8; 65535];
-    let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
-    Message::from_vec(&buf[..n]).map_err(|e| e.to_string())
+    let n = sock.recv(&mut buf).await?;
+    Ok(Message::from_vec(&buf[..n])?)
 }
 
-async fn exchange_tcp(up: SocketAddr, query: &[u8]) -> Result<Message, String> {
-    let mut s = tokio::net::TcpStream::connect(up).await.map_err(|e| e.to_string())?;
-    let len = u16::try_from(query.len()).map_err(|_| "query too large".to_string())?;
+async fn exchange_tcp(up: SocketAddr, query: &[u8]) -> Result<Message, DnsError> {
+    let mut s = tokio::net::TcpStream::connect(up).await?;
+    let len = u16::try_from(query.len()).map_err(|_| DnsError::TooLarge)?;
     let mut out = Vec::with_capacity(query.len() + 2);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(query);
-    s.write_all(&out).await.map_err(|e| e.to_string())?;
+    s.write_all(&out).await?;
     let mut lb = [0u8; 2];
-    s.read_exact(&mut lb).await.map_err(|e| e.to_string())?;
+    s.read_exact(&mut lb).await?;
     let mut buf = vec![0u8; u16::from_be_bytes(lb) as usize];
-    s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-    Message::from_vec(&buf).map_err(|e| e.to_string())
+    s.read_exact(&mut buf).await?;
+    Ok(Message::from_vec(&buf)?)
 }

@@ -3,6 +3,7 @@
 //! servers when `allow_stale` is off or the local copy is older than `max_stale`). Both give
 //! the same [`Instance`] / [`NodeInfo`] view, with each instance's health already aggregated.
 
+use crate::error::DnsError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -97,7 +98,7 @@ pub struct CatalogView {
 }
 
 impl CatalogCache {
-    pub fn view(&self, store: &legate_state::Store) -> Result<Arc<CatalogView>, String> {
+    pub fn view(&self, store: &legate_state::Store) -> Result<Arc<CatalogView>, DnsError> {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((rx, view)) = guard.as_ref() {
             if !rx.has_changed().unwrap_or(true) {
@@ -109,7 +110,7 @@ impl CatalogCache {
             None => store.watch.subscribe(legate_state::watch::Table::Catalog),
         };
         rx.borrow_and_update();
-        let view = Arc::new(CatalogView::build(store).map_err(|e| e.to_string())?);
+        let view = Arc::new(CatalogView::build(store)?);
         *guard = Some((rx, view.clone()));
         Ok(view)
     }
@@ -189,7 +190,7 @@ impl<'a> Source<'a> {
     }
 
     /// Instances of the service `name` (case-insensitive, as Consul's catalog).
-    pub async fn service(&self, name: &str, stale: bool) -> Result<Arc<Vec<Instance>>, String> {
+    pub async fn service(&self, name: &str, stale: bool) -> Result<Arc<Vec<Instance>>, DnsError> {
         match self {
             Source::Local(store, cache) => {
                 Ok(cache.view(store)?.services.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default())
@@ -230,7 +231,7 @@ impl<'a> Source<'a> {
     }
 
     /// A node by name (case-insensitive).
-    pub async fn node(&self, name: &str, stale: bool) -> Result<Option<NodeInfo>, String> {
+    pub async fn node(&self, name: &str, stale: bool) -> Result<Option<NodeInfo>, DnsError> {
         match self {
             Source::Local(store, cache) => {
                 let view = cache.view(store)?;
@@ -244,7 +245,7 @@ impl<'a> Source<'a> {
         }
     }
 
-    pub async fn nodes(&self, stale: bool) -> Result<Vec<NodeInfo>, String> {
+    pub async fn nodes(&self, stale: bool) -> Result<Vec<NodeInfo>, DnsError> {
         match self {
             Source::Local(store, cache) => Ok(cache.view(store)?.nodes.clone()),
             Source::Remote(agent) => {
@@ -255,7 +256,7 @@ impl<'a> Source<'a> {
     }
 
     /// Every service instance's explicit address (PTR for service addresses).
-    pub async fn service_addrs(&self, stale: bool) -> Result<Vec<ServiceAddr>, String> {
+    pub async fn service_addrs(&self, stale: bool) -> Result<Vec<ServiceAddr>, DnsError> {
         match self {
             Source::Local(store, cache) => Ok(cache.view(store)?.service_addrs.clone()),
             Source::Remote(agent) => {
@@ -283,20 +284,25 @@ fn encode(s: &str) -> String {
 
 /// A GET through the agent's forwarding path: to a server from a client agent, to the leader
 /// from a server whose copy is not fresh enough. `None` for a JSON `null` body.
-async fn call<T: for<'de> Deserialize<'de>>(agent: &AgentShared, path: &str, stale: bool) -> Result<Option<T>, String> {
+async fn call<T: for<'de> Deserialize<'de>>(
+    agent: &AgentShared,
+    path: &str,
+    stale: bool,
+) -> Result<Option<T>, DnsError> {
     let mut query = Vec::new();
     if stale {
         query.push(("stale".to_string(), String::new()));
     }
     let call = HttpCall { method: "GET".into(), path: path.to_string(), query, token: None, body: Vec::new() };
     let reply = match agent.server() {
-        Some(server) => server.forward_to_leader(call).await?,
-        None => agent.forward_http(call).await?,
-    };
+        Some(server) => server.forward_to_leader(call).await,
+        None => agent.forward_http(call).await,
+    }?;
     if reply.status != 200 {
-        return Err(format!("{} {}: {}", reply.status, path, String::from_utf8_lossy(&reply.body).trim()));
+        let body = String::from_utf8_lossy(&reply.body).trim().to_string();
+        return Err(DnsError::Status { status: reply.status, path: path.to_string(), body });
     }
-    serde_json::from_slice(&reply.body).map_err(|e| format!("{path}: {e}"))
+    serde_json::from_slice(&reply.body).map_err(|source| DnsError::Decode { path: path.to_string(), source })
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,7 @@
 //!
 //! Failed members are reaped after `reconnect_timeout`, left ones after `tombstone_timeout`.
 
+use crate::GossipError;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
@@ -482,15 +483,15 @@ impl Core {
         self.foca.updates_backlog()
     }
 
-    pub(crate) fn force_leave(&mut self, node: &str, prune: bool, now: Instant) -> Result<(), String> {
+    pub(crate) fn force_leave(&mut self, node: &str, prune: bool, now: Instant) -> Result<(), GossipError> {
         if node == self.own.name {
-            return Err("Cannot force-leave the local agent; use leave".to_string());
+            return Err(GossipError::ForceLeaveSelf);
         }
         let rec = self
             .records
             .get(node)
             .filter(|r| r.view.is_some())
-            .ok_or_else(|| format!("No node found with name '{node}'"))?;
+            .ok_or_else(|| GossipError::NoSuchNode(node.to_string()))?;
         if rec.active {
             // Serf marks an alive member leaving on a force-leave, until it refutes by being
             // alive; here the local view shows it leaving for a few probe rounds.
@@ -526,9 +527,9 @@ impl Core {
 
     /// Fires a user event: stamps the Lamport time (and id/origin if empty), delivers it
     /// locally and broadcasts it.
-    pub(crate) fn fire_event(&mut self, ev: UserEvent, now: Instant) -> Result<UserEvent, String> {
+    pub(crate) fn fire_event(&mut self, ev: UserEvent, now: Instant) -> Result<UserEvent, GossipError> {
         if self.left {
-            return Err("gossip: this agent has left the cluster".to_string());
+            return Err(GossipError::Left);
         }
         let mut ev = ev;
         if ev.id.is_empty() {
@@ -540,14 +541,14 @@ impl Core {
         ev.ltime = self.event_clock;
         let data = wire::encode(&Bcast::Event(WireEvent::from(ev.clone())));
         if data.len() > MAX_BROADCAST {
-            return Err(format!("user event exceeds limit of {MAX_BROADCAST} bytes after encoding"));
+            return Err(GossipError::EventTooLarge(MAX_BROADCAST));
         }
         if !self.ledger().see_event(&ev.id) {
-            return Err(format!("duplicate user event id {}", ev.id));
+            return Err(GossipError::DuplicateEvent(ev.id));
         }
         self.event_clock += 1;
         if let Err(e) = self.foca.add_broadcast(&data) {
-            return Err(format!("gossip: cannot broadcast event: {e}"));
+            return Err(GossipError::Broadcast(e.to_string()));
         }
         self.broadcast_now();
         let _ = self.event_tx.send(ev.clone());

@@ -9,6 +9,7 @@
 //! A keyring with keys refuses plaintext datagrams; a keyring without keys refuses sealed ones.
 //! Any installed key may open a datagram; only the primary seals.
 
+use crate::GossipError;
 use std::path::Path;
 
 use aes_gcm::aead::consts::U12;
@@ -36,12 +37,13 @@ enum Cipher {
 }
 
 impl Cipher {
-    fn new(key: &[u8]) -> Result<Cipher, String> {
+    fn new(key: &[u8]) -> Result<Cipher, GossipError> {
+        let invalid = |e: aes_gcm::aes::cipher::InvalidLength| GossipError::InvalidKey(e.to_string());
         Ok(match key.len() {
-            16 => Cipher::A128(Box::new(Aes128Gcm::new_from_slice(key).map_err(|e| e.to_string())?)),
-            24 => Cipher::A192(Box::new(Aes192Gcm::new_from_slice(key).map_err(|e| e.to_string())?)),
-            32 => Cipher::A256(Box::new(Aes256Gcm::new_from_slice(key).map_err(|e| e.to_string())?)),
-            n => return Err(format!("key size must be 16, 24 or 32 bytes (got {n})")),
+            16 => Cipher::A128(Box::new(Aes128Gcm::new_from_slice(key).map_err(invalid)?)),
+            24 => Cipher::A192(Box::new(Aes192Gcm::new_from_slice(key).map_err(invalid)?)),
+            32 => Cipher::A256(Box::new(Aes256Gcm::new_from_slice(key).map_err(invalid)?)),
+            n => return Err(GossipError::InvalidKey(format!("key size must be 16, 24 or 32 bytes (got {n})"))),
         })
     }
 
@@ -102,11 +104,11 @@ pub(crate) struct Keyring {
 }
 
 /// Decodes a base64 key and checks its size.
-pub(crate) fn decode_key(b64: &str) -> Result<Vec<u8>, String> {
-    let raw = B64.decode(b64.trim()).map_err(|e| format!("Invalid key: {e}"))?;
+pub(crate) fn decode_key(b64: &str) -> Result<Vec<u8>, GossipError> {
+    let raw = B64.decode(b64.trim()).map_err(|e| GossipError::InvalidKey(e.to_string()))?;
     match raw.len() {
         16 | 24 | 32 => Ok(raw),
-        n => Err(format!("Invalid key: key size must be 16, 24 or 32 bytes (got {n})")),
+        n => Err(GossipError::InvalidKey(format!("key size must be 16, 24 or 32 bytes (got {n})"))),
     }
 }
 
@@ -115,13 +117,13 @@ pub(crate) fn encode_key(raw: &[u8]) -> String {
 }
 
 impl Keyring {
-    pub(crate) fn new(keys: &[Vec<u8>]) -> Result<Keyring, String> {
+    pub(crate) fn new(keys: &[Vec<u8>]) -> Result<Keyring, GossipError> {
         let mut ring = Keyring::default();
         for raw in keys {
             if ring.keys.iter().any(|k| &k.raw == raw) {
                 continue;
             }
-            let cipher = Cipher::new(raw).map_err(|e| format!("invalid gossip encryption key: {e}"))?;
+            let cipher = Cipher::new(raw)?;
             ring.keys.push(Key { raw: raw.clone(), cipher });
         }
         Ok(ring)
@@ -141,7 +143,7 @@ impl Keyring {
     }
 
     /// The key list after installing `raw` as a secondary key (no change if present).
-    pub(crate) fn plan_install(&self, raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    pub(crate) fn plan_install(&self, raw: &[u8]) -> Result<Vec<Vec<u8>>, GossipError> {
         self.require_enabled()?;
         let mut keys = self.raw_keys();
         if !keys.iter().any(|k| k == raw) {
@@ -151,31 +153,31 @@ impl Keyring {
     }
 
     /// The key list after making the installed key `raw` the primary one.
-    pub(crate) fn plan_use(&self, raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    pub(crate) fn plan_use(&self, raw: &[u8]) -> Result<Vec<Vec<u8>>, GossipError> {
         self.require_enabled()?;
         let mut keys = self.raw_keys();
-        let pos = keys.iter().position(|k| k == raw).ok_or("Requested key is not in the keyring")?;
+        let pos = keys.iter().position(|k| k == raw).ok_or(GossipError::KeyNotInstalled)?;
         let key = keys.remove(pos);
         keys.insert(0, key);
         Ok(keys)
     }
 
     /// The key list after removing `raw`; removing the primary key is refused.
-    pub(crate) fn plan_remove(&self, raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    pub(crate) fn plan_remove(&self, raw: &[u8]) -> Result<Vec<Vec<u8>>, GossipError> {
         self.require_enabled()?;
         let mut keys = self.raw_keys();
         if keys.first().map(|k| k.as_slice()) == Some(raw) {
-            return Err("Removing the primary key is not allowed".to_string());
+            return Err(GossipError::RemovePrimary);
         }
         keys.retain(|k| k != raw);
         Ok(keys)
     }
 
-    fn require_enabled(&self) -> Result<(), String> {
+    fn require_enabled(&self) -> Result<(), GossipError> {
         if self.enabled() {
             Ok(())
         } else {
-            Err("Gossip encryption is not enabled on this agent".to_string())
+            Err(GossipError::EncryptionDisabled)
         }
     }
 
@@ -221,30 +223,30 @@ impl Keyring {
 }
 
 /// Reads a keyring file: `Ok(None)` if it does not exist.
-pub(crate) fn load_file(path: &Path) -> Result<Option<Vec<Vec<u8>>>, String> {
+pub(crate) fn load_file(path: &Path) -> Result<Option<Vec<Vec<u8>>>, GossipError> {
+    let bad = |why: String| GossipError::KeyringFile { path: path.to_path_buf(), why };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("failed to read keyring file {}: {e}", path.display())),
+        Err(e) => return Err(bad(format!("cannot read: {e}"))),
     };
-    let list: Vec<String> =
-        serde_json::from_str(&text).map_err(|e| format!("invalid keyring file {}: {e}", path.display()))?;
+    let list: Vec<String> = serde_json::from_str(&text).map_err(|e| bad(format!("invalid: {e}")))?;
     let mut keys = Vec::with_capacity(list.len());
     for k in &list {
-        keys.push(decode_key(k).map_err(|e| format!("invalid keyring file {}: {e}", path.display()))?);
+        keys.push(decode_key(k).map_err(|e| bad(format!("invalid: {e}")))?);
     }
     Ok(Some(keys))
 }
 
 /// Writes a keyring file atomically (temp file + rename), readable by the owner only.
-pub(crate) fn save_file(path: &Path, keys: &[Vec<u8>]) -> Result<(), String> {
+pub(crate) fn save_file(path: &Path, keys: &[Vec<u8>]) -> Result<(), GossipError> {
+    let bad = |why: String| GossipError::KeyringFile { path: path.to_path_buf(), why };
     let list: Vec<String> = keys.iter().map(|k| encode_key(k)).collect();
-    let text = serde_json::to_string(&list).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string(&list).map_err(|e| bad(e.to_string()))?;
     if let Some(dir) = path.parent() {
-        legate_types::fs::create_private_dir(dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+        legate_types::fs::create_private_dir(dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
     }
-    legate_types::fs::write_private(path, text.as_bytes())
-        .map_err(|e| format!("failed to write keyring file {}: {e}", path.display()))
+    legate_types::fs::write_private(path, text.as_bytes()).map_err(|e| bad(format!("cannot write: {e}")))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@
 
 mod config;
 mod core;
+mod error;
 pub mod fuzz;
 mod keyring;
 #[cfg(test)]
@@ -56,6 +57,7 @@ use tokio_util::task::TaskTracker;
 
 pub use self::config::GossipConfig;
 use self::core::{Core, Params};
+pub use self::error::GossipError;
 use self::keyring::Keyring;
 pub use self::transport::MemNetwork;
 use self::transport::{TransportRx, TransportTx, MAX_DATAGRAM};
@@ -191,10 +193,9 @@ impl Gossip {
         opts: GossipOptions,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<Arc<Gossip>, String> {
-        let (tx, rx) = transport::bind_udp(opts.bind)
-            .await
-            .map_err(|e| format!("failed to bind gossip (serf LAN) UDP socket on {}: {e}", opts.bind))?;
+    ) -> Result<Arc<Gossip>, GossipError> {
+        let (tx, rx) =
+            transport::bind_udp(opts.bind).await.map_err(|source| GossipError::Bind { addr: opts.bind, source })?;
         Self::start_on(opts, tx, rx, shutdown, tracker)
     }
 
@@ -204,8 +205,8 @@ impl Gossip {
         net: &MemNetwork,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<Arc<Gossip>, String> {
-        let (tx, rx) = net.bind(opts.bind).map_err(|e| format!("failed to bind gossip on {}: {e}", opts.bind))?;
+    ) -> Result<Arc<Gossip>, GossipError> {
+        let (tx, rx) = net.bind(opts.bind).map_err(|source| GossipError::Bind { addr: opts.bind, source })?;
         Self::start_on(opts, tx, rx, shutdown, tracker)
     }
 
@@ -215,9 +216,9 @@ impl Gossip {
         rx: TransportRx,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<Arc<Gossip>, String> {
+    ) -> Result<Arc<Gossip>, GossipError> {
         if opts.node_name.is_empty() {
-            return Err("gossip: node name must not be empty".to_string());
+            return Err(GossipError::EmptyName);
         }
         let keys = match opts.keyring_path.as_deref().map(keyring::load_file).transpose()?.flatten() {
             Some(from_file) => {
@@ -234,7 +235,7 @@ impl Gossip {
             }
         };
         let keyring = Keyring::new(&keys)?;
-        let local_addr = tx.local_addr().map_err(|e| format!("gossip: local address: {e}"))?;
+        let local_addr = tx.local_addr().map_err(GossipError::LocalAddr)?;
         let advertise = if !opts.advertise.is_unspecified() { opts.advertise } else { local_addr.ip() };
         let own_addr = SocketAddr::new(advertise, local_addr.port());
         let params = Params {
@@ -284,9 +285,9 @@ impl Gossip {
     /// Joins the cluster(s) of `addrs` ("ip", "ip:port", "[v6]:port", "host", "host:port";
     /// default port 8301). Returns how many addresses answered within a few seconds; Err if
     /// none did. Returns once the answering members are listed in `members()`.
-    pub async fn join(&self, addrs: &[String]) -> Result<usize, String> {
+    pub async fn join(&self, addrs: &[String]) -> Result<usize, GossipError> {
         if self.is_stopped() {
-            return Err("gossip is not running".to_string());
+            return Err(GossipError::NotRunning);
         }
         let mut errors = Vec::new();
         let mut targets: Vec<SocketAddr> = Vec::new();
@@ -312,7 +313,7 @@ impl Gossip {
             }
         };
         if targets.is_empty() {
-            return Err(format!("failed to join: no members contacted{}", describe_errors(&errors)));
+            return Err(GossipError::Join(format!(": no members contacted{}", describe_errors(&errors))));
         }
         let tokens: Vec<(u64, SocketAddr)> =
             targets.iter().map(|t| (self.next_token.fetch_add(1, Ordering::Relaxed), *t)).collect();
@@ -366,28 +367,28 @@ impl Gossip {
             tracing::info!(addr = %tok_addr, member = %name, "gossip: join answered");
         }
         if answered.is_empty() && refused {
-            return Err(format!("failed to join{}", describe_errors(&errors)));
+            return Err(GossipError::Join(describe_errors(&errors)));
         }
         if answered.is_empty() {
             let tried: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-            return Err(format!(
-                "failed to join: no members contacted (tried {}; no answer within {:?}: unreachable, or a different gossip encryption key){}",
+            return Err(GossipError::Join(format!(
+                ": no members contacted (tried {}; no answer within {:?}: unreachable, or a different gossip encryption key){}",
                 tried.join(", "),
                 self.join_timeout(),
                 describe_errors(&errors)
-            ));
+            )));
         }
         Ok(answered.len())
     }
 
     /// Leaves gracefully: others see LEAVING then LEFT (not FAILED). Waits at most `timeout`
     /// for the news to spread; afterwards the loop stops gossiping.
-    pub async fn leave(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn leave(&self, timeout: Duration) -> Result<(), GossipError> {
         if self.lock().has_left() {
             return Ok(());
         }
         if self.is_stopped() {
-            return Err("gossip is not running (shut down without leaving)".to_string());
+            return Err(GossipError::StoppedWithoutLeave);
         }
         let deadline = Instant::now() + timeout;
         self.with_core(|c, now| c.begin_leave(now));
@@ -427,15 +428,15 @@ impl Gossip {
 
     /// Moves a failed member to left (prune: forgets it entirely), here and on every member.
     /// Err if the member is unknown; Ok without effect if it is alive.
-    pub fn force_leave(&self, node: &str, prune: bool) -> Result<(), String> {
+    pub fn force_leave(&self, node: &str, prune: bool) -> Result<(), GossipError> {
         self.with_core(|c, now| c.force_leave(node, prune, now))
     }
 
     /// Broadcasts a user event; `ltime` is set here (Lamport clock), so are `id` (uuid) and
     /// `origin` (our node name) when empty. Subscribers here get it too.
-    pub async fn fire_event(&self, ev: UserEvent) -> Result<(), String> {
+    pub async fn fire_event(&self, ev: UserEvent) -> Result<(), GossipError> {
         if self.is_stopped() {
-            return Err("gossip is not running".to_string());
+            return Err(GossipError::NotRunning);
         }
         self.with_core(|c, now| c.fire_event(ev, now)).map(|_| ())
     }
@@ -451,24 +452,27 @@ impl Gossip {
     }
 
     /// Installs a key as a secondary key (this agent only).
-    pub fn keyring_install(&self, b64: &str) -> Result<(), String> {
+    pub fn keyring_install(&self, b64: &str) -> Result<(), GossipError> {
         let raw = keyring::decode_key(b64)?;
         self.keyring_change(|ring| ring.plan_install(&raw))
     }
 
     /// Makes an installed key the primary (encrypting) key (this agent only).
-    pub fn keyring_use(&self, b64: &str) -> Result<(), String> {
+    pub fn keyring_use(&self, b64: &str) -> Result<(), GossipError> {
         let raw = keyring::decode_key(b64)?;
         self.keyring_change(|ring| ring.plan_use(&raw))
     }
 
     /// Removes a secondary key (this agent only); removing the primary key is refused.
-    pub fn keyring_remove(&self, b64: &str) -> Result<(), String> {
+    pub fn keyring_remove(&self, b64: &str) -> Result<(), GossipError> {
         let raw = keyring::decode_key(b64)?;
         self.keyring_change(|ring| ring.plan_remove(&raw))
     }
 
-    fn keyring_change(&self, plan: impl FnOnce(&Keyring) -> Result<Vec<Vec<u8>>, String>) -> Result<(), String> {
+    fn keyring_change(
+        &self,
+        plan: impl FnOnce(&Keyring) -> Result<Vec<Vec<u8>>, GossipError>,
+    ) -> Result<(), GossipError> {
         let mut core = self.lock();
         let keys = plan(&core.keyring)?;
         // Persist first: a change that cannot be saved is not made.
@@ -569,10 +573,10 @@ impl Gossip {
 }
 
 /// Resolves a join address; IPv4/IPv6 answers are filtered to the family we can send to.
-async fn resolve(addr: &str, local: SocketAddr) -> Result<Vec<SocketAddr>, String> {
+async fn resolve(addr: &str, local: SocketAddr) -> Result<Vec<SocketAddr>, GossipError> {
     let s = addr.trim();
     if s.is_empty() {
-        return Err("empty address".to_string());
+        return Err(GossipError::Address("empty address".into()));
     }
     if let Ok(sa) = s.parse::<SocketAddr>() {
         return Ok(vec![sa]);
@@ -581,15 +585,19 @@ async fn resolve(addr: &str, local: SocketAddr) -> Result<Vec<SocketAddr>, Strin
         return Ok(vec![SocketAddr::new(ip, DEFAULT_LAN_PORT)]);
     }
     let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"))?),
+        Some((h, p)) if !h.contains(':') => {
+            (h, p.parse::<u16>().map_err(|_| GossipError::Address(format!("invalid port {p:?}")))?)
+        }
         _ => (s, DEFAULT_LAN_PORT),
     };
-    let found: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| GossipError::Address(format!("cannot resolve {host}: {e}")))?
+        .collect();
     let same_family: Vec<SocketAddr> = found.iter().copied().filter(|a| a.is_ipv4() == local.is_ipv4()).collect();
     let list = if same_family.is_empty() { found } else { same_family };
     if list.is_empty() {
-        return Err(format!("cannot resolve {host}: no addresses"));
+        return Err(GossipError::Address(format!("cannot resolve {host}: no addresses")));
     }
     Ok(list)
 }

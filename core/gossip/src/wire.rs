@@ -36,8 +36,8 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     opts().serialize(v).unwrap_or_default()
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, String> {
-    opts().deserialize(data).map_err(|e| e.to_string())
+pub(crate) fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, bincode::Error> {
+    opts().deserialize(data)
 }
 
 /// Foca identity of a member. Foca keys members by [`NodeId::addr`] (the gossip address); among
@@ -248,7 +248,7 @@ impl Ledger {
 
 #[derive(Debug, thiserror::Error)]
 #[error("bad gossip broadcast: {0}")]
-pub(crate) struct BcastError(String);
+pub(crate) struct BcastError(#[source] bincode::Error);
 
 /// Foca's broadcast handler: decodes a broadcast, keeps it (and asks foca to pass it on) only
 /// if it is new to us.

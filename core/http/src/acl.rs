@@ -14,103 +14,92 @@ use legate_state::acl::{self as store, AclOp, Link, NodeIdentity, Policy, Role, 
 use legate_state::watch::Table;
 use legate_state::StoreError;
 
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
+/// What every ACL route does first: 401 when ACLs are off; writes run on the leader, which
+/// answers with the record as applied (`Some`: the leader's answer).
+pub async fn guard(ctx: &Ctx, req: &Request) -> Result<Option<ApiResponse>, ApiError> {
     if !ctx.agent.config().acl.enabled {
         return Err(ApiError::Unauthorized("ACL support disabled".into()));
     }
-    super::kv::check_dc(ctx, req)?;
-    // Writes run on the leader, which answers with the record as applied.
     let server = blocking::server(ctx)?;
     if req.method != Method::GET && !server.is_leader() {
-        return super::forward::to_leader(server, req).await;
+        return super::forward::to_leader(server, req).await.map(Some);
     }
-    let (head, arg) = rest.split_once('/').unwrap_or((rest, ""));
-    match (head, arg) {
-        ("bootstrap", "") => bootstrap(ctx).await,
-        ("token", "") => token_write(ctx, req, None).await,
-        ("token", "self") => {
-            let secret = super::token(req)
-                .or_else(|| ctx.agent.acl.agent_token(&ctx.agent, "default"))
-                .unwrap_or_else(|| ANONYMOUS_SECRET.into());
-            let txn = read_txn(ctx)?;
-            let t = store::token_by_secret(&txn, &secret).map_err(internal)?;
-            let t = t.ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
-            Ok(ApiResponse::json(&token_json(&txn, &t, true).map_err(internal)?))
-        }
-        ("token", arg) => match arg.split_once('/') {
-            Some((id, "clone")) => token_clone(ctx, req, id).await,
-            Some(_) => Err(ApiError::NotFound(String::new())),
-            None => match req.method {
-                Method::GET => token_read(ctx, req, arg).await,
-                Method::PUT => token_write(ctx, req, Some(arg)).await,
-                _ => token_delete(ctx, arg).await,
-            },
-        },
-        ("tokens", "") => token_list(ctx, req).await,
-        ("policy" | "role", arg) => {
-            let kind = if head == "policy" { Named::Policy } else { Named::Role };
-            if arg.is_empty() {
-                return kind.write(ctx, req, None).await;
-            }
-            if let Some(name) = arg.strip_prefix("name/") {
-                return kind.read(ctx, req, None, Some(name)).await;
-            }
-            match req.method {
-                Method::GET => kind.read(ctx, req, Some(arg), None).await,
-                Method::PUT => kind.write(ctx, req, Some(arg)).await,
-                _ => kind.delete(ctx, arg).await,
-            }
-        }
-        ("policies", "") | ("roles", "") => {
-            if head == "policies" {
-                policy_list(ctx, req).await
-            } else {
-                role_list(ctx, req).await
-            }
-        }
-        ("create", "") | ("update", "") => legacy_write(ctx, req, head == "create").await,
-        ("destroy", id) if !id.is_empty() => legacy_destroy(ctx, id).await,
-        ("info", id) if !id.is_empty() => legacy_info(ctx, req, Some(id)).await,
-        ("clone", id) if !id.is_empty() => legacy_clone(ctx, id).await,
-        ("list", "") => legacy_info(ctx, req, None).await,
-        _ => Err(ApiError::NotFound(String::new())),
-    }
+    Ok(None)
 }
 
-/// Policies and roles share their endpoint shapes (`<kind>`, `<kind>/<id>`, `<kind>/name/<n>`).
-#[derive(Clone, Copy)]
-enum Named {
-    Policy,
-    Role,
+pub async fn bootstrap(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    bootstrap_acl(ctx).await
 }
 
-impl Named {
-    async fn read(
-        self,
-        ctx: &Ctx,
-        req: &Request,
-        id: Option<&str>,
-        name: Option<&str>,
-    ) -> Result<ApiResponse, ApiError> {
-        match self {
-            Named::Policy => policy_read(ctx, req, id, name).await,
-            Named::Role => role_read(ctx, req, id, name).await,
-        }
-    }
+/// `GET /v1/acl/token/self`: the request's token (or the agent's default token).
+pub async fn token_self(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let secret = super::token(req)
+        .or_else(|| ctx.agent.acl.agent_token(&ctx.agent, "default"))
+        .unwrap_or_else(|| ANONYMOUS_SECRET.into());
+    let txn = read_txn(ctx)?;
+    let t = store::token_by_secret(&txn, &secret).map_err(internal)?;
+    let t = t.ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
+    Ok(ApiResponse::json(&token_json(&txn, &t, true).map_err(internal)?))
+}
 
-    async fn write(self, ctx: &Ctx, req: &Request, id: Option<&str>) -> Result<ApiResponse, ApiError> {
-        match self {
-            Named::Policy => policy_write(ctx, req, id).await,
-            Named::Role => role_write(ctx, req, id).await,
-        }
-    }
+pub async fn token_create(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    token_write(ctx, req, None).await
+}
 
-    async fn delete(self, ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
-        match self {
-            Named::Policy => policy_delete(ctx, id).await,
-            Named::Role => role_delete(ctx, id).await,
-        }
-    }
+pub async fn token_update(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    token_write(ctx, req, Some(id)).await
+}
+
+pub async fn policy_create(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    policy_write(ctx, req, None).await
+}
+
+pub async fn policy_update(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    policy_write(ctx, req, Some(id)).await
+}
+
+pub async fn policy_get(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    policy_read(ctx, req, Some(id), None).await
+}
+
+pub async fn policy_by_name(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    policy_read(ctx, req, None, Some(name)).await
+}
+
+pub async fn role_create(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    role_write(ctx, req, None).await
+}
+
+pub async fn role_update(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    role_write(ctx, req, Some(id)).await
+}
+
+pub async fn role_get(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    role_read(ctx, req, Some(id), None).await
+}
+
+pub async fn role_by_name(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    role_read(ctx, req, None, Some(name)).await
+}
+
+/// `PUT /v1/acl/create` (legacy).
+pub async fn legacy_create(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    legacy_write(ctx, req, true).await
+}
+
+/// `PUT /v1/acl/update` (legacy).
+pub async fn legacy_update(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    legacy_write(ctx, req, false).await
+}
+
+/// `GET /v1/acl/info/<secret>` (legacy).
+pub async fn legacy_get(ctx: &Ctx, req: &Request, secret: &str) -> Result<ApiResponse, ApiError> {
+    legacy_info(ctx, req, Some(secret)).await
+}
+
+/// `GET /v1/acl/list` (legacy).
+pub async fn legacy_list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    legacy_info(ctx, req, None).await
 }
 
 /// A blocking read of the ACL tables: `read` runs in one read transaction and the answer
@@ -176,7 +165,7 @@ fn check_uuid(id: &str) -> Result<(), ApiError> {
 }
 
 async fn apply(ctx: &Ctx, ops: Vec<AclOp>) -> Result<(), ApiError> {
-    match ctx.agent.catalog_apply(Command::Acl(ops)).await.map_err(ApiError::Internal)? {
+    match ctx.agent.catalog_apply(Command::Acl(ops)).await? {
         CommandResponse::Acl(Err(e)) => Err(ApiError::Forbidden(format!("Permission denied: {e}"))),
         _ => Ok(()),
     }
@@ -287,7 +276,7 @@ fn role_json(txn: &redb::ReadTransaction, r: &Role) -> Result<Json, StoreError> 
 
 // ---- bootstrap ----
 
-async fn bootstrap(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
+async fn bootstrap_acl(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
     // (Runs on the leader: it reads the reset file of its own data dir.)
     let reset_file = ctx.agent.config().data_dir.as_ref().map(|d| std::path::Path::new(d).join("acl-bootstrap-reset"));
     let reset_index =
@@ -520,7 +509,7 @@ async fn token_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<
     Ok(ApiResponse::json(&token_json(&txn, &t, true).map_err(internal)?))
 }
 
-async fn token_clone(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn token_clone(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     #[derive(Deserialize, Default)]
     #[serde(default)]
     struct CloneBody {
@@ -548,7 +537,7 @@ async fn token_clone(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, 
     Ok(ApiResponse::json(&token_json(&txn, &t, true).map_err(internal)?))
 }
 
-async fn token_read(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn token_read(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     let show = req.authz.allowed(legate_acl::Resource::Acl, "", legate_acl::Access::Write);
     let (v, headers) = acl_read(ctx, req, |txn| {
         let t = store::token(txn, id)?;
@@ -559,7 +548,7 @@ async fn token_read(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, A
     Ok(with_headers(ApiResponse::json(&v), headers))
 }
 
-async fn token_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn token_delete(ctx: &Ctx, _: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     if id == ANONYMOUS_ACCESSOR {
         return Err(ApiError::BadRequest("Delete operation not permitted on the anonymous token".into()));
     }
@@ -574,7 +563,7 @@ async fn token_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(&true))
 }
 
-async fn token_list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn token_list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let show = req.authz.allowed(legate_acl::Resource::Acl, "", legate_acl::Access::Write);
     let policy = req.param("policy").unwrap_or_default().to_string();
     let role = req.param("role").unwrap_or_default().to_string();
@@ -692,7 +681,7 @@ async fn policy_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&s
     Ok(with_headers(ApiResponse::json(&policy_json(&p, true)), headers))
 }
 
-async fn policy_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn policy_delete(ctx: &Ctx, _: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     if id == GLOBAL_MANAGEMENT_ID {
         return Err(ApiError::BadRequest(
             "Delete operation not permitted on the builtin global-management policy".into(),
@@ -722,7 +711,7 @@ async fn policy_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(&true))
 }
 
-async fn policy_list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn policy_list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let (list, headers) = acl_read(ctx, req, |txn| {
         let list: Vec<Json> = store::policies(txn)?.iter().map(|p| policy_json(p, false)).collect();
         Ok(list)
@@ -807,7 +796,7 @@ async fn role_read(ctx: &Ctx, req: &Request, id: Option<&str>, name: Option<&str
     Ok(with_headers(ApiResponse::json(&r), headers))
 }
 
-async fn role_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn role_delete(ctx: &Ctx, _: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     check_uuid(id)?;
     let txn = read_txn(ctx)?;
     if store::role(&txn, id).map_err(internal)?.is_none() {
@@ -825,7 +814,7 @@ async fn role_delete(ctx: &Ctx, id: &str) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(&true))
 }
 
-async fn role_list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn role_list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let policy = req.param("policy").unwrap_or_default().to_string();
     let (list, headers) = acl_read(ctx, req, |txn| {
         let mut out = Vec::new();
@@ -939,17 +928,17 @@ async fn legacy_write(ctx: &Ctx, req: &Request, create: bool) -> Result<ApiRespo
     Ok(ApiResponse::json(&json!({ "ID": secret })))
 }
 
-async fn legacy_destroy(ctx: &Ctx, secret: &str) -> Result<ApiResponse, ApiError> {
+pub async fn legacy_destroy(ctx: &Ctx, req: &Request, secret: &str) -> Result<ApiResponse, ApiError> {
     let txn = read_txn(ctx)?;
     let t = store::token_by_secret(&txn, secret).map_err(internal)?;
     drop(txn);
     match t {
-        Some(t) => token_delete(ctx, &t.accessor_id).await,
+        Some(t) => token_delete(ctx, req, &t.accessor_id).await,
         None => Ok(ApiResponse::json(&true)),
     }
 }
 
-async fn legacy_clone(ctx: &Ctx, secret: &str) -> Result<ApiResponse, ApiError> {
+pub async fn legacy_clone(ctx: &Ctx, _: &Request, secret: &str) -> Result<ApiResponse, ApiError> {
     let txn = read_txn(ctx)?;
     let src = store::token_by_secret(&txn, secret)
         .map_err(internal)?

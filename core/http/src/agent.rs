@@ -9,59 +9,58 @@ use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_config::Config;
 use legate_types::version;
 
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    if let Some(r) = super::agent_local::handle(ctx, req, rest).await {
-        return r;
-    }
-    match rest {
-        "self" => Ok(ApiResponse::json(&agent_self(ctx))),
-        "version" => Ok(ApiResponse::json(&AgentVersion {
-            build_date: version::BUILD_DATE.into(),
-            human_version: version::CONSUL_VERSION.into(),
-            version: version::CONSUL_VERSION.into(),
-            revision: version::revision(),
-            fips: String::new(),
-        })),
-        "members" => {
-            let mut members = ctx.agent.members(req.flag("wan"));
-            members.retain(|m| req.can_read(legate_acl::Resource::Node, &m.name));
-            Ok(ApiResponse::json(&members))
-        }
-        "leave" => {
-            ctx.agent.leave().await;
-            ctx.agent.request_stop();
-            Ok(ApiResponse::empty(http::StatusCode::OK))
-        }
-        r if r.starts_with("join/") => {
-            let addr = &r["join/".len()..];
-            let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
-            g.join(&[addr.to_string()]).await.map_err(ApiError::Internal)?;
-            Ok(ApiResponse::empty(http::StatusCode::OK))
-        }
-        r if r.starts_with("force-leave/") => {
-            let node = &r["force-leave/".len()..];
-            let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
-            g.force_leave(node, req.flag("prune")).map_err(ApiError::Internal)?;
-            ctx.agent.reconcile.notify_one();
-            Ok(ApiResponse::empty(http::StatusCode::OK))
-        }
-        r if r.starts_with("token/") => set_token(ctx, req, &r["token/".len()..]),
-        "metrics" => metrics(ctx, req),
-        "reload" => {
-            let agent = ctx.agent.clone();
-            // Loading reads files: keep it off the async workers.
-            let outcome = tokio::task::spawn_blocking(move || agent.reload())
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            outcome.map_err(ApiError::Internal)?;
-            Ok(ApiResponse::empty(http::StatusCode::OK))
-        }
-        _ => Err(ApiError::NotFound(String::new())),
-    }
+pub async fn self_(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse::json(&agent_self(ctx)))
+}
+
+pub async fn version(_: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse::json(&AgentVersion {
+        build_date: version::BUILD_DATE.into(),
+        human_version: version::CONSUL_VERSION.into(),
+        version: version::CONSUL_VERSION.into(),
+        revision: version::revision(),
+        fips: String::new(),
+    }))
+}
+
+pub async fn members(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let mut members = ctx.agent.members(req.flag("wan"));
+    members.retain(|m| req.can_read(legate_acl::Resource::Node, &m.name));
+    Ok(ApiResponse::json(&members))
+}
+
+pub async fn leave(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    ctx.agent.leave().await;
+    ctx.agent.request_stop();
+    Ok(ApiResponse::empty(http::StatusCode::OK))
+}
+
+/// `PUT /v1/agent/join/<address>`.
+pub async fn join(ctx: &Ctx, _: &Request, addr: &str) -> Result<ApiResponse, ApiError> {
+    let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+    g.join(&[addr.to_string()]).await?;
+    Ok(ApiResponse::empty(http::StatusCode::OK))
+}
+
+/// `PUT /v1/agent/force-leave/<node>[?prune]`.
+pub async fn force_leave(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
+    let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+    g.force_leave(node, req.flag("prune"))?;
+    ctx.agent.reconcile.notify_one();
+    Ok(ApiResponse::empty(http::StatusCode::OK))
+}
+
+pub async fn reload(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let agent = ctx.agent.clone();
+    // Loading reads files: keep it off the async workers.
+    let outcome =
+        tokio::task::spawn_blocking(move || agent.reload()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    outcome?;
+    Ok(ApiResponse::empty(http::StatusCode::OK))
 }
 
 /// `PUT /v1/agent/token/<kind>` `{"Token": "..."}`: replaces one of the agent's tokens.
-fn set_token(ctx: &Ctx, req: &Request, kind: &str) -> Result<ApiResponse, ApiError> {
+pub async fn set_token(ctx: &Ctx, req: &Request, kind: &str) -> Result<ApiResponse, ApiError> {
     if !ctx.agent.config().acl.enabled {
         return Err(ApiError::Unauthorized("ACL support disabled".into()));
     }
@@ -78,7 +77,7 @@ fn set_token(ctx: &Ctx, req: &Request, kind: &str) -> Result<ApiResponse, ApiErr
         .and_then(|(_, v)| v.as_str())
         .unwrap_or_default()
         .to_string();
-    ctx.agent.acl.set_agent_token(&ctx.agent, kind, token).map_err(ApiError::Internal)?;
+    ctx.agent.acl.set_agent_token(&ctx.agent, kind, token)?;
     Ok(ApiResponse::empty(http::StatusCode::OK))
 }
 
@@ -184,7 +183,7 @@ fn pascal_case(snake: &str) -> String {
 
 /// `/v1/agent/metrics`: JSON, or Prometheus text with `?format=prometheus` (or an Accept of
 /// `text/plain`) when `telemetry.prometheus_retention_time` is set.
-fn metrics(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn metrics(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let config = ctx.agent.config();
     let gauges = ctx.agent.gauges();
     let accept_text = req

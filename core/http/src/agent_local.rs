@@ -14,35 +14,12 @@ use legate_agent::checks::CheckStatus;
 use legate_agent::local::{Source, TtlError};
 use legate_config::{CheckDefinition, ServiceDefinition};
 
-/// Handles `rest` (after `/v1/agent/`) if it is one of ours.
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Option<Result<ApiResponse, ApiError>> {
-    let (head, arg) = rest.split_once('/').unwrap_or((rest, ""));
-    let (op, arg2) = arg.split_once('/').unwrap_or((arg, ""));
-    Some(match (head, op) {
-        ("services", "") => list_services(ctx, req),
-        ("service", "register") => register_service(ctx, req).await,
-        ("service", "deregister") => deregister_service(ctx, req, arg2),
-        ("service", "maintenance") => service_maintenance(ctx, req, arg2),
-        ("service", _) => get_service(ctx, req, arg),
-        ("checks", "") => list_checks(ctx, req),
-        ("check", "register") => register_check(ctx, req).await,
-        ("check", "deregister") => deregister_check(ctx, req, arg2),
-        ("check", "pass") => ttl(ctx, req, arg2, Some(CheckStatus::Passing)),
-        ("check", "warn") => ttl(ctx, req, arg2, Some(CheckStatus::Warning)),
-        ("check", "fail") => ttl(ctx, req, arg2, Some(CheckStatus::Critical)),
-        ("check", "update") => ttl(ctx, req, arg2, None),
-        ("health", "service") => aggregated(ctx, req, arg2),
-        ("maintenance", "") => node_maintenance(ctx, req),
-        _ => return None,
-    })
-}
-
 fn agent_service(ctx: &Ctx, id: &str) -> Option<Json> {
     let s = ctx.agent.local.service(id)?;
     Some(service_json(&s.service, Some(&ctx.agent.config().datacenter)))
 }
 
-fn list_services(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn list_services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let dc = ctx.agent.config().datacenter.clone();
     let list: Vec<Json> = ctx
@@ -64,7 +41,7 @@ fn content_hash(v: &Json) -> String {
     hex::encode(&digest[..8])
 }
 
-fn get_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn get_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
@@ -92,7 +69,7 @@ async fn validate_plugins<'a>(ctx: &Ctx, defs: impl Iterator<Item = &'a CheckDef
     Ok(())
 }
 
-async fn register_service(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn register_service(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let def: ServiceDefinition = decode::body(&req.body)?;
     req.require(Resource::Service, &def.name, Access::Write)?;
     validate_plugins(ctx, def.check.iter().chain(def.checks.iter())).await?;
@@ -105,7 +82,7 @@ async fn register_service(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiEr
     Ok(ApiResponse::empty(StatusCode::OK))
 }
 
-fn deregister_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn deregister_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
@@ -145,7 +122,7 @@ fn enable_param(req: &Request) -> Result<bool, ApiError> {
     }
 }
 
-fn service_maintenance(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn service_maintenance(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
@@ -158,13 +135,13 @@ fn service_maintenance(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse
     Ok(ApiResponse::empty(StatusCode::OK))
 }
 
-fn node_maintenance(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn node_maintenance(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let enable = enable_param(req)?;
     ctx.agent.local.set_node_maintenance(enable, req.param("reason").unwrap_or_default());
     Ok(ApiResponse::empty(StatusCode::OK))
 }
 
-fn list_checks(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn list_checks(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let services: BTreeMap<String, (String, Vec<String>)> = ctx
         .agent
@@ -196,7 +173,7 @@ fn list_checks(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(&map))
 }
 
-async fn register_check(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn register_check(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let def: CheckDefinition = decode::body(&req.body)?;
     match def.service_id.as_deref().filter(|s| !s.is_empty()) {
         Some(sid) => service_write(ctx, req, sid)?,
@@ -215,7 +192,7 @@ fn unknown_check(id: &str) -> ApiError {
     ApiError::NotFound(format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."))
 }
 
-fn deregister_check(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn deregister_check(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     check_write(ctx, req, id)?;
     if !ctx.agent.local.remove_check(id) {
         return Err(unknown_check(id));
@@ -228,6 +205,23 @@ fn deregister_check(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, A
 struct UpdateBody {
     status: String,
     output: String,
+}
+
+/// `PUT /v1/agent/check/pass/<id>` (and warn, fail below; `update` takes the status from the body).
+pub async fn check_pass(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    ttl(ctx, req, id, Some(CheckStatus::Passing))
+}
+
+pub async fn check_warn(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    ttl(ctx, req, id, Some(CheckStatus::Warning))
+}
+
+pub async fn check_fail(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    ttl(ctx, req, id, Some(CheckStatus::Critical))
+}
+
+pub async fn check_update(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    ttl(ctx, req, id, None)
 }
 
 fn ttl(ctx: &Ctx, req: &Request, id: &str, status: Option<CheckStatus>) -> Result<ApiResponse, ApiError> {
@@ -263,13 +257,19 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{} ...\n(Output truncated)", &s[..end])
 }
 
-/// `/v1/agent/health/service/name/<name>` and `.../id/<id>`: the worst status of the
-/// instances' checks; 200 passing, 429 warning, 503 critical, 404 unknown; `?format=text`.
-fn aggregated(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    let (by, what) = rest.split_once('/').unwrap_or((rest, ""));
-    if what.is_empty() {
-        return Err(ApiError::BadRequest(format!("Missing service {}", if by == "id" { "ID" } else { "Name" })));
-    }
+/// `/v1/agent/health/service/name/<name>`.
+pub async fn health_by_name(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    aggregated(ctx, req, "name", name)
+}
+
+/// `/v1/agent/health/service/id/<id>`.
+pub async fn health_by_id(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    aggregated(ctx, req, "id", id)
+}
+
+/// The worst status of the instances' checks; 200 passing, 429 warning, 503 critical, 404
+/// unknown; `?format=text`.
+fn aggregated(ctx: &Ctx, req: &Request, by: &str, what: &str) -> Result<ApiResponse, ApiError> {
     let dc = ctx.agent.config().datacenter.clone();
     let services: Vec<_> = ctx
         .agent

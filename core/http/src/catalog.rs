@@ -154,22 +154,18 @@ pub fn check_filter(req: &Request) -> Result<(), ApiError> {
     }
 }
 
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    super::kv::check_dc(ctx, req)?;
-    let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
-    match op {
-        "register" => register(ctx, req).await,
-        "deregister" => deregister(ctx, req).await,
-        "datacenters" => Ok(ApiResponse::json(&[ctx.agent.config().datacenter.clone()])),
-        "nodes" => nodes(ctx, req).await,
-        "services" => services(ctx, req).await,
-        "service" if !arg.is_empty() => service(ctx, req, arg).await,
-        "service" => Err(ApiError::BadRequest("Missing service name".into())),
-        "node" | "node-services" if arg.is_empty() => Err(ApiError::BadRequest("Missing node name".into())),
-        "node" => node(ctx, req, arg, false).await,
-        "node-services" => node(ctx, req, arg, true).await,
-        _ => Err(ApiError::NotFound(String::new())),
-    }
+pub async fn datacenters(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse::json(&[ctx.agent.config().datacenter.clone()]))
+}
+
+/// `GET /v1/catalog/node/<node>`: the node and its services as a map by ID.
+pub async fn node(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    node_view(ctx, req, name, false).await
+}
+
+/// `GET /v1/catalog/node-services/<node>`: the node and its services as a list.
+pub async fn node_services(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    node_view(ctx, req, name, true).await
 }
 
 #[derive(Deserialize, Default)]
@@ -216,7 +212,7 @@ struct CheckBody {
     definition: Option<Json>,
 }
 
-async fn register(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn register(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let b: RegisterBody = decode::body(&req.body)?;
     if b.node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
@@ -295,7 +291,7 @@ struct DeregisterBody {
     id: Option<String>,
 }
 
-async fn deregister(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn deregister(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let b: DeregisterBody = decode::body(&req.body)?;
     if b.node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
@@ -334,13 +330,13 @@ fn deregister_allowed(ctx: &Ctx, req: &Request, d: &catalog::Deregister) -> Resu
 }
 
 async fn write(ctx: &Ctx, cmd: Command) -> Result<ApiResponse, ApiError> {
-    match ctx.agent.catalog_apply(cmd).await.map_err(ApiError::Internal)? {
+    match ctx.agent.catalog_apply(cmd).await? {
         CommandResponse::Catalog(Err(e)) => Err(ApiError::Internal(e.0)),
         _ => Ok(ApiResponse::json(&true)),
     }
 }
 
-async fn nodes(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
@@ -358,7 +354,7 @@ async fn nodes(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
 }
 
-async fn services(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
@@ -393,7 +389,7 @@ pub fn tags_match(s: &Service, req: &Request) -> bool {
     req.query.iter().filter(|(k, _)| k == "tag").all(|(_, t)| s.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
 }
 
-async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
@@ -411,7 +407,7 @@ async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, Ap
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
 }
 
-async fn node(ctx: &Ctx, req: &Request, name: &str, as_list: bool) -> Result<ApiResponse, ApiError> {
+async fn node_view(ctx: &Ctx, req: &Request, name: &str, as_list: bool) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let (_, found, headers) = blocking::run(ctx, req, Table::Catalog, || {

@@ -45,7 +45,7 @@ impl Endpoints for ServerEndpoints {
         let ctx = self.ctx()?;
         let authz = self.authorize(&ctx, token.as_deref()).await?;
         may_write(&authz, &cmd).map_err(|d| EndpointError::PermissionDenied(d.0))?;
-        ctx.agent.catalog_apply(cmd).await.map_err(EndpointError::Unavailable)
+        ctx.agent.catalog_apply(cmd).await.map_err(|e| EndpointError::Unavailable(e.to_string()))
     }
 
     async fn kv_write(&self, token: Option<String>, op: KvOp) -> Result<CommandResponse, EndpointError> {
@@ -60,7 +60,7 @@ impl Endpoints for ServerEndpoints {
             return Err(EndpointError::PermissionDenied(authz.denied(Resource::Key, &op.key, Access::Write).0));
         }
         let server = ctx.agent.server().ok_or_else(|| EndpointError::Unavailable("not a server".into()))?;
-        super::kv::apply_on_server(server, op).await.map_err(EndpointError::Unavailable)
+        super::kv::apply_on_server(server, op).await.map_err(|e| EndpointError::Unavailable(e.to_string()))
     }
 }
 

@@ -3,6 +3,11 @@
 
 use http::{Method, StatusCode};
 
+use legate_agent::AgentError;
+use legate_gossip::GossipError;
+use legate_raft::endpoints::EndpointError;
+use legate_raft::link::LinkError;
+
 use super::response::ApiResponse;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +45,15 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl ApiError {
-    /// A failure of a call to the servers (`ServerLink`): 429 when the agent's RPC rate is
-    /// spent, else 500.
-    pub fn from_link(why: String) -> ApiError {
-        if why == legate_raft::link::RATE_LIMITED {
-            ApiError::TooManyRequests(why)
-        } else {
-            ApiError::Internal(why)
+/// A failure of a call to the servers: 429 when the agent's RPC rate is spent, 403 when the
+/// server refused the token, else 500.
+impl From<LinkError> for ApiError {
+    fn from(e: LinkError) -> ApiError {
+        match e {
+            LinkError::RateLimited => ApiError::TooManyRequests(e.to_string()),
+            LinkError::Endpoint(EndpointError::AclNotFound) => ApiError::Forbidden(e.to_string()),
+            LinkError::Endpoint(EndpointError::PermissionDenied(why)) => ApiError::Forbidden(why),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -78,6 +84,23 @@ impl ApiError {
             ApiError::Options { allow } => ApiResponse::empty(status).header("Allow", join_methods(&allow)),
             other => ApiResponse::text(status, other.to_string()),
         }
+    }
+}
+
+/// An agent operation's failure: a refused call to the servers as above, else 500.
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> ApiError {
+        match e {
+            AgentError::Link(e) => e.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A gossip operation's failure (join, force-leave, events, keyring): 500, as Consul answers.
+impl From<GossipError> for ApiError {
+    fn from(e: GossipError) -> ApiError {
+        ApiError::Internal(e.to_string())
     }
 }
 

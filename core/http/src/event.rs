@@ -21,19 +21,7 @@ fn event_json(e: &UserEvent) -> Json {
     })
 }
 
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    super::kv::check_dc(ctx, req)?;
-    if let Some(name) = rest.strip_prefix("fire/") {
-        return fire(ctx, req, name).await;
-    }
-    match rest {
-        "fire" => Err(ApiError::BadRequest("Missing name".into())),
-        "list" => list(ctx, req).await,
-        _ => Err(ApiError::NotFound(String::new())),
-    }
-}
-
-async fn fire(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+pub async fn fire(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     if name.is_empty() {
         return Err(ApiError::BadRequest("Missing name".into()));
     }
@@ -67,7 +55,7 @@ async fn fire(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiEr
         origin: ctx.agent.node_name().to_string(),
     };
     match ctx.agent.gossip.get() {
-        Some(g) => g.fire_event(ev.clone()).await.map_err(ApiError::Internal)?,
+        Some(g) => g.fire_event(ev.clone()).await?,
         // No gossip (serf LAN port -1): the event reaches this agent only.
         None => {
             if legate_agent::events::accepts(&ctx.agent, &ev) {
@@ -78,7 +66,7 @@ async fn fire(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiEr
     Ok(ApiResponse::json(&event_json(&ev)))
 }
 
-async fn list(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let opts = super::blocking::query_options(ctx, req)?;
     let name = req.param("name").unwrap_or_default().to_string();
     let deadline = tokio::time::Instant::now() + opts.wait;

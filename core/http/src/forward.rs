@@ -32,7 +32,7 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
         // The server would otherwise use its own default token.
         call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
     }
-    let reply = ctx.agent.forward_http(call).await.map_err(ApiError::from_link)?;
+    let reply = ctx.agent.forward_http(call).await?;
     Ok(reply_to_response(reply))
 }
 
@@ -70,7 +70,7 @@ fn call_of(req: &Request, body: Vec<u8>) -> HttpCall {
 
 /// Sends a call to the Raft leader (a follower's `?consistent` read).
 pub async fn to_leader(server: &legate_raft::Server, req: &Request) -> Result<ApiResponse, ApiError> {
-    let reply = server.forward_to_leader(call_of(req, req.body.to_vec())).await.map_err(ApiError::Internal)?;
+    let reply = server.forward_to_leader(call_of(req, req.body.to_vec())).await?;
     Ok(reply_to_response(reply))
 }
 

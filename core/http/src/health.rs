@@ -13,23 +13,8 @@ use legate_state::catalog;
 use legate_state::schema::IDX_CHECKS;
 use legate_state::watch::Table;
 
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    super::kv::check_dc(ctx, req)?;
+pub async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
-    match op {
-        "node" if arg.is_empty() => Err(ApiError::BadRequest("Missing node name".into())),
-        "checks" | "service" if arg.is_empty() => Err(ApiError::BadRequest("Missing service name".into())),
-        "state" if arg.is_empty() => Err(ApiError::BadRequest("Missing check state".into())),
-        "node" => node_checks(ctx, req, arg).await,
-        "checks" => service_checks(ctx, req, arg).await,
-        "service" => service(ctx, req, arg).await,
-        "state" => state(ctx, req, arg).await,
-        _ => Err(ApiError::NotFound(String::new())),
-    }
-}
-
-async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
     let store = blocking::server(ctx)?.store.clone();
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
@@ -41,7 +26,8 @@ async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
 }
 
-async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
@@ -70,7 +56,8 @@ fn passing_only(req: &Request) -> bool {
     }
 }
 
-async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
+    check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let passing = passing_only(req);
@@ -101,7 +88,8 @@ async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, Ap
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
 }
 
-async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse, ApiError> {
+pub async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse, ApiError> {
+    check_filter(req)?;
     if !matches!(state, "any" | "passing" | "warning" | "critical") {
         return Err(ApiError::BadRequest("Invalid check state".into()));
     }

@@ -2,36 +2,17 @@
 //! DELETE (recurse, cas), with Consul's status codes and texts.
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 use super::blocking::{self, with_headers};
 use super::response::Body;
 use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_acl::{Access, Resource};
 use legate_raft::command::{Command, CommandResponse};
-use legate_raft::endpoints::EndpointError;
+use legate_raft::rpc::ApplyError;
 use legate_raft::Server;
 use legate_state::kv::{self as store_kv, KvFail, KvOp, KvVerb};
 use legate_state::watch::Table;
-
-pub async fn handle(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
-    check_dc(ctx, req)?;
-    match req.method {
-        Method::GET => get(ctx, req, key).await,
-        Method::PUT => put(ctx, req, key).await,
-        _ => delete(ctx, req, key).await,
-    }
-}
-
-/// `?dc=` other than ours: there is no WAN federation yet.
-pub fn check_dc(ctx: &Ctx, req: &Request) -> Result<(), ApiError> {
-    match req.param("dc") {
-        Some(dc) if !dc.is_empty() && dc != ctx.agent.config().datacenter => {
-            Err(ApiError::Internal("No path to datacenter".into()))
-        }
-        _ => Ok(()),
-    }
-}
 
 enum Read {
     Entries(Vec<store_kv::DirEntry>),
@@ -40,7 +21,7 @@ enum Read {
     Missing,
 }
 
-async fn get(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
+pub async fn get(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
     let recurse = req.flag("recurse");
     let keys = req.param("keys").is_some();
     let raw = req.flag("raw");
@@ -104,7 +85,7 @@ fn conflicting(req: &Request) -> ApiError {
     ApiError::BadRequest(format!("Conflicting flags: {}", q.join("&")))
 }
 
-async fn put(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
+pub async fn put(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
     if key.is_empty() {
         return Err(ApiError::BadRequest("Missing key name".into()));
     }
@@ -138,7 +119,7 @@ async fn put(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiErro
     write_bool(ctx, req, op).await
 }
 
-async fn delete(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
+pub async fn delete(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiError> {
     let recurse = req.flag("recurse");
     let cas = parse_u64(req, "cas", "cas index")?;
     if recurse && cas.is_some() {
@@ -164,11 +145,11 @@ async fn delete(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, ApiE
 
 /// A KV verb applied through this server's Raft. Acquires inside a lock-delay (the key's
 /// previous holder was invalidated; each server keeps its own) are refused without a write.
-pub(crate) async fn apply_on_server(server: &Server, op: KvOp) -> Result<CommandResponse, String> {
+pub(crate) async fn apply_on_server(server: &Server, op: KvOp) -> Result<CommandResponse, ApplyError> {
     if op.verb == KvVerb::Lock && server.store.lock_delays.active(&op.key) {
         return Ok(CommandResponse::Kv(Err(KvFail::Refused("lock-delay".into()))));
     }
-    server.apply(Command::Kv(op)).await.map_err(|e| e.to_string())
+    server.apply(Command::Kv(op)).await
 }
 
 /// Replicates one verb through this server, or on a client agent through a server's typed
@@ -176,15 +157,11 @@ pub(crate) async fn apply_on_server(server: &Server, op: KvOp) -> Result<Command
 /// conditional write) or the error.
 async fn write_bool(ctx: &Ctx, req: &Request, op: KvOp) -> Result<ApiResponse, ApiError> {
     let answer = match ctx.agent.server() {
-        Some(server) => apply_on_server(server, op).await.map_err(ApiError::Internal),
+        Some(server) => apply_on_server(server, op).await.map_err(|e| ApiError::Internal(e.to_string())),
         None => {
             // No token: the agent's default token, as a forwarded call carries it.
             let token = super::token(req).or_else(|| ctx.agent.acl.agent_token(&ctx.agent, "default"));
-            ctx.agent.link.kv_write(token, op, ctx.agent.rpc_deadline(Some("0s"))).await.map_err(|e| match e {
-                EndpointError::AclNotFound => ApiError::Forbidden("ACL not found".into()),
-                EndpointError::PermissionDenied(why) => ApiError::Forbidden(why),
-                EndpointError::Unavailable(why) => ApiError::from_link(why),
-            })
+            ctx.agent.link.kv_write(token, op, ctx.agent.rpc_deadline(Some("0s"))).await.map_err(ApiError::from)
         }
     };
     match answer {

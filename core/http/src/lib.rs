@@ -281,6 +281,7 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
     if let routes::Need::Invalid(why) = route.need {
         return Err(ApiError::BadRequest(why.into()));
     }
+    check_dc(ctx, req, route)?;
     let servers = route.forward == routes::Forward::Servers;
     if servers && ctx.agent.server().is_none() {
         // The server resolves the token and enforces.
@@ -296,6 +297,15 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
             return forward::to_leader(server, req).await;
         }
     }
-    let (_family, below) = path.split_once('/').unwrap_or((&path, ""));
-    (route.handler)(ctx, req, below).await
+    (route.handler)(ctx, req, rest).await
+}
+
+/// `?dc=` other than ours on a datacenter-scoped route: there is no WAN federation yet.
+fn check_dc(ctx: &Ctx, req: &Request, route: &routes::Route) -> Result<(), ApiError> {
+    match req.param("dc") {
+        Some(dc) if route.datacenter_scoped() && !dc.is_empty() && dc != ctx.agent.config().datacenter => {
+            Err(ApiError::Internal("No path to datacenter".into()))
+        }
+        _ => Ok(()),
+    }
 }

@@ -9,16 +9,6 @@ use serde_json::{json, Value as Json};
 use super::{blocking, decode, ApiError, ApiResponse, Ctx, Request};
 use legate_agent::cluster::server_rpc_addr;
 
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    super::kv::check_dc(ctx, req)?;
-    match rest {
-        "raft/configuration" => raft_configuration(ctx),
-        "raft/peer" => remove_peer(ctx, req).await,
-        "keyring" => keyring(ctx, req).await,
-        _ => Err(ApiError::NotFound(String::new())),
-    }
-}
-
 /// Node names by server RPC address, from gossip.
 fn names_by_addr(ctx: &Ctx) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
@@ -35,7 +25,7 @@ fn names_by_addr(ctx: &Ctx) -> BTreeMap<String, (String, String)> {
     out
 }
 
-fn raft_configuration(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
+pub async fn raft_configuration(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let server = blocking::server(ctx)?;
     let m = server.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
@@ -61,7 +51,7 @@ fn raft_configuration(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(&json!({"Servers": servers, "Index": index})))
 }
 
-async fn remove_peer(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn remove_peer(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let server = blocking::server(ctx)?;
     let m = server.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
@@ -95,7 +85,7 @@ struct KeyBody {
 
 /// The LAN keyring: changes apply here and are relayed to every member by an internal gossip
 /// event; listing shows this agent's keys (per-node counts are not collected).
-async fn keyring(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn keyring(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
     if req.method == Method::GET {
         let keys = g.keyring_list();
@@ -120,7 +110,7 @@ async fn keyring(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
         Method::PUT => ("use", g.keyring_use(&body.key)),
         _ => ("remove", g.keyring_remove(&body.key)),
     };
-    r.map_err(ApiError::Internal)?;
+    r?;
     // Relay to every member (sealed with the cluster's key), unless ?local-only.
     if req.param("local-only").is_none() {
         let ev = legate_gossip::UserEvent {
@@ -133,7 +123,7 @@ async fn keyring(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
             tag_filter: String::new(),
             origin: String::new(),
         };
-        g.fire_event(ev).await.map_err(ApiError::Internal)?;
+        g.fire_event(ev).await?;
     }
     Ok(ApiResponse::empty(StatusCode::OK))
 }

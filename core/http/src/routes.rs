@@ -68,6 +68,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether `?dc=` names the datacenter the route answers for (every route but the agent's
+    /// own endpoints and `status/*`).
+    pub fn datacenter_scoped(&self) -> bool {
+        !self.pattern.starts_with("agent/") && !self.pattern.starts_with("status/")
+    }
+
     /// The `path` label of `api.http`: the route, not the data in it, as Consul names its
     /// handlers (`kv/*` -> `v1_kv_`, `agent/self` -> `v1_agent_self`).
     pub fn metric(&self) -> String {
@@ -84,24 +90,32 @@ use Resource::*;
 const GET: &[Method] = &[Method::GET];
 const PUT: &[Method] = &[Method::PUT];
 const DELETE: &[Method] = &[Method::DELETE];
-const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
 const PUT_POST: &[Method] = &[Method::PUT, Method::POST];
 const WRITE_KEYRING: &[Method] = &[Method::POST, Method::PUT, Method::DELETE];
 
-/// Handlers, one per endpoint family (each module's `handle`).
-macro_rules! family {
-    ($($name:ident => $module:ident),* $(,)?) => {$(
-        const $name: HandlerFn = {
-            fn run<'a>(ctx: &'a Ctx, req: &'a Request, rest: &'a str) -> Reply<'a> {
-                Box::pin(super::$module::handle(ctx, req, rest))
-            }
-            run
-        };
-    )*};
+/// A route's handler: `h!(module::function)` for an `async fn(&Ctx, &Request, &str)`.
+macro_rules! h {
+    ($($f:ident)::+) => {{
+        fn run<'a>(ctx: &'a Ctx, req: &'a Request, arg: &'a str) -> Reply<'a> {
+            Box::pin(super::$($f)::+(ctx, req, arg))
+        }
+        run as HandlerFn
+    }};
 }
-family! {
-    AGENT => agent, CATALOG => catalog, HEALTH => health, KV => kv, TXN => txn, SESSION => session,
-    EVENT => event, STATUS => status, OPERATOR => operator, SNAPSHOT => snapshot, ACL => acl,
+
+/// An ACL route's handler: `acl::guard` first (401 with ACLs off; writes to the leader).
+macro_rules! acl {
+    ($f:ident) => {{
+        fn run<'a>(ctx: &'a Ctx, req: &'a Request, arg: &'a str) -> Reply<'a> {
+            Box::pin(async move {
+                match super::acl::guard(ctx, req).await? {
+                    Some(answer) => Ok(answer),
+                    None => super::acl::$f(ctx, req, arg).await,
+                }
+            })
+        }
+        run as HandlerFn
+    }};
 }
 
 /// Paths that lack their argument (answered 400 by `dispatch`; the handler never runs).
@@ -115,55 +129,97 @@ const INVALID: HandlerFn = {
 /// Every route. Order matters where patterns overlap: the first match wins.
 pub const ROUTES: &[Route] = &[
     // agent
-    Route { methods: GET, pattern: "agent/self", need: OnNode(Agent, Read), forward: LOCAL, handler: AGENT },
-    Route { methods: GET, pattern: "agent/version", need: OnNode(Agent, Read), forward: LOCAL, handler: AGENT },
+    Route { methods: GET, pattern: "agent/self", need: OnNode(Agent, Read), forward: LOCAL, handler: h!(agent::self_) },
+    Route {
+        methods: GET,
+        pattern: "agent/version",
+        need: OnNode(Agent, Read),
+        forward: LOCAL,
+        handler: h!(agent::version),
+    },
     Route {
         methods: GET,
         pattern: "agent/members",
         need: Filtered("node:read per member"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent::members),
     },
-    Route { methods: PUT, pattern: "agent/leave", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
-    Route { methods: PUT, pattern: "agent/join/+", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
+    Route {
+        methods: PUT,
+        pattern: "agent/leave",
+        need: OnNode(Agent, Write),
+        forward: LOCAL,
+        handler: h!(agent::leave),
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/join/+",
+        need: OnNode(Agent, Write),
+        forward: LOCAL,
+        handler: h!(agent::join),
+    },
     Route {
         methods: PUT,
         pattern: "agent/force-leave/+",
         need: Scalar(Operator, Write),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent::force_leave),
     },
-    Route { methods: GET, pattern: "agent/metrics", need: OnNode(Agent, Read), forward: LOCAL, handler: AGENT },
-    Route { methods: PUT, pattern: "agent/reload", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
-    Route { methods: PUT, pattern: "agent/maintenance", need: OnNode(Node, Write), forward: LOCAL, handler: AGENT },
-    Route { methods: PUT, pattern: "agent/token/+", need: OnNode(Agent, Write), forward: LOCAL, handler: AGENT },
+    Route {
+        methods: GET,
+        pattern: "agent/metrics",
+        need: OnNode(Agent, Read),
+        forward: LOCAL,
+        handler: h!(agent::metrics),
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/reload",
+        need: OnNode(Agent, Write),
+        forward: LOCAL,
+        handler: h!(agent::reload),
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/maintenance",
+        need: OnNode(Node, Write),
+        forward: LOCAL,
+        handler: h!(agent_local::node_maintenance),
+    },
+    Route {
+        methods: PUT,
+        pattern: "agent/token/+",
+        need: OnNode(Agent, Write),
+        forward: LOCAL,
+        handler: h!(agent::set_token),
+    },
     Route {
         methods: GET,
         pattern: "agent/services",
         need: Filtered("service:read per service"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::list_services),
     },
     Route {
         methods: PUT,
         pattern: "agent/service/register",
         need: Handler("service:write on the service"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::register_service),
     },
     Route {
         methods: PUT,
         pattern: "agent/service/deregister/+",
         need: Handler("service:write on the service"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::deregister_service),
     },
     Route {
         methods: PUT,
         pattern: "agent/service/maintenance/+",
         need: Handler("service:write on the service"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::service_maintenance),
     },
     Route {
         methods: PUT,
@@ -184,70 +240,70 @@ pub const ROUTES: &[Route] = &[
         pattern: "agent/service/+",
         need: Handler("service:read on the service"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::get_service),
     },
     Route {
         methods: GET,
         pattern: "agent/checks",
         need: Filtered("service:read / node:read per check"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::list_checks),
     },
     Route {
         methods: PUT,
         pattern: "agent/check/register",
         need: Handler("service:write or node:write"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::register_check),
     },
     Route {
         methods: PUT,
         pattern: "agent/check/deregister/+",
         need: Handler("service:write or node:write"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::deregister_check),
     },
     Route {
         methods: PUT,
         pattern: "agent/check/pass/+",
         need: Handler("service:write or node:write"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::check_pass),
     },
     Route {
         methods: PUT,
         pattern: "agent/check/warn/+",
         need: Handler("service:write or node:write"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::check_warn),
     },
     Route {
         methods: PUT,
         pattern: "agent/check/fail/+",
         need: Handler("service:write or node:write"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::check_fail),
     },
     Route {
         methods: PUT,
         pattern: "agent/check/update/+",
         need: Handler("service:write or node:write"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::check_update),
     },
     Route {
         methods: GET,
         pattern: "agent/health/service/name/+",
         need: OnPath(Service, Read),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::health_by_name),
     },
     Route {
         methods: GET,
         pattern: "agent/health/service/id/+",
         need: Handler("service:read on the service"),
         forward: LOCAL,
-        handler: AGENT,
+        handler: h!(agent_local::health_by_id),
     },
     Route {
         methods: GET,
@@ -269,103 +325,145 @@ pub const ROUTES: &[Route] = &[
         pattern: "catalog/register",
         need: Handler("node:write, service:write"),
         forward: SERVERS,
-        handler: CATALOG,
+        handler: h!(catalog::register),
     },
     Route {
         methods: PUT,
         pattern: "catalog/deregister",
         need: Handler("node:write or service:write"),
         forward: SERVERS,
-        handler: CATALOG,
+        handler: h!(catalog::deregister),
     },
-    Route { methods: GET, pattern: "catalog/datacenters", need: Open, forward: SERVERS, handler: CATALOG },
+    Route {
+        methods: GET,
+        pattern: "catalog/datacenters",
+        need: Open,
+        forward: SERVERS,
+        handler: h!(catalog::datacenters),
+    },
     Route {
         methods: GET,
         pattern: "catalog/nodes",
         need: Filtered("node:read per node"),
         forward: SERVERS,
-        handler: CATALOG,
+        handler: h!(catalog::nodes),
     },
     Route {
         methods: GET,
         pattern: "catalog/services",
         need: Filtered("service:read per service"),
         forward: SERVERS,
-        handler: CATALOG,
+        handler: h!(catalog::services),
     },
     Route {
         methods: GET,
         pattern: "catalog/service/+",
         need: OnPath(Service, Read),
         forward: SERVERS,
-        handler: CATALOG,
+        handler: h!(catalog::service),
     },
-    Route { methods: GET, pattern: "catalog/node/+", need: OnPath(Node, Read), forward: SERVERS, handler: CATALOG },
+    Route {
+        methods: GET,
+        pattern: "catalog/node/+",
+        need: OnPath(Node, Read),
+        forward: SERVERS,
+        handler: h!(catalog::node),
+    },
     Route {
         methods: GET,
         pattern: "catalog/node-services/+",
         need: OnPath(Node, Read),
         forward: SERVERS,
-        handler: CATALOG,
+        handler: h!(catalog::node_services),
     },
     // health
-    Route { methods: GET, pattern: "health/node/+", need: OnPath(Node, Read), forward: SERVERS, handler: HEALTH },
-    Route { methods: GET, pattern: "health/checks/+", need: OnPath(Service, Read), forward: SERVERS, handler: HEALTH },
-    Route { methods: GET, pattern: "health/service/+", need: OnPath(Service, Read), forward: SERVERS, handler: HEALTH },
+    Route {
+        methods: GET,
+        pattern: "health/node/+",
+        need: OnPath(Node, Read),
+        forward: SERVERS,
+        handler: h!(health::node_checks),
+    },
+    Route {
+        methods: GET,
+        pattern: "health/checks/+",
+        need: OnPath(Service, Read),
+        forward: SERVERS,
+        handler: h!(health::service_checks),
+    },
+    Route {
+        methods: GET,
+        pattern: "health/service/+",
+        need: OnPath(Service, Read),
+        forward: SERVERS,
+        handler: h!(health::service),
+    },
     Route {
         methods: GET,
         pattern: "health/state/+",
         need: Filtered("node:read / service:read per check"),
         forward: SERVERS,
-        handler: HEALTH,
+        handler: h!(health::state),
     },
     // kv, txn
-    Route { methods: GET, pattern: "kv/*", need: Handler("key:read, lists filtered"), forward: SERVERS, handler: KV },
-    Route { methods: PUT, pattern: "kv/*", need: OnPath(Key, Write), forward: LOCAL, handler: KV },
+    Route {
+        methods: GET,
+        pattern: "kv/*",
+        need: Handler("key:read, lists filtered"),
+        forward: SERVERS,
+        handler: h!(kv::get),
+    },
+    Route { methods: PUT, pattern: "kv/*", need: OnPath(Key, Write), forward: LOCAL, handler: h!(kv::put) },
     Route {
         methods: DELETE,
         pattern: "kv/*",
         need: Handler("key:write (recursive: on every key under the prefix)"),
         forward: LOCAL,
-        handler: KV,
+        handler: h!(kv::delete),
     },
-    Route { methods: PUT, pattern: "txn", need: Handler("per verb"), forward: SERVERS, handler: TXN },
+    Route { methods: PUT, pattern: "txn", need: Handler("per verb"), forward: SERVERS, handler: h!(txn::handle) },
     // sessions
     Route {
         methods: PUT,
         pattern: "session/create",
         need: Handler("session:write on the node"),
         forward: SERVERS,
-        handler: SESSION,
+        handler: h!(session::create),
     },
     Route {
         methods: PUT,
         pattern: "session/destroy/+",
         need: Handler("session:write on the session's node"),
         forward: SERVERS,
-        handler: SESSION,
+        handler: h!(session::destroy),
     },
     Route {
         methods: PUT,
         pattern: "session/renew/+",
         need: Handler("session:write on the session's node"),
         forward: SERVERS,
-        handler: SESSION,
+        handler: h!(session::renew),
     },
     Route {
         methods: GET,
         pattern: "session/info/+",
         need: Filtered("session:read on the session's node"),
         forward: SERVERS,
-        handler: SESSION,
+        handler: h!(session::info),
     },
-    Route { methods: GET, pattern: "session/node/+", need: OnPath(Session, Read), forward: SERVERS, handler: SESSION },
+    Route {
+        methods: GET,
+        pattern: "session/node/+",
+        need: OnPath(Session, Read),
+        forward: SERVERS,
+        handler: h!(session::node),
+    },
     Route {
         methods: GET,
         pattern: "session/list",
         need: Filtered("session:read per node"),
         forward: SERVERS,
-        handler: SESSION,
+        handler: h!(session::list),
     },
     Route {
         methods: PUT,
@@ -389,67 +487,200 @@ pub const ROUTES: &[Route] = &[
         handler: INVALID,
     },
     // events
-    Route { methods: PUT, pattern: "event/fire/+", need: OnPath(Event, Write), forward: LOCAL, handler: EVENT },
+    Route {
+        methods: PUT,
+        pattern: "event/fire/+",
+        need: OnPath(Event, Write),
+        forward: LOCAL,
+        handler: h!(event::fire),
+    },
     Route {
         methods: GET,
         pattern: "event/list",
         need: Filtered("event:read per event"),
         forward: LOCAL,
-        handler: EVENT,
+        handler: h!(event::list),
     },
     // status, operator, snapshot
-    Route { methods: GET, pattern: "status/leader", need: Open, forward: SERVERS, handler: STATUS },
-    Route { methods: GET, pattern: "status/peers", need: Open, forward: SERVERS, handler: STATUS },
+    Route { methods: GET, pattern: "status/leader", need: Open, forward: SERVERS, handler: h!(status::leader) },
+    Route { methods: GET, pattern: "status/peers", need: Open, forward: SERVERS, handler: h!(status::peers) },
     Route {
         methods: GET,
         pattern: "operator/raft/configuration",
         need: Scalar(Operator, Read),
         forward: SERVERS,
-        handler: OPERATOR,
+        handler: h!(operator::raft_configuration),
     },
     Route {
         methods: DELETE,
         pattern: "operator/raft/peer",
         need: Scalar(Operator, Write),
         forward: SERVERS,
-        handler: OPERATOR,
+        handler: h!(operator::remove_peer),
     },
-    Route { methods: GET, pattern: "operator/keyring", need: Scalar(Keyring, Read), forward: LOCAL, handler: OPERATOR },
+    Route {
+        methods: GET,
+        pattern: "operator/keyring",
+        need: Scalar(Keyring, Read),
+        forward: LOCAL,
+        handler: h!(operator::keyring),
+    },
     Route {
         methods: WRITE_KEYRING,
         pattern: "operator/keyring",
         need: Scalar(Keyring, Write),
         forward: LOCAL,
-        handler: OPERATOR,
+        handler: h!(operator::keyring),
     },
-    Route { methods: GET_PUT, pattern: "snapshot", need: Scalar(Acl, Write), forward: SERVERS, handler: SNAPSHOT },
+    Route {
+        methods: GET,
+        pattern: "snapshot",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: h!(snapshot::save),
+    },
+    Route {
+        methods: PUT,
+        pattern: "snapshot",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: h!(snapshot::restore),
+    },
     // acl
-    Route { methods: PUT, pattern: "acl/bootstrap", need: Open, forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/token/self", need: AnyToken, forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/token", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/token/+/clone", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/token/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/token/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: DELETE, pattern: "acl/token/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/tokens", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/policy", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/policy/name/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/policy/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/policy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: DELETE, pattern: "acl/policy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/policies", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/role", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/role/name/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/role/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/role/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: DELETE, pattern: "acl/role/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/roles", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: PUT_POST, pattern: "acl/create", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: PUT_POST, pattern: "acl/update", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/destroy/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/info/+", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
-    Route { methods: PUT, pattern: "acl/clone/+", need: Scalar(Acl, Write), forward: SERVERS, handler: ACL },
-    Route { methods: GET, pattern: "acl/list", need: Scalar(Acl, Read), forward: SERVERS, handler: ACL },
+    Route { methods: PUT, pattern: "acl/bootstrap", need: Open, forward: SERVERS, handler: acl!(bootstrap) },
+    Route { methods: GET, pattern: "acl/token/self", need: AnyToken, forward: SERVERS, handler: acl!(token_self) },
+    Route {
+        methods: PUT,
+        pattern: "acl/token",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(token_create),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/token/+/clone",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(token_clone),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/token/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(token_update),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/token/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(token_read),
+    },
+    Route {
+        methods: DELETE,
+        pattern: "acl/token/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(token_delete),
+    },
+    Route { methods: GET, pattern: "acl/tokens", need: Scalar(Acl, Read), forward: SERVERS, handler: acl!(token_list) },
+    Route {
+        methods: PUT,
+        pattern: "acl/policy",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(policy_create),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/policy/name/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(policy_by_name),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/policy/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(policy_get),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/policy/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(policy_update),
+    },
+    Route {
+        methods: DELETE,
+        pattern: "acl/policy/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(policy_delete),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/policies",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(policy_list),
+    },
+    Route { methods: PUT, pattern: "acl/role", need: Scalar(Acl, Write), forward: SERVERS, handler: acl!(role_create) },
+    Route {
+        methods: GET,
+        pattern: "acl/role/name/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(role_by_name),
+    },
+    Route { methods: GET, pattern: "acl/role/+", need: Scalar(Acl, Read), forward: SERVERS, handler: acl!(role_get) },
+    Route {
+        methods: PUT,
+        pattern: "acl/role/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(role_update),
+    },
+    Route {
+        methods: DELETE,
+        pattern: "acl/role/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(role_delete),
+    },
+    Route { methods: GET, pattern: "acl/roles", need: Scalar(Acl, Read), forward: SERVERS, handler: acl!(role_list) },
+    Route {
+        methods: PUT_POST,
+        pattern: "acl/create",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(legacy_create),
+    },
+    Route {
+        methods: PUT_POST,
+        pattern: "acl/update",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(legacy_update),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/destroy/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(legacy_destroy),
+    },
+    Route { methods: GET, pattern: "acl/info/+", need: Scalar(Acl, Read), forward: SERVERS, handler: acl!(legacy_get) },
+    Route {
+        methods: PUT,
+        pattern: "acl/clone/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(legacy_clone),
+    },
+    Route { methods: GET, pattern: "acl/list", need: Scalar(Acl, Read), forward: SERVERS, handler: acl!(legacy_list) },
     // paths without their argument
     Route {
         methods: GET,

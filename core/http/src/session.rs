@@ -26,23 +26,26 @@ pub fn session_json(s: &Session) -> Json {
     })
 }
 
-pub async fn handle(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    super::kv::check_dc(ctx, req)?;
-    let (op, arg) = rest.split_once('/').unwrap_or((rest, ""));
-    match op {
-        "create" => create(ctx, req).await,
-        "destroy" => {
-            if arg.is_empty() {
-                return Err(ApiError::BadRequest("Missing session".into()));
-            }
-            session_write(ctx, req, arg)?;
-            apply(ctx, Command::SessionDestroy { id: arg.to_string() }).await?;
-            Ok(ApiResponse::json(&true))
-        }
-        "renew" => renew(ctx, req, arg).await,
-        "info" | "node" | "list" => read(ctx, req, op, arg).await,
-        _ => Err(ApiError::NotFound(String::new())),
-    }
+/// `PUT /v1/session/destroy/<id>`.
+pub async fn destroy(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    session_write(ctx, req, id)?;
+    apply(ctx, Command::SessionDestroy { id: id.to_string() }).await?;
+    Ok(ApiResponse::json(&true))
+}
+
+/// `GET /v1/session/info/<id>`.
+pub async fn info(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+    read(ctx, req, |s| s.id == id).await
+}
+
+/// `GET /v1/session/node/<node>`.
+pub async fn node(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
+    read(ctx, req, |s| s.node == node).await
+}
+
+/// `GET /v1/session/list`.
+pub async fn list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    read(ctx, req, |_| true).await
 }
 
 #[derive(Deserialize, Default)]
@@ -79,7 +82,7 @@ fn lock_delay(v: Option<&Json>) -> Result<u64, ApiError> {
     Ok(ns.min(MAX))
 }
 
-async fn create(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
+pub async fn create(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let b: CreateBody = decode::body(&req.body)?;
     let behavior = b.behavior.filter(|x| !x.is_empty()).unwrap_or_else(|| "release".into());
     if behavior != "release" && behavior != "delete" {
@@ -147,13 +150,13 @@ fn session_write(ctx: &Ctx, req: &Request, id: &str) -> Result<(), ApiError> {
 }
 
 async fn apply(ctx: &Ctx, cmd: Command) -> Result<(), ApiError> {
-    match ctx.agent.catalog_apply(cmd).await.map_err(ApiError::Internal)? {
+    match ctx.agent.catalog_apply(cmd).await? {
         CommandResponse::Session(Err(e)) => Err(ApiError::Internal(e)),
         _ => Ok(()),
     }
 }
 
-async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
+pub async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing session".into()));
     }
@@ -176,10 +179,8 @@ async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiErr
     Ok(ApiResponse::json(&[session_json(&s)]))
 }
 
-async fn read(ctx: &Ctx, req: &Request, op: &str, arg: &str) -> Result<ApiResponse, ApiError> {
-    if op != "list" && arg.is_empty() {
-        return Err(ApiError::BadRequest(if op == "info" { "Missing session" } else { "Missing node name" }.into()));
-    }
+/// The sessions `which` selects, those the token may read.
+async fn read(ctx: &Ctx, req: &Request, which: impl Fn(&Session) -> bool) -> Result<ApiResponse, ApiError> {
     let store = blocking::server(ctx)?.store.clone();
     let (_, list, headers) = blocking::run(ctx, req, Table::Sessions, || {
         let txn = store.read()?;
@@ -187,11 +188,7 @@ async fn read(ctx: &Ctx, req: &Request, op: &str, arg: &str) -> Result<ApiRespon
         let all = session::list(&txn)?;
         let list: Vec<Json> = all
             .iter()
-            .filter(|s| match op {
-                "info" => s.id == arg,
-                "node" => s.node == arg,
-                _ => true,
-            })
+            .filter(|s| which(s))
             .filter(|s| req.can_read(Resource::Session, &s.node))
             .map(session_json)
             .collect();

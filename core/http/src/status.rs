@@ -2,17 +2,12 @@
 
 use super::{ApiError, ApiResponse, Ctx, Request};
 
-pub async fn handle(ctx: &Ctx, _req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    let view = ctx.agent.cluster_view();
-    match rest {
-        "leader" => {
-            let view = view.map_err(ApiError::Internal)?;
-            Ok(ApiResponse::json(&view.leader.unwrap_or_default()))
-        }
-        "peers" => {
-            let view = view.map_err(ApiError::Internal)?;
-            Ok(ApiResponse::json(&view.peers))
-        }
-        _ => Err(ApiError::NotFound(String::new())),
-    }
+pub async fn leader(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let view = ctx.agent.cluster_view()?;
+    Ok(ApiResponse::json(&view.leader.unwrap_or_default()))
+}
+
+pub async fn peers(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let view = ctx.agent.cluster_view()?;
+    Ok(ApiResponse::json(&view.peers))
 }

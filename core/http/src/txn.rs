@@ -15,8 +15,7 @@ use legate_state::kv::{KvOp, KvVerb};
 
 const MAX_OPS: usize = 128;
 
-pub async fn handle(ctx: &Ctx, req: &Request, _rest: &str) -> Result<ApiResponse, ApiError> {
-    super::kv::check_dc(ctx, req)?;
+pub async fn handle(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let max_len = ctx.agent.config().limits.txn_max_req_len;
     if req.body.len() as u64 > max_len {
         return Err(ApiError::TooLarge(format!(

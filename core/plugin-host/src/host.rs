@@ -308,7 +308,7 @@ impl net::Host for HostState {
         let tls = tokio::time::timeout(left, legate_tls::handshake_insecure(tcp, &host, name))
             .await
             .map_err(|_| net::NetError::Timeout)?
-            .map_err(net::NetError::Other)?;
+            .map_err(|e| net::NetError::Other(e.to_string()))?;
         let (_, session) = tls.get_ref();
         let chain = session.peer_certificates().unwrap_or_default();
         Ok(chain.iter().map(|c| c.as_ref().to_vec()).collect())

@@ -30,6 +30,7 @@
 //! check runner and is kept.
 
 pub mod bindings;
+mod error;
 pub mod host;
 pub mod spec;
 
@@ -46,6 +47,7 @@ use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use bindings::v0_1::{check as check_world, handler as handler_world, types};
+pub use error::PluginError;
 pub use host::{Facts, Grants, HostState, KvSource};
 use legate_types::check::{CheckStatus, Outcome};
 pub use spec::{FileGrant, WasmSpec};
@@ -197,7 +199,11 @@ pub struct HandlerOutcome {
 
 /// Runs an event-handler plugin on one event. Err is the plugin's Err text, or why the call
 /// failed (not found, not an event handler, invalid configuration, trap, timeout, memory).
-pub async fn run_handler(host: &PluginHost, spec: &WasmSpec, event: HandlerEvent) -> Result<HandlerOutcome, String> {
+pub async fn run_handler(
+    host: &PluginHost,
+    spec: &WasmSpec,
+    event: HandlerEvent,
+) -> Result<HandlerOutcome, PluginError> {
     host.run_handler(spec, event, "handler").await
 }
 
@@ -225,21 +231,22 @@ fn go(d: Duration) -> String {
 impl PluginHost {
     /// Builds the engine, the linker (WASI p2 + the legate interfaces) and starts the epoch
     /// ticker.
-    pub fn new(opts: HostOptions) -> Result<PluginHost, String> {
+    pub fn new(opts: HostOptions) -> Result<PluginHost, PluginError> {
         let mut cfg = wasmtime::Config::new();
         cfg.epoch_interruption(true);
         cfg.wasm_component_model(true);
-        let engine = Engine::new(&cfg).map_err(|e| format!("wasm engine: {e:#}"))?;
+        let engine = Engine::new(&cfg).map_err(|err| PluginError::Engine { what: "engine", err })?;
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
         let mut linker: Linker<HostState> = Linker::new(&engine);
         // Plugins built with newer WASI minors (0.2.x) link against these (semver matching).
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("wasm linker: {e:#}"))?;
+        let linker_error = |err| PluginError::Engine { what: "linker", err };
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(linker_error)?;
         check_world::Check::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| format!("wasm linker: {e:#}"))?;
+            .map_err(linker_error)?;
         if let Some(dir) = &opts.cache_dir {
-            create_private_dir(dir).map_err(|e| format!("plugin cache {}: {e}", dir.display()))?;
+            create_private_dir(dir).map_err(|source| PluginError::CacheDir { path: dir.clone(), source })?;
         }
         let clients = (http_client(false)?, http_client(true)?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -254,7 +261,7 @@ impl PluginHost {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| format!("epoch ticker: {e}"))?;
+                .map_err(PluginError::Ticker)?;
         }
         Ok(PluginHost {
             inner: Arc::new(Inner {
@@ -281,28 +288,29 @@ impl PluginHost {
 
     /// Where a plugin named `plugin` lives: a path (it contains a `/` or ends in `.wasm`),
     /// else `<plugin_dir>/<name>.wasm`.
-    pub fn resolve(&self, plugin: &str) -> Result<PathBuf, String> {
+    pub fn resolve(&self, plugin: &str) -> Result<PathBuf, PluginError> {
         if plugin.is_empty() {
-            return Err("no plugin given".into());
+            return Err(PluginError::NoPlugin);
         }
         let path = if plugin.contains('/') || plugin.ends_with(".wasm") {
             PathBuf::from(plugin)
         } else {
             let Some(dir) = &self.inner.opts.plugin_dir else {
-                return Err(format!("plugin {plugin:?} is a name but the agent has no plugin_dir (set plugin_dir or data_dir, or give a path)"));
+                return Err(PluginError::NoPluginDir(plugin.to_string()));
             };
             dir.join(format!("{plugin}.wasm"))
         };
         if !path.is_file() {
-            return Err(format!("plugin {plugin:?} not found at {}", path.display()));
+            return Err(PluginError::NotFound { name: plugin.to_string(), path });
         }
         Ok(path)
     }
 
     /// The plugin at `path`, compiled (or loaded from the cache) and linked; reloaded when the
     /// file changed since the last call.
-    pub async fn load(&self, path: &Path) -> Result<Arc<Loaded>, String> {
-        let st = stamp(path).map_err(|e| format!("plugin {}: {e}", path.display()))?;
+    pub async fn load(&self, path: &Path) -> Result<Arc<Loaded>, PluginError> {
+        let unreadable = |source| PluginError::Read { path: path.to_path_buf(), source };
+        let st = stamp(path).map_err(unreadable)?;
         if let Some(l) = self.cached(path, st) {
             return Ok(l);
         }
@@ -316,7 +324,7 @@ impl PluginHost {
         let sha = match self.indexed_sha(path, st) {
             Some(sha) => sha,
             None => {
-                let b = tokio::fs::read(path).await.map_err(|e| format!("plugin {}: {e}", path.display()))?;
+                let b = tokio::fs::read(path).await.map_err(unreadable)?;
                 let sha = sha256_hex(&b);
                 bytes = Some(b);
                 sha
@@ -341,12 +349,10 @@ impl PluginHost {
                     None => {
                         let b = match bytes.take() {
                             Some(b) => b,
-                            None => {
-                                tokio::fs::read(path).await.map_err(|e| format!("plugin {}: {e}", path.display()))?
-                            }
+                            None => tokio::fs::read(path).await.map_err(unreadable)?,
                         };
                         if sha256_hex(&b) != sha {
-                            return Err(format!("plugin {} changed while loading; try again", path.display()));
+                            return Err(PluginError::Changed(path.to_path_buf()));
                         }
                         self.compile_cached(&b, &sha).await?
                     }
@@ -418,7 +424,7 @@ impl PluginHost {
         }
     }
 
-    async fn compile_cached(&self, bytes: &[u8], sha: &str) -> Result<(Component, bool), String> {
+    async fn compile_cached(&self, bytes: &[u8], sha: &str) -> Result<(Component, bool), PluginError> {
         if let Some(c) = self.deserialize_cached(sha) {
             return Ok((c, true));
         }
@@ -427,9 +433,8 @@ impl PluginHost {
         let owned = bytes.to_vec();
         let started = Instant::now();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
-            .await
-            .map_err(|e| format!("plugin compile task: {e}"))?
-            .map_err(|e| format!("not a valid WASM component: {e:#}"))?;
+            .await?
+            .map_err(PluginError::NotAComponent)?;
         tracing::debug!(sha256 = %sha, elapsed = ?started.elapsed(), "wasm plugin compiled");
         if let Some(p) = cache {
             match component.serialize() {
@@ -453,24 +458,19 @@ impl PluginHost {
         st: Stamp,
         component: Component,
         from_cache: bool,
-    ) -> Result<Loaded, String> {
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("plugin imports something Legate does not provide: {e:#}"))?;
+    ) -> Result<Loaded, PluginError> {
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(PluginError::Imports)?;
         let check = check_world::CheckPre::new(pre.clone()).ok();
         let handler = if check.is_none() { handler_world::EventHandlerPre::new(pre).ok() } else { None };
         let world = match (&check, &handler) {
             (Some(_), _) => World::Check,
             (None, Some(_)) => World::EventHandler,
             _ => {
-                return Err(format!(
-                    "{} is neither a {} nor a {} component",
-                    path.display(),
-                    World::Check.as_str(),
-                    World::EventHandler.as_str()
-                ))
+                return Err(PluginError::NoWorld {
+                    path: path.to_path_buf(),
+                    check: World::Check.as_str(),
+                    handler: World::EventHandler.as_str(),
+                })
             }
         };
         Ok(Loaded { path: path.to_path_buf(), sha256: sha, world, from_cache, component, stamp: st, check, handler })
@@ -482,13 +482,13 @@ impl PluginHost {
         budget: Duration,
         caller: &str,
         token: Option<String>,
-    ) -> Result<Store<HostState>, String> {
+    ) -> Result<Store<HostState>, PluginError> {
         let mut wasi = WasiCtxBuilder::new();
         for g in &spec.files {
             let guest = g.guest_dir.clone().unwrap_or_else(|| "/".into());
             let perms = if g.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             wasi.preopened_dir(&g.host_dir, &guest, perms)
-                .map_err(|e| format!("files grant {}: {e:#}", g.host_dir.display()))?;
+                .map_err(|err| PluginError::Grant { path: g.host_dir.clone(), err })?;
         }
         let deadline = Instant::now() + budget;
         let grants = Arc::new(Grants {
@@ -549,7 +549,7 @@ impl PluginHost {
         budget: Duration,
     ) -> Result<Result<(), String>, CallFailure> {
         let config = config_pairs(&spec.args);
-        let mut store = self.store(spec, budget, "validate", None).map_err(CallFailure)?;
+        let mut store = self.store(spec, budget, "validate", None).map_err(|e| CallFailure(e.to_string()))?;
         let r = match (&loaded.check, &loaded.handler) {
             (Some(pre), _) => {
                 let fut = async {
@@ -576,29 +576,26 @@ impl PluginHost {
 
     /// Validates a definition's `wasm` block: the plugin resolves, loads, and accepts its args.
     /// The error is the text to refuse the registration with.
-    pub async fn validate(&self, spec: &WasmSpec, want: Option<World>) -> Result<(), String> {
+    pub async fn validate(&self, spec: &WasmSpec, want: Option<World>) -> Result<(), PluginError> {
         if spec.memory_mb == Some(0) {
-            return Err("wasm memory_mb must be > 0".into());
+            return Err(PluginError::ZeroMemory);
         }
         let path = self.resolve(&spec.plugin)?;
         let loaded = self.load(&path).await?;
         if let Some(w) = want {
             if loaded.world != w {
-                return Err(format!(
-                    "plugin {:?} is a {} component, not a {}",
-                    spec.plugin,
-                    loaded.world.as_str(),
-                    w.as_str()
-                ));
+                return Err(PluginError::WrongWorld {
+                    plugin: spec.plugin.clone(),
+                    found: loaded.world.as_str(),
+                    want: format!("a {}", w.as_str()),
+                });
             }
         }
         check_pin(spec, &loaded)?;
         match self.validate_loaded(&loaded, spec, Duration::from_secs(10)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(format!("plugin {:?} rejected its configuration: {msg}", spec.plugin)),
-            Err(CallFailure(why)) => {
-                Err(format!("plugin {:?} failed to validate its configuration: {why}", spec.plugin))
-            }
+            Ok(Err(msg)) => Err(PluginError::Rejected { plugin: spec.plugin.clone(), msg }),
+            Err(CallFailure(why)) => Err(PluginError::ValidateFailed { plugin: spec.plugin.clone(), why }),
         }
     }
 
@@ -628,7 +625,7 @@ impl PluginHost {
         let budget = call.timeout;
         let mut store = match self.store(spec, budget, &call.check_id, call.token.clone()) {
             Ok(s) => s,
-            Err(e) => return CheckCallResult::Killed(e),
+            Err(e) => return CheckCallResult::Killed(e.to_string()),
         };
         let fut = async {
             let inst = pre.instantiate_async(&mut store).await?;
@@ -669,10 +666,10 @@ impl PluginHost {
         };
         let loaded = match loaded {
             Ok(l) => l,
-            Err(e) => return Outcome::critical(e),
+            Err(e) => return Outcome::critical(e.to_string()),
         };
         if let Err(e) = check_pin(spec, &loaded) {
-            return Outcome::critical(e);
+            return Outcome::critical(e.to_string());
         }
         if state.validated.as_deref() != Some(loaded.sha256.as_str()) {
             match self.validate_loaded(&loaded, spec, call.timeout).await {
@@ -716,16 +713,16 @@ impl PluginHost {
         spec: &WasmSpec,
         event: HandlerEvent,
         caller: &str,
-    ) -> Result<HandlerOutcome, String> {
+    ) -> Result<HandlerOutcome, PluginError> {
         let path = self.resolve(&spec.plugin)?;
         let loaded = self.load(&path).await?;
         check_pin(spec, &loaded)?;
         let Some(pre) = &loaded.handler else {
-            return Err(format!(
-                "plugin {:?} is a {} component, not an event handler",
-                spec.plugin,
-                loaded.world.as_str()
-            ));
+            return Err(PluginError::WrongWorld {
+                plugin: spec.plugin.clone(),
+                found: loaded.world.as_str(),
+                want: "an event handler".into(),
+            });
         };
         let budget = spec.timeout.map(|t| t.0).filter(|t| !t.is_zero()).unwrap_or(DEFAULT_HANDLER_TIMEOUT);
         let key = (loaded.sha256.clone(), serde_json::Value::Object(spec.args.clone()).to_string());
@@ -734,8 +731,8 @@ impl PluginHost {
                 Ok(Ok(())) => {
                     self.inner.validated.lock().unwrap().insert(key);
                 }
-                Ok(Err(msg)) => return Err(format!("invalid plugin configuration: {msg}")),
-                Err(CallFailure(why)) => return Err(why),
+                Ok(Err(msg)) => return Err(PluginError::InvalidConfig(msg)),
+                Err(CallFailure(why)) => return Err(PluginError::Killed(why)),
             }
         }
         let event = match event {
@@ -761,18 +758,18 @@ impl PluginHost {
             inst.call_handle(&mut store, &config, &event).await
         };
         match tokio::time::timeout(budget + GRACE, fut).await {
-            Err(_) => Err(Self::timed_out(budget).0),
-            Ok(Err(e)) => Err(Self::failure(&store, spec, budget, e).0),
-            Ok(Ok(Err(text))) => Err(text),
+            Err(_) => Err(PluginError::Killed(Self::timed_out(budget).0)),
+            Ok(Err(e)) => Err(PluginError::Killed(Self::failure(&store, spec, budget, e).0)),
+            Ok(Ok(Err(text))) => Err(PluginError::Plugin(text)),
             Ok(Ok(Ok(output))) => Ok(HandlerOutcome { output }),
         }
     }
 }
 
-fn check_pin(spec: &WasmSpec, loaded: &Loaded) -> Result<(), String> {
+fn check_pin(spec: &WasmSpec, loaded: &Loaded) -> Result<(), PluginError> {
     match spec.sha256.as_deref().filter(|s| !s.is_empty()) {
         Some(pin) if !pin.eq_ignore_ascii_case(&loaded.sha256) => {
-            Err(format!("plugin {} has sha256 {} but the definition pins {pin}", loaded.path.display(), loaded.sha256))
+            Err(PluginError::Pin { path: loaded.path.clone(), sha256: loaded.sha256.clone(), pin: pin.to_string() })
         }
         _ => Ok(()),
     }
@@ -788,13 +785,13 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn http_client(insecure: bool) -> Result<reqwest::Client, String> {
+fn http_client(insecure: bool) -> Result<reqwest::Client, PluginError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .danger_accept_invalid_certs(insecure)
         .user_agent(concat!("legate-plugin/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("plugin http client: {e}"))
+        .map_err(PluginError::HttpClient)
 }
 
 /// What a component imports and exports, and the capabilities that implies.
@@ -835,8 +832,9 @@ pub fn capability(import: &str) -> &'static str {
 impl PluginHost {
     /// Inspects a component file: world, imports, exports, capabilities (loads it through the
     /// cache; a component that does not link is still described, with the problem).
-    pub async fn inspect(&self, path: &Path) -> Result<Inspection, String> {
-        let bytes = tokio::fs::read(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    pub async fn inspect(&self, path: &Path) -> Result<Inspection, PluginError> {
+        let bytes =
+            tokio::fs::read(path).await.map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
         let sha = sha256_hex(&bytes);
         let _guard = self.inner.loading.lock().await;
         let (component, _) = self.compile_cached(&bytes, &sha).await?;
@@ -849,7 +847,7 @@ impl PluginHost {
         capabilities.dedup();
         let (world, problem) = match self.load(path).await {
             Ok(l) => (Some(l.world.as_str().to_string()), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e.to_string())),
         };
         Ok(Inspection {
             path: path.display().to_string(),

@@ -312,13 +312,12 @@ impl Server {
     }
 
     /// Sends an HTTP call to the leader over the RPC port (session renewals from followers).
-    pub async fn forward_to_leader(&self, call: rpc::HttpCall) -> Result<rpc::HttpReply, String> {
-        let leader = self.leader().ok_or_else(|| "No cluster leader".to_string())?;
+    pub async fn forward_to_leader(&self, call: rpc::HttpCall) -> Result<rpc::HttpReply, link::LinkError> {
+        let leader = self.leader().ok_or(link::LinkError::NoLeader)?;
         let peer = self.pool.get(&leader).await;
-        match peer.call(Request::Http(call), self.hold_timeout).await {
-            Ok(Response::Http(r)) => r,
-            Ok(other) => Err(format!("unexpected response {other:?}")),
-            Err(e) => Err(e.to_string()),
+        match peer.call(Request::Http(call), self.hold_timeout).await? {
+            Response::Http(r) => r.map_err(link::LinkError::Remote),
+            other => Err(link::LinkError::unexpected(&other)),
         }
     }
 

@@ -15,16 +15,43 @@ use crate::endpoints::EndpointError;
 use crate::rpc::{HttpCall, HttpReply, Pool, Request, Response, RpcError};
 use crate::Server;
 
-/// The text when no server is known or none answered.
-pub const NO_SERVERS: &str = "No known Consul servers";
-/// The text when a client agent's calls exceed `limits.rpc_rate` (Consul's; HTTP 429).
-pub const RATE_LIMITED: &str = "RPC rate limit exceeded";
+/// Why a call to the servers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// No server is known (Consul's text).
+    #[error("No known Consul servers")]
+    NoServers,
+    /// A client agent's calls exceed `limits.rpc_rate` (Consul's text; HTTP 429).
+    #[error("RPC rate limit exceeded")]
+    RateLimited,
+    /// No leader to send a leader's call to.
+    #[error("No cluster leader")]
+    NoLeader,
+    /// The call did not reach a server or its answer did not come back.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The server answered the call with a failure.
+    #[error("{0}")]
+    Remote(String),
+    /// The server refused a typed call (ACL) or could not take it.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The server answered another kind of call (a version mismatch).
+    #[error("unexpected response {0}")]
+    Unexpected(String),
+}
+
+impl LinkError {
+    pub(crate) fn unexpected(response: &Response) -> LinkError {
+        LinkError::Unexpected(format!("{response:?}"))
+    }
+}
 
 /// What [`ServerLink::each_server`] does after one server's outcome.
 enum Next<T> {
     Done(T),
-    /// Try the next server; the text is the failure if none is left.
-    Try(String),
+    /// Try the next server; this is the failure if none is left.
+    Try(LinkError),
 }
 
 pub struct ServerLink {
@@ -88,13 +115,13 @@ impl ServerLink {
         deadline: Duration,
         limited: bool,
         answer: impl Fn(Result<Response, RpcError>) -> Next<T>,
-    ) -> Result<T, String> {
+    ) -> Result<T, LinkError> {
         if !self.within_rate(limited) {
-            return Err(RATE_LIMITED.to_string());
+            return Err(LinkError::RateLimited);
         }
         let mut servers = self.known_servers();
         servers.shuffle(&mut rand::thread_rng());
-        let mut last = NO_SERVERS.to_string();
+        let mut last = LinkError::NoServers;
         for addr in servers {
             let peer = self.pool.get(&addr).await;
             match answer(peer.call(request(), deadline).await) {
@@ -111,10 +138,10 @@ impl ServerLink {
         request: impl Fn() -> Request,
         deadline: Duration,
         limited: bool,
-        accept: impl Fn(Response) -> Result<T, String>,
-    ) -> Result<T, String> {
+        accept: impl Fn(Response) -> Result<T, LinkError>,
+    ) -> Result<T, LinkError> {
         self.each_server(request, deadline, limited, |outcome| {
-            match outcome.map_err(|e| e.to_string()).and_then(&accept) {
+            match outcome.map_err(LinkError::from).and_then(&accept) {
                 Ok(v) => Next::Done(v),
                 Err(why) => Next::Try(why),
             }
@@ -124,28 +151,28 @@ impl ServerLink {
 
     /// An HTTP API call answered by a server's handlers (client agents' reads and blocking
     /// queries); `deadline` covers a blocking query's wait.
-    pub async fn forward_http(&self, call: HttpCall, deadline: Duration) -> Result<HttpReply, String> {
+    pub async fn forward_http(&self, call: HttpCall, deadline: Duration) -> Result<HttpReply, LinkError> {
         self.call_any(
             || Request::Http(call.clone()),
             deadline,
             true,
             |resp| match resp {
-                Response::Http(r) => r,
-                other => Err(format!("unexpected response {other:?}")),
+                Response::Http(r) => r.map_err(LinkError::Remote),
+                other => Err(LinkError::unexpected(&other)),
             },
         )
         .await
     }
 
     /// A token's flattened policies from a server's store (`Ok(None)`: no such token).
-    pub async fn acl_resolve(&self, secret: &str, deadline: Duration) -> Result<Option<Resolved>, String> {
+    pub async fn acl_resolve(&self, secret: &str, deadline: Duration) -> Result<Option<Resolved>, LinkError> {
         self.call_any(
             || Request::AclResolve { secret: secret.to_string() },
             deadline,
             false,
             |resp| match resp {
-                Response::AclResolve(r) => r,
-                other => Err(format!("unexpected response {other:?}")),
+                Response::AclResolve(r) => r.map_err(LinkError::Remote),
+                other => Err(LinkError::unexpected(&other)),
             },
         )
         .await
@@ -157,7 +184,7 @@ impl ServerLink {
         token: Option<String>,
         cmd: Command,
         deadline: Duration,
-    ) -> Result<CommandResponse, EndpointError> {
+    ) -> Result<CommandResponse, LinkError> {
         self.checked_write(|| Request::CatalogWrite { token: token.clone(), cmd: cmd.clone() }, deadline, false).await
     }
 
@@ -167,7 +194,7 @@ impl ServerLink {
         token: Option<String>,
         op: KvOp,
         deadline: Duration,
-    ) -> Result<CommandResponse, EndpointError> {
+    ) -> Result<CommandResponse, LinkError> {
         self.checked_write(|| Request::KvWrite { token: token.clone(), op: op.clone() }, deadline, true).await
     }
 
@@ -180,15 +207,13 @@ impl ServerLink {
         request: impl Fn() -> Request,
         deadline: Duration,
         limited: bool,
-    ) -> Result<CommandResponse, EndpointError> {
-        let unavailable = |why: String| Err(EndpointError::Unavailable(why));
+    ) -> Result<CommandResponse, LinkError> {
         self.each_server(request, deadline, limited, |outcome| match outcome {
-            Err(e @ RpcError::Connect(..)) => Next::Try(e.to_string()),
-            Err(e) => Next::Done(unavailable(e.to_string())),
-            Ok(Response::CatalogWrite(r) | Response::KvWrite(r)) => Next::Done(r),
-            Ok(other) => Next::Done(unavailable(format!("unexpected response {other:?}"))),
+            Err(e @ RpcError::Connect(..)) => Next::Try(e.into()),
+            Err(e) => Next::Done(Err(e.into())),
+            Ok(Response::CatalogWrite(r) | Response::KvWrite(r)) => Next::Done(r.map_err(LinkError::from)),
+            Ok(other) => Next::Done(Err(LinkError::unexpected(&other))),
         })
-        .await
-        .unwrap_or_else(unavailable)
+        .await?
     }
 }

@@ -152,8 +152,8 @@ async fn read_frame<R: AsyncReadExt + Unpin, T: serde::de::DeserializeOwned>(r: 
 
 /// Decodes one frame's bytes (after the length) as the RPC port does: for the fuzz targets and
 /// the replay of their corpora.
-pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
-    bincode::deserialize::<Frame<Request>>(bytes).map(|f| f.body).map_err(|e| e.to_string())
+pub fn decode_request(bytes: &[u8]) -> Result<Request, bincode::Error> {
+    bincode::deserialize::<Frame<Request>>(bytes).map(|f| f.body)
 }
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
@@ -192,12 +192,13 @@ impl PeerClient {
     }
 
     /// A TCP connection, then TLS over it when `verify_outgoing` is on.
-    async fn open(&self) -> Result<Box<dyn Io>, String> {
-        let stream = self.connect().await.map_err(|e| e.to_string())?;
+    async fn open(&self) -> Result<Box<dyn Io>, RpcError> {
+        let failed = |why: String| RpcError::Connect(self.addr.clone(), why);
+        let stream = self.connect().await.map_err(|e| failed(e.to_string()))?;
         stream.set_nodelay(true).ok();
         let tls = self.tls.get();
         let Some(config) = tls.client.clone() else { return Ok(Box::new(stream)) };
-        let ip = stream.peer_addr().map_err(|e| e.to_string())?.ip();
+        let ip = stream.peer_addr().map_err(|e| failed(e.to_string()))?.ip();
         let handshake = tokio_rustls::TlsConnector::from(config).connect(tls.connect_name(ip), stream).await;
         let mut last = self.tls_failure.lock().unwrap_or_else(|p| p.into_inner());
         match handshake {
@@ -211,7 +212,7 @@ impl PeerClient {
                     tracing::warn!(peer = %self.addr, "rpc: TLS handshake with {} failed: {why}", self.addr);
                     *last = Some(why.clone());
                 }
-                Err(format!("tls: {why}"))
+                Err(failed(format!("tls: {why}")))
             }
         }
     }
@@ -242,8 +243,7 @@ impl PeerClient {
         let stream = tokio::time::timeout(deadline, self.open())
             .await
             // A connection that could not be made within the deadline: nothing was sent.
-            .map_err(|_| RpcError::Connect(self.addr.clone(), format!("i/o timeout after {deadline:?}")))?
-            .map_err(|e| RpcError::Connect(self.addr.clone(), e))?;
+            .map_err(|_| RpcError::Connect(self.addr.clone(), format!("i/o timeout after {deadline:?}")))??;
         let (r, w) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<(Frame<Request>, oneshot::Sender<Response>)>(PEER_QUEUE);
         let pending: Pending = Arc::default();

@@ -94,11 +94,31 @@ pub struct ArchiveMeta {
     pub legate_version: String,
 }
 
+/// Why an operator snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("state encoding: {0}")]
+    Encode(#[source] bincode::Error),
+    /// Not a gzipped tar (or a broken one).
+    #[error("not a snapshot archive: {0}")]
+    NotArchive(#[source] std::io::Error),
+    #[error("snapshot archive is missing {0}")]
+    Missing(String),
+    #[error("malformed SHA256SUMS")]
+    Sums,
+    #[error("snapshot archive is corrupt: checksum mismatch for {0}")]
+    Corrupt(String),
+    #[error("meta.json: {0}")]
+    Meta(#[source] serde_json::Error),
+    #[error("state.bin: {0}")]
+    State(#[source] bincode::Error),
+}
+
 /// An operator snapshot: a gzipped tar of `meta.json`, `state.bin` (the state) and
 /// `SHA256SUMS`, as Consul's archives are laid out.
-pub fn archive(data: &StateData, index: u64, term: u64) -> Result<Vec<u8>, String> {
+pub fn archive(data: &StateData, index: u64, term: u64) -> Result<Vec<u8>, ArchiveError> {
     use sha2::Digest;
-    let state = bincode::serialize(data).map_err(|e| e.to_string())?;
+    let state = bincode::serialize(data).map_err(ArchiveError::Encode)?;
     let meta = ArchiveMeta {
         id: format!("{term}-{index}-{}", uuid::Uuid::new_v4().simple()),
         size: state.len() as u64,
@@ -107,7 +127,7 @@ pub fn archive(data: &StateData, index: u64, term: u64) -> Result<Vec<u8>, Strin
         version: 1,
         legate_version: legate_types::version::VERSION.to_string(),
     };
-    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
+    let meta_json = serde_json::to_vec_pretty(&meta).map_err(ArchiveError::Meta)?;
     let sums = format!(
         "{}  meta.json\n{}  state.bin\n",
         hex::encode(sha2::Sha256::digest(&meta_json)),
@@ -120,35 +140,35 @@ pub fn archive(data: &StateData, index: u64, term: u64) -> Result<Vec<u8>, Strin
         header.set_size(bytes.len() as u64);
         header.set_mode(0o600);
         header.set_cksum();
-        tar.append_data(&mut header, name, bytes).map_err(|e| e.to_string())?;
+        tar.append_data(&mut header, name, bytes).map_err(ArchiveError::NotArchive)?;
     }
-    tar.into_inner().map_err(|e| e.to_string())?.finish().map_err(|e| e.to_string())
+    tar.into_inner().and_then(|gz| gz.finish()).map_err(ArchiveError::NotArchive)
 }
 
 /// Reads and verifies an archive: every file's checksum must match.
-pub fn unarchive(bytes: &[u8]) -> Result<(ArchiveMeta, StateData), String> {
+pub fn unarchive(bytes: &[u8]) -> Result<(ArchiveMeta, StateData), ArchiveError> {
     use sha2::Digest;
     use std::io::Read;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
     let mut files = std::collections::HashMap::new();
-    for entry in tar.entries().map_err(|e| format!("not a snapshot archive: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("not a snapshot archive: {e}"))?;
-        let name = entry.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+    for entry in tar.entries().map_err(ArchiveError::NotArchive)? {
+        let mut entry = entry.map_err(ArchiveError::NotArchive)?;
+        let name = entry.path().map_err(ArchiveError::NotArchive)?.to_string_lossy().into_owned();
         let mut buf = Vec::new();
-        entry.read_to_end(&mut buf).map_err(|e| format!("not a snapshot archive: {e}"))?;
+        entry.read_to_end(&mut buf).map_err(ArchiveError::NotArchive)?;
         files.insert(name, buf);
     }
-    let get = |n: &str| files.get(n).ok_or_else(|| format!("snapshot archive is missing {n}"));
+    let get = |n: &str| files.get(n).ok_or_else(|| ArchiveError::Missing(n.to_string()));
     let sums = String::from_utf8_lossy(get("SHA256SUMS")?).into_owned();
     for line in sums.lines() {
-        let (sum, name) = line.split_once("  ").ok_or("malformed SHA256SUMS")?;
+        let (sum, name) = line.split_once("  ").ok_or(ArchiveError::Sums)?;
         let actual = hex::encode(sha2::Sha256::digest(get(name)?));
         if actual != sum {
-            return Err(format!("snapshot archive is corrupt: checksum mismatch for {name}"));
+            return Err(ArchiveError::Corrupt(name.to_string()));
         }
     }
-    let meta: ArchiveMeta = serde_json::from_slice(get("meta.json")?).map_err(|e| format!("meta.json: {e}"))?;
-    let data: StateData = bincode::deserialize(get("state.bin")?).map_err(|e| format!("state.bin: {e}"))?;
+    let meta: ArchiveMeta = serde_json::from_slice(get("meta.json")?).map_err(ArchiveError::Meta)?;
+    let data: StateData = bincode::deserialize(get("state.bin")?).map_err(ArchiveError::State)?;
     Ok((meta, data))
 }
 

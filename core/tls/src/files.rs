@@ -15,6 +15,14 @@ pub enum TlsError {
     Empty { key: &'static str, path: PathBuf, what: &'static str },
     #[error("{0}")]
     Invalid(String),
+    /// rustls refused a client configuration.
+    #[error("tls: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("tls: invalid server name {0:?}")]
+    ServerName(String),
+    /// A handshake that failed: the rustls error when there is one, else the I/O error.
+    #[error("tls: {0}")]
+    Handshake(String),
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {

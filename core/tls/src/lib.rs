@@ -50,19 +50,15 @@ pub(crate) fn roots() -> Arc<RootCertStore> {
 /// A client config for a check: verifying unless `skip_verify`, offering `alpn` protocols.
 /// `agent`: the agent's CA (instead of the system's roots) and certificate, when
 /// `enable_agent_tls_for_checks` is on.
-pub fn client_config(skip_verify: bool, alpn: &[&[u8]], agent: Option<&CheckTls>) -> Result<ClientConfig, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
+pub fn client_config(skip_verify: bool, alpn: &[&[u8]], agent: Option<&CheckTls>) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = if skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(LooseVerifier::accept_any(provider())))
     } else {
         builder.with_root_certificates(agent.and_then(|a| a.roots.clone()).unwrap_or_else(roots))
     };
     let mut config = match agent.and_then(|a| a.identity.as_ref()) {
-        Some((chain, key)) => {
-            builder.with_client_auth_cert(chain.clone(), key.clone_key()).map_err(|e| format!("tls: {e}"))?
-        }
+        Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -89,9 +85,9 @@ impl CheckTls {
 }
 
 /// The name to verify and send as SNI: `tls_server_name` if set, else the dialed host.
-pub fn server_name(tls_server_name: Option<&str>, host: &str) -> Result<ServerName<'static>, String> {
+pub fn server_name(tls_server_name: Option<&str>, host: &str) -> Result<ServerName<'static>, TlsError> {
     let name = tls_server_name.filter(|s| !s.is_empty()).unwrap_or(host);
-    ServerName::try_from(name.to_string()).map_err(|_| format!("tls: invalid server name {name:?}"))
+    ServerName::try_from(name.to_string()).map_err(|_| TlsError::ServerName(name.to_string()))
 }
 
 /// Runs a TLS handshake over `tcp`.
@@ -102,10 +98,10 @@ pub async fn handshake(
     skip_verify: bool,
     alpn: &[&[u8]],
     agent: Option<&CheckTls>,
-) -> Result<TlsStream<TcpStream>, String> {
+) -> Result<TlsStream<TcpStream>, TlsError> {
     let config = client_config(skip_verify, alpn, agent)?;
     let name = server_name(tls_server_name, host)?;
-    TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("tls: {}", tls_error(&e)))
+    TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| TlsError::Handshake(tls_error(&e)))
 }
 
 /// A TLS handshake that accepts any certificate (for plugins that inspect certificates).
@@ -113,7 +109,7 @@ pub async fn handshake_insecure(
     tcp: TcpStream,
     host: &str,
     server_name: Option<&str>,
-) -> Result<TlsStream<TcpStream>, String> {
+) -> Result<TlsStream<TcpStream>, TlsError> {
     handshake(tcp, host, server_name, true, &[], None).await
 }
 

@@ -5,6 +5,7 @@
 //! Exec handlers get the result's JSON on stdin and `CONSUL_INDEX` in the environment; HTTP
 //! handlers get it as the request body with an `X-Consul-Index` header.
 
+use crate::WatchError;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -229,8 +230,8 @@ pub async fn exec(
     index: u64,
     timeout: Option<Duration>,
     output: Output,
-) -> Result<String, String> {
-    let Some(program) = argv.first() else { return Err("no handler command".into()) };
+) -> Result<String, WatchError> {
+    let Some(program) = argv.first() else { return Err(WatchError::NoCommand) };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&argv[1..]).env("CONSUL_INDEX", index.to_string()).stdin(Stdio::piped()).kill_on_drop(true);
     match output {
@@ -241,7 +242,7 @@ pub async fn exec(
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         }
     }
-    let mut child = cmd.spawn().map_err(|e| format!("Failed to invoke watch handler {program:?}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|source| WatchError::Spawn { program: program.clone(), source })?;
     let mut group =
         GroupKill(if output == Output::Capture { child.id().and_then(|p| i32::try_from(p).ok()) } else { None });
     let captured = Arc::new(Mutex::new(Vec::new()));
@@ -267,11 +268,11 @@ pub async fn exec(
         Some(t) => match tokio::time::timeout(t, run).await {
             Ok(s) => s,
             // Dropping `group` kills the handler and whatever it started.
-            Err(_) => return Err(format!("watch handler timed out after {t:?} and was killed")),
+            Err(_) => return Err(WatchError::Timeout(t)),
         },
         None => run.await,
     }
-    .map_err(|e| format!("waiting for watch handler: {e}"))?;
+    .map_err(WatchError::Wait)?;
     group.0 = None;
     // Output still held open by something the handler left running is not waited for long.
     for r in readers {
@@ -285,7 +286,7 @@ pub async fn exec(
             Some(c) => format!("exit status {c}"),
             None => "killed by a signal".into(),
         };
-        Err(if text.trim().is_empty() { why } else { format!("{why}: {}", text.trim()) })
+        Err(WatchError::Exit(if text.trim().is_empty() { why } else { format!("{why}: {}", text.trim()) }))
     }
 }
 
@@ -296,18 +297,19 @@ pub struct HttpHandler {
 }
 
 impl HttpHandler {
-    pub fn new(config: HttpHandlerConfig) -> Result<HttpHandler, String> {
+    pub fn new(config: HttpHandlerConfig) -> Result<HttpHandler, WatchError> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .danger_accept_invalid_certs(config.tls_skip_verify)
             .build()
-            .map_err(|e| format!("cannot build the HTTP handler's client: {e}"))?;
+            .map_err(WatchError::HttpClient)?;
         Ok(HttpHandler { config, client })
     }
 
     /// Sends the result; a status outside 2xx is an error. Returns the response body (capped).
-    pub async fn call(&self, index: u64, body: Vec<u8>) -> Result<String, String> {
-        let method = reqwest::Method::from_bytes(self.config.method.as_bytes()).map_err(|e| e.to_string())?;
+    pub async fn call(&self, index: u64, body: Vec<u8>) -> Result<String, WatchError> {
+        let method = reqwest::Method::from_bytes(self.config.method.as_bytes())
+            .map_err(|_| WatchError::Method(self.config.method.clone()))?;
         let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in &self.config.header {
             headers.entry(k.clone()).or_default().push(v.clone());
@@ -326,7 +328,7 @@ impl HttpHandler {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("Failed to invoke http watch handler {}: {e}", self.config.path))?;
+            .map_err(|source| WatchError::Http { path: self.config.path.clone(), source })?;
         let status = resp.status();
         let mut text = resp.text().await.unwrap_or_default();
         if text.len() > OUTPUT_LIMIT {
@@ -339,7 +341,7 @@ impl HttpHandler {
         if status.is_success() {
             Ok(text)
         } else {
-            Err(format!("http watch handler {} answered {status}: {}", self.config.path, text.trim()))
+            Err(WatchError::HttpStatus { path: self.config.path.clone(), status, body: text.trim().to_string() })
         }
     }
 }
@@ -397,7 +399,7 @@ mod tests {
             exec(&shell_argv("cat; echo \" $CONSUL_INDEX\""), b"{\"a\":1}", 42, None, Output::Capture).await.unwrap();
         assert_eq!(out, "{\"a\":1} 42\n");
         let e = exec(&shell_argv("echo boom >&2; exit 3"), b"", 1, None, Output::Capture).await.unwrap_err();
-        assert_eq!(e, "exit status 3: boom");
+        assert!(matches!(&e, WatchError::Exit(why) if why == "exit status 3: boom"), "{e}");
     }
 
     #[tokio::test]
@@ -407,7 +409,7 @@ mod tests {
         let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
         let e =
             exec(&shell_argv(&script), b"", 1, Some(Duration::from_millis(300)), Output::Capture).await.unwrap_err();
-        assert!(e.contains("timed out"), "{e}");
+        assert!(matches!(e, WatchError::Timeout(_)), "{e}");
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         // The grandchild was killed with the group (a zombie until its new parent reaps it).
         let mut gone = false;

@@ -17,9 +17,11 @@
 //! [`handler`] runs the handlers (exec, HTTP, WASM); [`WatchDefinition`] is the config entry.
 
 mod definition;
+mod error;
 pub mod handler;
 
 pub use definition::WatchDefinition;
+pub use error::WatchError;
 
 pub use legate_client::TlsOptions;
 use std::future::Future;
@@ -213,22 +215,26 @@ impl WatchSpec {
 
     /// The client this watch queries with: `addr` (HTTPS as `tls` says) and the watch's token
     /// (else `default_token`).
-    pub fn client(&self, addr: &str, default_token: Option<&str>, tls: &TlsOptions) -> Result<Client, String> {
+    pub fn client(&self, addr: &str, default_token: Option<&str>, tls: &TlsOptions) -> Result<Client, WatchError> {
         let token = self.token.clone().or_else(|| default_token.map(str::to_string));
-        Client::with_tls(addr, token, tls).map_err(|e| e.to_string())
+        Ok(Client::with_tls(addr, token, tls)?)
     }
 
     /// One blocking read: (index, result). A missing key or prefix is `null`, as Consul's.
-    pub async fn fetch(&self, client: &Client, index: u64) -> Result<(u64, Json), String> {
+    pub async fn fetch(&self, client: &Client, index: u64) -> Result<(u64, Json), WatchError> {
         let (path, extra) = self.request();
         let opts = QueryOptions { index, stale: self.stale, datacenter: self.datacenter.clone(), ..Default::default() };
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (status, meta, body) = client.get_raw(&path, &opts, &extra).await.map_err(|e| e.to_string())?;
+        let (status, meta, body) = client.get_raw(&path, &opts, &extra).await?;
         let kv = matches!(self.query, Query::Key(_) | Query::KeyPrefix(_));
         let result = match status {
-            200 => serde_json::from_slice::<Json>(&body).map_err(|e| format!("invalid response from {path}: {e}"))?,
+            200 => serde_json::from_slice::<Json>(&body)
+                .map_err(|source| WatchError::Decode { path: path.clone(), source })?,
             404 if kv => Json::Null,
-            s => return Err(format!("Unexpected response code: {s} ({})", String::from_utf8_lossy(&body).trim())),
+            s => {
+                let body = String::from_utf8_lossy(&body).trim().to_string();
+                return Err(WatchError::Status { status: s, body });
+            }
         };
         let result = match (&self.query, result) {
             // A key read answers a one-element list; the watch delivers the entry itself.

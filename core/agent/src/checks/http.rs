@@ -197,7 +197,7 @@ impl Hop {
         deadline: Instant,
         agent: Option<&tls::CheckTls>,
     ) -> Result<Hop, String> {
-        let tls = tls::client_config(def.tls_skip_verify, &[b"http/1.1"], agent)?;
+        let tls = tls::client_config(def.tls_skip_verify, &[b"http/1.1"], agent).map_err(|e| e.to_string())?;
         let mut builder = Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::none())

@@ -104,7 +104,9 @@ pub(super) async fn dial_h2(addr: &str, tls: H2Tls<'_>, deadline: Instant) -> Re
     let tcp = dial_tcp(addr, deadline).await?;
     let io: Box<dyn Io> = if tls.on {
         let host = split_host_port(addr).map(|(h, _)| h).unwrap_or_default();
-        let tls = legate_tls::handshake(tcp, &host, tls.server_name, tls.skip_verify, &[b"h2"], tls.agent).await?;
+        let tls = legate_tls::handshake(tcp, &host, tls.server_name, tls.skip_verify, &[b"h2"], tls.agent)
+            .await
+            .map_err(|e| e.to_string())?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err("tls: server did not negotiate HTTP/2 (ALPN h2)".into());
         }

@@ -31,7 +31,7 @@ pub(super) async fn probe_with(def: &CheckDefinition, timeout: Duration, agent: 
             Ok(Ok(mut s)) => {
                 let _ = s.shutdown().await;
             }
-            Ok(Err(e)) => return Outcome::critical(e),
+            Ok(Err(e)) => return Outcome::critical(e.to_string()),
             Err(_) => return Outcome::critical(format!("dial tcp {target}: tls handshake: i/o timeout")),
         }
     }
