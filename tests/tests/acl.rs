@@ -123,7 +123,8 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     api.ok(
         "PUT",
         "/v1/catalog/register",
-        Some(&json!({"Node": "ext1", "Address": "10.0.0.9", "Service": {"Service": "websvc", "Port": 80}})),
+        Some(&json!({"Node": "ext1", "Address": "10.0.0.9", "Service": {"Service": "websvc", "Port": 80},
+            "Check": {"Name": "websvc-alive", "Status": "passing", "ServiceID": "websvc"}})),
     )
     .await;
     api.ok("PUT", "/v1/agent/service/register", Some(&json!({"Name": "localsvc", "Port": 81}))).await;
@@ -233,12 +234,20 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("GET", "catalog/datacenters", case("/v1/catalog/datacenters", None));
     add("GET", "catalog/nodes", Case { path: "/v1/catalog/nodes".into(), body: None, marker: Some("ext1") });
     add("GET", "catalog/services", Case { path: "/v1/catalog/services".into(), body: None, marker: Some("websvc") });
-    add("GET", "catalog/service/+", case("/v1/catalog/service/websvc", None));
+    add(
+        "GET",
+        "catalog/service/+",
+        Case { path: "/v1/catalog/service/websvc".into(), body: None, marker: Some("websvc") },
+    );
     add("GET", "catalog/node/+", case("/v1/catalog/node/ext1", None));
     add("GET", "catalog/node-services/+", case("/v1/catalog/node-services/ext1", None));
     add("GET", "health/node/+", case("/v1/health/node/test-node", None));
-    add("GET", "health/checks/+", case("/v1/health/checks/websvc", None));
-    add("GET", "health/service/+", case("/v1/health/service/websvc", None));
+    add("GET", "health/checks/+", Case { path: "/v1/health/checks/websvc".into(), body: None, marker: Some("websvc") });
+    add(
+        "GET",
+        "health/service/+",
+        Case { path: "/v1/health/service/websvc".into(), body: None, marker: Some("websvc") },
+    );
     add("GET", "health/state/+", Case { path: "/v1/health/state/any".into(), body: None, marker: Some("serfHealth") });
     add("GET", "kv/*", case("/v1/kv/app/config", None));
     add("PUT", "kv/*", case("/v1/kv/app/other", Some(json!("x"))));

@@ -94,6 +94,14 @@ async fn write(agent: &AgentShared, cmd: Command) -> Result<(), AgentError> {
     }
 }
 
+/// Pushes the pending changes now, for an API call that answers once the catalog has them
+/// (Consul's `syncChanges`); a failure is logged and left to the anti-entropy loop.
+pub async fn sync_changes(agent: &AgentShared) {
+    if !partial_sync(agent).await {
+        tracing::warn!("agent: failed to sync changes; anti-entropy will retry");
+    }
+}
+
 /// Pushes every out-of-sync record. Returns false if something failed (retry soon).
 pub async fn partial_sync(agent: &AgentShared) -> bool {
     let pending = agent.local.pending();

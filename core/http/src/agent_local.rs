@@ -79,7 +79,7 @@ pub async fn register_service(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRe
         .local
         .add_service(&def, token, Source::Api, ctx.agent.scripts_allowed(false), replace)
         .map_err(|e| ApiError::BadRequest(e.0))?;
-    Ok(ApiResponse::empty(StatusCode::OK))
+    synced(ctx).await
 }
 
 pub async fn deregister_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
@@ -92,7 +92,7 @@ pub async fn deregister_service(ctx: &Ctx, req: &Request, id: &str) -> Result<Ap
             "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
         )));
     }
-    Ok(ApiResponse::empty(StatusCode::OK))
+    synced(ctx).await
 }
 
 /// service:write on a local service's name (unknown IDs pass: the handler answers 404).
@@ -132,13 +132,13 @@ pub async fn service_maintenance(ctx: &Ctx, req: &Request, id: &str) -> Result<A
     if !ctx.agent.local.set_service_maintenance(id, enable, reason) {
         return Err(ApiError::NotFound(format!("Unknown service ID {id:?}")));
     }
-    Ok(ApiResponse::empty(StatusCode::OK))
+    synced(ctx).await
 }
 
 pub async fn node_maintenance(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let enable = enable_param(req)?;
     ctx.agent.local.set_node_maintenance(enable, req.param("reason").unwrap_or_default());
-    Ok(ApiResponse::empty(StatusCode::OK))
+    synced(ctx).await
 }
 
 pub async fn list_checks(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
@@ -176,6 +176,9 @@ pub async fn list_checks(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRespons
 pub async fn register_check(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let def: CheckDefinition = decode::body(&req.body)?;
     match def.service_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(sid) if ctx.agent.local.service(sid).is_none() => {
+            return Err(ApiError::NotFound(format!("ServiceID {sid:?} does not exist")));
+        }
         Some(sid) => service_write(ctx, req, sid)?,
         None => req.require(Resource::Node, ctx.agent.node_name(), Access::Write)?,
     }
@@ -185,6 +188,14 @@ pub async fn register_check(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResp
         .local
         .add_check(&def, token, Source::Api, ctx.agent.scripts_allowed(false))
         .map_err(|e| ApiError::BadRequest(e.0))?;
+    synced(ctx).await
+}
+
+/// The answer to a change of the agent's services or checks, once the catalog has it: the
+/// change is pushed to the servers before the 200, as Consul's `syncChanges`. A failed push is
+/// only logged: the change is made, and anti-entropy retries it.
+async fn synced(ctx: &Ctx) -> Result<ApiResponse, ApiError> {
+    legate_agent::ae::sync_changes(&ctx.agent).await;
     Ok(ApiResponse::empty(StatusCode::OK))
 }
 
@@ -197,7 +208,7 @@ pub async fn deregister_check(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiR
     if !ctx.agent.local.remove_check(id) {
         return Err(unknown_check(id));
     }
-    Ok(ApiResponse::empty(StatusCode::OK))
+    synced(ctx).await
 }
 
 #[derive(Deserialize, Default)]
@@ -209,22 +220,22 @@ struct UpdateBody {
 
 /// `PUT /v1/agent/check/pass/<id>` (and warn, fail below; `update` takes the status from the body).
 pub async fn check_pass(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    ttl(ctx, req, id, Some(CheckStatus::Passing))
+    ttl(ctx, req, id, Some(CheckStatus::Passing)).await
 }
 
 pub async fn check_warn(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    ttl(ctx, req, id, Some(CheckStatus::Warning))
+    ttl(ctx, req, id, Some(CheckStatus::Warning)).await
 }
 
 pub async fn check_fail(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    ttl(ctx, req, id, Some(CheckStatus::Critical))
+    ttl(ctx, req, id, Some(CheckStatus::Critical)).await
 }
 
 pub async fn check_update(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    ttl(ctx, req, id, None)
+    ttl(ctx, req, id, None).await
 }
 
-fn ttl(ctx: &Ctx, req: &Request, id: &str, status: Option<CheckStatus>) -> Result<ApiResponse, ApiError> {
+async fn ttl(ctx: &Ctx, req: &Request, id: &str, status: Option<CheckStatus>) -> Result<ApiResponse, ApiError> {
     check_write(ctx, req, id)?;
     let (status, output) = match status {
         Some(s) => (s, req.param("note").unwrap_or_default().to_string()),
@@ -240,7 +251,7 @@ fn ttl(ctx: &Ctx, req: &Request, id: &str, status: Option<CheckStatus>) -> Resul
     let max = ctx.agent.config().check_output_max_size as usize;
     let output = truncate(&output, max);
     match ctx.agent.local.ttl_update(id, status, &output) {
-        Ok(()) => Ok(ApiResponse::empty(StatusCode::OK)),
+        Ok(()) => synced(ctx).await,
         Err(TtlError::Unknown) => Err(unknown_check(id)),
         Err(TtlError::NotTtl) => Err(ApiError::Internal(format!("CheckID {id:?} does not have associated TTL"))),
     }

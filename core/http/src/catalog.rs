@@ -398,7 +398,12 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
         let index = catalog::service_index(&txn, name)?;
         let list: Vec<Json> = catalog::service_nodes(&txn, name)?
             .iter()
-            .filter(|(n, s)| node_matches(n, &meta) && tags_match(s, req) && req.can_read(Resource::Node, &n.node))
+            .filter(|(n, s)| {
+                node_matches(n, &meta)
+                    && tags_match(s, req)
+                    && req.can_read(Resource::Service, &s.service)
+                    && req.can_read(Resource::Node, &n.node)
+            })
             .map(|(n, s)| service_node_json(n, s))
             .collect();
         Ok((index, list))

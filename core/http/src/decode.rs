@@ -86,6 +86,9 @@ const FIELDS: &[&str] = &[
     "service_tags",
 ];
 
+/// Fields that are Go `time.Duration`s in Consul's structs: a JSON number there is nanoseconds.
+const DURATIONS: &[&str] = &["interval", "timeout", "ttl", "deregister_critical_service_after"];
+
 /// Fields whose value is a map of user keys.
 const OPAQUE: &[&str] = &["meta", "node_meta", "header", "proxy", "connect", "wasm"];
 
@@ -124,6 +127,8 @@ pub fn normalize(v: Json) -> Json {
                         }
                         other => other,
                     }
+                } else if DURATIONS.contains(&name) {
+                    nanoseconds(v)
                 } else {
                     normalize(v)
                 };
@@ -134,6 +139,19 @@ pub fn normalize(v: Json) -> Json {
         }
         Json::Array(a) => Json::Array(a.into_iter().map(normalize).collect()),
         other => other,
+    }
+}
+
+/// A duration given as a JSON number is nanoseconds, as Go decodes a `time.Duration` (`10` is
+/// 10ns; a check interval that short is then raised to the 1 s minimum, as Consul does).
+fn nanoseconds(v: Json) -> Json {
+    match &v {
+        Json::Number(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(ns), _) => Json::String(format!("{ns}ns")),
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 => Json::String(format!("{f:.0}ns")),
+            _ => v,
+        },
+        _ => v,
     }
 }
 
@@ -209,6 +227,22 @@ mod tests {
         assert_eq!(a.meta.get("Env").map(String::as_str), Some("x"), "meta keys kept");
         assert_eq!(a.checks[0].header.get("X-A").map(|v| v[0].as_str()), Some("b"));
         assert!(a.checks[0].tls_skip_verify && a.enable_tag_override);
+    }
+
+    #[test]
+    fn numeric_durations_are_nanoseconds() {
+        let def: ServiceDefinition = body(
+            br#"{"Name":"web","Check":{"TCP":"localhost:1","Interval":10,"Timeout":2000000000,
+            "DeregisterCriticalServiceAfter":60000000000}}"#,
+        )
+        .unwrap();
+        let check = def.check.unwrap();
+        assert_eq!(check.interval.unwrap().0, std::time::Duration::from_nanos(10));
+        assert_eq!(check.timeout.unwrap().0, std::time::Duration::from_secs(2));
+        assert_eq!(check.deregister_critical_service_after.unwrap().0, std::time::Duration::from_secs(60));
+        // Strings keep Go's duration syntax.
+        let def: ServiceDefinition = body(br#"{"Name":"web","Check":{"TTL":"15s"}}"#).unwrap();
+        assert_eq!(def.check.unwrap().ttl.unwrap().0, std::time::Duration::from_secs(15));
     }
 
     #[test]

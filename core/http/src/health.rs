@@ -35,7 +35,7 @@ pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiR
         let index = catalog::service_index(&txn, name)?;
         let mut list = Vec::new();
         for c in catalog::all_checks(&txn)?.iter().filter(|c| c.service_name == name) {
-            if !req.can_read(Resource::Node, &c.node) {
+            if !req.can_read(Resource::Service, &c.service_name) || !req.can_read(Resource::Node, &c.node) {
                 continue;
             }
             if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
@@ -66,7 +66,11 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
         let index = catalog::service_index(&txn, name)?;
         let mut list = Vec::new();
         for (n, s) in catalog::service_nodes(&txn, name)? {
-            if !node_matches(&n, &meta) || !tags_match(&s, req) || !req.can_read(Resource::Node, &n.node) {
+            if !node_matches(&n, &meta)
+                || !tags_match(&s, req)
+                || !req.can_read(Resource::Service, &s.service)
+                || !req.can_read(Resource::Node, &n.node)
+            {
                 continue;
             }
             let checks: Vec<catalog::Check> = catalog::node_checks(&txn, &n.node)?

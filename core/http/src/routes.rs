@@ -358,7 +358,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         methods: GET,
         pattern: "catalog/service/+",
-        need: OnPath(Service, Read),
+        need: Filtered("service:read on the service, node:read per node"),
         forward: SERVERS,
         handler: h!(catalog::service),
     },
@@ -387,14 +387,14 @@ pub const ROUTES: &[Route] = &[
     Route {
         methods: GET,
         pattern: "health/checks/+",
-        need: OnPath(Service, Read),
+        need: Filtered("service:read on the service, node:read per node"),
         forward: SERVERS,
         handler: h!(health::service_checks),
     },
     Route {
         methods: GET,
         pattern: "health/service/+",
-        need: OnPath(Service, Read),
+        need: Filtered("service:read on the service, node:read per node"),
         forward: SERVERS,
         handler: h!(health::service),
     },
