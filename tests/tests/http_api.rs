@@ -255,11 +255,12 @@ async fn metrics_show_durable_raft_writes_and_request_timings() {
 }
 
 #[tokio::test]
-async fn prometheus_metrics_refused_when_retention_is_off() {
+async fn prometheus_metrics_empty_when_retention_is_off() {
     let a = InProcessAgent::start(test_config()).await;
     let r = client().get(a.url("/v1/agent/metrics?format=prometheus")).send().await.unwrap();
-    assert_eq!(r.status(), 415);
-    assert_eq!(r.text().await.unwrap(), "Prometheus is not enabled since its retention time is not positive");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-consul-reason"], "Prometheus is not enabled since its retention time is not positive");
+    assert_eq!(r.text().await.unwrap(), "");
     let r = client().get(a.url("/v1/agent/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     a.stop().await;
@@ -348,5 +349,79 @@ async fn connections_per_client_ip_are_limited() {
     })
     .await;
     drop(held);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn release_raft_configuration_and_keyring_answer_as_consul() {
+    let a = InProcessAgent::start(test_config()).await;
+    legate_tests::wait_leader(&a.base).await;
+    let c = client();
+    let put = |path: &str| c.put(a.url(path)).body("v").send();
+    // ?release= never validates the session: a missing key or a lock not held is `false`.
+    let r = put("/v1/kv/rel/missing?release=00000000-0000-0000-0000-000000000000").await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap().trim().to_string()), (200, "false".to_string()));
+    let session: Value = c.put(a.url("/v1/session/create")).send().await.unwrap().json().await.unwrap();
+    let id = session["ID"].as_str().unwrap();
+    let r = put(&format!("/v1/kv/rel/held?acquire={id}")).await.unwrap();
+    assert_eq!(r.text().await.unwrap().trim().to_string(), "true".to_string());
+    let r = put("/v1/kv/rel/held?release=11111111-1111-1111-1111-111111111111").await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap().trim().to_string()), (200, "false".to_string()));
+    let r = put(&format!("/v1/kv/rel/held?release={id}")).await.unwrap();
+    assert_eq!(r.text().await.unwrap().trim().to_string(), "true".to_string());
+
+    let v: Value = c.get(a.url("/v1/operator/raft/configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["Index"], 0);
+    assert_eq!(v["Servers"].as_array().unwrap().len(), 1);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn keyring_without_gossip_encryption_is_an_error() {
+    let mut config = test_config();
+    config.ports.serf_lan = 0;
+    let a = InProcessAgent::start(config).await;
+    let r = client().get(a.url("/v1/operator/keyring")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("Keyring is empty (encryption not enabled)"), "{text}");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn catalog_writes_for_another_datacenter_never_apply_here_and_peers_are_empty() {
+    let a = InProcessAgent::start(test_config()).await;
+    legate_tests::wait_leader(&a.base).await;
+    let c = client();
+    let reg = serde_json::json!({"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": "dcweb"}});
+    let r = c.put(a.url("/v1/catalog/register")).json(&reg).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A deregistration addressed to another datacenter does not delete the local node.
+    let dereg = serde_json::json!({"Node": "n1", "Datacenter": "elsewhere"});
+    let r = c.put(a.url("/v1/catalog/deregister")).json(&dereg).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (500, "No path to datacenter".to_string()));
+    let mut other = reg.clone();
+    other["Datacenter"] = "elsewhere".into();
+    other["Node"] = "n2".into();
+    let r = c.put(a.url("/v1/catalog/register")).json(&other).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let nodes: Value = c.get(a.url("/v1/catalog/nodes")).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = nodes.as_array().unwrap().iter().filter_map(|n| n["Node"].as_str()).collect();
+    assert!(names.contains(&"n1") && !names.contains(&"n2"), "{names:?}");
+    // Naming this datacenter is fine.
+    let mut here = reg.clone();
+    here["Datacenter"] = "dc1".into();
+    assert_eq!(c.put(a.url("/v1/catalog/register")).json(&here).send().await.unwrap().status(), 200);
+
+    // ?peer=: no peerings, no instances, but an index to block on.
+    for path in ["/v1/catalog/service/dcweb", "/v1/health/service/dcweb", "/v1/health/checks/dcweb"] {
+        let r = c.get(a.url(&format!("{path}?peer=other"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers().contains_key("x-consul-index"), "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v, serde_json::json!([]), "{path}");
+    }
+    let v: Value = c.get(a.url("/v1/catalog/service/dcweb")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
     a.stop().await;
 }

@@ -193,9 +193,9 @@ pub async fn metrics(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
         .is_some_and(|v| v.contains("text/plain") && !v.contains("application/json"));
     if req.param("format") == Some("prometheus") || accept_text {
         if config.telemetry.prometheus_retention_time.0.is_zero() {
-            return Err(ApiError::Unsupported(
-                "Prometheus is not enabled since its retention time is not positive".into(),
-            ));
+            // Consul answers 200 with nothing, and says why in a header.
+            return Ok(ApiResponse::empty(http::StatusCode::OK)
+                .header("X-Consul-Reason", "Prometheus is not enabled since its retention time is not positive"));
         }
         let text = legate_telemetry::global().prometheus(&config.telemetry, &gauges);
         return Ok(ApiResponse::text(http::StatusCode::OK, text)

@@ -212,8 +212,26 @@ struct CheckBody {
     definition: Option<Json>,
 }
 
+/// A write naming another datacenter in its body goes there (Consul routes it by the body's
+/// `Datacenter`); with no federation, no other datacenter is reachable. It is never applied
+/// here.
+fn body_datacenter(ctx: &Ctx, dc: Option<&str>) -> Result<(), ApiError> {
+    match dc {
+        Some(dc) if !dc.is_empty() && dc != ctx.agent.config().datacenter => {
+            Err(ApiError::Internal("No path to datacenter".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `?peer=<name>`: instances imported from a cluster peer. No peerings exist, so none.
+pub fn peer_param(req: &Request) -> bool {
+    req.param("peer").is_some_and(|p| !p.is_empty())
+}
+
 pub async fn register(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let b: RegisterBody = decode::body(&req.body)?;
+    body_datacenter(ctx, b.datacenter.as_deref())?;
     if b.node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
     }
@@ -286,6 +304,7 @@ pub async fn register(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, 
 #[serde(default)]
 struct DeregisterBody {
     node: String,
+    datacenter: Option<String>,
     service_id: Option<String>,
     check_id: Option<String>,
     id: Option<String>,
@@ -293,6 +312,7 @@ struct DeregisterBody {
 
 pub async fn deregister(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let b: DeregisterBody = decode::body(&req.body)?;
+    body_datacenter(ctx, b.datacenter.as_deref())?;
     if b.node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
     }
@@ -393,9 +413,13 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
+    let peer = peer_param(req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
+        if peer {
+            return Ok((index, Vec::new()));
+        }
         let list: Vec<Json> = catalog::service_nodes(&txn, name)?
             .iter()
             .filter(|(n, s)| {

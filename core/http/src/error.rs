@@ -34,9 +34,6 @@ pub enum ApiError {
     /// 413 (`Request body(N bytes) too large, max size: M bytes...`).
     #[error("{0}")]
     TooLarge(String),
-    /// 415 (Prometheus metrics asked for while they are off).
-    #[error("{0}")]
-    Unsupported(String),
     /// 429 (`RPC rate limit exceeded`: a client agent over `limits.rpc_rate`).
     #[error("{0}")]
     TooManyRequests(String),
@@ -68,7 +65,6 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Options { .. } => StatusCode::OK,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -30,10 +30,14 @@ pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiR
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
+    let peer = super::catalog::peer_param(req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
         let mut list = Vec::new();
+        if peer {
+            return Ok((index, list));
+        }
         for c in catalog::all_checks(&txn)?.iter().filter(|c| c.service_name == name) {
             if !req.can_read(Resource::Service, &c.service_name) || !req.can_read(Resource::Node, &c.node) {
                 continue;
@@ -61,10 +65,14 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let passing = passing_only(req);
+    let peer = super::catalog::peer_param(req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
         let mut list = Vec::new();
+        if peer {
+            return Ok((index, list));
+        }
         for (n, s) in catalog::service_nodes(&txn, name)? {
             if !node_matches(&n, &meta)
                 || !tags_match(&s, req)

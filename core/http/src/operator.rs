@@ -47,8 +47,8 @@ pub async fn raft_configuration(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiRe
             })
         })
         .collect();
-    let index = m.membership_config.log_id().map(|l| l.index).unwrap_or(0).max(1);
-    Ok(ApiResponse::json(&json!({"Servers": servers, "Index": index})))
+    // Consul's answer carries no index here (its `Index` is always 0).
+    Ok(ApiResponse::json(&json!({"Servers": servers, "Index": 0})))
 }
 
 pub async fn remove_peer(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
@@ -89,6 +89,13 @@ pub async fn keyring(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
     let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
     if req.method == Method::GET {
         let keys = g.keyring_list();
+        if keys.is_empty() {
+            // Every member answers that it has no keyring; Consul reports the pool's failure.
+            let dc = &ctx.agent.config().datacenter;
+            return Err(ApiError::Internal(format!(
+                "1 error occurred:\n\t* {dc} (LAN) error: Keyring is empty (encryption not enabled)\n\n"
+            )));
+        }
         let members = g.members().iter().filter(|m| m.status == legate_gossip::STATUS_ALIVE).count();
         let all: BTreeMap<String, usize> = keys.iter().map(|k| (k.clone(), members)).collect();
         let primary: BTreeMap<String, usize> = keys.first().map(|k| (k.clone(), members)).into_iter().collect();

@@ -293,7 +293,9 @@ pub fn apply_txn(txn: &WriteTransaction, op: &KvOp, index: u64) -> Result<Result
                 None | Some("") => return Ok(Err(KvFail::Invalid("missing session".into()))),
                 Some(s) => s,
             };
-            if !super::session::exists_w(txn, session)? {
+            // A release never validates its session (Consul's kvsUnlock): an unknown one simply
+            // does not hold the key.
+            if op.verb != KvVerb::Unlock && !super::session::exists_w(txn, session)? {
                 return Ok(Err(KvFail::Invalid(format!("invalid session {session:?}"))));
             }
             let holder = existing.as_ref().and_then(|e| e.session.as_deref());
