@@ -127,3 +127,148 @@ async fn numeric_durations_are_nanoseconds_and_checks_need_their_service() {
     assert_eq!((s, text.as_str()), (404, "ServiceID \"nope\" does not exist"));
     a.stop().await;
 }
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect();
+    k.sort();
+    k
+}
+
+fn sorted(list: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    k.sort();
+    k
+}
+
+const NODE: &[&str] = &["ID", "Node", "Address", "Datacenter", "TaggedAddresses", "Meta", "CreateIndex", "ModifyIndex"];
+const AGENT_SERVICE: &[&str] =
+    &["ID", "Service", "Tags", "Meta", "Port", "Address", "Weights", "EnableTagOverride", "Datacenter"];
+const NODE_SERVICE: &[&str] = &[
+    "ID",
+    "Service",
+    "Tags",
+    "Address",
+    "Meta",
+    "Port",
+    "Weights",
+    "EnableTagOverride",
+    "Proxy",
+    "Connect",
+    "PeerName",
+    "CreateIndex",
+    "ModifyIndex",
+];
+const SERVICE_NODE: &[&str] = &[
+    "ID",
+    "Node",
+    "Address",
+    "Datacenter",
+    "TaggedAddresses",
+    "NodeMeta",
+    "ServiceKind",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "ServiceAddress",
+    "ServiceWeights",
+    "ServiceMeta",
+    "ServicePort",
+    "ServiceSocketPath",
+    "ServiceEnableTagOverride",
+    "ServiceProxy",
+    "ServiceConnect",
+    "ServiceLocality",
+    "CreateIndex",
+    "ModifyIndex",
+];
+const HEALTH_CHECK: &[&str] = &[
+    "Node",
+    "CheckID",
+    "Name",
+    "Status",
+    "Notes",
+    "Output",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "Type",
+    "Interval",
+    "Timeout",
+    "ExposedPort",
+    "Definition",
+    "CreateIndex",
+    "ModifyIndex",
+];
+const MEMBER: &[&str] = &[
+    "Name",
+    "Addr",
+    "Port",
+    "Tags",
+    "Status",
+    "ProtocolMin",
+    "ProtocolMax",
+    "ProtocolCur",
+    "DelegateMin",
+    "DelegateMax",
+    "DelegateCur",
+];
+
+/// Every agent, catalog and health endpoint answers with exactly Consul's keys (§2.11 of the
+/// reference): nothing missing, nothing extra (no empty Proxy/Connect/PeerName on the agent's
+/// services, no empty fields in a check's Definition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_shapes_have_exactly_consuls_keys() {
+    let c = Client::new();
+    let mut config = test_config();
+    config.ports.serf_lan = 0;
+    let a = InProcessAgent::start(config).await;
+    legate_tests::wait_leader(&a.base).await;
+    let svc = json!({"Name": "shape", "Port": 80, "Check": {"HTTP": "http://127.0.0.1:1/", "Interval": "10s"}});
+    assert_eq!(call(&c, "PUT", a.url("/v1/agent/service/register"), Some(svc)).await.0, 200);
+    let node = "test-node";
+
+    let services = json_of(&c, a.url("/v1/agent/services")).await;
+    assert_eq!(keys(&services["shape"]), sorted(AGENT_SERVICE));
+    let one = json_of(&c, a.url("/v1/agent/service/shape")).await;
+    assert_eq!(keys(&one), sorted(&[AGENT_SERVICE, &["ContentHash"]].concat()));
+    let checks = json_of(&c, a.url("/v1/agent/checks")).await;
+    let check = &checks["service:shape"];
+    assert_eq!(keys(check), sorted(HEALTH_CHECK));
+    assert_eq!(check["Definition"], json!({"HTTP": "http://127.0.0.1:1/", "Interval": "10s"}));
+    let members = json_of(&c, a.url("/v1/agent/members")).await;
+    assert_eq!(keys(&members[0]), sorted(MEMBER));
+
+    let nodes = json_of(&c, a.url("/v1/catalog/nodes")).await;
+    assert_eq!(keys(&nodes[0]), sorted(NODE));
+    let instances = json_of(&c, a.url("/v1/catalog/service/shape")).await;
+    assert_eq!(keys(&instances[0]), sorted(SERVICE_NODE));
+    let n = json_of(&c, a.url(&format!("/v1/catalog/node/{node}"))).await;
+    assert_eq!(keys(&n), sorted(&["Node", "Services"]));
+    assert_eq!(keys(&n["Node"]), sorted(NODE));
+    assert_eq!(keys(&n["Services"]["shape"]), sorted(NODE_SERVICE));
+    let ns = json_of(&c, a.url(&format!("/v1/catalog/node-services/{node}"))).await;
+    assert_eq!(keys(&ns), sorted(&["Node", "Services"]));
+    let shape = ns["Services"].as_array().unwrap().iter().find(|s| s["ID"] == "shape").unwrap().clone();
+    assert_eq!(keys(&shape), sorted(NODE_SERVICE));
+
+    let entries = json_of(&c, a.url("/v1/health/service/shape")).await;
+    assert_eq!(keys(&entries[0]), sorted(&["Node", "Service", "Checks"]));
+    assert_eq!(keys(&entries[0]["Node"]), sorted(NODE));
+    assert_eq!(keys(&entries[0]["Service"]), sorted(NODE_SERVICE));
+    for ch in entries[0]["Checks"].as_array().unwrap() {
+        assert_eq!(keys(ch), sorted(HEALTH_CHECK), "{ch}");
+    }
+    for path in [format!("/v1/health/node/{node}"), "/v1/health/checks/shape".into(), "/v1/health/state/any".into()] {
+        let list = json_of(&c, a.url(&path)).await;
+        assert!(!list.as_array().unwrap().is_empty(), "{path}");
+        for ch in list.as_array().unwrap() {
+            assert_eq!(keys(ch), sorted(HEALTH_CHECK), "{path}: {ch}");
+        }
+    }
+    // serfHealth has no definition at all.
+    let serf = json_of(&c, a.url(&format!("/v1/health/node/{node}"))).await;
+    let serf = serf.as_array().unwrap().iter().find(|ch| ch["CheckID"] == "serfHealth").unwrap().clone();
+    assert_eq!(serf["Definition"], json!({}));
+    a.stop().await;
+}

@@ -143,25 +143,44 @@ fn go_dur(d: &Option<legate_config::GoDuration>) -> String {
 
 /// The catalog form of a check definition; `definition` is Consul's `Definition` object.
 pub fn check_record(def: &CheckDefinition, id: &str, name: &str, node: &str) -> Result<Check, Invalid> {
-    let definition = serde_json::json!({
-        "Interval": go_dur(&def.interval),
-        "Timeout": go_dur(&def.timeout),
-        "DeregisterCriticalServiceAfter": go_dur(&def.deregister_critical_service_after),
-        "HTTP": def.http.clone().unwrap_or_default(),
-        "Header": def.header,
-        "Method": def.method.clone().unwrap_or_default(),
-        "Body": def.body.clone().unwrap_or_default(),
-        "TLSServerName": def.tls_server_name.clone().unwrap_or_default(),
-        "TLSSkipVerify": def.tls_skip_verify,
-        "TCP": def.tcp.clone().unwrap_or_default(),
-        "TCPUseTLS": def.tcp_use_tls,
-        "UDP": def.udp.clone().unwrap_or_default(),
-        "GRPC": def.grpc.clone().unwrap_or_default(),
-        "GRPCUseTLS": def.grpc_use_tls,
-        "OSService": def.os_service.clone().unwrap_or_default(),
-        "ScriptArgs": if def.args.is_empty() { serde_json::Value::Null } else { serde_json::json!(def.args) },
-        "Wasm": def.wasm.as_ref().map(|w| serde_json::json!({"Plugin": w.plugin, "Args": w.args})),
-    });
+    use serde_json::{json, Value};
+    let text = |v: &Option<String>| json!(v.clone().unwrap_or_default());
+    // Consul's HealthCheckDefinition: every field is omitted when empty.
+    let fields = [
+        ("HTTP", text(&def.http)),
+        ("TLSServerName", text(&def.tls_server_name)),
+        ("TLSSkipVerify", json!(def.tls_skip_verify)),
+        ("Header", json!(def.header)),
+        ("Method", text(&def.method)),
+        ("Body", text(&def.body)),
+        ("DisableRedirects", json!(def.disable_redirects)),
+        ("TCP", text(&def.tcp)),
+        ("TCPUseTLS", json!(def.tcp_use_tls)),
+        ("UDP", text(&def.udp)),
+        ("H2PING", text(&def.h2ping)),
+        ("OSService", text(&def.os_service)),
+        ("H2PingUseTLS", json!(def.h2ping_use_tls)),
+        ("Interval", json!(go_dur(&def.interval))),
+        ("Timeout", json!(go_dur(&def.timeout))),
+        ("DeregisterCriticalServiceAfter", json!(go_dur(&def.deregister_critical_service_after))),
+        ("ScriptArgs", json!(def.args)),
+        ("GRPC", text(&def.grpc)),
+        ("GRPCUseTLS", json!(def.grpc_use_tls)),
+        ("AliasNode", text(&def.alias_node)),
+        ("AliasService", text(&def.alias_service)),
+        ("TTL", json!(go_dur(&def.ttl))),
+        ("Wasm", def.wasm.as_ref().map_or(Value::Null, |w| json!({"Plugin": w.plugin, "Args": w.args}))),
+    ];
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(_) => false,
+    };
+    let definition: serde_json::Map<String, Value> =
+        fields.into_iter().filter(|(_, v)| !empty(v)).map(|(k, v)| (k.to_string(), v)).collect();
     Ok(Check {
         node: node.to_string(),
         check_id: id.to_string(),
@@ -175,7 +194,7 @@ pub fn check_record(def: &CheckDefinition, id: &str, name: &str, node: &str) -> 
         kind: checks::kind(def).to_string(),
         interval: go_dur(&def.interval),
         timeout: go_dur(&def.timeout),
-        definition: definition.to_string(),
+        definition: Value::Object(definition).to_string(),
         create_index: 0,
         modify_index: 0,
     })

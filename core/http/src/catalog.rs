@@ -35,7 +35,11 @@ fn tagged_json(t: &BTreeMap<String, ServiceAddress>) -> Json {
         .into()
 }
 
-/// NodeService (health entries, catalog node) / AgentService (agent endpoints, with `agent`).
+/// NodeService (health entries, catalog node; `datacenter` None) or AgentService (the agent's
+/// endpoints, with its datacenter), with Consul's keys: empty `Kind`, `TaggedAddresses` and
+/// `SocketPath` are left out of both; the catalog form always has `Proxy`, `Connect` and
+/// `PeerName` and leaves out a zero `Port`; the agent form has none of the three (a plain
+/// service has no proxy or Connect settings).
 pub fn service_json(s: &Service, datacenter: Option<&str>) -> Json {
     let mut v = json!({
         "ID": s.id,
@@ -46,9 +50,6 @@ pub fn service_json(s: &Service, datacenter: Option<&str>) -> Json {
         "Port": s.port,
         "Weights": {"Passing": s.weights.passing, "Warning": s.weights.warning},
         "EnableTagOverride": s.enable_tag_override,
-        "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
-        "Connect": {},
-        "PeerName": "",
     });
     if !s.tagged_addresses.is_empty() {
         v["TaggedAddresses"] = tagged_json(&s.tagged_addresses);
@@ -62,6 +63,14 @@ pub fn service_json(s: &Service, datacenter: Option<&str>) -> Json {
     match datacenter {
         Some(dc) => v["Datacenter"] = json!(dc),
         None => {
+            if s.port == 0 {
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("Port");
+                }
+            }
+            v["Proxy"] = json!({"Mode": "", "MeshGateway": {}, "Expose": {}});
+            v["Connect"] = json!({});
+            v["PeerName"] = json!("");
             v["CreateIndex"] = json!(s.create_index);
             v["ModifyIndex"] = json!(s.modify_index);
         }
@@ -86,17 +95,16 @@ pub fn service_node_json(n: &Node, s: &Service) -> Json {
         "ServiceWeights": {"Passing": s.weights.passing, "Warning": s.weights.warning},
         "ServiceMeta": s.meta,
         "ServicePort": s.port,
+        "ServiceSocketPath": s.socket_path,
         "ServiceEnableTagOverride": s.enable_tag_override,
         "ServiceProxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
         "ServiceConnect": {},
+        "ServiceLocality": null,
         "CreateIndex": s.create_index,
         "ModifyIndex": s.modify_index,
     });
     if !s.tagged_addresses.is_empty() {
         v["ServiceTaggedAddresses"] = tagged_json(&s.tagged_addresses);
-    }
-    if !s.socket_path.is_empty() {
-        v["ServiceSocketPath"] = json!(s.socket_path);
     }
     v
 }
