@@ -448,3 +448,58 @@ fn config_errors_are_typed() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A config dir written for Consul (HCL 1: one-line blocks with several attributes, commas,
+/// repeated blocks, `${...}` as plain text; keys Consul deprecated) loads unchanged.
+#[test]
+fn a_consul_hcl_config_dir_loads_as_consul_reads_it() {
+    let dir = config_dir(&[
+        (
+            "consul.hcl",
+            r#"
+datacenter = "r102"  data_dir = "/tmp/legate-consul-hcl"
+ports { http = 8500, dns = 8600 }
+addresses = { http = "0.0.0.0" }
+acl_datacenter = "r102"
+acl_default_policy = "deny"
+acl_master_token = "b1gs33cr3t"
+acl { tokens { agent_master = "recovery" } }
+"#,
+        ),
+        (
+            "services.hcl",
+            r#"
+service { name = "web" port = 80 tags = ["v1", "prod"] }
+service {
+  name = "api", port = 9090,
+  check { args = ["/bin/sh", "-c", "echo ${HOME}"], interval = "10s" }
+}
+"#,
+        ),
+    ]);
+    let loaded = load_args(&["-config-dir", dir.path().to_str().unwrap()], &[]).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.datacenter, "r102");
+    assert_eq!((c.ports.http, c.ports.dns), (8500, 8600));
+    assert_eq!(c.primary_datacenter.as_deref(), Some("r102"));
+    assert!(c.acl.enabled, "acl_datacenter turns ACLs on, as in Consul");
+    assert_eq!(c.acl.default_policy, "deny");
+    assert_eq!(c.acl.tokens.initial_management.as_deref(), Some("b1gs33cr3t"));
+    assert_eq!(c.acl.tokens.agent_recovery.as_deref(), Some("recovery"));
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "api"]);
+    assert_eq!(c.services[0].tags, ["v1", "prod"]);
+    let check = c.services[1].check.as_ref().expect("api's check");
+    assert_eq!(check.args, ["/bin/sh", "-c", "echo ${HOME}"]);
+    for old in ["acl_datacenter", "acl_default_policy", "acl_master_token", "acl.tokens.agent_master"] {
+        assert!(
+            loaded.warnings.iter().any(|w| w.contains(&format!("The '{old}' field is deprecated"))),
+            "{old}: {:?}",
+            loaded.warnings
+        );
+    }
+    // A syntax error names the file and the line.
+    let bad = config_dir(&[("bad.hcl", "service {\n  name = \"web\"\n  port = \n}\n")]);
+    let err = load_args(&["-config-dir", bad.path().to_str().unwrap()], &[]).unwrap_err();
+    assert!(err.contains("bad.hcl") && err.contains(":4"), "{err}");
+}

@@ -149,8 +149,7 @@ impl Rules {
         let value: Json = if trimmed.starts_with('{') {
             serde_json::from_str(trimmed).map_err(|e| RulesError(format!("invalid JSON: {e}")))?
         } else {
-            legate_types::hcl_guard::check(trimmed).map_err(RulesError)?;
-            hcl::from_str(trimmed).map_err(|e| RulesError(e.to_string().trim().to_string()))?
+            legate_hcl::from_str(trimmed).map_err(|e| RulesError(e.to_string()))?
         };
         let Json::Object(top) = value else {
             return Err(RulesError("rules must be an object".into()));
@@ -525,7 +524,7 @@ mod tests {
             (r#"keys "a" { policy = "read" }"#, "unknown resource"),
             (r#"operator = "list""#, "invalid operator policy"),
             (r#"service "a" { policy = "list" }"#, "only valid for keys"),
-            ("key \"a\" { policy = ", "HCL parse error"),
+            ("key \"a\" { policy = ", "At 1:"),
             ("{\"key\": ", "invalid JSON"),
         ] {
             let err = Rules::parse(text, false).unwrap_err().to_string();

@@ -288,8 +288,7 @@ pub fn load_options(flags: &AgentFlags, matches: &ArgMatches) -> Result<LoadOpti
     let mut layer = flags.to_layer()?;
     // -hcl fragments sit above the flags, as in Consul.
     for fragment in &flags.hcl {
-        legate_types::hcl_guard::check(fragment).map_err(|e| format!("-hcl {fragment:?}: {e}"))?;
-        let v: Json = hcl::from_str(fragment).map_err(|e| format!("-hcl {fragment:?}: {e}"))?;
+        let v: Json = legate_hcl::from_str(fragment).map_err(|e| format!("-hcl {fragment:?}: {e}"))?;
         if let Json::Object(map) = v {
             for (k, v) in map {
                 layer.insert(k, v);

@@ -216,8 +216,7 @@ pub fn run_catalog(cmd: CatalogCommand) -> i32 {
 fn definitions(path: &std::path::Path) -> Result<Vec<Json>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("Error reading {}: {e}", path.display()))?;
     let v: Json = if path.extension().is_some_and(|e| e == "hcl") {
-        legate_types::hcl_guard::check(&text).map_err(|e| format!("Error parsing {}: {e}", path.display()))?;
-        hcl::from_str(&text).map_err(|e| format!("Error parsing {}: {e}", path.display()))?
+        legate_hcl::from_str(&text).map_err(|e| format!("Error parsing {}: {e}", path.display()))?
     } else {
         serde_json::from_str(&text).map_err(|e| format!("Error parsing {}: {e}", path.display()))?
     };

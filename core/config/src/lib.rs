@@ -8,6 +8,7 @@
 //! reported with a warning, so existing Consul config files load unchanged.
 
 pub use legate_types::duration;
+mod deprecated;
 pub mod load;
 pub mod reload;
 pub mod tls;
@@ -449,10 +450,8 @@ impl Default for AclConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AclTokens {
-    #[serde(alias = "master")]
     pub initial_management: Option<String>,
     pub agent: Option<String>,
-    #[serde(alias = "agent_master")]
     pub agent_recovery: Option<String>,
     pub default: Option<String>,
     pub replication: Option<String>,

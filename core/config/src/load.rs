@@ -229,15 +229,7 @@ pub fn parse_text(name: &str, text: &str, format: &str) -> Result<JsonMap<String
     let parse_err = |line: Option<usize>, reason: String| ConfigError::Parse { path: name.to_string(), line, reason };
     let value: Json = match format {
         "json" => serde_json::from_str(text).map_err(|e| parse_err(Some(e.line()), e.to_string()))?,
-        "hcl" => legate_types::hcl_guard::check(text).map_err(|e| parse_err(None, e)).and_then(|()| {
-            hcl::from_str(text).map_err(|e| {
-                let line = match &e {
-                    hcl::Error::Parse(p) => Some(p.location().line()),
-                    _ => None,
-                };
-                parse_err(line, e.to_string())
-            })
-        })?,
+        "hcl" => legate_hcl::from_str(text).map_err(|e| parse_err(Some(e.line), e.to_string()))?,
         "toml" => {
             let v: toml::Value = toml::from_str(text).map_err(|e| {
                 let line = e.span().map(|s| text.get(..s.start).map_or(1, |t| t.lines().count().max(1)));
@@ -336,6 +328,7 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
         push_items(&mut items, v);
         layer.data.insert("watches".into(), Json::Array(items));
     }
+    crate::deprecated::fold(&layer.name, &mut layer.data, warnings);
     crate::tls::fold_deprecated(&layer.name, &mut layer.data, warnings);
     for key in INERT_KEYS {
         if layer.data.contains_key(*key) {

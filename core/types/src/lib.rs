@@ -17,7 +17,6 @@ pub mod check;
 pub mod duration;
 pub mod event;
 pub mod fs;
-pub mod hcl_guard;
 pub mod net;
 pub mod per_client;
 pub mod tasks;
