@@ -272,3 +272,31 @@ async fn response_shapes_have_exactly_consuls_keys() {
     assert_eq!(serf["Definition"], json!({}));
     a.stop().await;
 }
+
+/// `?hash=` makes `/v1/agent/service/<id>` a blocking query on the service's content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_hash_blocks_until_the_service_changes() {
+    let c = Client::new();
+    let a = InProcessAgent::start(test_config()).await;
+    legate_tests::wait_leader(&a.base).await;
+    let reg = |tags: Value| json!({"Name": "hashed", "Port": 80, "Tags": tags});
+    assert_eq!(call(&c, "PUT", a.url("/v1/agent/service/register"), Some(reg(json!(["v1"])))).await.0, 200);
+    let first = json_of(&c, a.url("/v1/agent/service/hashed")).await;
+    let hash = first["ContentHash"].as_str().unwrap().to_string();
+
+    // Unchanged: the wait runs out and the same content comes back.
+    let same = json_of(&c, a.url(&format!("/v1/agent/service/hashed?hash={hash}&wait=1s"))).await;
+    assert_eq!(same["ContentHash"], hash.as_str());
+
+    // A change wakes the waiting query with the new content.
+    let url = a.url(&format!("/v1/agent/service/hashed?hash={hash}&wait=30s"));
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move { json_of(&c, url).await }
+    });
+    assert_eq!(call(&c, "PUT", a.url("/v1/agent/service/register"), Some(reg(json!(["v2"])))).await.0, 200);
+    let changed = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("woken").unwrap();
+    assert_eq!(changed["Tags"], json!(["v2"]));
+    assert_ne!(changed["ContentHash"], hash.as_str());
+    a.stop().await;
+}

@@ -41,17 +41,35 @@ fn content_hash(v: &Json) -> String {
     hex::encode(&digest[..8])
 }
 
+/// `GET /v1/agent/service/<id>[?hash=<ContentHash>&wait=]`: with `hash`, a blocking query on
+/// the service's content: it answers once the service differs from that hash (or is gone), or
+/// when `wait` is over.
 pub async fn get_service(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
     if id.is_empty() {
         return Err(ApiError::BadRequest("Missing service ID".into()));
     }
-    let Some(mut v) = agent_service(ctx, id) else {
-        return Err(ApiError::NotFound(format!("unknown service ID: {id}")));
-    };
-    req.require(Resource::Service, v["Service"].as_str().unwrap_or_default(), Access::Read)?;
-    let hash = content_hash(&v);
-    v["ContentHash"] = json!(hash);
-    Ok(ApiResponse::json(&v).header("X-Consul-Contenthash", hash))
+    let known = req.param("hash").filter(|h| !h.is_empty()).map(str::to_string);
+    let wait = super::blocking::query_options(ctx, req)?.wait;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = ctx.agent.local.checks_changed.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let Some(mut v) = agent_service(ctx, id) else {
+            return Err(ApiError::NotFound(format!("unknown service ID: {id}")));
+        };
+        req.require(Resource::Service, v["Service"].as_str().unwrap_or_default(), Access::Read)?;
+        let hash = content_hash(&v);
+        if known.as_deref() == Some(hash.as_str()) {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                changed = changes.changed() => if changed.is_ok() { continue },
+            }
+        }
+        v["ContentHash"] = json!(hash);
+        return Ok(ApiResponse::json(&v).header("X-Consul-Contenthash", hash));
+    }
 }
 
 /// Runs the `validate` export of every WASM check plugin of the definitions: a plugin that is
