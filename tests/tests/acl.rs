@@ -265,6 +265,15 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("GET", "status/peers", case("/v1/status/peers", None));
     add("GET", "operator/raft/configuration", case("/v1/operator/raft/configuration", None));
     add("DELETE", "operator/raft/peer", case("/v1/operator/raft/peer?address=10.9.9.9:8300", None));
+    add("GET", "operator/autopilot/configuration", case("/v1/operator/autopilot/configuration", None));
+    add(
+        "PUT",
+        "operator/autopilot/configuration",
+        case("/v1/operator/autopilot/configuration", Some(json!({"CleanupDeadServers": true, "MaxTrailingLogs": 250}))),
+    );
+    add("GET", "operator/autopilot/health", case("/v1/operator/autopilot/health", None));
+    add("GET", "operator/autopilot/state", case("/v1/operator/autopilot/state", None));
+    add("GET", "operator/usage", case("/v1/operator/usage", None));
     add("GET", "operator/keyring", case("/v1/operator/keyring", None));
     add("POST", "operator/keyring", case("/v1/operator/keyring", Some(json!({ "Key": SECOND_KEY }))));
     add("PUT", "operator/keyring", case("/v1/operator/keyring", Some(json!({ "Key": GOSSIP_KEY }))));

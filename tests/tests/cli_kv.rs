@@ -326,3 +326,31 @@ async fn lock_lost_kills_the_child() {
     assert!(started.elapsed() < Duration::from_secs(30), "the child (sleep 60) was killed");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_autopilot_get_set_and_state() {
+    let (a, addr) = agent().await;
+    let http = format!("-http-addr={addr}");
+    let run = |rest: &[&str]| {
+        let mut v: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        v.push(http.clone());
+        legate(v, vec![], None)
+    };
+    let (code, out, err) = run(&["operator", "autopilot", "get-config"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("CleanupDeadServers = true\n") && out.contains("LastContactThreshold = 200ms\n"), "{out}");
+    assert!(out.contains("RedundancyZoneTag = \"\"\n"), "{out}");
+    let (code, out, err) =
+        run(&["operator", "autopilot", "set-config", "-cleanup-dead-servers=false", "-max-trailing-logs=99"]).await;
+    assert_eq!((code, out.trim()), (0, "Configuration updated!"), "{err}");
+    let (_, out, _) = run(&["operator", "autopilot", "get-config"]).await;
+    assert!(out.contains("CleanupDeadServers = false\n") && out.contains("MaxTrailingLogs = 99\n"), "{out}");
+    assert!(out.contains("ServerStabilizationTime = 10s\n"), "settings not given are kept: {out}");
+    let (code, _, err) = run(&["operator", "autopilot", "set-config", "-last-contact-threshold=soon"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("Error parsing duration"), "{err}");
+    let (code, out, err) = run(&["operator", "autopilot", "state"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Healthy:                      true") && out.contains("Status:       leader"), "{out}");
+    a.stop().await;
+}

@@ -125,6 +125,24 @@ async fn three_servers_and_a_client_form_one_cluster() {
     assert_eq!(code, 0);
     assert!(out.contains("serf_lan:") && out.contains("agent:"), "{out}");
 
+    // Autopilot's health, asked of the client agent (answered by the leader): three healthy
+    // voters, one may fail.
+    let health = retry_until(Duration::from_secs(20), "autopilot healthy", || async {
+        let r = c.get(agents[3].url("/v1/operator/autopilot/health")).send().await.ok()?;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.ok()?;
+        (status == 200 && v["Healthy"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(health["FailureTolerance"], 1, "{health}");
+    let servers = health["Servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3, "{health}");
+    assert_eq!(servers.iter().filter(|s| s["Leader"] == true).count(), 1, "{health}");
+    assert!(servers.iter().all(|s| s["Voter"] == true && s["SerfStatus"] == "alive"), "{health}");
+    let state = get(&c, agents[1].url("/v1/operator/autopilot/state")).await.unwrap();
+    assert_eq!(state["Voters"].as_array().unwrap().len(), 3, "{state}");
+    assert_eq!(state["Servers"][state["Leader"].as_str().unwrap()]["Status"], "leader", "{state}");
+
     // An event fired on one server is listed on every agent, once.
     let r = c.put(agents[0].url("/v1/event/fire/deploy")).body("v2").send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -425,3 +425,58 @@ async fn catalog_writes_for_another_datacenter_never_apply_here_and_peers_are_em
     assert_eq!(v.as_array().unwrap().len(), 1);
     a.stop().await;
 }
+
+#[tokio::test]
+async fn autopilot_configuration_health_and_usage() {
+    let a = InProcessAgent::start(test_config()).await;
+    legate_tests::wait_leader(&a.base).await;
+    let c = client();
+    let url = a.url("/v1/operator/autopilot/configuration");
+    // Until an operator sets it, the config file's block (Consul's defaults).
+    let v: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["CleanupDeadServers"], true);
+    assert_eq!(v["LastContactThreshold"], "200ms");
+    assert_eq!(v["MaxTrailingLogs"], 250);
+    assert_eq!(v["ServerStabilizationTime"], "10s");
+    assert_eq!(v["ModifyIndex"], 0);
+
+    let set = |body: Value, cas: Option<u64>| {
+        let u = match cas {
+            Some(i) => format!("{url}?cas={i}"),
+            None => url.clone(),
+        };
+        c.put(u).json(&body).send()
+    };
+    let body = serde_json::json!({"CleanupDeadServers": false, "LastContactThreshold": "1s", "MaxTrailingLogs": 100,
+        "MinQuorum": 3, "ServerStabilizationTime": "30s"});
+    let r = set(body.clone(), Some(0)).await.unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), "true");
+    let r = set(body.clone(), Some(0)).await.unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), "false", "a stale cas does not write");
+    let v: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["CleanupDeadServers"], false);
+    assert_eq!(v["LastContactThreshold"], "1s");
+    assert_eq!((v["MaxTrailingLogs"].clone(), v["MinQuorum"].clone()), (100.into(), 3.into()));
+    let index = v["ModifyIndex"].as_u64().unwrap();
+    assert!(index > 0);
+    let r = set(serde_json::json!({"CleanupDeadServers": true}), Some(index)).await.unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), "true");
+    let v: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!((v["CleanupDeadServers"].clone(), v["MaxTrailingLogs"].clone()), (true.into(), 0.into()));
+    let r = c.put(&url).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = c.get(a.url("/v1/operator/autopilot/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h: Value = r.json().await.unwrap();
+    assert_eq!((h["Healthy"].clone(), h["FailureTolerance"].clone()), (true.into(), 0.into()));
+    assert_eq!(h["Servers"][0]["Leader"], true);
+    assert_eq!(h["Servers"][0]["LastContact"], "0s");
+
+    c.put(a.url("/v1/agent/service/register")).json(&serde_json::json!({"Name": "u1"})).send().await.unwrap();
+    let u: Value = c.get(a.url("/v1/operator/usage")).send().await.unwrap().json().await.unwrap();
+    let dc = &u["Usage"]["dc1"];
+    assert_eq!((dc["Nodes"].clone(), dc["Services"].clone()), (1.into(), 2.into()), "{u}");
+    assert_eq!(dc["BillableServiceInstances"], 1, "{u}");
+    a.stop().await;
+}

@@ -180,15 +180,22 @@ async fn cleanup_dead_servers(
     members: &[MemberInfo],
     failed_since: &mut std::collections::HashMap<String, std::time::Instant>,
 ) {
-    let c = agent.config();
     let now = std::time::Instant::now();
     failed_since.retain(|name, _| members.iter().any(|m| &m.name == name && m.status == legate_gossip::STATUS_FAILED));
     for m in members.iter().filter(|m| m.status == legate_gossip::STATUS_FAILED && server_rpc_addr(m).is_some()) {
         failed_since.entry(m.name.clone()).or_insert(now);
     }
-    if !c.autopilot.cleanup_dead_servers {
+    let autopilot = match crate::autopilot::effective_config(agent) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "autopilot: reading its configuration failed");
+            return;
+        }
+    };
+    if !autopilot.cleanup_dead_servers {
         return;
     }
+    let stabilization = std::time::Duration::from_nanos(autopilot.server_stabilization_time_ns);
     let metrics = server.raft.metrics().borrow().clone();
     let voters: BTreeSet<u64> = metrics.membership_config.membership().voter_ids().collect();
     let alive: BTreeSet<u64> = members
@@ -198,9 +205,7 @@ async fn cleanup_dead_servers(
         .collect();
     let dead: BTreeSet<u64> = members
         .iter()
-        .filter(|m| {
-            failed_since.get(&m.name).is_some_and(|t| now.duration_since(*t) >= c.autopilot.server_stabilization_time.0)
-        })
+        .filter(|m| failed_since.get(&m.name).is_some_and(|t| now.duration_since(*t) >= stabilization))
         .filter_map(|m| m.tags.get("id").map(|id| legate_raft::raft::raft_id(id)))
         .filter(|rid| voters.contains(rid) && *rid != server.id)
         .collect();
@@ -209,7 +214,7 @@ async fn cleanup_dead_servers(
     }
     let keep: BTreeSet<u64> = voters.difference(&dead).copied().collect();
     let healthy = keep.iter().filter(|v| alive.contains(v) || **v == server.id).count();
-    if keep.len() < c.autopilot.min_quorum as usize || healthy * 2 <= keep.len() {
+    if keep.len() < autopilot.min_quorum as usize || healthy * 2 <= keep.len() {
         return;
     }
     tracing::info!(removed = ?dead, "autopilot: removing dead servers from Raft");

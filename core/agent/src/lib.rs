@@ -25,6 +25,7 @@
 pub mod acl;
 pub mod addr;
 pub mod ae;
+pub mod autopilot;
 pub mod checks;
 pub mod cluster;
 pub mod config_watch;
@@ -92,6 +93,8 @@ pub struct AgentShared {
     /// The agent's CA and certificate for checks (`enable_agent_tls_for_checks`; None when
     /// off), built at start and at each reload ([`AgentShared::load_check_tls`]).
     check_tls: legate_tls::Live<Option<legate_tls::CheckTls>>,
+    /// Since when each server has had its current autopilot health.
+    pub autopilot: autopilot::Stability,
 }
 
 impl AgentShared {
@@ -127,6 +130,7 @@ impl AgentShared {
             acl: Default::default(),
             plugins,
             check_tls: legate_tls::Live::new(None),
+            autopilot: autopilot::Stability::default(),
         }
     }
 

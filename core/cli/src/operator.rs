@@ -1,5 +1,5 @@
-//! `legate operator raft list-peers|remove-peer`, `legate keygen`, `legate keyring`,
-//! `legate info`.
+//! `legate operator raft list-peers|remove-peer`, `legate operator autopilot
+//! get-config|set-config|state`, `legate keygen`, `legate keyring`, `legate info`.
 
 use base64::Engine;
 use rand::RngCore;
@@ -12,6 +12,168 @@ pub enum OperatorCommand {
     /// Raft peer operations
     #[command(subcommand)]
     Raft(RaftCommand),
+    /// Autopilot configuration and state
+    #[command(subcommand)]
+    Autopilot(AutopilotCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AutopilotCommand {
+    /// Shows the autopilot configuration
+    GetConfig {
+        #[command(flatten)]
+        http: HttpFlags,
+    },
+    /// Changes the given settings of the autopilot configuration (atomically)
+    SetConfig {
+        #[command(flatten)]
+        http: HttpFlags,
+        #[arg(long = "cleanup-dead-servers")]
+        cleanup_dead_servers: Option<bool>,
+        #[arg(long = "max-trailing-logs")]
+        max_trailing_logs: Option<u64>,
+        #[arg(long = "min-quorum")]
+        min_quorum: Option<u32>,
+        #[arg(long = "last-contact-threshold")]
+        last_contact_threshold: Option<String>,
+        #[arg(long = "server-stabilization-time")]
+        server_stabilization_time: Option<String>,
+        #[arg(long = "redundancy-zone-tag")]
+        redundancy_zone_tag: Option<String>,
+        #[arg(long = "disable-upgrade-migration")]
+        disable_upgrade_migration: Option<bool>,
+        #[arg(long = "upgrade-version-tag")]
+        upgrade_version_tag: Option<String>,
+    },
+    /// Shows the autopilot state of the servers
+    State {
+        #[command(flatten)]
+        http: HttpFlags,
+        /// Output format: pretty (default) or json
+        #[arg(long, default_value = "pretty")]
+        format: String,
+    },
+}
+
+/// The keys `get-config` prints, in Consul's order.
+const AUTOPILOT_KEYS: &[&str] = &[
+    "CleanupDeadServers",
+    "LastContactThreshold",
+    "MaxTrailingLogs",
+    "MinQuorum",
+    "ServerStabilizationTime",
+    "RedundancyZoneTag",
+    "DisableUpgradeMigration",
+    "UpgradeVersionTag",
+];
+
+async fn autopilot(cmd: AutopilotCommand) -> Result<i32, String> {
+    let path = "/v1/operator/autopilot/configuration";
+    match cmd {
+        AutopilotCommand::GetConfig { http } => {
+            let (v, _): (Json, _) = http
+                .client()?
+                .get_json(path, &http.query(), &[])
+                .await
+                .map_err(|e| format!("Error querying Autopilot configuration: {e}"))?;
+            for k in AUTOPILOT_KEYS {
+                let val = match &v[*k] {
+                    Json::String(s) if s.is_empty() => "\"\"".to_string(),
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                println!("{k} = {val}");
+            }
+            Ok(0)
+        }
+        AutopilotCommand::SetConfig {
+            http,
+            cleanup_dead_servers,
+            max_trailing_logs,
+            min_quorum,
+            last_contact_threshold,
+            server_stabilization_time,
+            redundancy_zone_tag,
+            disable_upgrade_migration,
+            upgrade_version_tag,
+        } => {
+            let client = http.client()?;
+            let (mut v, _): (Json, _) = client
+                .get_json(path, &http.query(), &[])
+                .await
+                .map_err(|e| format!("Error querying Autopilot configuration: {e}"))?;
+            for d in [&last_contact_threshold, &server_stabilization_time].into_iter().flatten() {
+                legate_types::duration::parse_go_duration(d)
+                    .map_err(|e| format!("Error parsing duration {d:?}: {e}"))?;
+            }
+            let changes = [
+                ("CleanupDeadServers", cleanup_dead_servers.map(Json::from)),
+                ("MaxTrailingLogs", max_trailing_logs.map(Json::from)),
+                ("MinQuorum", min_quorum.map(Json::from)),
+                ("LastContactThreshold", last_contact_threshold.map(Json::from)),
+                ("ServerStabilizationTime", server_stabilization_time.map(Json::from)),
+                ("RedundancyZoneTag", redundancy_zone_tag.map(Json::from)),
+                ("DisableUpgradeMigration", disable_upgrade_migration.map(Json::from)),
+                ("UpgradeVersionTag", upgrade_version_tag.map(Json::from)),
+            ];
+            for (k, new) in changes {
+                if let Some(new) = new {
+                    v[k] = new;
+                }
+            }
+            let cas = v["ModifyIndex"].as_u64().unwrap_or(0).to_string();
+            let body = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+            let answer = client
+                .put_raw(path, &[("cas", cas.as_str())], body)
+                .await
+                .map_err(|e| format!("Error setting Autopilot configuration: {e}"))?;
+            if String::from_utf8_lossy(&answer).trim() == "true" {
+                println!("Configuration updated!");
+                Ok(0)
+            } else {
+                Err("Configuration could not be atomically updated, please try again".into())
+            }
+        }
+        AutopilotCommand::State { http, format } => {
+            let (v, _): (Json, _) = http
+                .client()?
+                .get_json("/v1/operator/autopilot/state", &http.query(), &[])
+                .await
+                .map_err(|e| format!("Error querying Autopilot state: {e}"))?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+                return Ok(0);
+            }
+            let s = |j: &Json| j.as_str().map(str::to_string).unwrap_or_else(|| j.to_string());
+            println!("Healthy:                      {}", s(&v["Healthy"]));
+            println!("Failure Tolerance:            {}", s(&v["FailureTolerance"]));
+            println!("Optimistic Failure Tolerance: {}", s(&v["OptimisticFailureTolerance"]));
+            println!("Leader:                       {}", s(&v["Leader"]));
+            println!("Voters:");
+            for id in v["Voters"].as_array().into_iter().flatten() {
+                println!("   {}", s(id));
+            }
+            println!("\nServers:");
+            for (id, srv) in v["Servers"].as_object().into_iter().flatten() {
+                println!("   {id}");
+                for k in [
+                    "Name",
+                    "Address",
+                    "Version",
+                    "Status",
+                    "NodeType",
+                    "NodeStatus",
+                    "Healthy",
+                    "LastContact",
+                    "LastTerm",
+                    "LastIndex",
+                ] {
+                    println!("      {:<14}{}", format!("{k}:"), s(&srv[k]));
+                }
+            }
+            Ok(0)
+        }
+    }
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -55,6 +217,7 @@ pub struct InfoArgs {
 pub fn run_operator(cmd: OperatorCommand) -> i32 {
     block_on(async move {
         match cmd {
+            OperatorCommand::Autopilot(cmd) => autopilot(cmd).await,
             OperatorCommand::Raft(RaftCommand::ListPeers { http }) => {
                 let (v, _): (Json, _) = http
                     .client()?

@@ -6,6 +6,7 @@
 pub(crate) mod acl;
 mod agent;
 mod agent_local;
+mod autopilot;
 mod blocking;
 mod catalog;
 mod conn;

@@ -31,6 +31,8 @@ pub enum Command {
     /// Writes that arrived together on the leader, replicated as one entry (one fsync): applied
     /// in order, each with its own result.
     Batch(Vec<Command>),
+    /// `PUT /v1/operator/autopilot/configuration[?cas=]`.
+    Autopilot { config: legate_state::autopilot::AutopilotConfig, cas: Option<u64> },
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -47,6 +49,8 @@ pub enum CommandResponse {
     /// Blank and membership entries.
     #[default]
     None,
+    /// Whether the autopilot configuration was stored (false: the CAS index did not match).
+    Autopilot(bool),
 }
 
 impl Command {
@@ -63,6 +67,7 @@ impl Command {
             Command::SessionCreate(_) => "session.apply",
             Command::SessionDestroy { .. } => "session.apply",
             Command::Acl(_) => "acl.apply",
+            Command::Autopilot { .. } => "autopilot.apply",
         }
     }
 
@@ -81,6 +86,8 @@ impl Command {
             // A check turning critical or a node going away can invalidate sessions.
             Command::Register(_) | Command::Deregister(_) => vec![Table::Catalog, Table::Sessions, Table::Kv],
             Command::Acl(_) => vec![Table::Acl],
+            // Read when needed, never waited on.
+            Command::Autopilot { .. } => Vec::new(),
             other => vec![other.table()],
         }
     }

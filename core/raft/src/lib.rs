@@ -75,6 +75,8 @@ pub struct Server {
     /// `limits.rpc_handshake_timeout` in milliseconds, read at each new connection.
     pub rpc_handshake_ms: Arc<std::sync::atomic::AtomicU64>,
     batcher: Batcher,
+    /// When each peer last answered this node's AppendEntries (autopilot's LastContact).
+    pub contacts: Arc<raft::network::Contacts>,
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
     session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     tombstone_ttl: Duration,
@@ -133,7 +135,9 @@ impl Server {
         let config = Arc::new(config.validate().map_err(ServerError::raft)?);
         let pool = Arc::new(Pool::from_source(opts.advertise_ip, opts.tls.clone()));
         let id = raft::raft_id(&opts.node_id);
-        let raft = Raft::new(id, config, Network { pool: pool.clone() }, log, sm).await.map_err(ServerError::raft)?;
+        let contacts: Arc<raft::network::Contacts> = Arc::default();
+        let network = Network { pool: pool.clone(), contacts: contacts.clone() };
+        let raft = Raft::new(id, config, network, log, sm).await.map_err(ServerError::raft)?;
 
         let endpoints: endpoints::EndpointsCell = Arc::default();
         let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
@@ -194,6 +198,7 @@ impl Server {
             rpc_max_conns,
             rpc_handshake_ms,
             batcher,
+            contacts,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
             tombstone_ttl: opts.tombstone_ttl,
         });

@@ -7,6 +7,7 @@
 //! they compose (one `/v1/txn` = one transaction).
 
 pub mod acl;
+pub mod autopilot;
 pub mod catalog;
 pub mod kv;
 pub mod schema;

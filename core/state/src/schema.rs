@@ -38,9 +38,12 @@ pub const ACL_META: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_met
 /// ACL roles: ID -> bincode(`acl::Role`).
 pub const ACL_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_roles");
 
+/// Operator settings replicated through Raft (the autopilot configuration): key -> JSON.
+pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operator");
+
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 9] =
-    [NODES, SERVICES, CHECKS, SESSIONS, ACL_TOKENS, ACL_SECRETS, ACL_POLICIES, ACL_ROLES, ACL_META];
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 10] =
+    [NODES, SERVICES, CHECKS, SESSIONS, ACL_TOKENS, ACL_SECRETS, ACL_POLICIES, ACL_ROLES, ACL_META, OPERATOR];
 
 pub const IDX_NODES: &str = "nodes";
 pub const IDX_SERVICES: &str = "services";

@@ -1,7 +1,8 @@
 //! openraft's network over the server RPC port (`server::rpc`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -17,18 +18,36 @@ use crate::rpc::{PeerClient, Pool, Request, Response, RpcError};
 #[derive(Clone)]
 pub struct Network {
     pub pool: Arc<Pool>,
+    pub contacts: Arc<Contacts>,
+}
+
+/// When each peer last answered an AppendEntries from this node (a leader's heartbeats and
+/// replication): autopilot's `LastContact`.
+#[derive(Default)]
+pub struct Contacts(std::sync::Mutex<HashMap<NodeId, Instant>>);
+
+impl Contacts {
+    fn record(&self, peer: NodeId) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, Instant::now());
+    }
+
+    /// How long ago `peer` last answered (None: never, since this node started).
+    pub fn since(&self, peer: NodeId) -> Option<Duration> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).map(Instant::elapsed)
+    }
 }
 
 pub struct Peer {
     target: NodeId,
     client: Arc<PeerClient>,
+    contacts: Arc<Contacts>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer { target, client: self.pool.get(&node.addr).await }
+        Peer { target, client: self.pool.get(&node.addr).await, contacts: self.contacts.clone() }
     }
 }
 
@@ -58,7 +77,10 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, E> {
         match self.client.call(Request::AppendEntries(rpc), deadline(&option)).await.map_err(transport)? {
-            Response::AppendEntries(Ok(r)) => Ok(r),
+            Response::AppendEntries(Ok(r)) => {
+                self.contacts.record(self.target);
+                Ok(r)
+            }
             Response::AppendEntries(Err(e)) => Err(remote(self.target, e)),
             other => Err(remote(self.target, format!("unexpected response {other:?}"))),
         }

@@ -122,6 +122,9 @@ fn apply_command(
             CommandResponse::Session(Ok(()))
         }
         Command::Acl(ops) => CommandResponse::Acl(legate_state::acl::apply_txn(txn, ops, index)?),
+        Command::Autopilot { config, cas } => {
+            CommandResponse::Autopilot(legate_state::autopilot::set_txn(txn, config, *cas, index)?)
+        }
         Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index, released)?),
         Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index, released)?),
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
