@@ -300,3 +300,20 @@ async fn service_hash_blocks_until_the_service_changes() {
     assert_ne!(changed["ContentHash"], hash.as_str());
     a.stop().await;
 }
+
+/// `?enable=` is parsed as Go's strconv.ParseBool (python-consul sends `True`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_enable_takes_go_booleans() {
+    let c = Client::new();
+    let a = InProcessAgent::start(test_config()).await;
+    legate_tests::wait_leader(&a.base).await;
+    for (value, on) in [("True", true), ("False", false), ("1", true), ("f", false), ("TRUE", true), ("false", false)] {
+        let (s, text) = call(&c, "PUT", a.url(&format!("/v1/agent/maintenance?enable={value}")), None).await;
+        assert_eq!(s, 200, "{value}: {text}");
+        let checks = json_of(&c, a.url("/v1/agent/checks")).await;
+        assert_eq!(checks.get("_node_maintenance").is_some(), on, "{value}");
+    }
+    let (s, text) = call(&c, "PUT", a.url("/v1/agent/maintenance?enable=yes"), None).await;
+    assert_eq!((s, text.as_str()), (400, "Invalid value for enable: \"yes\""));
+    a.stop().await;
+}

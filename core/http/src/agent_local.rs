@@ -136,7 +136,12 @@ fn check_write(ctx: &Ctx, req: &Request, id: &str) -> Result<(), ApiError> {
 fn enable_param(req: &Request) -> Result<bool, ApiError> {
     match req.param("enable") {
         None | Some("") => Err(ApiError::BadRequest("Missing value for enable".into())),
-        Some(v) => v.parse::<bool>().map_err(|_| ApiError::BadRequest(format!("Invalid value for enable: {v:?}"))),
+        // Go's strconv.ParseBool: Python clients send "True".
+        Some(v) => match v {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+            _ => Err(ApiError::BadRequest(format!("Invalid value for enable: {v:?}"))),
+        },
     }
 }
 
