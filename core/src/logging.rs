@@ -1,19 +1,47 @@
 //! Logging: tracing to stderr (text or JSON), optionally to `-log-file` (rotated) and to the
-//! system log (`-syslog`). The level is reloadable.
+//! system log (`-syslog`), at the agent's level (reloadable); and to every open
+//! `/v1/agent/monitor`, each at its own level (`legate_telemetry::monitor`).
+//!
+//! Writing never stalls the agent: stderr is written by a background thread through a bounded
+//! queue; when nobody reads the output (a full pipe), lines are dropped, counted
+//! (`agent.log.dropped_lines`) and reported once the output moves again.
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-use tracing_subscriber::filter::LevelFilter;
+use legate_telemetry::monitor;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::fmt;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{fmt, reload, Registry};
 
 use crate::config::Config;
 
-static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
+/// The agent's level as a number: 0 off, 1 error ... 5 trace.
+static LEVEL: AtomicU8 = AtomicU8::new(3);
 
-/// Keeps the background log-file writer alive; drop it last.
+fn level_number(f: LevelFilter) -> u8 {
+    match f.into_level() {
+        None => 0,
+        Some(Level::ERROR) => 1,
+        Some(Level::WARN) => 2,
+        Some(Level::INFO) => 3,
+        Some(Level::DEBUG) => 4,
+        Some(Level::TRACE) => 5,
+    }
+}
+
+fn at_agent_level(meta: &Metadata<'_>) -> bool {
+    level_number(LevelFilter::from_level(*meta.level())) <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Lines stderr may have queued before new ones are dropped.
+const STDERR_QUEUE: usize = 8192;
+
+/// Keeps the background log writers alive; drop it last.
 pub struct LogGuard {
+    _stderr: tracing_appender::non_blocking::WorkerGuard,
     _file: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
@@ -33,15 +61,36 @@ pub fn parse_level(level: &str) -> Result<LevelFilter, String> {
 /// Installs the global subscriber. Call once, from the binary.
 pub fn init(config: &Config) -> Result<LogGuard, String> {
     let level = parse_level(&config.log_level)?;
-    let (level_layer, handle) = reload::Layer::new(level);
-    let _ = LEVEL.set(handle);
+    LEVEL.store(level_number(level), Ordering::Relaxed);
 
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (stderr_writer, stderr_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(STDERR_QUEUE)
+        .thread_name("log-stderr")
+        .finish(std::io::stderr());
+    report_drops(stderr_writer.error_counter());
     let stderr = if config.log_json {
-        fmt::layer().json().with_writer(std::io::stderr).boxed()
+        fmt::layer().json().with_writer(stderr_writer).with_filter(filter_fn(at_agent_level)).boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).boxed()
+        fmt::layer()
+            .with_writer(stderr_writer)
+            .with_ansi(ansi)
+            .with_target(false)
+            .with_filter(filter_fn(at_agent_level))
+            .boxed()
     };
+    let monitor_text = fmt::layer()
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(MonitorWriter { json: false })
+        .with_filter(filter_fn(|m| monitor::hub().wants(m.level(), false)))
+        .boxed();
+    let monitor_json = fmt::layer()
+        .json()
+        .with_writer(MonitorWriter { json: true })
+        .with_filter(filter_fn(|m| monitor::hub().wants(m.level(), true)))
+        .boxed();
     // The HTTP stack's per-connection debug lines drown the agent's own at -log-level=debug
     // (the -dev default); they show at trace.
     let quiet_deps = tracing_subscriber::filter::Targets::new()
@@ -85,9 +134,9 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
             let (writer, guard) = tracing_appender::non_blocking(appender);
             file_guard = Some(guard);
             Some(if config.log_json {
-                fmt::layer().json().with_writer(writer).boxed()
+                fmt::layer().json().with_writer(writer).with_filter(filter_fn(at_agent_level)).boxed()
             } else {
-                fmt::layer().with_ansi(false).with_writer(writer).boxed()
+                fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter_fn(at_agent_level)).boxed()
             })
         }
         None => None,
@@ -97,29 +146,97 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
         let facility = syslog_facility(&config.syslog_facility)?;
         // SAFETY: openlog with a 'static ident; LOG_PID adds the pid to each line.
         unsafe { libc::openlog(c"legate".as_ptr(), libc::LOG_PID, facility) };
-        Some(fmt::layer().with_ansi(false).without_time().with_writer(SyslogMakeWriter).boxed())
+        Some(
+            fmt::layer()
+                .with_ansi(false)
+                .without_time()
+                .with_writer(SyslogMakeWriter)
+                .with_filter(filter_fn(at_agent_level))
+                .boxed(),
+        )
     } else {
         None
     };
 
     tracing_subscriber::registry()
-        .with(level_layer)
         .with(quiet_deps)
         .with(stderr)
         .with(file_layer)
         .with(syslog_layer)
+        .with(monitor_text)
+        .with(monitor_json)
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(LogGuard { _file: file_guard })
+    Ok(LogGuard { _stderr: stderr_guard, _file: file_guard })
 }
 
-/// Changes the level of the installed subscriber (a no-op when none is installed, as in
-/// in-process tests).
+/// Changes the agent's level (monitors keep theirs).
 pub fn set_level(level: &str) -> Result<(), String> {
-    let filter = parse_level(level)?;
-    match LEVEL.get() {
-        Some(h) => h.modify(|f| *f = filter).map_err(|e| e.to_string()),
-        None => Ok(()),
+    LEVEL.store(level_number(parse_level(level)?), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reports lines stderr dropped because its reader did not keep up, once it moves again.
+fn report_drops(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let spawned = std::thread::Builder::new().name("log-drops".into()).spawn(move || {
+        let mut reported = 0;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            let dropped = counter.dropped_lines();
+            if dropped > reported {
+                legate_telemetry::counter("agent.log.dropped_lines", Vec::new(), (dropped - reported) as f64);
+                tracing::warn!(
+                    lines = dropped - reported,
+                    "log lines were dropped: the log output is not read fast enough"
+                );
+                reported = dropped;
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("cannot start the log drop reporter: {e}");
+    }
+}
+
+/// Writes each formatted line to the monitors that want it.
+struct MonitorWriter {
+    json: bool,
+}
+
+struct MonitorLine {
+    json: bool,
+    level: Level,
+    buf: Vec<u8>,
+}
+
+impl Write for MonitorLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MonitorLine {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            monitor::hub().publish(&self.level, self.json, &self.buf);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for MonitorWriter {
+    type Writer = MonitorLine;
+
+    fn make_writer(&'a self) -> MonitorLine {
+        MonitorLine { json: self.json, level: Level::INFO, buf: Vec::new() }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> MonitorLine {
+        MonitorLine { json: self.json, level: *meta.level(), buf: Vec::new() }
     }
 }
 

@@ -40,7 +40,12 @@ impl Api {
             r = r.body(b.to_string());
         }
         let resp = r.send().await.unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
+        let status = resp.status().as_u16();
+        if status == 200 && path.starts_with("/v1/agent/monitor") {
+            // A monitor streams until the client leaves: its status is the answer.
+            return (status, String::new());
+        }
+        (status, resp.text().await.unwrap())
     }
 
     async fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -201,6 +206,7 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("PUT", "agent/join/+", case(format!("/v1/agent/join/{serf_addr}"), None));
     add("PUT", "agent/force-leave/+", case("/v1/agent/force-leave/peer", None));
     add("GET", "agent/metrics", case("/v1/agent/metrics", None));
+    add("GET", "agent/monitor", case("/v1/agent/monitor?loglevel=warn", None));
     add("PUT", "agent/reload", case("/v1/agent/reload", None));
     add("PUT", "agent/maintenance", case("/v1/agent/maintenance?enable=false", None));
     add("PUT", "agent/token/+", case("/v1/agent/token/dns", Some(json!({"Token": "x"}))));

@@ -480,3 +480,41 @@ async fn autopilot_configuration_health_and_usage() {
     assert_eq!(dc["BillableServiceInstances"], 1, "{u}");
     a.stop().await;
 }
+
+/// `/v1/agent/monitor` streams log lines at the asked level, whatever the agent's own.
+#[tokio::test]
+async fn monitor_streams_log_lines_at_its_level() {
+    let a = legate_tests::AgentProcess::start(
+        &["agent", "-dev", "-log-level=warn", "-http-port=0", "-dns-port=-1", "-serf-lan-port=0", "-server-port=0"],
+        &[],
+    );
+    let base = a.url("");
+    let base = base.trim_end_matches('/').to_string();
+    legate_tests::wait_leader(&base).await;
+    let c = client();
+    let r = c.get(format!("{base}/v1/agent/monitor?loglevel=nonsense")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (400, "Unknown log level: nonsense".to_string()));
+
+    let mut r = c.get(format!("{base}/v1/agent/monitor?loglevel=debug")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A reload logs at info (below the agent's warn level): the monitor sees it.
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let _ = c.put(format!("{base}/v1/agent/reload")).send().await;
+            match tokio::time::timeout(Duration::from_millis(500), r.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    seen.push_str(&String::from_utf8_lossy(&chunk));
+                    if seen.contains("INFO") || seen.contains("DEBUG") {
+                        return true;
+                    }
+                }
+                Ok(_) => return false,
+                Err(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{seen}");
+    assert!(!a.output().contains(" INFO "), "the agent's own log stays at warn: {}", a.output());
+}

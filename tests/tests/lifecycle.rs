@@ -185,3 +185,85 @@ async fn config_errors_at_start_exit_1_with_the_message() {
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(p.output().contains("data_dir cannot be empty"), "{}", p.output());
 }
+
+/// An agent whose log output nobody reads (a full pipe) keeps answering: log lines are
+/// dropped, not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_log_pipe_never_stalls_the_agent() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(legate_tests::legate_bin())
+        .args([
+            "agent",
+            "-dev",
+            "-log-level=trace",
+            &format!("-http-port={port}"),
+            "-dns-port=-1",
+            "-serf-lan-port=0",
+            "-server-port=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    legate_tests::wait_leader(&base).await;
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    // Far more log output than a pipe holds (64 KiB): every request logs at trace.
+    for i in 0..1500 {
+        let r = c.put(format!("{base}/v1/kv/pipe/{}", i % 10)).body("v").send().await;
+        assert!(r.is_ok_and(|r| r.status() == 200), "request {i} stalled or failed");
+    }
+    let r = c.get(format!("{base}/v1/kv/pipe/1?raw")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "v");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `legate monitor -log-level debug` shows a KV write's request line live, its token hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legate_monitor_shows_a_kv_write_live() {
+    use std::io::Read;
+    let a = AgentProcess::start(&args(DEV, &["-log-level=warn"]), &[]);
+    let base = a.url("");
+    legate_tests::wait_leader(base.trim_end_matches('/')).await;
+    let http = format!("-http-addr={}", a.http.unwrap());
+    let mut monitor = std::process::Command::new(legate_tests::legate_bin())
+        .args(["monitor", "-log-level", "debug", &http])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = monitor.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let c = reqwest::Client::new();
+    let mut seen = String::new();
+    retry_until(Duration::from_secs(20), "the KV write in the monitor", || {
+        let url = a.url("/v1/kv/monitored?token=very-secret-token");
+        let c = c.clone();
+        let got: Vec<String> = rx.try_iter().collect();
+        seen.push_str(&got.concat());
+        let done = seen.contains("url=/v1/kv/monitored");
+        async move {
+            if done {
+                return Some(());
+            }
+            let _ = c.put(url).body("x").send().await;
+            None
+        }
+    })
+    .await;
+    assert!(seen.contains("method=PUT") && seen.contains("DEBUG"), "{seen}");
+    assert!(seen.contains("token=<hidden>") && !seen.contains("very-secret-token"), "{seen}");
+    assert!(!a.output().contains("very-secret-token"));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+}

@@ -79,6 +79,12 @@ async fn secrets_stay_in_owner_only_files_and_out_of_debug_logs() {
     let r = call(reqwest::Method::GET, "/v1/kv/app/config")
         .header("X-Consul-Token", "0badc0de-0000-4000-8000-000000000000");
     assert_eq!(r.send().await.unwrap().status(), 403);
+    // The request log hides a token given as a query parameter and the legacy API's secret
+    // in the path.
+    let r = call(reqwest::Method::GET, &format!("/v1/kv/app/config?token={secret}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = call(reqwest::Method::GET, &format!("/v1/acl/info/{secret}")).header("X-Consul-Token", MGMT);
+    assert_eq!(r.send().await.unwrap().status(), 200);
 
     // At rest: the data dir and what holds secrets are the owner's only.
     for d in [data.clone(), data.join("raft"), data.join("serf")] {

@@ -63,6 +63,8 @@ enum Command {
     Keyring(operator::KeyringArgs),
     /// Prints debugging information about the agent
     Info(operator::InfoArgs),
+    /// Streams the agent's log lines (at -log-level, whatever the agent's own)
+    Monitor(operator::MonitorArgs),
     /// Tells the agent to reload its config files
     Reload(members::ReloadArgs),
     /// Runs a command while holding a lock (leader election)
@@ -205,6 +207,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions)
         Command::Keygen => operator::run_keygen(),
         Command::Keyring(a) => operator::run_keyring(a),
         Command::Info(a) => operator::run_info(a),
+        Command::Monitor(a) => operator::run_monitor(a),
         Command::Catalog(cmd) => catalog::run_catalog(cmd),
         Command::Services(cmd) => catalog::run_services(cmd),
         Command::Maint(a) => catalog::run_maint(a),

@@ -1,5 +1,6 @@
 //! `legate operator raft list-peers|remove-peer`, `legate operator autopilot
-//! get-config|set-config|state`, `legate keygen`, `legate keyring`, `legate info`.
+//! get-config|set-config|state`, `legate keygen`, `legate keyring`, `legate info`,
+//! `legate monitor`.
 
 use base64::Engine;
 use rand::RngCore;
@@ -206,6 +207,40 @@ pub struct KeyringArgs {
     use_key: Option<String>,
     #[arg(long)]
     remove: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MonitorArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+    /// trace, debug, info (default), warn or err
+    #[arg(long = "log-level", default_value = "info")]
+    log_level: String,
+    /// Lines as JSON
+    #[arg(long = "log-json")]
+    log_json: bool,
+}
+
+/// `legate monitor`: prints the agent's log lines as they come, until interrupted.
+pub fn run_monitor(a: MonitorArgs) -> i32 {
+    block_on(async move {
+        let mut q = vec![("loglevel", a.log_level.as_str())];
+        if a.log_json {
+            q.push(("logjson", "true"));
+        }
+        let mut resp = a
+            .http
+            .client()?
+            .get_stream("/v1/agent/monitor", &q)
+            .await
+            .map_err(|e| format!("Error starting monitor: {e}"))?;
+        let mut out = std::io::stdout();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("Error reading logs: {e}"))? {
+            use std::io::Write;
+            out.write_all(&chunk).and_then(|()| out.flush()).map_err(|e| e.to_string())?;
+        }
+        Ok(0)
+    })
 }
 
 #[derive(clap::Args, Debug)]

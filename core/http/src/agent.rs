@@ -50,6 +50,57 @@ pub async fn force_leave(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResp
     Ok(ApiResponse::empty(http::StatusCode::OK))
 }
 
+/// `GET /v1/agent/monitor?loglevel=<level>[&logjson]`: the agent's log lines from now on, at
+/// that level (default info) whatever the agent's own, until the client goes away or the agent
+/// stops. A client that reads too slowly loses lines (counted, and logged when it leaves).
+pub async fn monitor(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let name = req.param("loglevel").filter(|l| !l.is_empty()).unwrap_or("info");
+    let level = match name.to_ascii_lowercase().as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "warn" | "warning" => tracing::Level::WARN,
+        "err" | "error" => tracing::Level::ERROR,
+        _ => return Err(ApiError::BadRequest(format!("Unknown log level: {name}"))),
+    };
+    let json = req.param("logjson").is_some_and(|v| v != "false");
+    let mut monitor = legate_telemetry::monitor::hub().subscribe(level, json);
+    let (mut sender, body) = warp::hyper::Body::channel();
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        // A client that went away is noticed within a second even when no line comes.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let line = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                line = monitor.lines.recv() => match line {
+                    Some(l) => l,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let gone = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(matches!(sender.poll_ready(cx), std::task::Poll::Ready(Err(_))))
+                    })
+                    .await;
+                    if gone {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if sender.send_data(bytes::Bytes::from(line)).await.is_err() {
+                break;
+            }
+        }
+        let dropped = monitor.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(dropped, "monitor: the client read too slowly, log lines were dropped");
+        }
+    });
+    Ok(ApiResponse { status: http::StatusCode::OK, headers: Vec::new(), body: super::response::Body::Stream(body) })
+}
+
 pub async fn reload(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let agent = ctx.agent.clone();
     // Loading reads files: keep it off the async workers.

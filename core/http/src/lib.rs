@@ -147,15 +147,46 @@ fn routes(
                     Err(e) => return finish(&ctx, e.into_response(), pretty),
                 };
                 let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
+                let started = std::time::Instant::now();
                 let mut timer = legate_telemetry::Timer::start("api.http", vec![("method", req.method.to_string())]);
                 let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
                 let resp = mark_filtered(&req, resp);
                 // The route's label (`v1_kv_`), from the lookup dispatch made: no second lookup.
                 timer.label("path", req.route.map_or_else(|| "unknown".into(), routes::Route::metric));
                 drop(timer);
+                tracing::debug!(
+                    method = %req.method,
+                    url = %logged_url(&req),
+                    from = ?req.remote,
+                    status = resp.status.as_u16(),
+                    latency = ?started.elapsed(),
+                    "http: request finished"
+                );
                 finish(&ctx, resp, pretty)
             },
         )
+}
+
+/// The request's path and query as logged: a `token` parameter is hidden, as Consul does, and
+/// so is the secret the legacy ACL endpoints take in their path.
+fn logged_url(req: &Request) -> String {
+    let path = ["/v1/acl/info/", "/v1/acl/destroy/", "/v1/acl/clone/"]
+        .iter()
+        .find(|p| req.path.starts_with(**p))
+        .map_or_else(|| req.path.clone(), |p| format!("{p}<hidden>"));
+    if req.query.is_empty() {
+        return path;
+    }
+    let query: Vec<String> = req
+        .query
+        .iter()
+        .map(|(k, v)| match (k.as_str(), v.is_empty()) {
+            ("token", _) => "token=<hidden>".to_string(),
+            (_, true) => k.clone(),
+            _ => format!("{k}={v}"),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 async fn read_body<S, B>(mut stream: S) -> Result<Bytes, ApiError>

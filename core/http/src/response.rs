@@ -10,7 +10,12 @@ pub enum Body {
     Empty,
     Json(serde_json::Value),
     Text(String),
-    Raw { content_type: &'static str, data: Bytes },
+    Raw {
+        content_type: &'static str,
+        data: Bytes,
+    },
+    /// Plain text written as it comes (`/v1/agent/monitor`), until the sender ends it.
+    Stream(warp::hyper::Body),
 }
 
 #[derive(Debug)]
@@ -42,7 +47,16 @@ impl ApiResponse {
     /// Serializes the body: Go's `json.Marshal`, or with `pretty` `MarshalIndent(_, "", "    ")`
     /// plus a trailing newline, as Consul does for `?pretty` and in `-dev`.
     pub fn into_http(self, pretty: bool) -> http::Response<warp::hyper::Body> {
+        if let Body::Stream(stream) = self.body {
+            let mut builder =
+                http::Response::builder().status(self.status).header("Content-Type", "text/plain; charset=utf-8");
+            for (name, value) in self.headers {
+                builder = builder.header(name, value);
+            }
+            return builder.body(stream).expect("valid response");
+        }
         let (content_type, body): (Option<&str>, Bytes) = match self.body {
+            Body::Stream(_) => unreachable!("answered above"),
             Body::Empty => (None, Bytes::new()),
             Body::Json(v) => {
                 let mut out = Vec::with_capacity(128);

@@ -173,6 +173,13 @@ pub const ROUTES: &[Route] = &[
         handler: h!(agent::metrics),
     },
     Route {
+        methods: GET,
+        pattern: "agent/monitor",
+        need: OnNode(Agent, Read),
+        forward: LOCAL,
+        handler: h!(agent::monitor),
+    },
+    Route {
         methods: PUT,
         pattern: "agent/reload",
         need: OnNode(Agent, Write),

@@ -6,6 +6,8 @@
 //! One process-wide registry, like go-metrics' global: any part records with `counter`,
 //! `sample` or `Timer`, without threading a handle through every layer.
 
+pub mod monitor;
+
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};

@@ -287,6 +287,23 @@ impl Client {
         Ok((status, headers, bytes))
     }
 
+    /// A GET whose body is read as it comes (`/v1/agent/monitor`): the response, once its
+    /// status is a success.
+    pub async fn get_stream(&self, path: &str, query: &[(&str, &str)]) -> Result<reqwest::Response, Error> {
+        let mut req = self.http.get(format!("{}{}", self.base, path)).query(query);
+        if let Some(t) = &self.token {
+            req = req.header("X-Consul-Token", t);
+        }
+        let transport = |e| Error::Transport { addr: self.base.clone(), source: e };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.map_err(transport)?;
+        Err(Error::Status { status: status.as_u16(), body: String::from_utf8_lossy(&body).trim().to_string() })
+    }
+
     fn check(status: StatusCode, body: &Bytes) -> Result<(), Error> {
         if status.is_success() {
             Ok(())

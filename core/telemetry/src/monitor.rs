@@ -1,0 +1,97 @@
+//! The agent's log lines for `/v1/agent/monitor`: the logging layer publishes each formatted
+//! line here, and every monitor gets the lines at or above its own level (a monitor may ask
+//! for more detail than the agent logs). A monitor's buffer is bounded: a reader that does not
+//! keep up loses lines, which are counted; the agent never waits for it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::mpsc;
+use tracing::Level;
+
+/// Lines a monitor may have waiting before new ones are dropped.
+pub const BUFFER: usize = 512;
+
+struct Sub {
+    level: Level,
+    json: bool,
+    tx: mpsc::Sender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Every open monitor.
+#[derive(Default)]
+pub struct Hub {
+    subs: Mutex<Vec<Sub>>,
+}
+
+/// One monitor's end: its lines, and how many it lost.
+pub struct Monitor {
+    pub lines: mpsc::Receiver<Vec<u8>>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+/// The process's hub.
+pub fn hub() -> &'static Hub {
+    static HUB: OnceLock<Hub> = OnceLock::new();
+    HUB.get_or_init(Hub::default)
+}
+
+impl Hub {
+    /// A new monitor of the lines at `level` or more severe, as text or JSON.
+    pub fn subscribe(&self, level: Level, json: bool) -> Monitor {
+        let (tx, lines) = mpsc::channel(BUFFER);
+        let dropped = Arc::new(AtomicU64::new(0));
+        self.lock().push(Sub { level, json, tx, dropped: dropped.clone() });
+        Monitor { lines, dropped }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sub>> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether any monitor of this format wants a line at `level` (cheap: checked before the
+    /// line is formatted).
+    pub fn wants(&self, level: &Level, json: bool) -> bool {
+        self.lock().iter().any(|s| s.json == json && *level <= s.level && !s.tx.is_closed())
+    }
+
+    /// Hands a formatted line to every monitor that wants it; monitors whose reader went away
+    /// are forgotten.
+    pub fn publish(&self, level: &Level, json: bool, line: &[u8]) {
+        let mut subs = self.lock();
+        subs.retain(|s| !s.tx.is_closed());
+        for s in subs.iter().filter(|s| s.json == json && *level <= s.level) {
+            if s.tx.try_send(line.to_vec()).is_err() {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::counter("agent.monitor.dropped_lines", Vec::new(), 1.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitors_get_their_levels_and_slow_ones_drop() {
+        let hub = Hub::default();
+        let mut debug = hub.subscribe(Level::DEBUG, false);
+        let mut warn = hub.subscribe(Level::WARN, false);
+        assert!(hub.wants(&Level::INFO, false) && !hub.wants(&Level::INFO, true) && !hub.wants(&Level::TRACE, false));
+        hub.publish(&Level::INFO, false, b"info line");
+        hub.publish(&Level::ERROR, false, b"error line");
+        assert_eq!(debug.lines.try_recv().unwrap(), b"info line");
+        assert_eq!(debug.lines.try_recv().unwrap(), b"error line");
+        assert_eq!(warn.lines.try_recv().unwrap(), b"error line");
+        assert!(warn.lines.try_recv().is_err());
+        for _ in 0..BUFFER + 10 {
+            hub.publish(&Level::ERROR, false, b"x");
+        }
+        assert_eq!(debug.dropped.load(Ordering::Relaxed), 10);
+        drop(debug);
+        drop(warn);
+        assert!(!hub.wants(&Level::ERROR, false), "closed monitors are gone");
+    }
+}
