@@ -518,3 +518,21 @@ async fn monitor_streams_log_lines_at_its_level() {
     assert_eq!(found, Ok(true), "{seen}");
     assert!(!a.output().contains(" INFO "), "the agent's own log stays at warn: {}", a.output());
 }
+
+#[tokio::test]
+async fn agent_host_reports_memory_cpu_host_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.data_dir = Some(dir.path().to_path_buf());
+    let a = InProcessAgent::start(config).await;
+    let v: Value = client().get(a.url("/v1/agent/host")).send().await.unwrap().json().await.unwrap();
+    assert!(v["Errors"].is_null(), "{v}");
+    assert!(v["Memory"]["total"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["CPU"][0]["modelName"].is_string(), "{v}");
+    assert_eq!(v["Host"]["os"], "linux");
+    assert!(v["Host"]["uptime"].as_u64().unwrap() > 0);
+    assert_eq!(v["Disk"]["path"], dir.path().display().to_string());
+    assert!(v["Disk"]["total"].as_u64().unwrap() > 0);
+    assert!(v["CollectionTime"].as_u64().unwrap() > 0);
+    a.stop().await;
+}

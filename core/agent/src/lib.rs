@@ -32,6 +32,7 @@ pub mod config_watch;
 pub mod data_dir;
 pub mod error;
 pub mod events;
+pub mod host;
 pub mod leader;
 pub mod local;
 pub mod plugins;

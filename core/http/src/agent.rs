@@ -101,6 +101,15 @@ pub async fn monitor(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
     Ok(ApiResponse { status: http::StatusCode::OK, headers: Vec::new(), body: super::response::Body::Stream(body) })
 }
 
+/// `GET /v1/agent/host`: the host's memory, CPUs, OS and the disk of the data dir.
+pub async fn host(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let data_dir = ctx.agent.config().data_dir.clone();
+    let report = tokio::task::spawn_blocking(move || legate_agent::host::report(data_dir.as_deref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ApiResponse::json(&report))
+}
+
 pub async fn reload(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let agent = ctx.agent.clone();
     // Loading reads files: keep it off the async workers.

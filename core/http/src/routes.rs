@@ -180,6 +180,13 @@ pub const ROUTES: &[Route] = &[
         handler: h!(agent::monitor),
     },
     Route {
+        methods: GET,
+        pattern: "agent/host",
+        need: Scalar(Operator, Read),
+        forward: LOCAL,
+        handler: h!(agent::host),
+    },
+    Route {
         methods: PUT,
         pattern: "agent/reload",
         need: OnNode(Agent, Write),
