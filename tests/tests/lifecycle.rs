@@ -267,3 +267,66 @@ async fn legate_monitor_shows_a_kv_write_live() {
     let _ = monitor.kill();
     let _ = monitor.wait();
 }
+
+/// `legate debug` writes a bundle of the agent's state, metrics and debug log; no secret is in
+/// it (the management token it ran with, a token given as a query parameter, the gossip key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legate_debug_writes_a_bundle_without_secrets() {
+    use std::io::Read;
+    const MGMT: &str = "3f1b1c9e-5f8d-4c3a-9a77-2d9c1b7e4f10";
+    const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+    let dir = config_dir(&[(
+        "acl.hcl",
+        &format!(
+            "acl {{ enabled = true default_policy = \"deny\" tokens {{ initial_management = \"{MGMT}\" }} }}\nencrypt = \"{KEY}\"\n"
+        ),
+    )]);
+    let a = AgentProcess::start(&args(DEV, &["-config-dir", dir.path().to_str().unwrap()]), &[]);
+    let base = a.url("");
+    let base = base.trim_end_matches('/').to_string();
+    let c = reqwest::Client::new();
+    retry_until(Duration::from_secs(20), "the management token works", || async {
+        let r = c.get(format!("{base}/v1/agent/self")).header("X-Consul-Token", MGMT).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("bundle");
+    let http = format!("-http-addr={}", a.http.unwrap());
+    let bundle_arg = bundle.to_str().unwrap().to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        let args = ["debug", &http, "-token", MGMT, "-duration=10s", "-interval=5s", "-output", &bundle_arg];
+        legate_tests::run_legate(&args)
+    });
+    // Traffic during the capture, with a token as a query parameter.
+    for _ in 0..5 {
+        let _ = c.put(format!("{base}/v1/kv/debugged?token={MGMT}")).body("v").send().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (code, stdout, stderr) = run.await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let archive = out.path().join("bundle.tar.gz");
+    assert!(stdout.contains(&format!("Saved debug archive: {}", archive.display())), "{stdout}");
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap()));
+    let mut names = Vec::new();
+    let mut all = String::new();
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        names.push(e.path().unwrap().display().to_string());
+        let mut text = String::new();
+        e.read_to_string(&mut text).unwrap();
+        all.push_str(&text);
+    }
+    eprintln!("bundle: {names:?}");
+    for want in
+        ["bundle/agent.json", "bundle/host.json", "bundle/members.json", "bundle/metrics/000.json", "bundle/agent.log"]
+    {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    assert!(all.contains("url=/v1/kv/debugged?token=<hidden>"), "the debug log has the requests");
+    assert!(!all.contains(MGMT) && !all.contains(KEY), "a secret in the bundle");
+    // Consul's floors.
+    let (code, _, err) = legate_tests::run_legate(&["debug", "-duration=1s"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("-duration must be at least 10s"), "{err}");
+}

@@ -5,6 +5,7 @@
 mod acl;
 mod agent;
 mod catalog;
+mod debug;
 mod http_flags;
 mod kv;
 mod lock;
@@ -65,6 +66,8 @@ enum Command {
     Info(operator::InfoArgs),
     /// Streams the agent's log lines (at -log-level, whatever the agent's own)
     Monitor(operator::MonitorArgs),
+    /// Captures a debug bundle (agent, host, members, metrics, logs) as a .tar.gz
+    Debug(debug::DebugArgs),
     /// Tells the agent to reload its config files
     Reload(members::ReloadArgs),
     /// Runs a command while holding a lock (leader election)
@@ -208,6 +211,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions)
         Command::Keyring(a) => operator::run_keyring(a),
         Command::Info(a) => operator::run_info(a),
         Command::Monitor(a) => operator::run_monitor(a),
+        Command::Debug(a) => debug::run_debug(a),
         Command::Catalog(cmd) => catalog::run_catalog(cmd),
         Command::Services(cmd) => catalog::run_services(cmd),
         Command::Maint(a) => catalog::run_maint(a),
