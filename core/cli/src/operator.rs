@@ -56,18 +56,6 @@ pub enum AutopilotCommand {
     },
 }
 
-/// The keys `get-config` prints, in Consul's order.
-const AUTOPILOT_KEYS: &[&str] = &[
-    "CleanupDeadServers",
-    "LastContactThreshold",
-    "MaxTrailingLogs",
-    "MinQuorum",
-    "ServerStabilizationTime",
-    "RedundancyZoneTag",
-    "DisableUpgradeMigration",
-    "UpgradeVersionTag",
-];
-
 async fn autopilot(cmd: AutopilotCommand) -> Result<i32, String> {
     let path = "/v1/operator/autopilot/configuration";
     match cmd {
@@ -77,7 +65,7 @@ async fn autopilot(cmd: AutopilotCommand) -> Result<i32, String> {
                 .get_json(path, &http.query(), &[])
                 .await
                 .map_err(|e| format!("Error querying Autopilot configuration: {e}"))?;
-            for k in AUTOPILOT_KEYS {
+            for k in legate_api::operator::AUTOPILOT_FIELDS {
                 let val = match &v[*k] {
                     Json::String(s) if s.is_empty() => "\"\"".to_string(),
                     Json::String(s) => s.clone(),

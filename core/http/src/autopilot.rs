@@ -55,23 +55,13 @@ struct ConfigBody {
 /// not match.
 pub async fn set_config(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let server = blocking::server(ctx)?.clone();
-    const FIELDS: &[&str] = &[
-        "CleanupDeadServers",
-        "LastContactThreshold",
-        "MaxTrailingLogs",
-        "MinQuorum",
-        "ServerStabilizationTime",
-        "RedundancyZoneTag",
-        "DisableUpgradeMigration",
-        "UpgradeVersionTag",
-    ];
     let raw: Json = if req.body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
         serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::BadRequest(format!("Error parsing autopilot config: {e}")))?
     };
-    let body: ConfigBody = serde_json::from_value(decode::keys_as(raw, FIELDS))
+    let body: ConfigBody = serde_json::from_value(decode::keys_as(raw, legate_api::operator::AUTOPILOT_FIELDS))
         .map_err(|e| ApiError::BadRequest(format!("Error parsing autopilot config: {e}")))?;
     let cas = match req.param("cas") {
         None => None,
