@@ -284,8 +284,10 @@ async fn service_hash_blocks_until_the_service_changes() {
     let first = json_of(&c, a.url("/v1/agent/service/hashed")).await;
     let hash = first["ContentHash"].as_str().unwrap().to_string();
 
-    // Unchanged: the wait runs out and the same content comes back.
+    // Unchanged: the query waits its whole wait, then the same content comes back.
+    let asked = std::time::Instant::now();
     let same = json_of(&c, a.url(&format!("/v1/agent/service/hashed?hash={hash}&wait=1s"))).await;
+    assert!(asked.elapsed() >= Duration::from_secs(1), "answered before its wait: the hash was ignored");
     assert_eq!(same["ContentHash"], hash.as_str());
 
     // A change wakes the waiting query with the new content.

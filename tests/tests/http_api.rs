@@ -465,6 +465,16 @@ async fn autopilot_configuration_health_and_usage() {
     assert_eq!((v["CleanupDeadServers"].clone(), v["MaxTrailingLogs"].clone()), (true.into(), 0.into()));
     let r = c.put(&url).body("{not json").send().await.unwrap();
     assert_eq!(r.status(), 400);
+    // Durations as numbers are nanoseconds, as Consul reads them.
+    let r = set(serde_json::json!({"LastContactThreshold": 300_000_000u64, "ServerStabilizationTime": 0}), None)
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), "true");
+    let v: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (v["LastContactThreshold"].clone(), v["ServerStabilizationTime"].clone()),
+        ("300ms".into(), "0s".into())
+    );
 
     let r = c.get(a.url("/v1/operator/autopilot/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -298,12 +298,14 @@ async fn legate_debug_writes_a_bundle_without_secrets() {
         let args = ["debug", &http, "-token", MGMT, "-duration=10s", "-interval=5s", "-output", &bundle_arg];
         legate_tests::run_legate(&args)
     });
-    // Traffic during the capture, with a token as a query parameter.
-    for _ in 0..5 {
+    // Traffic through the whole capture, with a token as a query parameter.
+    let mut run = run;
+    let (code, stdout, stderr) = loop {
         let _ = c.put(format!("{base}/v1/kv/debugged?token={MGMT}")).body("v").send().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let (code, stdout, stderr) = run.await.unwrap();
+        if let Ok(done) = tokio::time::timeout(Duration::from_millis(300), &mut run).await {
+            break done.unwrap();
+        }
+    };
     assert_eq!(code, 0, "{stdout}{stderr}");
     let archive = out.path().join("bundle.tar.gz");
     assert!(stdout.contains(&format!("Saved debug archive: {}", archive.display())), "{stdout}");

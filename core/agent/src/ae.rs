@@ -102,18 +102,25 @@ pub async fn sync_changes(agent: &AgentShared) {
     }
 }
 
-/// Pushes every out-of-sync record. Returns false if something failed (retry soon).
+/// Pushes every out-of-sync record. Returns false at the first failure (retry soon: the
+/// servers are likely unreachable, and an API call waiting on this should not wait for each
+/// record in turn). One sync at a time: the API's pushes and the anti-entropy loop's would
+/// otherwise read the same pending records and could apply them out of order.
 pub async fn partial_sync(agent: &AgentShared) -> bool {
+    let _one = agent.sync_lock.lock().await;
+    partial_sync_locked(agent).await
+}
+
+async fn partial_sync_locked(agent: &AgentShared) -> bool {
     let pending = agent.local.pending();
     let node = node_record(agent);
-    let mut ok = true;
     for (id, _token) in &pending.deleted_services {
         let d = Deregister { node: node.node.clone(), service_id: Some(id.clone()), check_id: None };
         match write(agent, Command::Deregister(d)).await {
             Ok(()) => agent.local.mark_service_deleted(id),
             Err(e) => {
                 tracing::warn!(service = %id, error = %e, "anti-entropy: deregistering service failed");
-                ok = false;
+                return false;
             }
         }
     }
@@ -123,7 +130,7 @@ pub async fn partial_sync(agent: &AgentShared) -> bool {
             Ok(()) => agent.local.mark_check_deleted(id),
             Err(e) => {
                 tracing::warn!(check = %id, error = %e, "anti-entropy: deregistering check failed");
-                ok = false;
+                return false;
             }
         }
     }
@@ -132,13 +139,12 @@ pub async fn partial_sync(agent: &AgentShared) -> bool {
         let (mine, rest): (Vec<LocalCheck>, Vec<LocalCheck>) =
             checks.into_iter().partition(|c| c.check.service_id == s.service.id);
         checks = rest;
-        ok &= register(agent, &node, Some(s), &mine).await;
+        if !register(agent, &node, Some(s), &mine).await {
+            return false;
+        }
     }
     // Node-level checks and checks of services already in sync.
-    if !checks.is_empty() {
-        ok &= register(agent, &node, None, &checks).await;
-    }
-    ok
+    checks.is_empty() || register(agent, &node, None, &checks).await
 }
 
 async fn register(agent: &AgentShared, node: &Node, s: Option<&LocalService>, checks: &[LocalCheck]) -> bool {
@@ -169,6 +175,7 @@ async fn register(agent: &AgentShared, node: &Node, s: Option<&LocalService>, ch
 /// this agent does not know (but not `serfHealth` or the `consul` service, owned by servers),
 /// then pushes.
 pub async fn full_sync(agent: &AgentShared) -> bool {
+    let _one = agent.sync_lock.lock().await;
     let node = node_record(agent);
     if let Some(server) = agent.server() {
         let read = (|| -> Result<_, legate_state::StoreError> {
@@ -270,7 +277,7 @@ pub async fn full_sync(agent: &AgentShared) -> bool {
         tracing::debug!(error = %e, "anti-entropy: node registration failed");
         return false;
     }
-    partial_sync(agent).await
+    partial_sync_locked(agent).await
 }
 
 #[cfg(test)]

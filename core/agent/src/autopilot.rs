@@ -120,7 +120,7 @@ pub fn health(agent: &AgentShared) -> Result<Option<Health>, StoreError> {
         let healthy = status == "alive"
             && last_contact.is_some_and(|c| c <= threshold)
             && last_term == m.current_term
-            && last_index + config.max_trailing_logs >= leader_index;
+            && last_index.saturating_add(config.max_trailing_logs) >= leader_index;
         servers.push(ServerHealth {
             stable_since: agent.autopilot.since(&id, healthy),
             id,

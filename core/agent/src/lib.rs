@@ -96,6 +96,8 @@ pub struct AgentShared {
     check_tls: legate_tls::Live<Option<legate_tls::CheckTls>>,
     /// Since when each server has had its current autopilot health.
     pub autopilot: autopilot::Stability,
+    /// One catalog sync at a time (anti-entropy and the API's pushes).
+    pub sync_lock: tokio::sync::Mutex<()>,
 }
 
 impl AgentShared {
@@ -132,6 +134,7 @@ impl AgentShared {
             plugins,
             check_tls: legate_tls::Live::new(None),
             autopilot: autopilot::Stability::default(),
+            sync_lock: tokio::sync::Mutex::new(()),
         }
     }
 

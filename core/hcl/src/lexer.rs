@@ -260,7 +260,7 @@ impl<'a> Lexer<'a> {
             _ => return Err(self.error(line, column, "heredoc anchor must be followed by a newline")),
         }
         let mut lines: Vec<String> = Vec::new();
-        loop {
+        let closing_indent = loop {
             if self.peek().is_none() {
                 return Err(self.error(line, column, format!("heredoc not terminated: no closing {anchor}")));
             }
@@ -275,21 +275,20 @@ impl<'a> Lexer<'a> {
             let trimmed = text.trim_end_matches('\r');
             let closing = if indented { trimmed.trim_start() == anchor } else { trimmed == anchor };
             if closing {
-                break;
+                break trimmed[..trimmed.len() - anchor.len()].to_string();
             }
             self.bump();
             lines.push(trimmed.to_string());
-        }
-        if indented {
-            let indent = lines
-                .iter()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| l.len() - l.trim_start().len())
-                .min()
-                .unwrap_or(0);
+        };
+        // `<<-`: the closing marker's indentation is removed from every line, unless a line
+        // does not start with it (then the text is left as written), as HCL 1 does.
+        if indented && !closing_indent.is_empty() && lines.iter().all(|l| l.starts_with(&closing_indent)) {
             for l in &mut lines {
-                *l = l.chars().skip(indent.min(l.len() - l.trim_start().len())).collect();
+                *l = l[closing_indent.len()..].to_string();
             }
+        }
+        if lines.is_empty() {
+            return Ok(String::new());
         }
         let mut out = lines.join("\n");
         out.push('\n');

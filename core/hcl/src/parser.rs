@@ -108,6 +108,8 @@ impl<'a> Parser<'a> {
                     return Ok(());
                 }
                 Token::Ident(_) | Token::Str(_) => {
+                    // Each label nests the body one level deeper.
+                    self.deeper(depth + labels.len())?;
                     if let Token::Ident(l) | Token::Str(l) = self.advance()? {
                         labels.push(l);
                     }

@@ -72,6 +72,10 @@ fn values_strings_heredocs_comments() {
     assert_eq!(v["g"], json!([1, [2, 3], {"x": "y"}]));
     assert_eq!(v["h"], "line one\n  line two\n");
     assert_eq!(v["i"], "indented\n  more\n");
+    // <<-: the closing marker's indentation goes; a line indented less keeps the text as is.
+    let h = from_str("a = <<-END\n    x\n  y\n    END\nb = <<END\nEND\n").unwrap();
+    assert_eq!(h["a"], "    x\n  y\n");
+    assert_eq!(h["b"], "");
     assert_eq!(v["key with space"], "ok");
     assert_eq!(v["dotted.name"], 1);
 }
@@ -105,6 +109,11 @@ fn nesting_is_bounded() {
     assert!(from_str(&ok).is_ok());
     let blocks = format!("{}{}", "a {".repeat(MAX_DEPTH + 1), "}".repeat(MAX_DEPTH + 1));
     assert!(from_str(&blocks).unwrap_err().message.contains("nesting"));
+    // Labels nest too: 100k of them would build a value too deep to drop.
+    let labels = format!("a {} {{}}", "\"x\" ".repeat(100_000));
+    assert!(from_str(&labels).unwrap_err().message.contains("nesting"));
+    let few = format!("a {} {{}}", "\"x\" ".repeat(MAX_DEPTH - 2));
+    assert!(from_str(&few).is_ok());
 }
 
 #[test]

@@ -61,7 +61,14 @@ pub async fn set_config(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse
         serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::BadRequest(format!("Error parsing autopilot config: {e}")))?
     };
-    let body: ConfigBody = serde_json::from_value(decode::keys_as(raw, legate_api::operator::AUTOPILOT_FIELDS))
+    let mut raw = decode::keys_as(raw, legate_api::operator::AUTOPILOT_FIELDS);
+    // Durations given as numbers are nanoseconds (Consul's ReadableDuration).
+    for key in ["LastContactThreshold", "ServerStabilizationTime"] {
+        if let Some(v) = raw.get_mut(key) {
+            *v = decode::nanoseconds(v.take());
+        }
+    }
+    let body: ConfigBody = serde_json::from_value(raw)
         .map_err(|e| ApiError::BadRequest(format!("Error parsing autopilot config: {e}")))?;
     let cas = match req.param("cas") {
         None => None,

@@ -144,7 +144,7 @@ pub fn normalize(v: Json) -> Json {
 
 /// A duration given as a JSON number is nanoseconds, as Go decodes a `time.Duration` (`10` is
 /// 10ns; a check interval that short is then raised to the 1 s minimum, as Consul does).
-fn nanoseconds(v: Json) -> Json {
+pub(crate) fn nanoseconds(v: Json) -> Json {
     match &v {
         Json::Number(n) => match (n.as_u64(), n.as_f64()) {
             (Some(ns), _) => Json::String(format!("{ns}ns")),

@@ -108,6 +108,18 @@ pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
     if let Some(t) = call.token.as_deref().and_then(|t| http::HeaderValue::from_str(t).ok()) {
         headers.insert("X-Consul-Token", t);
     }
+    // Only the routes that run on servers are forwarded; a call for another (an agent's own
+    // endpoint, the never-ending monitor) is refused.
+    let forwardable = call.path.strip_prefix("/v1/").is_some_and(|p| {
+        matches!(super::routes::lookup(&method, p), super::routes::Lookup::Found(r, _) if r.forward == super::routes::Forward::Servers)
+    });
+    if !forwardable {
+        return HttpReply {
+            status: 400,
+            headers: Vec::new(),
+            body: format!("{} {} is not forwarded to servers", call.method, call.path).into_bytes(),
+        };
+    }
     let pretty = call.query.iter().any(|(k, _)| k == "pretty");
     let mut req = Request::new(method, call.path, call.query, headers, Bytes::from(call.body), None);
     let resp = dispatch(ctx, &mut req).await.unwrap_or_else(ApiError::into_response);

@@ -3,7 +3,7 @@
 //! for more detail than the agent logs). A monitor's buffer is bounded: a reader that does not
 //! keep up loses lines, which are counted; the agent never waits for it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
@@ -23,6 +23,8 @@ struct Sub {
 #[derive(Default)]
 pub struct Hub {
     subs: Mutex<Vec<Sub>>,
+    /// How many monitors are open: every log event asks, and with none it takes no lock.
+    open: AtomicUsize,
 }
 
 /// One monitor's end: its lines, and how many it lost.
@@ -42,25 +44,32 @@ impl Hub {
     pub fn subscribe(&self, level: Level, json: bool) -> Monitor {
         let (tx, lines) = mpsc::channel(BUFFER);
         let dropped = Arc::new(AtomicU64::new(0));
-        self.lock().push(Sub { level, json, tx, dropped: dropped.clone() });
+        let mut subs = self.pruned();
+        subs.push(Sub { level, json, tx, dropped: dropped.clone() });
+        self.open.store(subs.len(), Ordering::Relaxed);
         Monitor { lines, dropped }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sub>> {
-        self.subs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether any monitor of this format wants a line at `level` (cheap: checked before the
-    /// line is formatted).
-    pub fn wants(&self, level: &Level, json: bool) -> bool {
-        self.lock().iter().any(|s| s.json == json && *level <= s.level && !s.tx.is_closed())
-    }
-
-    /// Hands a formatted line to every monitor that wants it; monitors whose reader went away
-    /// are forgotten.
-    pub fn publish(&self, level: &Level, json: bool, line: &[u8]) {
-        let mut subs = self.lock();
+    /// The monitors, without those whose reader went away.
+    fn pruned(&self) -> std::sync::MutexGuard<'_, Vec<Sub>> {
+        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
         subs.retain(|s| !s.tx.is_closed());
+        self.open.store(subs.len(), Ordering::Relaxed);
+        subs
+    }
+
+    /// Whether any monitor of this format wants a line at `level` (checked before the line is
+    /// formatted; without monitors, one atomic load).
+    pub fn wants(&self, level: &Level, json: bool) -> bool {
+        if self.open.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.pruned().iter().any(|s| s.json == json && *level <= s.level)
+    }
+
+    /// Hands a formatted line to every monitor that wants it.
+    pub fn publish(&self, level: &Level, json: bool, line: &[u8]) {
+        let subs = self.pruned();
         for s in subs.iter().filter(|s| s.json == json && *level <= s.level) {
             if s.tx.try_send(line.to_vec()).is_err() {
                 s.dropped.fetch_add(1, Ordering::Relaxed);
@@ -93,5 +102,10 @@ mod tests {
         drop(debug);
         drop(warn);
         assert!(!hub.wants(&Level::ERROR, false), "closed monitors are gone");
+        assert_eq!(hub.open.load(Ordering::Relaxed), 0);
+        // A monitor that closes before any line still goes.
+        drop(hub.subscribe(Level::ERROR, true));
+        assert!(!hub.wants(&Level::ERROR, true));
+        assert!(hub.subs.lock().unwrap().is_empty());
     }
 }
