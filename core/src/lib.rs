@@ -32,6 +32,7 @@
 
 pub mod acl;
 pub mod agent_cmd;
+mod hclog;
 pub mod logging;
 pub mod node;
 

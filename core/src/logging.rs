@@ -1,6 +1,7 @@
 //! Logging: tracing to stderr (text or JSON), optionally to `-log-file` (rotated) and to the
 //! system log (`-syslog`), at the agent's level (reloadable); and to every open
-//! `/v1/agent/monitor`, each at its own level (`legate_telemetry::monitor`).
+//! `/v1/agent/monitor`, each at its own level (`legate_telemetry::monitor`), in hclog's format
+//! as Consul's monitor writes it (`hclog.rs`).
 //!
 //! Writing never stalls the agent: stderr is written by a background thread through a bounded
 //! queue; when nobody reads the output (a full pipe), lines are dropped, counted
@@ -81,13 +82,12 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
             .boxed()
     };
     let monitor_text = fmt::layer()
-        .with_ansi(false)
-        .with_target(false)
+        .event_format(crate::hclog::Hclog { json: false })
         .with_writer(MonitorWriter { json: false })
         .with_filter(filter_fn(|m| monitor::hub().wants(m.level(), false)))
         .boxed();
     let monitor_json = fmt::layer()
-        .json()
+        .event_format(crate::hclog::Hclog { json: true })
         .with_writer(MonitorWriter { json: true })
         .with_filter(filter_fn(|m| monitor::hub().wants(m.level(), true)))
         .boxed();

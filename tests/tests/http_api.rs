@@ -527,6 +527,25 @@ async fn monitor_streams_log_lines_at_its_level() {
     .await;
     assert_eq!(found, Ok(true), "{seen}");
     assert!(!a.output().contains(" INFO "), "the agent's own log stays at warn: {}", a.output());
+    // ?logjson: hclog's JSON lines.
+    let mut r = c.get(format!("{base}/v1/agent/monitor?loglevel=debug&logjson")).send().await.unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let _ = c.get(format!("{base}/v1/agent/self")).send().await;
+            if let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_millis(500), r.chunk()).await {
+                let text = String::from_utf8_lossy(&chunk).into_owned();
+                if let Some(l) = text.lines().find(|l| l.contains("Request finished")) {
+                    return l.to_string();
+                }
+            }
+        }
+    })
+    .await
+    .expect("a JSON line");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((v["@level"].as_str(), v["@module"].as_str()), (Some("debug"), Some("agent.http")), "{line}");
+    assert_eq!(v["@message"], "Request finished");
+    assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
 }
 
 #[tokio::test]

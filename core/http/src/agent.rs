@@ -63,7 +63,8 @@ pub async fn monitor(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
         "err" | "error" => tracing::Level::ERROR,
         _ => return Err(ApiError::BadRequest(format!("Unknown log level: {name}"))),
     };
-    let json = req.param("logjson").is_some_and(|v| v != "false");
+    // Consul: the parameter's presence asks for JSON.
+    let json = req.param("logjson").is_some();
     let mut monitor = legate_telemetry::monitor::hub().subscribe(level, json);
     let (mut sender, body) = warp::hyper::Body::channel();
     let shutdown = ctx.shutdown.clone();

@@ -157,10 +157,10 @@ fn routes(
                 tracing::debug!(
                     method = %req.method,
                     url = %logged_url(&req),
-                    from = ?req.remote,
+                    from = %req.remote.map(|r| r.to_string()).unwrap_or_default(),
                     status = resp.status.as_u16(),
                     latency = ?started.elapsed(),
-                    "http: request finished"
+                    "Request finished"
                 );
                 finish(&ctx, resp, pretty)
             },
