@@ -48,15 +48,7 @@ pub struct LogGuard {
 
 /// Consul's level names (`err`, `warn`, `trace`...).
 pub fn parse_level(level: &str) -> Result<LevelFilter, String> {
-    Ok(match level.to_ascii_lowercase().as_str() {
-        "trace" => LevelFilter::TRACE,
-        "debug" => LevelFilter::DEBUG,
-        "info" => LevelFilter::INFO,
-        "warn" | "warning" => LevelFilter::WARN,
-        "err" | "error" => LevelFilter::ERROR,
-        "off" => LevelFilter::OFF,
-        other => return Err(format!("invalid log level {other:?}")),
-    })
+    monitor::parse_level(level).ok_or_else(|| format!("invalid log level {:?}", level.to_ascii_lowercase()))
 }
 
 /// Installs the global subscriber. Call once, from the binary.

@@ -465,6 +465,10 @@ async fn autopilot_configuration_health_and_usage() {
     assert_eq!((v["CleanupDeadServers"].clone(), v["MaxTrailingLogs"].clone()), (true.into(), 0.into()));
     let r = c.put(&url).body("{not json").send().await.unwrap();
     assert_eq!(r.status(), 400);
+    let r = c.put(format!("{url}?cas=soon")).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (400, "Error parsing cas value: \"soon\"".to_string()));
+    let r = c.put(&url).json(&serde_json::json!({"LastContactThreshold": "soon"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
     // Durations as numbers are nanoseconds, as Consul reads them.
     let r = set(serde_json::json!({"LastContactThreshold": 300_000_000u64, "ServerStabilizationTime": 0}), None)
         .await
@@ -504,6 +508,8 @@ async fn monitor_streams_log_lines_at_its_level() {
     let c = client();
     let r = c.get(format!("{base}/v1/agent/monitor?loglevel=nonsense")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (400, "Unknown log level: nonsense".to_string()));
+    let r = c.get(format!("{base}/v1/agent/monitor?loglevel=off")).send().await.unwrap();
+    assert_eq!(r.status(), 400, "a monitor of nothing is refused");
 
     let mut r = c.get(format!("{base}/v1/agent/monitor?loglevel=debug")).send().await.unwrap();
     assert_eq!(r.status(), 200);

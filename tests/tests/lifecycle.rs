@@ -332,4 +332,7 @@ async fn legate_debug_writes_a_bundle_without_secrets() {
     let (code, _, err) = legate_tests::run_legate(&["debug", "-duration=1s"]);
     assert_eq!(code, 1);
     assert!(err.contains("-duration must be at least 10s"), "{err}");
+    let (code, _, err) = legate_tests::run_legate(&["debug", "-capture", "everything"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Invalid capture target \"everything\""), "{err}");
 }

@@ -18,9 +18,6 @@ pub enum AgentError {
     /// The state machine refused a catalog write (its text, Consul's).
     #[error("{0}")]
     Refused(String),
-    /// A client agent that knows no server (Consul's text).
-    #[error("No known Consul servers")]
-    NoServers,
     /// A file of the data dir.
     #[error("{}: {source}", path.display())]
     Io {

@@ -395,7 +395,7 @@ impl AgentShared {
     pub fn cluster_view(&self) -> Result<ClusterView, AgentError> {
         match self.server() {
             Some(s) => Ok(ClusterView { leader: s.leader(), peers: s.peers() }),
-            None => Err(AgentError::NoServers),
+            None => Err(legate_raft::link::LinkError::NoServers.into()),
         }
     }
 

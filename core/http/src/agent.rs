@@ -55,14 +55,9 @@ pub async fn force_leave(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResp
 /// stops. A client that reads too slowly loses lines (counted, and logged when it leaves).
 pub async fn monitor(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let name = req.param("loglevel").filter(|l| !l.is_empty()).unwrap_or("info");
-    let level = match name.to_ascii_lowercase().as_str() {
-        "trace" => tracing::Level::TRACE,
-        "debug" => tracing::Level::DEBUG,
-        "info" => tracing::Level::INFO,
-        "warn" | "warning" => tracing::Level::WARN,
-        "err" | "error" => tracing::Level::ERROR,
-        _ => return Err(ApiError::BadRequest(format!("Unknown log level: {name}"))),
-    };
+    let level = legate_telemetry::monitor::parse_level(name)
+        .and_then(|l| l.into_level())
+        .ok_or_else(|| ApiError::BadRequest(format!("Unknown log level: {name}")))?;
     // Consul: the parameter's presence asks for JSON.
     let json = req.param("logjson").is_some();
     let mut monitor = legate_telemetry::monitor::hub().subscribe(level, json);

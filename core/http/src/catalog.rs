@@ -221,15 +221,9 @@ struct CheckBody {
 }
 
 /// A write naming another datacenter in its body goes there (Consul routes it by the body's
-/// `Datacenter`); with no federation, no other datacenter is reachable. It is never applied
-/// here.
+/// `Datacenter`), never applied here.
 fn body_datacenter(ctx: &Ctx, dc: Option<&str>) -> Result<(), ApiError> {
-    match dc {
-        Some(dc) if !dc.is_empty() && dc != ctx.agent.config().datacenter => {
-            Err(ApiError::Internal("No path to datacenter".into()))
-        }
-        _ => Ok(()),
-    }
+    super::reachable_datacenter(ctx, dc)
 }
 
 /// `?peer=<name>`: instances imported from a cluster peer. No peerings exist, so none.

@@ -334,8 +334,17 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
 
 /// `?dc=` other than ours on a datacenter-scoped route: there is no WAN federation yet.
 fn check_dc(ctx: &Ctx, req: &Request, route: &routes::Route) -> Result<(), ApiError> {
-    match req.param("dc") {
-        Some(dc) if route.datacenter_scoped() && !dc.is_empty() && dc != ctx.agent.config().datacenter => {
+    if route.datacenter_scoped() {
+        reachable_datacenter(ctx, req.param("dc"))?;
+    }
+    Ok(())
+}
+
+/// A datacenter named by a request (`?dc=`, a body's `Datacenter`): ours or none; any other is
+/// unreachable until there is WAN federation (Consul's 500 text).
+pub(crate) fn reachable_datacenter(ctx: &Ctx, dc: Option<&str>) -> Result<(), ApiError> {
+    match dc {
+        Some(dc) if !dc.is_empty() && dc != ctx.agent.config().datacenter => {
             Err(ApiError::Internal("No path to datacenter".into()))
         }
         _ => Ok(()),

@@ -33,6 +33,20 @@ pub struct Monitor {
     pub dropped: Arc<AtomicU64>,
 }
 
+/// Consul's log level names (`err`, `warn`, `trace`...), for `-log-level` and monitors.
+pub fn parse_level(name: &str) -> Option<tracing::level_filters::LevelFilter> {
+    use tracing::level_filters::LevelFilter;
+    Some(match name.to_ascii_lowercase().as_str() {
+        "trace" => LevelFilter::TRACE,
+        "debug" => LevelFilter::DEBUG,
+        "info" => LevelFilter::INFO,
+        "warn" | "warning" => LevelFilter::WARN,
+        "err" | "error" => LevelFilter::ERROR,
+        "off" => LevelFilter::OFF,
+        _ => return None,
+    })
+}
+
 /// The process's hub.
 pub fn hub() -> &'static Hub {
     static HUB: OnceLock<Hub> = OnceLock::new();
