@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-# Debian packages the tests use as real peers: curl (the TLS test calls the HTTPS API with it).
-if ! command -v curl >/dev/null 2>&1; then
+# Debian packages the tests use as real peers: curl (the TLS test calls the HTTPS API with it),
+# prometheus (scrapes agents in the telemetry tests).
+if ! command -v curl >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl prometheus
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     bin="${CARGO_HOME:-$HOME/.cargo}/bin"

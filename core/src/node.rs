@@ -48,6 +48,8 @@ pub enum StartError {
     Tls(String),
     #[error(transparent)]
     Raft(#[from] crate::server::ServerError),
+    #[error("Error initializing telemetry: {0}")]
+    Telemetry(#[from] legate_telemetry::sinks::SinkError),
     #[error("Could not write pid file {path}: {source}")]
     PidFile { path: String, source: std::io::Error },
 }
@@ -105,6 +107,7 @@ impl Agent {
         };
         let advertise = agent::addr::advertise_addr(&config).map_err(StartError::Advertise)?;
         let node_name = config.node_name();
+        let sinks = legate_telemetry::sinks::install(&config.telemetry)?;
 
         // Bind every listener before spawning anything, so a bind error fails the start.
         let listeners =
@@ -249,6 +252,9 @@ impl Agent {
                 shutdown.child_token(),
             ),
         );
+        if sinks {
+            crate::tasks::spawn(&tracker, "metrics-sinks", push_metrics(shared.clone(), shutdown.child_token()));
+        }
         crate::tasks::spawn(
             &tracker,
             "reloads",
@@ -432,4 +438,23 @@ async fn apply_reloads(
             }
         }
     }
+}
+
+/// With statsd, statsite or DogStatsD configured: the gauges read now go out every interval,
+/// and the sinks' buffers are sent every second so a quiet agent's lines do not wait.
+async fn push_metrics(agent: Arc<AgentShared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_interval = legate_telemetry::INTERVAL.as_secs().max(1);
+    for n in 0u64.. {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if n % per_interval == 0 {
+            legate_telemetry::sinks::emit_gauges(&agent.gauges());
+        }
+        legate_telemetry::sinks::flush();
+    }
+    legate_telemetry::sinks::flush();
 }

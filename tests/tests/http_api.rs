@@ -205,6 +205,7 @@ fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
 async fn metrics_show_durable_raft_writes_and_request_timings() {
     let mut config = test_config();
     config.telemetry.prometheus_retention_time = legate_core::config::GoDuration::from_secs(60);
+    config.telemetry.disable_hostname = true;
     let dir = tempfile::tempdir().unwrap();
     config.data_dir = Some(dir.path().to_path_buf());
     let a = InProcessAgent::start(config).await;

@@ -19,4 +19,5 @@ mod security;
 mod services;
 mod sessions;
 mod snapshot;
+mod telemetry;
 mod watch;

@@ -125,7 +125,9 @@ async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_fail_only_their_own_check() {
-    let a = InProcessAgent::start(test_config()).await;
+    let mut config = test_config();
+    config.telemetry.prometheus_retention_time = GoDuration::from_secs(300);
+    let a = InProcessAgent::start(config).await;
     let dir = tempfile::tempdir().unwrap();
     let (port, _server) = silent_server().await;
     let url = format!("http://127.0.0.1:{port}/");
@@ -195,6 +197,30 @@ async fn hostile_plugins_fail_only_their_own_check() {
     let c = checks(&a).await;
     assert_eq!(c["good"]["Status"], "passing", "{c}");
     assert_eq!(Client::new().get(a.url("/v1/agent/self")).send().await.unwrap().status(), 200);
+
+    // Each kind of failure is counted for its own plugin.
+    let text =
+        Client::new().get(a.url("/v1/agent/metrics?format=prometheus")).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    for series in [
+        "legate_plugin_timeouts{plugin=\"loop\"}",
+        "legate_plugin_timeouts{plugin=\"sleep\"}",
+        "legate_plugin_traps{plugin=\"trap\"}",
+        "legate_plugin_memory_limit{plugin=\"membomb\"}",
+        "legate_plugin_backoffs{plugin=\"trap\"}",
+        "legate_plugin_outcome{plugin=\"ok\",outcome=\"passing\"}",
+        "legate_plugin_outcome{plugin=\"trap\",outcome=\"error\"}",
+        "legate_plugin_calls{plugin=\"ok\",kind=\"check\"}",
+        "legate_plugin_host_calls{plugin=\"recv\",interface=\"net\"}",
+        "legate_plugin_host_calls{plugin=\"http\",interface=\"http\"}",
+        "legate_plugin_cache_miss",
+    ] {
+        assert!(value(series) >= 1.0, "{series}:\n{text}");
+    }
+    assert_eq!(value("legate_plugin_traps{plugin=\"ok\"}"), 0.0);
+    assert!(value("legate_plugin_duration_count{plugin=\"ok\",kind=\"check\"}") >= 1.0, "{text}");
     a.stop().await;
 }
 

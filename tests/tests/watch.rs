@@ -244,6 +244,7 @@ async fn config_watches_run_exec_and_shell_handlers_on_changes_only() {
         }),
         watch("nodes", |w| w.args = vec![nodes_script.clone()]),
     ];
+    config.telemetry.prometheus_retention_time = legate_core::config::GoDuration::from_secs(300);
     let a = InProcessAgent::start(config).await;
     let c = Client::new();
 
@@ -315,6 +316,16 @@ async fn config_watches_run_exec_and_shell_handlers_on_changes_only() {
         .unwrap()
         .iter()
         .all(|c| c["Status"] == "passing"))));
+
+    // Each run was counted and timed under its watch type and handler kind.
+    let text = c.get(a.url("/v1/agent/metrics?format=prometheus")).send().await.unwrap().text().await.unwrap();
+    let value =
+        |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok());
+    let key_runs = deliveries(&key_log).len() as f64;
+    assert_eq!(value("legate_watch_fires{type=\"key\",handler=\"exec\"}"), Some(key_runs), "{text}");
+    assert!(value("legate_watch_fires{type=\"keyprefix\",handler=\"shell\"}").unwrap() >= 1.0, "{text}");
+    assert!(value("legate_watch_handler_duration_count{type=\"service\",handler=\"exec\"}").unwrap() >= 2.0, "{text}");
+    assert_eq!(value("legate_watch_failures{type=\"key\",handler=\"exec\"}"), None, "{text}");
     a.stop().await;
 }
 

@@ -124,6 +124,7 @@ impl Resolver {
         if !c.acl.enabled {
             return Ok(disabled());
         }
+        let _timer = legate_telemetry::Timer::start("acl.ResolveToken", Vec::new());
         let default_allow = c.acl.default_policy == "allow";
         let secret = match secret {
             Some(s) => s.to_string(),

@@ -91,7 +91,6 @@ pub async fn watch_loop(agent: Arc<AgentShared>, shutdown: CancellationToken) {
         if !agent.config().auto_reload_config {
             continue;
         }
-        legate_telemetry::counter("agent.config.reload", Vec::new(), 1.0);
         let a = agent.clone();
         match tokio::task::spawn_blocking(move || a.reload()).await {
             Ok(Ok(outcome)) => tracing::info!(

@@ -1,6 +1,6 @@
 //! The agent's leader duties, run by the server's leader module (`legate_raft::leader`) for as
-//! long as this server leads: the built-in ACL objects, and gossip members reconciled into
-//! the catalog.
+//! long as this server leads: the built-in ACL objects, gossip members reconciled into the
+//! catalog, and the leader's usage gauges.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +15,11 @@ use crate::{ae, AgentShared};
 
 /// The duties this agent adds to its server's.
 pub fn duties(agent: &Arc<AgentShared>) -> Vec<Duty> {
-    let (a, b) = (agent.clone(), agent.clone());
+    let (a, b, c) = (agent.clone(), agent.clone(), agent.clone());
     vec![
         Duty::new("acl-init", move |server, stop| acl_init(a.clone(), server, stop)),
         Duty::new("leader-reconcile", move |server, stop| leader_reconcile(b.clone(), server, stop)),
+        Duty::new("usage-metrics", move |server, stop| usage_metrics(c.clone(), server, stop)),
     ]
 }
 
@@ -57,11 +58,42 @@ async fn acl_init(agent: Arc<AgentShared>, server: Arc<Server>, stop: Cancellati
 /// Leader duty: gossip members into the catalog (serfHealth "Agent alive and reachable", the
 /// `consul` service of servers; left members deregistered), at the start of every term, on
 /// membership changes and every minute. Until gossip, the members are this agent alone.
+/// Leader duty: the gauges Consul's leader reports each interval: what the state store holds
+/// (`state.*`), the gossip pool's live servers and clients (`members.*`) and autopilot's view
+/// (`autopilot.healthy`, `autopilot.failure_tolerance`).
+async fn usage_metrics(agent: Arc<AgentShared>, server: Arc<Server>, stop: CancellationToken) {
+    use legate_telemetry::gauge;
+    loop {
+        let counts =
+            server.store.read().and_then(|t| Ok((legate_state::catalog::usage(&t)?, legate_state::kv::count(&t)?)));
+        if let Ok((usage, keys)) = counts {
+            gauge("state.nodes", Vec::new(), usage.nodes as f64);
+            gauge("state.services", Vec::new(), usage.services as f64);
+            gauge("state.service_instances", Vec::new(), usage.instances as f64);
+            gauge("state.kv_entries", Vec::new(), keys as f64);
+        }
+        let alive: Vec<_> = agent.members(false).into_iter().filter(|m| m.status == member_status::ALIVE).collect();
+        let servers = alive.iter().filter(|m| m.tags.get("role").map(String::as_str) == Some("consul")).count();
+        gauge("members.servers", Vec::new(), servers as f64);
+        gauge("members.clients", Vec::new(), (alive.len() - servers) as f64);
+        if let Ok(Some(h)) = crate::autopilot::health(&agent) {
+            gauge("autopilot.healthy", Vec::new(), if h.healthy { 1.0 } else { 0.0 });
+            gauge("autopilot.failure_tolerance", Vec::new(), h.failure_tolerance as f64);
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(legate_telemetry::INTERVAL) => {}
+        }
+    }
+}
+
 async fn leader_reconcile(agent: Arc<AgentShared>, server: Arc<Server>, stop: CancellationToken) {
     use legate_raft::command::Command;
     use legate_state::catalog::{Check, Register, Service};
     loop {
         {
+            let _timer = legate_telemetry::Timer::start("leader.reconcile", Vec::new());
             for m in agent.members(false) {
                 if m.status == member_status::LEFT {
                     // Left: deregistered with everything on it.

@@ -303,10 +303,16 @@ impl AgentShared {
     /// Re-reads the config sources (SIGHUP, `PUT /v1/agent/reload`). Errors keep the running
     /// config and are returned as text naming file, line and key.
     pub fn reload(&self) -> Result<ReloadOutcome, AgentError> {
-        match &self.reloader {
-            Some(r) => Ok(r.reload()?),
-            None => Err(AgentError::NoSources),
-        }
+        let Some(r) = &self.reloader else { return Err(AgentError::NoSources) };
+        let timer = legate_telemetry::Timer::start("legate.config.reload.duration", Vec::new());
+        let outcome = r.reload();
+        drop(timer);
+        legate_telemetry::incr(if outcome.is_ok() {
+            "legate.config.reload.count"
+        } else {
+            "legate.config.reload.failures"
+        });
+        Ok(outcome?)
     }
 
     /// This agent as a gossip member, with Consul's tags for its role.
@@ -404,14 +410,8 @@ impl AgentShared {
     pub fn gauges(&self) -> Vec<legate_telemetry::Gauge> {
         use legate_telemetry::Gauge;
         use std::sync::atomic::Ordering::Relaxed;
-        let mut g = Vec::new();
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
-            g.push(Gauge::new("runtime.num_goroutines", h.metrics().num_alive_tasks() as f64));
-        }
-        if let Some(rss) = resident_bytes() {
-            g.push(Gauge::new("runtime.alloc_bytes", rss as f64));
-            g.push(Gauge::new("runtime.sys_bytes", rss as f64));
-        }
+        let mut g = legate_telemetry::runtime::gauges();
+        g.push(Gauge::new("agent.telemetry.sink_dropped", legate_telemetry::sinks::dropped() as f64));
         g.push(Gauge::new("agent.uptime_seconds", self.started.elapsed().as_secs_f64()));
         if let Some(server) = self.server() {
             let m = server.raft.metrics().borrow().clone();
@@ -522,13 +522,6 @@ impl AgentShared {
         }
         stats
     }
-}
-
-/// Resident set size, from /proc (Linux); None elsewhere.
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 /// Go's GOARCH names, which Consul reports.

@@ -420,6 +420,12 @@ impl LocalState {
             return true;
         }
         if c.check.status != status {
+            let kind = if c.check.kind.is_empty() { "unknown" } else { c.check.kind.as_str() };
+            legate_telemetry::counter(
+                "legate.check.status_changes",
+                vec![("type", kind.to_string()), ("status", status.to_string())],
+                1.0,
+            );
             c.critical_since = (status == "critical").then(Instant::now);
             c.check.status = status.to_string();
             c.check.output = output.to_string();

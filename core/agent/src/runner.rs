@@ -178,7 +178,9 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
         _ = token.cancelled() => return,
         _ = tokio::time::sleep(stagger) => {}
     }
+    let kind = vec![("type", c.check.kind.clone())];
     loop {
+        let started = Instant::now();
         let Outcome { status, mut output } = match &c.definition.wasm {
             Some(spec) if c.check.kind == "wasm" => tokio::select! {
                 _ = token.cancelled() => return,
@@ -192,6 +194,8 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
                 }
             }
         };
+        legate_telemetry::counter("legate.check.runs", kind.clone(), 1.0);
+        legate_telemetry::measure_since("legate.check.duration", kind.clone(), started);
         checks::truncate(&mut output, max);
         if let Some(s) = thresholds.filter(status) {
             record(&agent, &c.check.check_id, s, &output);

@@ -189,8 +189,12 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
     let kind = spec.kind();
     tracing::info!(watch = kind, "watch started");
     let (agent_ref, handler_ref, http_ref) = (&*agent, &handler_spec, http.as_ref());
+    let labels = vec![("type", kind.to_string()), ("handler", handler_spec.kind().to_string())];
+    let labels = &labels;
     spec.run(&client, &stop, |index, result| async move {
         let payload = serde_json::to_vec(&result).unwrap_or_default();
+        legate_telemetry::counter("legate.watch.fires", labels.clone(), 1.0);
+        let timer = legate_telemetry::Timer::start("legate.watch.handler.duration", labels.clone());
         let outcome = match handler_ref {
             HandlerSpec::Exec(argv) => handler::exec(argv, &payload, index, Some(EXEC_TIMEOUT), Output::Capture)
                 .await
@@ -209,6 +213,10 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
                 run_wasm_handler(agent_ref, w, kind, index, &text).await
             }
         };
+        drop(timer);
+        if outcome.is_err() {
+            legate_telemetry::counter("legate.watch.failures", labels.clone(), 1.0);
+        }
         match outcome {
             Ok(out) if out.trim().is_empty() => tracing::debug!(watch = kind, index, "watch handler ran"),
             Ok(out) => tracing::info!(watch = kind, index, output = %out.trim_end(), "watch handler output"),

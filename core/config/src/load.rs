@@ -348,12 +348,24 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
             }
         }
     }
+    if let Some(Json::Object(t)) = layer.data.get("telemetry") {
+        for key in t.keys().filter(|k| k.starts_with("circonus_") || TELEMETRY_WITHOUT_EFFECT.contains(&k.as_str())) {
+            warnings.push(format!(
+                "{}: config key \"telemetry.{key}\" is accepted for Consul compatibility but has no effect in Legate",
+                layer.name
+            ));
+        }
+    }
     for (key, instead) in [("ui", "ui_config.enabled"), ("ui_dir", "ui_config.dir")] {
         if layer.data.contains_key(key) {
             warnings.push(format!("{}: config key \"{key}\" is deprecated, use \"{instead}\"", layer.name));
         }
     }
 }
+
+/// `telemetry` keys Legate parses but does not act on (besides every `circonus_*` key: there is
+/// no Circonus sink): sinks start or fail at once, and host metrics are `/v1/agent/host`'s.
+const TELEMETRY_WITHOUT_EFFECT: &[&str] = &["retry_failed_connection", "enable_host_metrics"];
 
 /// `limits` keys Legate parses but does not enforce yet (the client agents' RPC timeout,
 /// request rate limits); the others are enforced.

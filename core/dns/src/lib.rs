@@ -262,7 +262,16 @@ impl RequestHandler for Handler {
     }
 }
 
+/// Consul counts a DNS answer as stale when the server it read from last heard from its
+/// leader more than this long ago.
+const STALE_AFTER_MS: u64 = 5_000;
+
 impl Handler {
+    /// Whether this agent answers from a server that has lost touch with its leader.
+    fn answers_stale(&self) -> bool {
+        self.agent.server().is_some_and(|s| !s.is_leader() && s.leader_contact().1 > STALE_AFTER_MS)
+    }
+
     async fn respond(&self, request: &Request) -> Out {
         // Client agents resolve the DNS token through a server (answers are filtered by it).
         self.agent.acl.warm_dns(&self.agent).await;
@@ -309,6 +318,11 @@ impl Handler {
                 .then(|| (d, labels.len() - dl.len()))
         });
         if let Some((domain, left)) = zone {
+            let _timer =
+                legate_telemetry::Timer::start("dns.domain_query", vec![("node", self.agent.node_name().to_string())]);
+            if self.answers_stale() {
+                legate_telemetry::incr("dns.stale_queries");
+            }
             let q = Question {
                 agent: &self.agent,
                 cache: &self.cache,
@@ -333,6 +347,8 @@ impl Handler {
 
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             if let Some(ip) = name::addr_of_arpa(&labels) {
+                let _timer =
+                    legate_telemetry::Timer::start("dns.ptr_query", vec![("node", self.agent.node_name().to_string())]);
                 match answer::ptr(&self.agent, &self.cache, &cfg, qname, ip, &authz::DnsAuthz::of(&self.agent)).await {
                     Ok(Some(answers)) => {
                         let mut reply = Reply { answers, ..Reply::default() };

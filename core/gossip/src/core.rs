@@ -43,6 +43,13 @@ pub(crate) const FOCA_MAX_PACKET: usize = MAX_DATAGRAM_OUT - SEAL_OVERHEAD - 1;
 /// length prefixes, else the item would never fit beside them.
 pub(crate) const MAX_BROADCAST: usize = 1000;
 /// Budget for one direct message body (meta push, digest).
+/// Serf's flap timeout: a member back within this long of failing flapped.
+const FLAP_TIMEOUT: Duration = Duration::from_secs(60);
+/// `memberlist.health.score`'s ceiling (memberlist's awareness_max_multiplier) and what one
+/// declaration of this agent as down adds; it falls by one every probe interval.
+const MAX_HEALTH_SCORE: u32 = 8;
+const HEALTH_PENALTY: u32 = 4;
+
 const DIRECT_BUDGET: usize = 1200;
 /// How many senders we remember having warned about (bad key, plaintext, ...).
 const WARNED_CAP: usize = 1024;
@@ -177,6 +184,9 @@ pub(crate) struct Core {
     joins: HashMap<u64, Option<Result<NodeId, String>>>,
     warned: HashSet<(SocketAddr, OpenError)>,
     event_clock: u64,
+    /// memberlist's local health awareness, as far as foca lets us see it: raised when the
+    /// cluster declares this agent down (it had to rejoin), falling back each probe interval.
+    health_score: u32,
     member_tx: broadcast::Sender<MemberEvent>,
     event_tx: broadcast::Sender<UserEvent>,
     cluster_size: usize,
@@ -222,6 +232,7 @@ impl Core {
             joins: HashMap::new(),
             warned: HashSet::new(),
             event_clock: 1,
+            health_score: 0,
             member_tx,
             event_tx,
             cluster_size: 1,
@@ -299,8 +310,12 @@ impl Core {
         due.sort();
         self.ledger().now = now;
         for t in due {
+            let round = matches!(t, Timer::PeriodicGossip(_)).then(std::time::Instant::now);
             if let Err(e) = self.foca.handle_timer(t, &mut self.fx) {
                 tracing::trace!(error = %e, "gossip: timer");
+            }
+            if let Some(started) = round {
+                legate_telemetry::measure_since("memberlist.gossip", Vec::new(), started);
             }
         }
         self.settle(now);
@@ -311,6 +326,10 @@ impl Core {
         if self.left {
             return;
         }
+        legate_telemetry::sample("serf.queue.Intent", Vec::new(), self.foca.updates_backlog() as f64);
+        legate_telemetry::sample("serf.queue.Event", Vec::new(), self.foca.custom_broadcast_backlog() as f64);
+        self.health_score = self.health_score.saturating_sub(1);
+        legate_telemetry::gauge("memberlist.health.score", Vec::new(), f64::from(self.health_score));
         self.reap(now);
         let lapsed: Vec<String> = self
             .records
@@ -599,6 +618,7 @@ impl Core {
             match item {
                 Inbound::Meta(name) => self.refresh(&name, now),
                 Inbound::Event(e) => {
+                    legate_telemetry::incr("serf.events");
                     self.event_clock = self.event_clock.max(e.ltime + 1);
                     let _ = self.event_tx.send(UserEvent::from(e));
                 }
@@ -647,6 +667,7 @@ impl Core {
                 }
             }
             OwnedNotification::Rejoin(id) => {
+                self.health_score = (self.health_score + HEALTH_PENALTY).min(MAX_HEALTH_SCORE);
                 tracing::info!(
                     renew = id.renew,
                     "gossip: the cluster declared us down; rejoined with a renewed identity"
@@ -731,9 +752,11 @@ impl Core {
         }
         let old = std::mem::replace(&mut rec.view, new.clone());
         let Some(new) = new else { return };
+        let status_since = rec.since;
         if old.as_ref().map(|o| o.status) != Some(new.status) {
             rec.since = now;
         }
+        let old_status = old.as_ref().map(|o| o.status);
         let event = match old {
             None => Some(MemberEvent::Join(new.clone())),
             Some(o) if is_up(new.status) => {
@@ -747,10 +770,26 @@ impl Core {
         };
         if let Some(event) = event {
             match &event {
-                MemberEvent::Join(m) => tracing::info!(member = %m.name, addr = %m.addr, "gossip: member joined"),
-                MemberEvent::Failed(m) => tracing::info!(member = %m.name, "gossip: member failed"),
-                MemberEvent::Leave(m) => tracing::info!(member = %m.name, "gossip: member left"),
-                _ => tracing::debug!(member = %new.name, status = new.status, "gossip: member updated"),
+                MemberEvent::Join(m) => {
+                    tracing::info!(member = %m.name, addr = %m.addr, "gossip: member joined");
+                    legate_telemetry::incr("serf.member.join");
+                    // Serf's flap: back within its flap timeout of failing.
+                    if old_status == Some(STATUS_FAILED) && now.duration_since(status_since) < FLAP_TIMEOUT {
+                        legate_telemetry::incr("serf.member.flap");
+                    }
+                }
+                MemberEvent::Failed(m) => {
+                    tracing::info!(member = %m.name, "gossip: member failed");
+                    legate_telemetry::incr("serf.member.failed");
+                }
+                MemberEvent::Leave(m) => {
+                    tracing::info!(member = %m.name, "gossip: member left");
+                    legate_telemetry::incr("serf.member.left");
+                }
+                _ => {
+                    tracing::debug!(member = %new.name, status = new.status, "gossip: member updated");
+                    legate_telemetry::incr("serf.member.update");
+                }
             }
             let _ = self.member_tx.send(event);
         }

@@ -208,22 +208,10 @@ pub async fn usage(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
         let txn = store.read()?;
         let index = legate_state::table_index_read(&txn, legate_state::schema::IDX_SERVICES)?
             .max(legate_state::table_index_read(&txn, legate_state::schema::IDX_NODES)?);
-        let nodes = legate_state::catalog::nodes(&txn)?.len();
-        let mut names = std::collections::BTreeSet::new();
-        let (mut instances, mut billable) = (0usize, 0usize);
-        for n in legate_state::catalog::nodes(&txn)? {
-            for s in legate_state::catalog::node_services(&txn, &n.node)? {
-                instances += 1;
-                if s.service != "consul" {
-                    billable += 1;
-                }
-                names.insert(s.service);
-            }
-        }
-        Ok((index, (names.len(), instances, billable, nodes)))
+        Ok((index, legate_state::catalog::usage(&txn)?))
     })
     .await?;
-    let (services, instances, billable, nodes) = counts;
+    let legate_state::catalog::Usage { services, instances, billable, nodes } = counts;
     let body = json!({
         "Usage": {
             dc: {

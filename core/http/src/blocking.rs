@@ -88,6 +88,9 @@ where
     let mut rx = server.store.watch.subscribe(table);
     let mut restores = server.store.watch.subscribe_restores();
     let (mut index, mut body) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
+    if opts.index > 0 {
+        legate_telemetry::incr("rpc.query");
+    }
     if opts.index > 0 && index <= opts.index {
         let jitter = if opts.wait.as_nanos() >= 16 {
             rand::thread_rng().gen_range(Duration::ZERO..opts.wait / 16)

@@ -411,6 +411,32 @@ pub fn tags_match(s: &Service, req: &Request) -> bool {
     req.query.iter().filter(|(k, _)| k == "tag").all(|(_, t)| s.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
 }
 
+/// Which endpoint a service query came through, for its counters.
+#[derive(Clone, Copy)]
+pub enum ServiceQuery {
+    Catalog,
+    Health,
+}
+
+/// Consul's service query counters: `<family>.service.query` (label service) or, with `?tag=`,
+/// `.query-tag` (labels service, tag), and `.not-found` when nothing matched.
+pub fn count_service_query(family: ServiceQuery, req: &Request, name: &str, found: usize) {
+    let (query, query_tag, not_found) = match family {
+        ServiceQuery::Catalog => ("catalog.service.query", "catalog.service.query-tag", "catalog.service.not-found"),
+        ServiceQuery::Health => ("health.service.query", "health.service.query-tag", "health.service.not-found"),
+    };
+    let service = ("service", name.to_string());
+    let tags: Vec<&str> = req.query.iter().filter(|(k, _)| k == "tag").map(|(_, v)| v.as_str()).collect();
+    if tags.is_empty() {
+        legate_telemetry::counter(query, vec![service.clone()], 1.0);
+    } else {
+        legate_telemetry::counter(query_tag, vec![service.clone(), ("tag", tags.join(","))], 1.0);
+    }
+    if found == 0 {
+        legate_telemetry::counter(not_found, vec![service], 1.0);
+    }
+}
+
 pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
@@ -435,6 +461,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
         Ok((index, list))
     })
     .await?;
+    count_service_query(ServiceQuery::Catalog, req, name, list.len());
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
 }
 

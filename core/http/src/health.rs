@@ -97,6 +97,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
         Ok((index, list))
     })
     .await?;
+    super::catalog::count_service_query(super::catalog::ServiceQuery::Health, req, name, list.len());
     Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
 }
 

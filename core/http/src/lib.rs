@@ -153,7 +153,9 @@ fn routes(
                 let resp = mark_filtered(&req, resp);
                 // The route's label (`v1_kv_`), from the lookup dispatch made: no second lookup.
                 timer.label("path", req.route.map_or_else(|| "unknown".into(), routes::Route::metric));
+                let ms = timer.elapsed_ms();
                 drop(timer);
+                request_metrics(&ctx, &req, resp.status.as_u16(), ms);
                 tracing::debug!(
                     method = %req.method,
                     url = %logged_url(&req),
@@ -165,6 +167,23 @@ fn routes(
                 finish(&ctx, resp, pretty)
             },
         )
+}
+
+/// The metrics of one answered request beside `api.http`: on a server, the route's work is a
+/// request it served (`rpc.request`, and `rpc.request_error` for a 5xx), as Consul's HTTP
+/// handlers make an RPC to their own server; with `telemetry.disable_compat_1_9 = false`, Consul
+/// 1.9's per-route timer `http.<METHOD>.<path>`.
+fn request_metrics(ctx: &Ctx, req: &Request, status: u16, ms: f64) {
+    let Some(route) = req.route else { return };
+    if route.forward == routes::Forward::Servers && ctx.agent.server().is_some() {
+        legate_telemetry::incr("rpc.request");
+        if status >= 500 {
+            legate_telemetry::incr("rpc.request_error");
+        }
+    }
+    if ctx.agent.config().telemetry.compat_http_metrics() {
+        legate_telemetry::sample(&format!("http.{}.{}", req.method, route.compat_metric()), Vec::new(), ms);
+    }
 }
 
 /// The request's path and query as logged: a `token` parameter is hidden, as Consul does, and

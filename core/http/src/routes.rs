@@ -80,6 +80,17 @@ impl Route {
         let literal = self.pattern.trim_end_matches(['*', '+', '?']);
         format!("v1_{}", literal.replace('/', "_"))
     }
+
+    /// The path part of Consul 1.9's `http.<METHOD>.<path>` timers: the route's words joined by
+    /// dots, its variable part as `_` (`kv/*` -> `v1.kv._`).
+    pub fn compat_metric(&self) -> String {
+        let literal = self.pattern.trim_end_matches(['*', '+', '?']);
+        let mut out = format!("v1.{}", literal.trim_end_matches('/').replace('/', "."));
+        if literal.len() != self.pattern.len() {
+            out.push_str("._");
+        }
+        out
+    }
 }
 
 use Access::{Read, Write};
@@ -893,5 +904,12 @@ mod tests {
         assert_eq!(label(&Method::GET, "agent/self"), "v1_agent_self");
         assert_eq!(label(&Method::GET, "health/service/web"), "v1_health_service_");
         assert_eq!(label(&Method::PUT, "agent/service/register"), "v1_agent_service_register");
+        let compat = |m: &Method, p: &str| match lookup(m, p) {
+            Lookup::Found(r, _) => r.compat_metric(),
+            _ => panic!("{p}"),
+        };
+        assert_eq!(compat(&Method::GET, "kv/a/b"), "v1.kv._");
+        assert_eq!(compat(&Method::GET, "agent/self"), "v1.agent.self");
+        assert_eq!(compat(&Method::GET, "health/service/web"), "v1.health.service._");
     }
 }

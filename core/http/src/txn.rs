@@ -41,6 +41,7 @@ pub async fn handle(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Ap
     let server = blocking::server(ctx)?;
     let read_only = ops.iter().all(TxnOp::is_read);
     let outcome = if read_only {
+        let _timer = legate_telemetry::Timer::start("txn.read", Vec::new());
         let opts = blocking::query_options(ctx, req)?;
         if opts.consistency == Consistency::Consistent {
             server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;

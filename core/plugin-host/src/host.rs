@@ -184,6 +184,7 @@ impl types::Host for HostState {}
 
 impl log::Host for HostState {
     async fn log(&mut self, level: log::Level, message: String) {
+        crate::metrics::host_call(&self.plugin, "log");
         let mut message = message;
         legate_types::check::truncate(&mut message, 4096);
         let (p, c) = (&self.plugin, &self.caller);
@@ -254,6 +255,7 @@ fn bracket(host: &str) -> String {
 
 impl net::Host for HostState {
     async fn tcp_connect(&mut self, host: String, port: u16, timeout_ms: u32) -> Result<u32, net::NetError> {
+        crate::metrics::host_call(&self.plugin, "net");
         if self.conns.len() >= MAX_CONNS {
             return Err(net::NetError::Other(format!("too many open connections (at most {MAX_CONNS})")));
         }
@@ -265,6 +267,7 @@ impl net::Host for HostState {
     }
 
     async fn tcp_send(&mut self, conn: u32, data: Vec<u8>) -> Result<(), net::NetError> {
+        crate::metrics::host_call(&self.plugin, "net");
         let budget = self.budget(0);
         let stream = self.conns.get_mut(&conn).ok_or(net::NetError::UnknownConnection)?;
         match tokio::time::timeout(budget, stream.write_all(&data)).await {
@@ -276,6 +279,7 @@ impl net::Host for HostState {
     }
 
     async fn tcp_recv(&mut self, conn: u32, max: u32, timeout_ms: u32) -> Result<Vec<u8>, net::NetError> {
+        crate::metrics::host_call(&self.plugin, "net");
         let budget = self.budget(timeout_ms);
         let stream = self.conns.get_mut(&conn).ok_or(net::NetError::UnknownConnection)?;
         let mut buf = vec![0u8; (max as usize).clamp(1, MAX_BODY)];
@@ -300,6 +304,7 @@ impl net::Host for HostState {
         server_name: String,
         timeout_ms: u32,
     ) -> Result<Vec<Vec<u8>>, net::NetError> {
+        crate::metrics::host_call(&self.plugin, "net");
         let budget = self.budget(timeout_ms);
         let started = Instant::now();
         let tcp = connect(self.grants.clone(), &host, port, budget).await?;
@@ -317,6 +322,7 @@ impl net::Host for HostState {
 
 impl http::Host for HostState {
     async fn send(&mut self, req: http::Request) -> Result<http::Response, http::HttpError> {
+        crate::metrics::host_call(&self.plugin, "http");
         let url =
             reqwest::Url::parse(&req.url).map_err(|e| http::HttpError::InvalidUrl(format!("{}: {e}", req.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -399,6 +405,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<kv::Entry>, kv::KvError> {
+        crate::metrics::host_call(&self.plugin, "kv");
         if !self.grants.kv_allowed(&key) {
             return Err(kv::KvError::Denied(format!("{key:?} is not under kv_read_prefixes")));
         }
@@ -408,6 +415,7 @@ impl kv::Host for HostState {
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::KvError> {
+        crate::metrics::host_call(&self.plugin, "kv");
         if !self.grants.kv_allowed(&prefix) {
             return Err(kv::KvError::Denied(format!("{prefix:?} is not under kv_read_prefixes")));
         }

@@ -32,6 +32,7 @@
 pub mod bindings;
 mod error;
 pub mod host;
+mod metrics;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,8 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use metrics::Kill;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::Digest;
@@ -358,6 +361,7 @@ impl PluginHost {
                     }
                 };
                 let l = Arc::new(self.link(path, sha, st, component, from_cache)?);
+                metrics::loaded(path, from_cache, previous.is_some());
                 tracing::info!(plugin = %path.display(), sha256 = %l.sha256, world = l.world.as_str(), from_cache, "wasm plugin loaded");
                 l
             }
@@ -526,18 +530,24 @@ impl PluginHost {
     fn failure(store: &Store<HostState>, spec: &WasmSpec, budget: Duration, err: wasmtime::Error) -> CallFailure {
         let mb = spec.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
         if store.data().limits.denied {
+            metrics::killed(&spec.plugin, Kill::Memory);
             return CallFailure(format!("plugin exceeded its memory limit of {mb} MiB"));
         }
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            metrics::killed(&spec.plugin, Kill::Timeout);
             return CallFailure(format!("plugin timed out after {}", go(budget)));
         }
         match err.downcast_ref::<Trap>() {
-            Some(t) => CallFailure(format!("plugin trapped: {t}")),
+            Some(t) => {
+                metrics::killed(&spec.plugin, Kill::Trap);
+                CallFailure(format!("plugin trapped: {t}"))
+            }
             None => CallFailure(format!("plugin failed: {err:#}")),
         }
     }
 
-    fn timed_out(budget: Duration) -> CallFailure {
+    fn timed_out(spec: &WasmSpec, budget: Duration) -> CallFailure {
+        metrics::killed(&spec.plugin, Kill::Timeout);
         CallFailure(format!("plugin timed out after {} (blocked in a host call)", go(budget)))
     }
 
@@ -550,6 +560,7 @@ impl PluginHost {
     ) -> Result<Result<(), String>, CallFailure> {
         let config = config_pairs(&spec.args);
         let mut store = self.store(spec, budget, "validate", None).map_err(|e| CallFailure(e.to_string()))?;
+        let started = Instant::now();
         let r = match (&loaded.check, &loaded.handler) {
             (Some(pre), _) => {
                 let fut = async {
@@ -567,11 +578,13 @@ impl PluginHost {
             }
             _ => unreachable!("a loaded plugin has a world"),
         };
-        match r {
-            Err(_) => Err(Self::timed_out(budget)),
+        let result = match r {
+            Err(_) => Err(Self::timed_out(spec, budget)),
             Ok(Err(e)) => Err(Self::failure(&store, spec, budget, e)),
             Ok(Ok(v)) => Ok(v),
-        }
+        };
+        metrics::call(&spec.plugin, "validate", started, if matches!(result, Ok(Ok(()))) { "ok" } else { "error" });
+        result
     }
 
     /// Validates a definition's `wasm` block: the plugin resolves, loads, and accepts its args.
@@ -627,12 +640,13 @@ impl PluginHost {
             Ok(s) => s,
             Err(e) => return CheckCallResult::Killed(e.to_string()),
         };
+        let started = Instant::now();
         let fut = async {
             let inst = pre.instantiate_async(&mut store).await?;
             inst.call_check(&mut store, &ctx, &config).await
         };
-        match tokio::time::timeout(budget + GRACE, fut).await {
-            Err(_) => CheckCallResult::Killed(Self::timed_out(budget).0),
+        let result = match tokio::time::timeout(budget + GRACE, fut).await {
+            Err(_) => CheckCallResult::Killed(Self::timed_out(spec, budget).0),
             Ok(Err(e)) => CheckCallResult::Killed(Self::failure(&store, spec, budget, e).0),
             Ok(Ok(Err(text))) => CheckCallResult::PluginError(text),
             Ok(Ok(Ok(r))) => CheckCallResult::Ok(Outcome {
@@ -643,7 +657,13 @@ impl PluginHost {
                 },
                 output: r.output,
             }),
-        }
+        };
+        let outcome = match &result {
+            CheckCallResult::Ok(o) => o.status.as_str(),
+            CheckCallResult::PluginError(_) | CheckCallResult::Killed(_) => "error",
+        };
+        metrics::call(&spec.plugin, "check", started, outcome);
+        result
     }
 
     /// One scheduled run of a check plugin: resolve, (re)load, validate when the plugin or
@@ -675,7 +695,7 @@ impl PluginHost {
             match self.validate_loaded(&loaded, spec, call.timeout).await {
                 Ok(Ok(())) => state.validated = Some(loaded.sha256.clone()),
                 Ok(Err(msg)) => return Outcome::critical(format!("invalid plugin configuration: {msg}")),
-                Err(CallFailure(why)) => return self.killed(state, call, why),
+                Err(CallFailure(why)) => return self.killed(state, call, &spec.plugin, why),
             }
         }
         state.attempt += 1;
@@ -690,11 +710,11 @@ impl PluginHost {
                 state.retry_at = None;
                 Outcome::critical(text)
             }
-            CheckCallResult::Killed(why) => self.killed(state, call, why),
+            CheckCallResult::Killed(why) => self.killed(state, call, &spec.plugin, why),
         }
     }
 
-    fn killed(&self, state: &mut CheckState, call: &CheckCall, why: String) -> Outcome {
+    fn killed(&self, state: &mut CheckState, call: &CheckCall, plugin: &str, why: String) -> Outcome {
         state.consecutive_failures += 1;
         tracing::warn!(check = %call.check_id, failures = state.consecutive_failures, reason = %why, "wasm check plugin failed");
         // First failure: try again at the next interval; then 1s, 2s, 4s... up to 5 minutes.
@@ -702,6 +722,7 @@ impl PluginHost {
             let exp = (state.consecutive_failures - 2).min(16);
             let backoff = Duration::from_secs(1u64 << exp).min(MAX_BACKOFF);
             state.retry_at = Some(Instant::now() + backoff);
+            metrics::backoff(plugin);
         }
         state.last_failure = why.clone();
         Outcome::critical(why)
@@ -753,16 +774,19 @@ impl PluginHost {
         };
         let config = config_pairs(&spec.args);
         let mut store = self.store(spec, budget, caller, None)?;
+        let started = Instant::now();
         let fut = async {
             let inst = pre.instantiate_async(&mut store).await?;
             inst.call_handle(&mut store, &config, &event).await
         };
-        match tokio::time::timeout(budget + GRACE, fut).await {
-            Err(_) => Err(PluginError::Killed(Self::timed_out(budget).0)),
+        let result = match tokio::time::timeout(budget + GRACE, fut).await {
+            Err(_) => Err(PluginError::Killed(Self::timed_out(spec, budget).0)),
             Ok(Err(e)) => Err(PluginError::Killed(Self::failure(&store, spec, budget, e).0)),
             Ok(Ok(Err(text))) => Err(PluginError::Plugin(text)),
             Ok(Ok(Ok(output))) => Ok(HandlerOutcome { output }),
-        }
+        };
+        metrics::call(&spec.plugin, "handler", started, if result.is_ok() { "ok" } else { "error" });
+        result
     }
 }
 

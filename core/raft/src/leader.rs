@@ -109,9 +109,14 @@ async fn session_ttls(server: Arc<Server>, stop: CancellationToken) {
             Err(_) => continue,
         };
         let now = Instant::now();
-        let expired =
-            expired_sessions(&mut server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner()), &sessions, now);
+        let expired = {
+            let mut deadlines = server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner());
+            let expired = expired_sessions(&mut deadlines, &sessions, now);
+            legate_telemetry::gauge("session_ttl.active", Vec::new(), deadlines.len() as f64);
+            expired
+        };
         for id in expired {
+            let _timer = legate_telemetry::Timer::start("session_ttl.invalidate", Vec::new());
             tracing::info!(session = %id, "session TTL expired, destroying it");
             server.session_deadlines.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             if let Err(e) = server.apply(Command::SessionDestroy { id: id.clone() }).await {

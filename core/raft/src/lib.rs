@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod error;
 pub mod leader;
 pub mod link;
+mod metrics;
 pub mod raft;
 pub mod rpc;
 
@@ -77,6 +78,8 @@ pub struct Server {
     batcher: Batcher,
     /// When each peer last answered this node's AppendEntries (autopilot's LastContact).
     pub contacts: Arc<raft::network::Contacts>,
+    /// When this server last heard from a leader (followers).
+    pub leader_contact: Arc<raft::network::LeaderContact>,
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
     session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     tombstone_ttl: Duration,
@@ -146,6 +149,12 @@ impl Server {
             opts.handshake_timeout.as_millis().min(u64::MAX as u128) as u64,
         ));
         let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
+        let leader_contact: Arc<raft::network::LeaderContact> = Arc::default();
+        legate_types::tasks::spawn(
+            tracker,
+            "raft-metrics",
+            metrics::observe(raft.clone(), id, contacts.clone(), log_stats.clone(), shutdown.child_token()),
+        );
         legate_types::tasks::spawn(
             tracker,
             "rpc",
@@ -160,6 +169,7 @@ impl Server {
                     tls: opts.tls.clone(),
                     handshake_timeout_ms: rpc_handshake_ms.clone(),
                     max_conns_per_client: rpc_max_conns.clone(),
+                    leader_contact: leader_contact.clone(),
                 },
                 shutdown.child_token(),
             ),
@@ -199,6 +209,7 @@ impl Server {
             rpc_handshake_ms,
             batcher,
             contacts,
+            leader_contact,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
             tombstone_ttl: opts.tombstone_ttl,
         });
@@ -227,7 +238,6 @@ impl Server {
     /// elsewhere forwarded to the leader; while there is none, retried up to the hold timeout.
     pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
         let _timer = legate_telemetry::Timer::start(cmd.metric_name(), Vec::new());
-        legate_telemetry::counter("raft.apply", Vec::new(), 1.0);
         let deadline = Instant::now() + self.hold_timeout;
         loop {
             let result = match self.leader() {
@@ -291,7 +301,11 @@ impl Server {
     pub fn leader_contact(&self) -> (bool, u64) {
         let m = self.raft.metrics().borrow().clone();
         let known = m.current_leader.is_some();
-        let last = if m.current_leader == Some(self.id) { 0 } else { m.millis_since_quorum_ack.unwrap_or(0) };
+        let last = if m.current_leader == Some(self.id) {
+            0
+        } else {
+            self.leader_contact.since().map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+        };
         (known, last)
     }
 
@@ -393,6 +407,7 @@ impl Batcher {
     }
 
     pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
+        legate_telemetry::incr("raft.apply");
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx.send((cmd, reply)).await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?;
         rx.await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?
@@ -400,6 +415,7 @@ impl Batcher {
 }
 
 async fn apply_raw(raft: &Raft, cmd: Command) -> Result<CommandResponse, ApplyError> {
+    let _timer = legate_telemetry::Timer::start("raft.commitTime", Vec::new());
     match raft.client_write(cmd).await {
         Ok(resp) => Ok(resp.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -117,8 +117,10 @@ impl ServerLink {
         answer: impl Fn(Result<Response, RpcError>) -> Next<T>,
     ) -> Result<T, LinkError> {
         if !self.within_rate(limited) {
+            legate_telemetry::incr("client.rpc.exceeded");
             return Err(LinkError::RateLimited);
         }
+        legate_telemetry::incr("client.rpc");
         let mut servers = self.known_servers();
         servers.shuffle(&mut rand::thread_rng());
         let mut last = LinkError::NoServers;
@@ -129,6 +131,7 @@ impl ServerLink {
                 Next::Try(why) => last = why,
             }
         }
+        legate_telemetry::incr("client.rpc.failed");
         Err(last)
     }
 

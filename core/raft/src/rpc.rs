@@ -107,6 +107,22 @@ pub enum Response {
     Ping(bool),
 }
 
+impl Response {
+    /// Whether the call failed (`rpc.request_error`): an error, or an HTTP answer of 500 or more.
+    pub fn is_error(&self) -> bool {
+        match self {
+            Response::AppendEntries(r) => r.is_err(),
+            Response::Vote(r) => r.is_err(),
+            Response::InstallSnapshot(r) => r.is_err(),
+            Response::Apply(r) => r.is_err(),
+            Response::Http(r) => r.as_ref().map_or(true, |h| h.status >= 500),
+            Response::AclResolve(r) => r.is_err(),
+            Response::CatalogWrite(r) | Response::KvWrite(r) => r.is_err(),
+            Response::Ping(_) => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, thiserror::Error)]
 pub enum ApplyError {
     /// This server is not the leader; the leader's RPC address if known.
@@ -351,6 +367,8 @@ pub struct PortOptions {
     /// Open connections one client IP may hold (`limits.rpc_max_conns_per_client`; 0: no
     /// limit); a reload changes it.
     pub max_conns_per_client: Arc<std::sync::atomic::AtomicU32>,
+    /// Set when this server accepts an AppendEntries.
+    pub leader_contact: Arc<crate::raft::network::LeaderContact>,
 }
 
 /// Serves the RPC port until `shutdown`.
@@ -366,7 +384,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let tracker = tokio_util::task::TaskTracker::new();
-    let handlers = Handlers { raft, store, batcher, endpoints };
+    let handlers = Handlers { raft, store, batcher, endpoints, leader_contact: port.leader_contact.clone() };
     let conns: Arc<legate_types::per_client::PerClient> = Arc::default();
     while let Some((stream, peer)) = legate_types::net::accept(&listener, &shutdown, "rpc").await {
         let max = port.max_conns_per_client.load(Ordering::Relaxed);
@@ -439,6 +457,7 @@ struct Handlers {
     store: Store,
     batcher: super::Batcher,
     endpoints: EndpointsCell,
+    leader_contact: Arc<crate::raft::network::LeaderContact>,
 }
 
 /// Calls only servers make: Raft's and raw writes.
@@ -545,10 +564,27 @@ async fn serve_conn(
 
 impl Handlers {
     async fn handle(&self, req: Request) -> Response {
+        let counted =
+            !matches!(req, Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_) | Request::Ping);
+        let response = self.answer(req).await;
+        if counted {
+            legate_telemetry::incr("rpc.request");
+            if response.is_error() {
+                legate_telemetry::incr("rpc.request_error");
+            }
+        }
+        response
+    }
+
+    async fn answer(&self, req: Request) -> Response {
         let raft = &self.raft;
         match req {
             Request::AppendEntries(r) => {
-                Response::AppendEntries(raft.append_entries(r).await.map_err(|e| e.to_string()))
+                let answer = raft.append_entries(r).await;
+                if matches!(answer, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+                    self.leader_contact.record();
+                }
+                Response::AppendEntries(answer.map_err(|e| e.to_string()))
             }
             Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
             Request::InstallSnapshot(r) => {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{CHECKS, IDX_CHECKS, IDX_NODES, IDX_SERVICES, NODES, SERVICES, SERVICE_NAMES};
@@ -136,6 +136,32 @@ pub fn nodes(txn: &ReadTransaction) -> Result<Vec<Node>, StoreError> {
         out.push(decode(item?.1.value())?);
     }
     Ok(out)
+}
+
+/// How much the catalog holds (`/v1/operator/usage`, the leader's `state.*` gauges).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub nodes: usize,
+    /// Distinct service names.
+    pub services: usize,
+    pub instances: usize,
+    /// Instances other than the servers' own `consul` service.
+    pub billable: usize,
+}
+
+pub fn usage(txn: &ReadTransaction) -> Result<Usage, StoreError> {
+    let nodes = txn.open_table(NODES)?.len()? as usize;
+    let mut names = BTreeSet::new();
+    let (mut instances, mut billable) = (0, 0);
+    for item in txn.open_table(SERVICES)?.iter()? {
+        let s: Service = decode(item?.1.value())?;
+        instances += 1;
+        if s.service != "consul" {
+            billable += 1;
+        }
+        names.insert(s.service);
+    }
+    Ok(Usage { nodes, services: names.len(), instances, billable })
 }
 
 pub fn node_services(txn: &ReadTransaction, node: &str) -> Result<Vec<Service>, StoreError> {

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use legate_api::kv::DirEntry as WireEntry;
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{IDX_KVS, IDX_TOMBSTONES, KV, TOMBSTONES};
@@ -161,6 +161,11 @@ pub fn get(txn: &ReadTransaction, key: &str) -> Result<Option<StoredEntry>, Stor
 }
 
 /// Entries whose key starts with `prefix`, in key order.
+/// How many keys the store holds.
+pub fn count(txn: &ReadTransaction) -> Result<usize, StoreError> {
+    Ok(txn.open_table(KV)?.len()? as usize)
+}
+
 pub fn list(txn: &ReadTransaction, prefix: &str) -> Result<Vec<(String, StoredEntry)>, StoreError> {
     let t = txn.open_table(KV)?;
     let mut out = Vec::new();

@@ -130,6 +130,16 @@ impl HttpHandlerConfig {
 }
 
 impl HandlerSpec {
+    /// The handler's kind, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerSpec::Exec(_) => "exec",
+            HandlerSpec::Shell(_) => "shell",
+            HandlerSpec::Http(_) => "http",
+            HandlerSpec::Wasm(_) => "wasm",
+        }
+    }
+
     /// The handler of a config watch; exactly one kind must be given.
     pub fn from_definition(w: &WatchDefinition) -> Result<HandlerSpec, SpecError> {
         let script = !w.args.is_empty() || w.handler.is_some();

@@ -27,6 +27,9 @@ pub struct LogStats {
     pub appends: AtomicU64,
     pub fsyncs: AtomicU64,
     pub entries: AtomicU64,
+    /// Whether this server leads (set as its Raft state changes): a leader's appends are
+    /// `raft.leader.dispatchLog`, a follower's `raft.rpc.appendEntries.storeLogs`.
+    pub leader: std::sync::atomic::AtomicBool,
 }
 
 /// Removes the log entries in `range` (truncate: a suffix, purge: a prefix).
@@ -107,7 +110,14 @@ fn writer(db: Arc<Database>, durable: bool, rx: mpsc::Receiver<Job>, overlay: Ov
         if sync && result.is_ok() {
             stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
-        legate_telemetry::sample("raft.log.commit", Vec::new(), started.elapsed().as_secs_f64() * 1000.0);
+        if !appended.is_empty() {
+            let name = if stats.leader.load(Ordering::Relaxed) {
+                "raft.leader.dispatchLog"
+            } else {
+                "raft.rpc.appendEntries.storeLogs"
+            };
+            legate_telemetry::measure_since(name, Vec::new(), started);
+        }
         stats.appends.fetch_add(appended.len() as u64, Ordering::Relaxed);
         stats.entries.fetch_add(n_entries, Ordering::Relaxed);
         {

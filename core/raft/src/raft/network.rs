@@ -37,6 +37,21 @@ impl Contacts {
     }
 }
 
+/// When this server last accepted an AppendEntries (a follower's view of its leader):
+/// `X-Consul-LastContact` on followers, and whether DNS answers are stale.
+#[derive(Default)]
+pub struct LeaderContact(std::sync::Mutex<Option<Instant>>);
+
+impl LeaderContact {
+    pub fn record(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn since(&self) -> Option<Duration> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
+    }
+}
+
 pub struct Peer {
     target: NodeId,
     client: Arc<PeerClient>,
@@ -76,8 +91,15 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, E> {
+        let peer = vec![("peer_id", self.target.to_string())];
+        let logs = rpc.entries.len();
+        let timer = legate_telemetry::Timer::start("raft.replication.appendEntries.rpc", peer.clone());
         match self.client.call(Request::AppendEntries(rpc), deadline(&option)).await.map_err(transport)? {
             Response::AppendEntries(Ok(r)) => {
+                drop(timer);
+                if logs > 0 {
+                    legate_telemetry::counter("raft.replication.appendEntries.logs", peer, logs as f64);
+                }
                 self.contacts.record(self.target);
                 Ok(r)
             }

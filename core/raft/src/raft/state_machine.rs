@@ -205,7 +205,8 @@ fn write_applied(
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let _timer = legate_telemetry::Timer::start("raft.snapshot.build", Vec::new());
+        let whole = legate_telemetry::Timer::start("raft.snapshot.takeSnapshot", Vec::new());
+        let create = legate_telemetry::Timer::start("raft.snapshot.create", Vec::new());
         let store = self.store.clone();
         let (meta_parts, data) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             // The state store need not be durable here: the snapshot file is (fsynced below), and
@@ -234,7 +235,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         );
         let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        drop(create);
+        let persist = legate_telemetry::Timer::start("raft.snapshot.persist", Vec::new());
         self.persist(&stored).await?;
+        drop(persist);
+        drop(whole);
         *self.current.lock().await = Some(stored);
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -344,6 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let _timer = legate_telemetry::Timer::start("raft.snapshot.restore", Vec::new());
         let data = snapshot.into_inner();
         let state: StateData = bincode::deserialize(&data).map_err(|e| err_sm(ErrorVerb::Read, e))?;
         let store = self.store.clone();
