@@ -1,5 +1,5 @@
 //! `legate agent`: the process around a node: config load, logging, the runtime, signals
-//! (SIGINT/SIGTERM leave or stop, SIGHUP reloads), the banner.
+//! (SIGINT/SIGTERM leave or stop, SIGHUP reloads), the banner, systemd's notifications.
 
 use std::time::Duration;
 
@@ -63,6 +63,10 @@ async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
     println!();
     println!("==> Log data will now stream in as it occurs:");
     println!();
+    // Readiness may wait for a lone server's election: signals are served meanwhile.
+    let ready = crate::systemd::ready(agent.shared().clone());
+    tokio::pin!(ready);
+    let mut notified = false;
 
     enum Stop {
         Interrupt,
@@ -75,10 +79,14 @@ async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
             _ = sigint.recv() => break Stop::Interrupt,
             _ = sigterm.recv() => break Stop::Terminate,
             _ = shutdown.cancelled() => break Stop::Requested,
+            _ = &mut ready, if !notified => notified = true,
             _ = sighup.recv() => {
                 tracing::info!("Caught signal: hangup; reloading configuration");
+                crate::systemd::reloading();
                 let shared = agent.shared().clone();
-                match tokio::task::spawn_blocking(move || shared.reload()).await {
+                let reloaded = tokio::task::spawn_blocking(move || shared.reload()).await;
+                crate::systemd::reloaded();
+                match reloaded {
                     Ok(Ok(outcome)) => tracing::info!(
                         applied = ?outcome.applied,
                         requires_restart = ?outcome.requires_restart,
@@ -90,6 +98,7 @@ async fn run_agent(config: crate::config::Config, opts: LoadOptions) -> i32 {
             }
         }
     };
+    crate::systemd::stopping();
     let config = agent.shared().config();
     let agent_fatal = agent.shared().fatal_error();
     let graceful = match stop {

@@ -35,6 +35,7 @@ pub mod agent_cmd;
 mod hclog;
 pub mod logging;
 pub mod node;
+mod systemd;
 
 pub use legate_agent as agent;
 pub use legate_config as config;

@@ -12,6 +12,7 @@ mod hot_reload;
 mod http_api;
 mod kv;
 mod lifecycle;
+mod packaging;
 mod plugins;
 mod raft_cluster;
 mod secrets;

@@ -256,8 +256,15 @@ async fn a_dev_agent_exposes_consul_metrics_that_move_and_prometheus_scrapes_the
     );
     until_series(&c, &a, "consul_serf_member_join", |v| v >= 1.0).await;
     until_series(&c, &a, "consul_members_clients", |v| v == 1.0).await;
+    let serf_lan = || async {
+        let s: Value = c.get(a.url("/v1/agent/self")).send().await.unwrap().json().await.unwrap();
+        s["Stats"]["serf_lan"].clone()
+    };
+    assert_eq!((serf_lan().await["members"].as_str(), serf_lan().await["failed"].as_str()), (Some("2"), Some("0")));
     drop(m2);
     until_series(&c, &a, "consul_serf_member_failed", |v| v >= 1.0).await;
+    let lan = serf_lan().await;
+    assert_eq!((lan["members"].as_str(), lan["failed"].as_str()), (Some("1"), Some("1")), "{lan}");
 
     // The session's TTL runs out: the leader invalidates it.
     until_series(&c, &a, "consul_session_ttl_invalidate_count", |v| v >= 1.0).await;

@@ -450,12 +450,20 @@ impl AgentShared {
             Ok(h) => (h.metrics().num_alive_tasks(), h.metrics().num_workers()),
             Err(_) => (0, 0),
         };
+        let pool = self
+            .gossip
+            .get()
+            .map(|g| g.stats())
+            .unwrap_or(legate_gossip::PoolStats { members: 1, ..Default::default() });
         let serf = json!({
-            "members": "1",
-            "failed": "0",
-            "left": "0",
+            "members": pool.members.to_string(),
+            "failed": pool.failed.to_string(),
+            "left": pool.left.to_string(),
             "encrypted": c.encrypt.is_some().to_string(),
-            "health_score": "0",
+            "health_score": pool.health_score.to_string(),
+            "intent_queue": pool.intent_queue.to_string(),
+            "event_queue": pool.event_queue.to_string(),
+            "event_time": pool.event_time.to_string(),
         });
         let mut stats = json!({
             "agent": {

@@ -28,7 +28,9 @@ pub enum AclCommand {
         #[command(flatten)]
         http: HttpFlags,
         kind: String,
-        token: String,
+        /// The token's SecretID (the positional argument; `-token` is the one the call uses)
+        #[arg(id = "secret", value_name = "TOKEN")]
+        secret: String,
     },
 }
 
@@ -417,8 +419,8 @@ pub fn run(cmd: AclCommand) -> i32 {
                     .map_err(|e| format!("Failed ACL bootstrapping: {e}"))?;
                 print(&format, &v, token_text)
             }
-            AclCommand::SetAgentToken { http, kind, token } => {
-                call(&http, "PUT", &format!("/v1/agent/token/{kind}"), &json!({ "Token": token }))
+            AclCommand::SetAgentToken { http, kind, secret } => {
+                call(&http, "PUT", &format!("/v1/agent/token/{kind}"), &json!({ "Token": secret }))
                     .await
                     .map_err(|e| format!("Failed setting token: {e}"))?;
                 println!("ACL token {kind:?} set successfully");

@@ -6,6 +6,7 @@ mod acl;
 mod agent;
 mod catalog;
 mod debug;
+mod docs;
 mod http_flags;
 mod kv;
 mod lock;
@@ -94,6 +95,10 @@ enum Command {
     Version(version::VersionArgs),
     /// Watches a view of the catalog, KV or events and runs a handler on each change
     Watch(watch::WatchArgs),
+    /// Prints the shell completion script (bash, zsh, fish)
+    Completion(docs::CompletionArgs),
+    /// Writes the man pages (one per command) into a directory
+    Man(docs::ManArgs),
 }
 
 /// Rewrites Go-style single-dash long flags to clap's double-dash form: `-data-dir` ->
@@ -220,6 +225,8 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions)
         Command::Validate(args) => validate::run(args),
         Command::Version(args) => version::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::Completion(args) => docs::run_completion(args, Cli::command()),
+        Command::Man(args) => docs::run_man(args, Cli::command()),
     }
 }
 
@@ -229,6 +236,12 @@ mod tests {
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize_args(args.iter().map(OsString::from)).into_iter().map(|s| s.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn every_command_definition_is_valid() {
+        // clap checks a subcommand's definition only when it is built: build them all.
+        Cli::command().debug_assert();
     }
 
     #[test]

@@ -575,6 +575,24 @@ impl Core {
         Ok(ev)
     }
 
+    pub(crate) fn stats(&self) -> super::PoolStats {
+        let mut s = super::PoolStats {
+            health_score: self.health_score,
+            intent_queue: self.foca.updates_backlog(),
+            event_queue: self.foca.custom_broadcast_backlog(),
+            event_time: self.event_clock,
+            ..Default::default()
+        };
+        for m in self.members() {
+            match m.status {
+                STATUS_FAILED => s.failed += 1,
+                STATUS_LEFT => s.left += 1,
+                _ => s.members += 1,
+            }
+        }
+        s
+    }
+
     pub(crate) fn members(&self) -> Vec<MemberInfo> {
         let mut out = vec![self.self_view()];
         out.extend(self.records.values().filter_map(|r| r.view.clone()));

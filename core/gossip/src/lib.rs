@@ -64,6 +64,22 @@ use self::transport::{TransportRx, TransportTx, MAX_DATAGRAM};
 use self::wire::NodeId;
 
 /// Consul's member status codes (`Status` in `/v1/agent/members`).
+/// Counts serf reports about its pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PoolStats {
+    /// Members alive or leaving (this agent included), failed, and left.
+    pub members: usize,
+    pub failed: usize,
+    pub left: usize,
+    /// memberlist's local health awareness (0 is healthy).
+    pub health_score: u32,
+    /// Updates (joins, leaves, metadata) and user events waiting to be gossiped.
+    pub intent_queue: usize,
+    pub event_queue: usize,
+    /// The user events' Lamport clock.
+    pub event_time: u64,
+}
+
 pub const STATUS_NONE: u8 = 0;
 pub const STATUS_ALIVE: u8 = 1;
 pub const STATUS_LEAVING: u8 = 2;
@@ -414,6 +430,11 @@ impl Gossip {
     /// Every member we know, ourselves included (ALIVE), and left/failed ones until reaped.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.lock().members()
+    }
+
+    /// The pool as serf's stats show it (`/v1/agent/self` `Stats.serf_lan`).
+    pub fn stats(&self) -> PoolStats {
+        self.lock().stats()
     }
 
     /// Membership changes from now on.
