@@ -226,6 +226,7 @@ impl Agent {
             agent::runner::supervise(shared.clone(), tracker.clone(), shutdown.child_token()),
         );
         crate::tasks::spawn(&tracker, "anti-entropy", agent::ae::run(shared.clone(), shutdown.child_token()));
+        crate::tasks::spawn(&tracker, "coordinates", agent::coordinates::run(shared.clone(), shutdown.child_token()));
         if let Some(server) = shared.server() {
             server.run_leadership(agent::leader::duties(&shared), &tracker, shutdown.child_token());
         }

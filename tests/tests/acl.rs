@@ -15,6 +15,11 @@ const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 const SECOND_KEY: &str = "HS5lJ+XuTlYKWaeGYyG+/A==";
 const MGMT: &str = "5a1b5b7e-0a3f-4e47-9a43-2c4e1c0a9f01";
 
+/// A network coordinate at the origin, as `PUT /v1/coordinate/update` takes it.
+fn origin() -> Value {
+    json!({"Vec": vec![0.0; 8], "Error": 1.5, "Adjustment": 0.0, "Height": 1.0e-5})
+}
+
 fn acl_config() -> legate_core::Config {
     let mut c = test_config();
     c.acl.enabled = true;
@@ -132,6 +137,7 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
             "Check": {"Name": "websvc-alive", "Status": "passing", "ServiceID": "websvc"}})),
     )
     .await;
+    api.ok("PUT", "/v1/coordinate/update", Some(&json!({"Node": "ext1", "Coord": origin()}))).await;
     api.ok("PUT", "/v1/agent/service/register", Some(&json!({"Name": "localsvc", "Port": 81}))).await;
     api.ok("PUT", "/v1/agent/service/register", Some(&json!({"Name": "gone", "Port": 82}))).await;
     api.ok("PUT", "/v1/agent/check/register", Some(&json!({"Name": "ttl1", "TTL": "60s"}))).await;
@@ -247,6 +253,10 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
         Case { path: "/v1/catalog/service/websvc".into(), body: None, marker: Some("websvc") },
     );
     add("GET", "catalog/node/+", case("/v1/catalog/node/ext1", None));
+    add("GET", "coordinate/datacenters", case("/v1/coordinate/datacenters", None));
+    add("GET", "coordinate/nodes", Case { path: "/v1/coordinate/nodes".into(), body: None, marker: Some("ext1") });
+    add("GET", "coordinate/node/+", case("/v1/coordinate/node/ext1", None));
+    add("PUT", "coordinate/update", case("/v1/coordinate/update", Some(json!({"Node": "ext1", "Coord": origin()}))));
     add("GET", "catalog/node-services/+", case("/v1/catalog/node-services/ext1", None));
     add("GET", "health/node/+", case("/v1/health/node/test-node", None));
     add("GET", "health/checks/+", Case { path: "/v1/health/checks/websvc".into(), body: None, marker: Some("websvc") });

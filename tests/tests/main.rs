@@ -6,6 +6,7 @@ mod cli;
 mod cli_kv;
 mod cluster;
 mod config;
+mod coordinates;
 mod dns;
 mod durability;
 mod hot_reload;

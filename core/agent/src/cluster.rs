@@ -36,6 +36,7 @@ pub async fn start_gossip(
     opts.tags = agent.local_member().tags;
     opts.config = c.gossip_lan.clone();
     opts.reconnect_timeout = c.reconnect_timeout.0;
+    opts.coordinates = !c.disable_coordinates;
     if let Some(key) = &c.encrypt {
         use base64::Engine;
         let k = base64::engine::general_purpose::STANDARD

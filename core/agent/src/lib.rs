@@ -12,6 +12,7 @@
 //! checks/         probes: http, tcp, udp, grpc, h2ping, script (TTL/alias/wasm in runner.rs)
 //! runner.rs       check scheduling, TTLs, aliases, WASM checks, critical-service reaper
 //! ae.rs           anti-entropy: local state -> catalog through the servers
+//! coordinates.rs  this agent's network coordinate -> the servers, at a rate-scaled interval
 //! cluster.rs      gossip wiring: joins, retry-join, bootstrap-expect, voters, membership
 //! events.rs       user events (ring of 256, fire/receive, keyring events)
 //! watches.rs      config watches run against the local HTTP API
@@ -29,6 +30,7 @@ pub mod autopilot;
 pub mod checks;
 pub mod cluster;
 pub mod config_watch;
+pub mod coordinates;
 pub mod data_dir;
 pub mod error;
 pub mod events;

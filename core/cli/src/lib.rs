@@ -13,6 +13,7 @@ mod lock;
 mod members;
 mod operator;
 mod plugin;
+mod rtt;
 mod snapshot;
 mod tls;
 mod validate;
@@ -71,6 +72,8 @@ enum Command {
     Debug(debug::DebugArgs),
     /// Tells the agent to reload its config files
     Reload(members::ReloadArgs),
+    /// Estimates the network round trip time between two nodes
+    Rtt(rtt::RttArgs),
     /// Runs a command while holding a lock (leader election)
     Lock(lock::LockArgs),
     /// Fires a user event to the cluster
@@ -205,6 +208,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions)
         Command::Tls(cmd) => tls::run(cmd),
         Command::Acl(cmd) => acl::run(cmd),
         Command::Members(a) => members::run_members(a),
+        Command::Rtt(a) => rtt::run(a),
         Command::Join(a) => members::run_join(a),
         Command::Leave(a) => members::run_leave(a),
         Command::ForceLeave(a) => members::run_force_leave(a),

@@ -129,6 +129,12 @@ pub struct Config {
     pub session_ttl_min: GoDuration,
     pub disable_update_check: bool,
     pub disable_coordinates: bool,
+    /// How often, at least, this agent sends its network coordinate to the servers (Consul's
+    /// internal `sync_coordinate_interval_min`, 15 s; settable here, e.g. for tests).
+    pub sync_coordinate_interval_min: GoDuration,
+    /// Coordinate updates per second the whole datacenter should stay under: the interval grows
+    /// with the number of members (Consul's internal `sync_coordinate_rate_target`, 64).
+    pub sync_coordinate_rate_target: f64,
     pub disable_anonymous_signature: bool,
     pub enable_debug: bool,
     pub translate_wan_addrs: bool,
@@ -251,6 +257,8 @@ impl Default for Config {
             session_ttl_min: GoDuration::from_secs(10),
             disable_update_check: false,
             disable_coordinates: false,
+            sync_coordinate_interval_min: GoDuration::from_secs(15),
+            sync_coordinate_rate_target: 64.0,
             disable_anonymous_signature: false,
             enable_debug: false,
             translate_wan_addrs: false,

@@ -522,6 +522,12 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
             ),
         ));
     }
+    if config.sync_coordinate_interval_min.0.is_zero() {
+        return Err(err("sync_coordinate_interval_min", "must be a positive duration".into()));
+    }
+    if !(config.sync_coordinate_rate_target.is_finite() && config.sync_coordinate_rate_target > 0.0) {
+        return Err(err("sync_coordinate_rate_target", "must be a positive number of updates per second".into()));
+    }
     let p = &config.ports;
     for (name, value) in [
         ("http", p.http),

@@ -31,9 +31,11 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::keyring::{Keyring, OpenError, SEAL_OVERHEAD};
+use super::vivaldi;
 use super::wire::{self, Bcast, Direct, Handler, Inbound, Ledger, Meta, NodeId, WireEvent, KIND_DIRECT, KIND_FOCA};
 use super::{MemberEvent, MemberInfo, UserEvent, STATUS_ALIVE, STATUS_FAILED, STATUS_LEAVING, STATUS_LEFT};
 use crate::GossipConfig;
+use legate_api::coordinate::Coord;
 
 /// Datagram budget (what fits a typical 1500-byte MTU with IP/UDP headers).
 pub(crate) const MAX_DATAGRAM_OUT: usize = 1400;
@@ -191,7 +193,21 @@ pub(crate) struct Core {
     event_tx: broadcast::Sender<UserEvent>,
     cluster_size: usize,
     next_sync: Instant,
+    /// This member's network coordinate (None: `disable_coordinates`).
+    vivaldi: Option<Vivaldi>,
 }
+
+/// Round-trip measurements for the network coordinate: one ping to a random member per probe
+/// interval, answered with that member's coordinate.
+pub(crate) struct Vivaldi {
+    client: vivaldi::Client,
+    /// Pings in flight: sequence -> (member, sent at).
+    pending: HashMap<u32, (String, Instant)>,
+    seq: u32,
+}
+
+/// Pings not answered within this long are forgotten (serf refuses longer round trips anyway).
+const PING_EXPIRY: Duration = Duration::from_secs(10);
 
 impl Core {
     #[allow(clippy::too_many_arguments)]
@@ -203,6 +219,7 @@ impl Core {
         params: Params,
         member_tx: broadcast::Sender<MemberEvent>,
         event_tx: broadcast::Sender<UserEvent>,
+        coordinates: bool,
         now: Instant,
     ) -> Core {
         let epoch = next_epoch();
@@ -237,6 +254,11 @@ impl Core {
             event_tx,
             cluster_size: 1,
             next_sync,
+            vivaldi: coordinates.then(|| Vivaldi {
+                client: vivaldi::Client::new(),
+                pending: HashMap::new(),
+                seq: rand::random(),
+            }),
         }
     }
 
@@ -331,6 +353,7 @@ impl Core {
         self.health_score = self.health_score.saturating_sub(1);
         legate_telemetry::gauge("memberlist.health.score", Vec::new(), f64::from(self.health_score));
         self.reap(now);
+        self.ping_for_coordinate(now);
         let lapsed: Vec<String> = self
             .records
             .iter_mut()
@@ -409,7 +432,42 @@ impl Core {
             .retain(|name, e| records.get(name).is_some_and(|r| r.id.epoch == e.meta.epoch) || now < e.at + orphan_ttl);
     }
 
+    /// Sends one round-trip measurement to a random active member.
+    fn ping_for_coordinate(&mut self, now: Instant) {
+        let Some(v) = self.vivaldi.as_mut() else { return };
+        v.pending.retain(|_, (_, sent)| now.duration_since(*sent) < PING_EXPIRY);
+        let Some(peer) = self.records.values().filter(|r| r.active).choose(&mut rand::thread_rng()) else { return };
+        let (name, addr) = (peer.id.name.clone(), peer.id.addr);
+        v.seq = v.seq.wrapping_add(1);
+        let seq = v.seq;
+        v.pending.insert(seq, (name, now));
+        let ping = Direct::Ping { seq, from: self.own.name.clone() };
+        self.send_direct(addr, &ping);
+    }
+
+    /// The network coordinate this member keeps (None: disabled).
+    pub(crate) fn coordinate(&self) -> Option<Coord> {
+        self.vivaldi.as_ref().map(|v| v.client.coordinate())
+    }
+
+    /// An answer to one of our pings: the round trip moves our coordinate.
+    fn on_ack(&mut self, seq: u32, coord: Option<Coord>, now: Instant) {
+        let Some(v) = self.vivaldi.as_mut() else { return };
+        let Some((name, sent)) = v.pending.remove(&seq) else { return };
+        let Some(other) = coord else { return };
+        match v.client.update(&name, &other, now.duration_since(sent)) {
+            Ok(c) => legate_telemetry::sample("serf.coordinate.adjustment-ms", Vec::new(), c.adjustment * 1000.0),
+            Err(e) => {
+                legate_telemetry::incr("serf.coordinate.rejected");
+                tracing::debug!(member = %name, error = %e, "gossip: coordinate sample rejected");
+            }
+        }
+    }
+
     fn remove_record(&mut self, name: &str) {
+        if let Some(v) = self.vivaldi.as_mut() {
+            v.client.forget(name);
+        }
         if let Some(rec) = self.records.remove(name) {
             {
                 let mut l = self.ledger();
@@ -900,6 +958,14 @@ impl Core {
                     self.send_direct(from, &Direct::MetaPull(want));
                 }
             }
+            Direct::Ping { seq, from: name } => {
+                // Answered at the address the pinger advertises, so the round trip crosses the
+                // same path both ways as the pinger's other traffic with us.
+                let to = self.records.get(&name).map_or(from, |r| r.id.addr);
+                let coord = self.coordinate();
+                self.send_direct(to, &Direct::Ack { seq, coord });
+            }
+            Direct::Ack { seq, coord } => self.on_ack(seq, coord, now),
         }
     }
 

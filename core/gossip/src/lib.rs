@@ -41,6 +41,7 @@ mod keyring;
 #[cfg(test)]
 mod tests;
 mod transport;
+pub mod vivaldi;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -164,6 +165,9 @@ pub struct GossipOptions {
     /// `data_dir/serf/local.keyring`: installed keys are persisted here; if it exists at start
     /// its keys are used and `keys` is ignored (like Consul's `encrypt`, used on first start).
     pub keyring_path: Option<PathBuf>,
+    /// Keep a Vivaldi network coordinate, measured by pinging a random member every probe
+    /// interval (Consul's `disable_coordinates = false`).
+    pub coordinates: bool,
 }
 
 impl GossipOptions {
@@ -179,6 +183,7 @@ impl GossipOptions {
             reconnect_timeout: Duration::from_secs(72 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
             keyring_path: None,
+            coordinates: true,
         }
     }
 }
@@ -271,6 +276,7 @@ impl Gossip {
             params,
             member_tx.clone(),
             event_tx.clone(),
+            opts.coordinates,
             Instant::now(),
         );
         let gossip = Arc::new(Gossip {
@@ -433,6 +439,11 @@ impl Gossip {
     }
 
     /// The pool as serf's stats show it (`/v1/agent/self` `Stats.serf_lan`).
+    /// This member's network coordinate (None when coordinates are disabled).
+    pub fn coordinate(&self) -> Option<legate_api::coordinate::Coord> {
+        self.lock().coordinate()
+    }
+
     pub fn stats(&self) -> PoolStats {
         self.lock().stats()
     }

@@ -672,7 +672,7 @@ mod sim {
             reconnect_timeout: Duration::from_secs(3600),
             tombstone_timeout: Duration::from_secs(3600),
         };
-        let core = Core::new(name.into(), addr, tags(&[("n", name)]), Keyring::default(), params, mtx, etx, now);
+        let core = Core::new(name.into(), addr, tags(&[("n", name)]), Keyring::default(), params, mtx, etx, true, now);
         SimNode { core, addr, up: true, deaf: false, events }
     }
 

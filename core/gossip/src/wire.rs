@@ -167,6 +167,18 @@ pub(crate) enum Direct {
     MetaPull(Vec<String>),
     /// Anti-entropy: `(name, epoch, version)` of every record the sender has.
     Digest(Vec<(String, u64, u64)>),
+    /// A round-trip measurement for network coordinates, from the member named `from` (the
+    /// answer goes to its advertised address).
+    Ping {
+        seq: u32,
+        from: String,
+    },
+    /// The answer to a [`Direct::Ping`], with the answering member's coordinate (None when it
+    /// keeps none: `disable_coordinates`).
+    Ack {
+        seq: u32,
+        coord: Option<legate_api::coordinate::Coord>,
+    },
 }
 
 /// Something a broadcast brought in, for the core to act on.

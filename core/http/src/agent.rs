@@ -154,7 +154,11 @@ fn agent_self(ctx: &Ctx) -> Json {
         version: version::CONSUL_VERSION.into(),
         build_date: version::BUILD_DATE.into(),
     };
-    let coord = if config.disable_coordinates { Json::Null } else { json!(Coord::origin()) };
+    let coord = if config.disable_coordinates {
+        Json::Null
+    } else {
+        json!(agent.gossip.get().and_then(|g| g.coordinate()).unwrap_or_else(Coord::origin))
+    };
     json!({
         "Config": self_config,
         "DebugConfig": debug_config(&config, agent.node_id()),

@@ -362,14 +362,16 @@ pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
+    let near = super::near::node(ctx, req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::tables_index(&txn, &[IDX_NODES])?;
-        let list: Vec<Json> = catalog::nodes(&txn)?
+        let mut list: Vec<Json> = catalog::nodes(&txn)?
             .iter()
             .filter(|n| node_matches(n, &meta) && req.can_read(Resource::Node, &n.node))
             .map(node_json)
             .collect();
+        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
         Ok((index, list))
     })
     .await?;
@@ -442,13 +444,14 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let peer = peer_param(req);
+    let near = super::near::node(ctx, req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
         if peer {
             return Ok((index, Vec::new()));
         }
-        let list: Vec<Json> = catalog::service_nodes(&txn, name)?
+        let mut list: Vec<Json> = catalog::service_nodes(&txn, name)?
             .iter()
             .filter(|(n, s)| {
                 node_matches(n, &meta)
@@ -458,6 +461,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
             })
             .map(|(n, s)| service_node_json(n, s))
             .collect();
+        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
         Ok((index, list))
     })
     .await?;

@@ -66,7 +66,7 @@ impl Endpoints for ServerEndpoints {
 
 /// What an agent's token may write to the catalog: registrations (node:write on the node,
 /// unless only the node's service checks change; service:write on the service) and
-/// deregistrations (node:write on the node); nothing else.
+/// deregistrations and network coordinates (node:write on the node); nothing else.
 fn may_write(authz: &Authz, cmd: &Command) -> Result<(), Denied> {
     match cmd {
         Command::Register(r) => {
@@ -79,6 +79,10 @@ fn may_write(authz: &Authz, cmd: &Command) -> Result<(), Denied> {
             }
         }
         Command::Deregister(d) => authz.require(Resource::Node, &d.node, Access::Write),
+        // Consul's Coordinate.Update: node:write on every node updated.
+        Command::Coordinates(updates) => {
+            updates.iter().try_for_each(|u| authz.require(Resource::Node, &u.node, Access::Write))
+        }
         _ => Err(Denied("Permission denied: agents may only write their catalog entries".into())),
     }
 }

@@ -28,6 +28,12 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
         body = with_default_node(&body, ctx.agent.node_name());
     }
     let mut call = call_of(req, body);
+    // `?near=_agent` means this agent's node, not the node of the server that answers.
+    for (k, v) in call.query.iter_mut() {
+        if k == "near" && v == super::near::AGENT {
+            *v = ctx.agent.node_name().to_string();
+        }
+    }
     if call.token.is_none() {
         // The server would otherwise use its own default token.
         call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");

@@ -31,6 +31,7 @@ pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiR
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let peer = super::catalog::peer_param(req);
+    let near = super::near::node(ctx, req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
@@ -46,6 +47,7 @@ pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiR
                 list.push(check_json(c));
             }
         }
+        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
         Ok((index, list))
     })
     .await?;
@@ -66,6 +68,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
     let meta = node_meta_filter(req);
     let passing = passing_only(req);
     let peer = super::catalog::peer_param(req);
+    let near = super::near::node(ctx, req);
     let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
@@ -94,6 +97,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
                 "Checks": checks.iter().map(check_json).collect::<Vec<_>>(),
             }));
         }
+        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"]["Node"].as_str())?;
         Ok((index, list))
     })
     .await?;

@@ -571,6 +571,35 @@ pub const ROUTES: &[Route] = &[
         forward: SERVERS,
         handler: h!(autopilot::state),
     },
+    // coordinate
+    Route {
+        methods: GET,
+        pattern: "coordinate/datacenters",
+        need: Open,
+        forward: SERVERS,
+        handler: h!(coordinate::datacenters),
+    },
+    Route {
+        methods: GET,
+        pattern: "coordinate/nodes",
+        need: Filtered("node:read per node"),
+        forward: SERVERS,
+        handler: h!(coordinate::nodes),
+    },
+    Route {
+        methods: GET,
+        pattern: "coordinate/node/+",
+        need: OnPath(Node, Read),
+        forward: SERVERS,
+        handler: h!(coordinate::node),
+    },
+    Route {
+        methods: PUT,
+        pattern: "coordinate/update",
+        need: Handler("node:write on the body's node"),
+        forward: SERVERS,
+        handler: h!(coordinate::update),
+    },
     Route {
         methods: GET,
         pattern: "operator/usage",

@@ -33,6 +33,9 @@ pub enum Command {
     Batch(Vec<Command>),
     /// `PUT /v1/operator/autopilot/configuration[?cas=]`.
     Autopilot { config: legate_state::autopilot::AutopilotConfig, cas: Option<u64> },
+    /// Network coordinates sent by agents (`PUT /v1/coordinate/update`, each agent's periodic
+    /// update); updates for nodes not in the catalog are dropped.
+    Coordinates(Vec<legate_api::coordinate::CoordinateUpdate>),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -51,6 +54,8 @@ pub enum CommandResponse {
     None,
     /// Whether the autopilot configuration was stored (false: the CAS index did not match).
     Autopilot(bool),
+    /// How many coordinate updates were stored.
+    Coordinates(usize),
 }
 
 impl Command {
@@ -68,6 +73,7 @@ impl Command {
             Command::SessionDestroy { .. } => "session.apply",
             Command::Acl(_) => "acl.apply",
             Command::Autopilot { .. } => "autopilot.apply",
+            Command::Coordinates(_) => "fsm.coordinate.batch-update",
         }
     }
 
@@ -83,8 +89,12 @@ impl Command {
             }
             Command::Batch(cmds) => cmds.iter().flat_map(Command::tables).collect(),
             Command::SessionCreate(_) | Command::SessionDestroy { .. } => vec![Table::Sessions, Table::Kv],
-            // A check turning critical or a node going away can invalidate sessions.
-            Command::Register(_) | Command::Deregister(_) => vec![Table::Catalog, Table::Sessions, Table::Kv],
+            // A check turning critical or a node going away can invalidate sessions; a node's
+            // coordinates go with it.
+            Command::Register(_) | Command::Deregister(_) => {
+                vec![Table::Catalog, Table::Sessions, Table::Kv, Table::Coordinates]
+            }
+            Command::Coordinates(_) => vec![Table::Coordinates],
             Command::Acl(_) => vec![Table::Acl],
             // Read when needed, never waited on.
             Command::Autopilot { .. } => Vec::new(),

@@ -544,6 +544,7 @@ pub fn deregister_txn(
             }
             txn.open_table(NODES)?.remove(node)?;
             bump_index_txn(txn, IDX_NODES, index)?;
+            super::coordinate::delete_node_txn(txn, node, index)?;
             super::session::invalidate_txn(txn, node, None, index, released)?;
         }
     }

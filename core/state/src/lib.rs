@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod autopilot;
 pub mod catalog;
+pub mod coordinate;
 pub mod kv;
 pub mod schema;
 pub mod session;

@@ -41,9 +41,23 @@ pub const ACL_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_ro
 /// Operator settings replicated through Raft (the autopilot configuration): key -> JSON.
 pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operator");
 
+/// Network coordinates: "node\0segment" -> bincode(`coordinate::Stored`).
+pub const COORDINATES: TableDefinition<&str, &[u8]> = TableDefinition::new("coordinates");
+
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 10] =
-    [NODES, SERVICES, CHECKS, SESSIONS, ACL_TOKENS, ACL_SECRETS, ACL_POLICIES, ACL_ROLES, ACL_META, OPERATOR];
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 11] = [
+    NODES,
+    SERVICES,
+    CHECKS,
+    SESSIONS,
+    ACL_TOKENS,
+    ACL_SECRETS,
+    ACL_POLICIES,
+    ACL_ROLES,
+    ACL_META,
+    OPERATOR,
+    COORDINATES,
+];
 
 pub const IDX_NODES: &str = "nodes";
 pub const IDX_SERVICES: &str = "services";
@@ -54,6 +68,7 @@ pub const IDX_ACL_TOKENS: &str = "acl-tokens";
 pub const IDX_ACL_POLICIES: &str = "acl-policies";
 pub const IDX_ACL_ROLES: &str = "acl-roles";
 pub const IDX_TOMBSTONES: &str = "tombstones";
+pub const IDX_COORDINATES: &str = "coordinates";
 /// Raft index of the last snapshot restore: a floor under every reported index, so indexes
 /// never go backwards although restored entries keep their own ModifyIndex.
 pub const IDX_RESTORE: &str = "restore";

@@ -14,6 +14,8 @@ pub enum Table {
     Sessions,
     /// ACL tokens, policies and roles.
     Acl,
+    /// Network coordinates.
+    Coordinates,
 }
 
 pub struct Watches {
@@ -21,6 +23,7 @@ pub struct Watches {
     catalog: watch::Sender<u64>,
     sessions: watch::Sender<u64>,
     acl: watch::Sender<u64>,
+    coordinates: watch::Sender<u64>,
     /// Bumped by every snapshot restore: blocked queries return at once (Consul abandons
     /// every watch on restore).
     restores: watch::Sender<u64>,
@@ -39,6 +42,7 @@ impl Watches {
             catalog: watch::channel(0).0,
             sessions: watch::channel(0).0,
             acl: watch::channel(0).0,
+            coordinates: watch::channel(0).0,
             restores: watch::channel(0).0,
         }
     }
@@ -49,6 +53,7 @@ impl Watches {
             Table::Catalog => &self.catalog,
             Table::Sessions => &self.sessions,
             Table::Acl => &self.acl,
+            Table::Coordinates => &self.coordinates,
         }
     }
 
@@ -84,6 +89,7 @@ impl Watches {
         self.notify(Table::Catalog, index);
         self.notify(Table::Sessions, index);
         self.notify(Table::Acl, index);
+        self.notify(Table::Coordinates, index);
         self.restores.send_modify(|n| *n += 1);
     }
 }

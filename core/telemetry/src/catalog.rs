@@ -92,6 +92,9 @@ pub static DEFINITIONS: &[Def] = &[
     s("serf.queue.Intent", "Join and leave intents waiting to be gossiped, sampled."),
     g("memberlist.health.score", "This agent's view of its own health: 0 is healthy, higher is worse."),
     s("memberlist.gossip", "Time of one gossip round, in ms."),
+    s("serf.coordinate.adjustment-ms", "The network coordinate's adjustment term after each update, in ms."),
+    c("serf.coordinate.rejected", "Round-trip samples the network coordinate refused."),
+    s("fsm.coordinate.batch-update", "Time of a batch of network coordinate updates through Raft, in ms."),
     g("members.servers", "Servers in the gossip pool that are alive."),
     g("members.clients", "Client agents in the gossip pool that are alive."),
     // The state store (leader).

@@ -31,23 +31,7 @@ pub mod member_status {
     pub const FAILED: u8 = 4;
 }
 
-/// A Vivaldi network coordinate.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct Coord {
-    pub vec: Vec<f64>,
-    pub error: f64,
-    pub adjustment: f64,
-    pub height: f64,
-}
-
-impl Coord {
-    /// The coordinate of a node that has no RTT samples yet (Vivaldi's origin, with the
-    /// defaults of hashicorp/serf's coordinate package: 8 dimensions, error 1.5, height 1e-5).
-    pub fn origin() -> Self {
-        Coord { vec: vec![0.0; 8], error: 1.5, adjustment: 0.0, height: 1.0e-5 }
-    }
-}
+pub use crate::coordinate::Coord;
 
 /// `Config` of `/v1/agent/self`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

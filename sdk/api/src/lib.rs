@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //! - `agent`: `/v1/agent/*` (self, version, members)
+//! - `coordinate`: `/v1/coordinate/*` and the Vivaldi distance estimate (`?near=`, `legate rtt`)
 //! - `kv`: `/v1/kv`, `/v1/txn` (DirEntry, transaction results and errors)
 
 pub mod agent;
+pub mod coordinate;
 pub mod kv;
 pub mod operator;

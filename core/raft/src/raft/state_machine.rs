@@ -125,6 +125,9 @@ fn apply_command(
         Command::Autopilot { config, cas } => {
             CommandResponse::Autopilot(legate_state::autopilot::set_txn(txn, config, *cas, index)?)
         }
+        Command::Coordinates(updates) => {
+            CommandResponse::Coordinates(legate_state::coordinate::update_batch_txn(txn, updates, index)?)
+        }
         Command::Register(r) => CommandResponse::Catalog(catalog::register_txn(txn, r, index, released)?),
         Command::Deregister(d) => CommandResponse::Catalog(catalog::deregister_txn(txn, d, index, released)?),
         Command::ReapTombstones { index: upto } => CommandResponse::Reaped(kv::reap_tombstones_txn(txn, *upto)?),
