@@ -13,14 +13,14 @@ use serde_json::{json, Value};
 
 const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 const SECOND_KEY: &str = "HS5lJ+XuTlYKWaeGYyG+/A==";
-const MGMT: &str = "5a1b5b7e-0a3f-4e47-9a43-2c4e1c0a9f01";
+pub(crate) const MGMT: &str = "5a1b5b7e-0a3f-4e47-9a43-2c4e1c0a9f01";
 
 /// A network coordinate at the origin, as `PUT /v1/coordinate/update` takes it.
 fn origin() -> Value {
     json!({"Vec": vec![0.0; 8], "Error": 1.5, "Adjustment": 0.0, "Height": 1.0e-5})
 }
 
-fn acl_config() -> legate_core::Config {
+pub(crate) fn acl_config() -> legate_core::Config {
     let mut c = test_config();
     c.acl.enabled = true;
     c.acl.default_policy = "deny".into();
@@ -29,13 +29,19 @@ fn acl_config() -> legate_core::Config {
     c
 }
 
-struct Api {
-    c: Client,
-    base: String,
+pub(crate) struct Api {
+    pub(crate) c: Client,
+    pub(crate) base: String,
 }
 
 impl Api {
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, String) {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String) {
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let mut r = self.c.request(m, format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -53,14 +59,14 @@ impl Api {
         (status, resp.text().await.unwrap())
     }
 
-    async fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+    pub(crate) async fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let (s, text) = self.call(method, path, Some(MGMT), body).await;
         assert!(s < 300, "{method} {path}: {s} {text}");
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 }
 
-async fn start(config: legate_core::Config) -> (InProcessAgent, Api) {
+pub(crate) async fn start(config: legate_core::Config) -> (InProcessAgent, Api) {
     let a = InProcessAgent::start(config).await;
     ready(a).await
 }
@@ -183,6 +189,14 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
         .to_string();
     let legacy2 =
         api.ok("PUT", "/v1/acl/create", Some(&json!({"Name": "legacy2"}))).await["ID"].as_str().unwrap().to_string();
+    // Auth methods and binding rules (before the snapshot, which the restore case puts back).
+    let signer = crate::acl_login::Signer::new("fixture");
+    api.ok("PUT", "/v1/acl/auth-method", Some(&crate::acl_login::static_method("fixture-jwt", &signer))).await;
+    api.ok("PUT", "/v1/acl/auth-method", Some(&crate::acl_login::static_method("doomed", &signer))).await;
+    let rule_body = json!({"AuthMethod": "fixture-jwt", "BindType": "service", "BindName": "svc-${value.user}"});
+    let rule = api.ok("PUT", "/v1/acl/binding-rule", Some(&rule_body)).await["ID"].as_str().unwrap().to_string();
+    let rule2 = api.ok("PUT", "/v1/acl/binding-rule", Some(&rule_body)).await["ID"].as_str().unwrap().to_string();
+    let jwt = signer.sign(&crate::acl_login::claims("fx", "ops", &[]));
     let (_, snapshot) = {
         let r = api.c.get(format!("{}/v1/snapshot", api.base)).header("X-Consul-Token", MGMT).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -341,6 +355,30 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("PUT", "acl/token/+/clone", case(format!("/v1/acl/token/{other_id}/clone"), Some(json!({"Description": "c"}))));
     add("GET", "acl/policy/name/+", case("/v1/acl/policy/name/p2", None));
     add("GET", "acl/role/name/+", case("/v1/acl/role/name/r1", None));
+    // Templated policies, auth methods, binding rules, login and logout.
+    add("GET", "acl/templated-policies", case("/v1/acl/templated-policies", None));
+    add("GET", "acl/templated-policy/name/+", case("/v1/acl/templated-policy/name/builtin/dns", None));
+    add(
+        "POST",
+        "acl/templated-policy/preview/+",
+        case("/v1/acl/templated-policy/preview/builtin/service", Some(json!({"Name": "web"}))),
+    );
+    add("PUT", "acl/auth-method", case("/v1/acl/auth-method", Some(crate::acl_login::static_method("m-new", &signer))));
+    add("GET", "acl/auth-method/+", case("/v1/acl/auth-method/fixture-jwt", None));
+    add(
+        "PUT",
+        "acl/auth-method/+",
+        case("/v1/acl/auth-method/fixture-jwt", Some(crate::acl_login::static_method("fixture-jwt", &signer))),
+    );
+    add("DELETE", "acl/auth-method/+", case("/v1/acl/auth-method/doomed", None));
+    add("GET", "acl/auth-methods", case("/v1/acl/auth-methods", None));
+    add("PUT", "acl/binding-rule", case("/v1/acl/binding-rule", Some(rule_body.clone())));
+    add("GET", "acl/binding-rule/+", case(format!("/v1/acl/binding-rule/{rule}"), None));
+    add("PUT", "acl/binding-rule/+", case(format!("/v1/acl/binding-rule/{rule}"), Some(rule_body.clone())));
+    add("DELETE", "acl/binding-rule/+", case(format!("/v1/acl/binding-rule/{rule2}"), None));
+    add("GET", "acl/binding-rules", case("/v1/acl/binding-rules", None));
+    add("POST", "acl/login", case("/v1/acl/login", Some(json!({"AuthMethod": "fixture-jwt", "BearerToken": jwt}))));
+    add("POST", "acl/logout", case("/v1/acl/logout", None));
     RouteFixtures { cases, rights, none, snapshot, peer }
 }
 
@@ -372,6 +410,20 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
             missing.push(format!("{m} {p}"));
             continue;
         };
+        if *p == "acl/logout" {
+            // The token itself is the permission: none is 401, one no login made is refused,
+            // and a login's token logs out.
+            let (s, text) = api.call(m, &c.path, None, None).await;
+            assert_eq!((s, text.as_str()), (401, "Supplied token does not exist"));
+            let (s, text) = api.call(m, &c.path, Some(&rights), None).await;
+            assert_eq!((s, text.as_str()), (403, "Permission denied: token wasn't created via login"));
+            let login = cases.get(&("POST", "acl/login")).expect("login case");
+            let (s, text) = api.call("POST", &login.path, None, login.body.as_ref()).await;
+            assert_eq!(s, 200, "{text}");
+            let secret = serde_json::from_str::<Value>(&text).unwrap()["SecretID"].as_str().unwrap().to_string();
+            assert_eq!(api.call(m, &c.path, Some(&secret), None).await.0, 200);
+            continue;
+        }
         let body = if *p == "snapshot" && *m == "PUT" { None } else { c.body.clone() };
         let results =
             [api.call(m, &c.path, None, body.as_ref()).await, api.call(m, &c.path, Some(&none), body.as_ref()).await];
@@ -499,6 +551,9 @@ async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
         } else if p == "operator/raft/peer" {
             // Authorized and carried out: a single server has no other peer to remove.
             assert!(body.contains("was not found in the Raft configuration"), "{m} {p}: {s} {body}");
+        } else if p == "acl/logout" {
+            // No token to log out.
+            assert_eq!((s, body.as_str()), (401, "Supplied token does not exist"), "{m} {p}");
         } else {
             assert!(s < 300, "anonymous {m} {p} under default allow: {s} {body}");
             if let Some(marker) = c.marker {

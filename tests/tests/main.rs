@@ -1,6 +1,7 @@
 //! Legate's black-box tests: one test binary, a module per area.
 
 mod acl;
+mod acl_login;
 mod agent_api;
 mod cli;
 mod cli_kv;

@@ -9,6 +9,7 @@
 
 pub mod builtin;
 pub mod resolved;
+pub mod templated;
 
 use std::collections::{BTreeMap, HashMap};
 

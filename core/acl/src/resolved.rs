@@ -57,11 +57,23 @@ pub fn resolve_in_store(store: &Store, secret: &str) -> Result<Option<Resolved>,
     let mut policy_ids: Vec<String> = token.policies.iter().map(|l| l.id.clone()).collect();
     out.service_identities.extend(token.service_identities.iter().map(|s| s.service_name.clone()));
     out.node_identities.extend(token.node_identities.iter().map(|n| n.node_name.clone()));
+    let mut templated = legate_state::acl_ext::token_ext(&txn, &token.accessor_id)?.templated_policies;
     for link in &token.roles {
         if let Some(role) = store::role(&txn, &link.id)? {
             policy_ids.extend(role.policies.iter().map(|l| l.id.clone()));
             out.service_identities.extend(role.service_identities.iter().map(|s| s.service_name.clone()));
             out.node_identities.extend(role.node_identities.iter().map(|n| n.node_name.clone()));
+            templated.extend(legate_state::acl_ext::role_ext(&txn, &role.id)?.templated_policies);
+        }
+    }
+    // Each templated policy is the synthetic policy its template renders to.
+    let mut seen = std::collections::HashSet::new();
+    for tp in templated {
+        if let Some(t) = crate::templated::find(&tp.template_name) {
+            let rules = t.render(tp.name.as_deref());
+            if seen.insert(rules.clone()) {
+                out.policies.push((rules, false));
+            }
         }
     }
     policy_ids.sort();

@@ -255,9 +255,12 @@ fn cache_generation(store: &Store) -> u64 {
 
 /// The newest index of any ACL table (`X-Consul-Index` of the ACL endpoints).
 pub fn acl_index(txn: &redb::ReadTransaction) -> Result<u64, legate_state::StoreError> {
-    use legate_state::schema::{IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS, IDX_RESTORE};
+    use legate_state::schema::{
+        IDX_ACL_AUTH_METHODS, IDX_ACL_BINDING_RULES, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS, IDX_RESTORE,
+    };
     let mut max = 0;
-    for t in [IDX_ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_RESTORE] {
+    for t in [IDX_ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_AUTH_METHODS, IDX_ACL_BINDING_RULES, IDX_RESTORE]
+    {
         max = max.max(legate_state::table_index_read(txn, t)?);
     }
     Ok(max)

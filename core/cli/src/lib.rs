@@ -10,6 +10,7 @@ mod docs;
 mod http_flags;
 mod kv;
 mod lock;
+mod login;
 mod members;
 mod operator;
 mod plugin;
@@ -53,6 +54,10 @@ enum Command {
     Maint(catalog::MaintArgs),
     /// Lists the members of the cluster
     Members(members::MembersArgs),
+    /// Logs in to an auth method with a bearer token and writes the ACL token to a file
+    Login(login::LoginArgs),
+    /// Deletes the ACL token a login created
+    Logout(login::LogoutArgs),
     /// Tells the local agent to join a cluster
     Join(members::JoinArgs),
     /// Tells the local agent to leave the cluster gracefully and stop
@@ -209,6 +214,8 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions)
         Command::Acl(cmd) => acl::run(cmd),
         Command::Members(a) => members::run_members(a),
         Command::Rtt(a) => rtt::run(a),
+        Command::Login(a) => login::login(a),
+        Command::Logout(a) => login::logout(a),
         Command::Join(a) => members::run_join(a),
         Command::Leave(a) => members::run_leave(a),
         Command::ForceLeave(a) => members::run_force_leave(a),

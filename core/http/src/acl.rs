@@ -6,11 +6,13 @@ pub use legate_acl::builtin::{global_management, hash_of, httpdate_like, managem
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use super::acl_templated::{self as templated, Owner, TemplatedBody};
 use super::blocking::{self, with_headers};
 use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_acl::{Rules, ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME};
 use legate_raft::command::{Command, CommandResponse};
 use legate_state::acl::{self as store, AclOp, Link, NodeIdentity, Policy, Role, ServiceIdentity, Token};
+use legate_state::acl_ext::{self as ext, ExtTable, RoleExt, TokenExt};
 use legate_state::watch::Table;
 use legate_state::StoreError;
 
@@ -104,7 +106,7 @@ pub async fn legacy_list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRespons
 
 /// A blocking read of the ACL tables: `read` runs in one read transaction and the answer
 /// carries the ACL tables' index.
-async fn acl_read<T>(
+pub(crate) async fn acl_read<T>(
     ctx: &Ctx,
     req: &Request,
     read: impl Fn(&redb::ReadTransaction) -> Result<T, StoreError>,
@@ -118,11 +120,11 @@ async fn acl_read<T>(
     Ok((v, headers))
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
-fn read_txn(ctx: &Ctx) -> Result<redb::ReadTransaction, ApiError> {
+pub(crate) fn read_txn(ctx: &Ctx) -> Result<redb::ReadTransaction, ApiError> {
     blocking::server(ctx)?.store.read().map_err(internal)
 }
 
@@ -145,6 +147,10 @@ const BODY_FIELDS: &[&str] = &[
     "Local",
     "ExpirationTime",
     "ExpirationTTL",
+    "TemplatedPolicies",
+    "TemplateName",
+    "TemplateVariables",
+    "TemplateID",
 ];
 
 fn decode<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
@@ -164,11 +170,16 @@ fn check_uuid(id: &str) -> Result<(), ApiError> {
     uuid::Uuid::parse_str(id).map(drop).map_err(|_| ApiError::Internal(format!("Invalid UUID format {id:?}")))
 }
 
-async fn apply(ctx: &Ctx, ops: Vec<AclOp>) -> Result<(), ApiError> {
+pub(crate) async fn apply(ctx: &Ctx, ops: Vec<AclOp>) -> Result<(), ApiError> {
     match ctx.agent.catalog_apply(Command::Acl(ops)).await? {
         CommandResponse::Acl(Err(e)) => Err(ApiError::Forbidden(format!("Permission denied: {e}"))),
         _ => Ok(()),
     }
+}
+
+/// The write of a token's templated policies and auth method, beside its record.
+pub(crate) fn token_ext_op(accessor: &str, x: &TokenExt) -> AclOp {
+    AclOp::ExtSet { table: ExtTable::TokenExt, key: accessor.to_string(), json: ext::encode(x) }
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -217,7 +228,7 @@ fn identities_json(svc: &[ServiceIdentity], nodes: &[NodeIdentity], m: &mut serd
     }
 }
 
-fn token_json(txn: &redb::ReadTransaction, t: &Token, show_secret: bool) -> Result<Json, StoreError> {
+pub(crate) fn token_json(txn: &redb::ReadTransaction, t: &Token, show_secret: bool) -> Result<Json, StoreError> {
     let secret = if show_secret { t.secret_id.clone() } else { "<hidden>".into() };
     let mut m = serde_json::Map::new();
     m.insert("AccessorID".into(), json!(t.accessor_id));
@@ -230,7 +241,14 @@ fn token_json(txn: &redb::ReadTransaction, t: &Token, show_secret: bool) -> Resu
         m.insert("Roles".into(), json!(links_json(txn, &t.roles, false)?));
     }
     identities_json(&t.service_identities, &t.node_identities, &mut m);
+    let x = ext::token_ext(txn, &t.accessor_id)?;
+    if !x.templated_policies.is_empty() {
+        m.insert("TemplatedPolicies".into(), templated::to_json(&x.templated_policies));
+    }
     m.insert("Local".into(), json!(t.local));
+    if !x.auth_method.is_empty() {
+        m.insert("AuthMethod".into(), json!(x.auth_method));
+    }
     if !t.expiration_time.is_empty() {
         m.insert("ExpirationTime".into(), json!(t.expiration_time));
     }
@@ -268,6 +286,10 @@ fn role_json(txn: &redb::ReadTransaction, r: &Role) -> Result<Json, StoreError> 
         m.insert("Policies".into(), json!(links_json(txn, &r.policies, true)?));
     }
     identities_json(&r.service_identities, &r.node_identities, &mut m);
+    let x = ext::role_ext(txn, &r.id)?;
+    if !x.templated_policies.is_empty() {
+        m.insert("TemplatedPolicies".into(), templated::to_json(&x.templated_policies));
+    }
     m.insert("Hash".into(), json!(r.hash));
     m.insert("CreateIndex".into(), json!(r.create_index));
     m.insert("ModifyIndex".into(), json!(r.modify_index));
@@ -356,6 +378,8 @@ struct TokenBody {
     expiration_time: Option<String>,
     #[serde(rename = "ExpirationTTL")]
     expiration_ttl: Option<String>,
+    #[serde(rename = "TemplatedPolicies")]
+    templated_policies: Option<Vec<TemplatedBody>>,
 }
 
 /// Resolves policy or role links given by ID or name.
@@ -500,10 +524,14 @@ async fn token_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<
         t.service_identities = s;
         t.node_identities = n;
     }
+    let mut x = ext::token_ext(&txn, &t.accessor_id).map_err(internal)?;
+    if let Some(tp) = b.templated_policies {
+        x.templated_policies = templated::parse(tp, Owner::Token)?;
+    }
     t.hash = hash_of(&(&t.policies, &t.roles, &t.description, t.local));
     drop(txn);
     let accessor = t.accessor_id.clone();
-    apply(ctx, vec![AclOp::TokenSet(t)]).await?;
+    apply(ctx, vec![AclOp::TokenSet(t), token_ext_op(&accessor, &x)]).await?;
     let txn = read_txn(ctx)?;
     let t = store::token(&txn, &accessor).map_err(internal)?.ok_or_else(|| internal("token vanished"))?;
     Ok(ApiResponse::json(&token_json(&txn, &t, true).map_err(internal)?))
@@ -529,9 +557,13 @@ pub async fn token_clone(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiRespon
     if let Some(d) = b.description {
         t.description = d;
     }
+    let x = TokenExt {
+        templated_policies: ext::token_ext(&txn, &src.accessor_id).map_err(internal)?.templated_policies,
+        auth_method: String::new(),
+    };
     drop(txn);
     let accessor = t.accessor_id.clone();
-    apply(ctx, vec![AclOp::TokenSet(t)]).await?;
+    apply(ctx, vec![AclOp::TokenSet(t), token_ext_op(&accessor, &x)]).await?;
     let txn = read_txn(ctx)?;
     let t = store::token(&txn, &accessor).map_err(internal)?.ok_or_else(|| internal("token vanished"))?;
     Ok(ApiResponse::json(&token_json(&txn, &t, true).map_err(internal)?))
@@ -737,6 +769,8 @@ struct RoleBody {
     service_identities: Option<Vec<ServiceIdentityBody>>,
     #[serde(rename = "NodeIdentities")]
     node_identities: Option<Vec<NodeIdentityBody>>,
+    #[serde(rename = "TemplatedPolicies")]
+    templated_policies: Vec<TemplatedBody>,
 }
 
 async fn role_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<ApiResponse, ApiError> {
@@ -770,10 +804,12 @@ async fn role_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<A
     let (s, n) = identities(b.service_identities, b.node_identities, &ctx.agent.config().datacenter)?;
     r.service_identities = s;
     r.node_identities = n;
+    let x = RoleExt { templated_policies: templated::parse(b.templated_policies, Owner::Role)? };
     r.hash = hash_of(&(&r.name, &r.policies, &r.description));
     drop(txn);
     let id = r.id.clone();
-    apply(ctx, vec![AclOp::RoleSet(r)]).await?;
+    let x = AclOp::ExtSet { table: ExtTable::RoleExt, key: id.clone(), json: ext::encode(&x) };
+    apply(ctx, vec![AclOp::RoleSet(r), x]).await?;
     let txn = read_txn(ctx)?;
     let r = store::role(&txn, &id).map_err(internal)?.ok_or_else(|| internal("role vanished"))?;
     Ok(ApiResponse::json(&role_json(&txn, &r).map_err(internal)?))

@@ -4,6 +4,8 @@
 //! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
 
 pub(crate) mod acl;
+mod acl_auth;
+mod acl_templated;
 mod agent;
 mod agent_local;
 mod autopilot;

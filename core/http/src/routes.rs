@@ -102,6 +102,7 @@ const GET: &[Method] = &[Method::GET];
 const PUT: &[Method] = &[Method::PUT];
 const DELETE: &[Method] = &[Method::DELETE];
 const PUT_POST: &[Method] = &[Method::PUT, Method::POST];
+const POST: &[Method] = &[Method::POST];
 const WRITE_KEYRING: &[Method] = &[Method::POST, Method::PUT, Method::DELETE];
 
 /// A route's handler: `h!(module::function)` for an `async fn(&Ctx, &Request, &str)`.
@@ -116,12 +117,15 @@ macro_rules! h {
 
 /// An ACL route's handler: `acl::guard` first (401 with ACLs off; writes to the leader).
 macro_rules! acl {
-    ($f:ident) => {{
+    ($f:ident) => {
+        acl!(acl::$f)
+    };
+    ($m:ident :: $f:ident) => {{
         fn run<'a>(ctx: &'a Ctx, req: &'a Request, arg: &'a str) -> Reply<'a> {
             Box::pin(async move {
                 match super::acl::guard(ctx, req).await? {
                     Some(answer) => Ok(answer),
-                    None => super::acl::$f(ctx, req, arg).await,
+                    None => super::$m::$f(ctx, req, arg).await,
                 }
             })
         }
@@ -740,6 +744,105 @@ pub const ROUTES: &[Route] = &[
         handler: acl!(role_delete),
     },
     Route { methods: GET, pattern: "acl/roles", need: Scalar(Acl, Read), forward: SERVERS, handler: acl!(role_list) },
+    Route {
+        methods: GET,
+        pattern: "acl/templated-policies",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(acl_templated::list),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/templated-policy/name/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(acl_templated::read),
+    },
+    Route {
+        methods: POST,
+        pattern: "acl/templated-policy/preview/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(acl_templated::preview),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/auth-method",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(acl_auth::method_create),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/auth-method/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(acl_auth::method_read),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/auth-method/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(acl_auth::method_update),
+    },
+    Route {
+        methods: DELETE,
+        pattern: "acl/auth-method/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(acl_auth::method_delete),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/auth-methods",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(acl_auth::method_list),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/binding-rule",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(acl_auth::rule_create),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/binding-rule/+",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(acl_auth::rule_read),
+    },
+    Route {
+        methods: PUT,
+        pattern: "acl/binding-rule/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(acl_auth::rule_update),
+    },
+    Route {
+        methods: DELETE,
+        pattern: "acl/binding-rule/+",
+        need: Scalar(Acl, Write),
+        forward: SERVERS,
+        handler: acl!(acl_auth::rule_delete),
+    },
+    Route {
+        methods: GET,
+        pattern: "acl/binding-rules",
+        need: Scalar(Acl, Read),
+        forward: SERVERS,
+        handler: acl!(acl_auth::rule_list),
+    },
+    Route { methods: POST, pattern: "acl/login", need: Open, forward: SERVERS, handler: acl!(acl_auth::login) },
+    Route {
+        methods: POST,
+        pattern: "acl/logout",
+        need: Handler("the token itself, created by a login"),
+        forward: SERVERS,
+        handler: acl!(acl_auth::logout),
+    },
     Route {
         methods: PUT_POST,
         pattern: "acl/create",

@@ -6,7 +6,8 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{
-    ACL_META, ACL_POLICIES, ACL_ROLES, ACL_SECRETS, ACL_TOKENS, IDX_ACL_POLICIES, IDX_ACL_ROLES, IDX_ACL_TOKENS,
+    ACL_META, ACL_POLICIES, ACL_ROLES, ACL_ROLE_EXT, ACL_SECRETS, ACL_TOKENS, ACL_TOKEN_EXT, IDX_ACL_POLICIES,
+    IDX_ACL_ROLES, IDX_ACL_TOKENS,
 };
 use super::{bump_index_txn, StoreError};
 
@@ -92,6 +93,16 @@ pub enum AclOp {
     Bootstrap {
         token: Token,
         reset_index: Option<u64>,
+    },
+    /// A JSON record of `acl_ext.rs` (templated policies, auth methods, binding rules).
+    ExtSet {
+        table: super::acl_ext::ExtTable,
+        key: String,
+        json: String,
+    },
+    ExtDelete {
+        table: super::acl_ext::ExtTable,
+        key: String,
     },
 }
 
@@ -214,6 +225,7 @@ pub fn apply_txn(txn: &WriteTransaction, ops: &[AclOp], index: u64) -> Result<Re
                 if let Some(p) = prev.transpose()? {
                     txn.open_table(ACL_SECRETS)?.remove(p.secret_id.as_str())?;
                 }
+                txn.open_table(ACL_TOKEN_EXT)?.remove(accessor.as_str())?;
                 bump_index_txn(txn, IDX_ACL_TOKENS, index)?;
             }
             AclOp::PolicySet(p) => {
@@ -242,8 +254,11 @@ pub fn apply_txn(txn: &WriteTransaction, ops: &[AclOp], index: u64) -> Result<Re
             }
             AclOp::RoleDelete(id) => {
                 txn.open_table(ACL_ROLES)?.remove(id.as_str())?;
+                txn.open_table(ACL_ROLE_EXT)?.remove(id.as_str())?;
                 bump_index_txn(txn, IDX_ACL_ROLES, index)?;
             }
+            AclOp::ExtSet { table, key, json } => super::acl_ext::set_txn(txn, *table, key, json, index)?,
+            AclOp::ExtDelete { table, key } => super::acl_ext::delete_txn(txn, *table, key, index)?,
         }
     }
     Ok(Ok(()))

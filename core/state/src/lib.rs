@@ -7,6 +7,7 @@
 //! they compose (one `/v1/txn` = one transaction).
 
 pub mod acl;
+pub mod acl_ext;
 pub mod autopilot;
 pub mod catalog;
 pub mod coordinate;

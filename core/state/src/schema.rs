@@ -38,6 +38,14 @@ pub const ACL_META: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_met
 /// ACL roles: ID -> bincode(`acl::Role`).
 pub const ACL_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_roles");
 
+/// JSON records of `acl_ext.rs`: a token's templated policies and auth method (by
+/// AccessorID), a role's templated policies (by ID), auth methods (by name), binding rules (by
+/// ID).
+pub const ACL_TOKEN_EXT: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_token_ext");
+pub const ACL_ROLE_EXT: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_role_ext");
+pub const ACL_AUTH_METHODS: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_auth_methods");
+pub const ACL_BINDING_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_binding_rules");
+
 /// Operator settings replicated through Raft (the autopilot configuration): key -> JSON.
 pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operator");
 
@@ -45,7 +53,7 @@ pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operato
 pub const COORDINATES: TableDefinition<&str, &[u8]> = TableDefinition::new("coordinates");
 
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 11] = [
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 15] = [
     NODES,
     SERVICES,
     CHECKS,
@@ -57,6 +65,10 @@ pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 11] = [
     ACL_META,
     OPERATOR,
     COORDINATES,
+    ACL_TOKEN_EXT,
+    ACL_ROLE_EXT,
+    ACL_AUTH_METHODS,
+    ACL_BINDING_RULES,
 ];
 
 pub const IDX_NODES: &str = "nodes";
@@ -67,6 +79,8 @@ pub const IDX_KVS: &str = "kvs";
 pub const IDX_ACL_TOKENS: &str = "acl-tokens";
 pub const IDX_ACL_POLICIES: &str = "acl-policies";
 pub const IDX_ACL_ROLES: &str = "acl-roles";
+pub const IDX_ACL_AUTH_METHODS: &str = "acl-auth-methods";
+pub const IDX_ACL_BINDING_RULES: &str = "acl-binding-rules";
 pub const IDX_TOMBSTONES: &str = "tombstones";
 pub const IDX_COORDINATES: &str = "coordinates";
 /// Raft index of the last snapshot restore: a floor under every reported index, so indexes

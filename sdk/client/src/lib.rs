@@ -261,6 +261,12 @@ impl Client {
         Self::with_tls(&addr, token, tls)
     }
 
+    /// The same client sending no ACL token (`legate login`: the bearer token is the credential).
+    pub fn without_token(mut self) -> Client {
+        self.token = None;
+        self
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
