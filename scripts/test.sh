@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, the binary, every test.
-# Installs what it needs: rustfmt and clippy, and cargo-nextest (every test in its own process:
-# the tests share process-wide state such as the metrics registry).
+# Installs what it needs: rustfmt and clippy, and cargo-nextest from crates.io (every test in its
+# own process: the tests share process-wide state such as the metrics registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +16,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     bin="${CARGO_HOME:-$HOME/.cargo}/bin"
     mkdir -p "$bin"
     echo "installing cargo-nextest into $bin" >&2
-    curl -LsSf https://get.nexte.st/latest/linux | tar zxf - -C "$bin" 2>/dev/null \
-        || cargo install --locked cargo-nextest
+    cargo install --locked cargo-nextest
 fi
 
 # WASM plugins (plugins/, sdk/plugin) build for wasm32-wasip2; the plugin tests run them.
