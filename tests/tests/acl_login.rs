@@ -387,8 +387,17 @@ async fn jwt_auth_methods_binding_rules_login_and_logout() {
     let (code, _, err) = run_legate_with(&["logout", "-http-addr", &addr, "-token", MGMT], &[], None);
     assert_eq!(code, 1);
     assert!(err.contains("Error destroying token: ") && err.contains("token wasn't created via login"), "{err}");
-    let (code, _, err) = run_legate_with(&["logout", "-http-addr", &addr, "-token", &cli_secret], &[], None);
+    // -token-file, as `consul login`'s sink file is meant to be used.
+    let sink_arg = sink.to_str().unwrap();
+    let (code, out, err) =
+        run_legate_with(&["acl", "token", "read", "-http-addr", &addr, "-self", "-token-file", sink_arg], &[], None);
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("token created via login"), "{out}");
+    let (code, _, err) =
+        run_legate_with(&["logout", "-http-addr", &addr], &[("CONSUL_HTTP_TOKEN_FILE", sink_arg)], None);
+    assert_eq!(code, 0, "{err}");
+    let (s, _) = api.call("GET", "/v1/acl/token/self", Some(&cli_secret), None).await;
+    assert_eq!(s, 403, "logged out");
 
     // Deleting a method deletes its rules and the tokens its logins made.
     let (s, body) = login(&api, "jwt-static", &signer.sign(&claims("Eve", "ops", &[]))).await;

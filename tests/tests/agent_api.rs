@@ -270,6 +270,16 @@ async fn response_shapes_have_exactly_consuls_keys() {
     let serf = json_of(&c, a.url(&format!("/v1/health/node/{node}"))).await;
     let serf = serf.as_array().unwrap().iter().find(|ch| ch["CheckID"] == "serfHealth").unwrap().clone();
     assert_eq!(serf["Definition"], json!({}));
+
+    // A Locality given at registration is kept and shown (lower-case keys decode too).
+    let svc = json!({"Name": "placed", "Port": 81, "locality": {"region": "eu-west-1", "Zone": "eu-west-1a"}});
+    assert_eq!(call(&c, "PUT", a.url("/v1/agent/service/register"), Some(svc)).await.0, 200);
+    let placed = json_of(&c, a.url("/v1/agent/service/placed")).await;
+    assert_eq!(placed["Locality"], json!({"Region": "eu-west-1", "Zone": "eu-west-1a"}));
+    assert_eq!(keys(&placed), sorted(&[AGENT_SERVICE, &["ContentHash", "Locality"]].concat()));
+    let services = json_of(&c, a.url("/v1/agent/services")).await;
+    assert_eq!(services["placed"]["Locality"]["Region"], "eu-west-1");
+    assert!(services["shape"].get("Locality").is_none());
     a.stop().await;
 }
 

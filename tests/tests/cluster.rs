@@ -13,6 +13,10 @@ fn start(ip: &str, name: &str, dir: &tempfile::TempDir, server: bool, join: &str
     AgentProcess::start(&args, &[])
 }
 
+fn http_of(a: &AgentProcess) -> String {
+    format!("-http-addr={}", a.http.unwrap())
+}
+
 async fn get(c: &Client, url: String) -> Option<Value> {
     c.get(url).send().await.ok()?.json().await.ok()
 }
@@ -143,6 +147,35 @@ async fn three_servers_and_a_client_form_one_cluster() {
     assert_eq!(state["Voters"].as_array().unwrap().len(), 3, "{state}");
     assert_eq!(state["Servers"][state["Leader"].as_str().unwrap()]["Status"], "leader", "{state}");
 
+    // Leadership handed over on request, asked of the client agent: to a named follower, then
+    // (the CLI) to the most up-to-date other server. Writes go on.
+    let index_of = |addr: &str| (0..3).find(|&i| addr.starts_with(&format!("{}:", ips[i]))).expect("a server");
+    let current = |c: Client, url: String| async move { get(&c, url).await?.as_str().map(str::to_string) };
+    let before = index_of(&current(c.clone(), agents[3].url("/v1/status/leader")).await.unwrap());
+    let target = (0..3).find(|&i| i != before).unwrap();
+    let target_id =
+        get(&c, agents[target].url("/v1/agent/self")).await.unwrap()["Config"]["NodeID"].as_str().unwrap().to_string();
+    let r = c.post(agents[3].url(&format!("/v1/operator/raft/transfer-leader?id={target_id}"))).send().await.unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, r#"{"Success":true}"#));
+    for a in &agents[..4] {
+        retry_until(Duration::from_secs(10), "the target leads everywhere", || async {
+            (index_of(&current(c.clone(), a.url("/v1/status/leader")).await?) == target).then_some(())
+        })
+        .await;
+    }
+    let (code, out, err) = run_legate_with(&["operator", "raft", "transfer-leader", &http_of(&agents[3])], &[], None);
+    assert_eq!((code, out.trim()), (0, "Success"), "{err}");
+    let after = retry_until(Duration::from_secs(10), "leadership moved again", || async {
+        let l = index_of(&current(c.clone(), agents[3].url("/v1/status/leader")).await?);
+        (l != target).then_some(l)
+    })
+    .await;
+    let r = c.put(agents[3].url("/v1/kv/cluster/after-transfer")).body("x").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "true");
+    let leader = get(&c, agents[after].url("/v1/status/leader")).await.unwrap().as_str().unwrap().to_string();
+
     // An event fired on one server is listed on every agent, once.
     let r = c.put(agents[0].url("/v1/event/fire/deploy")).body("v2").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -267,7 +300,7 @@ async fn wrong_gossip_key_cannot_join_and_retry_max_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyring_changes_reach_every_member() {
+async fn keyring_changes_reach_every_member_and_counts_come_from_their_answers() {
     let (_, k1, _) = run_legate(&["keygen"]);
     let (_, k2, _) = run_legate(&["keygen"]);
     let (k1, k2) = (k1.trim().to_string(), k2.trim().to_string());
@@ -328,6 +361,23 @@ async fn keyring_changes_reach_every_member() {
         (keys_of(1).await? == both).then_some(())
     })
     .await;
+    // The counts come from each member's answer: a key installed on one member only
+    // (?local-only) counts once, the others twice.
+    let (_, k3, _) = run_legate(&["keygen"]);
+    let k3 = k3.trim().to_string();
+    let r = c.post(agents[1].url("/v1/operator/keyring?local-only=1")).json(&json!({"Key": k3})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v = get(&c, agents[0].url("/v1/operator/keyring")).await.unwrap();
+    assert_eq!(v[0]["NumNodes"], 2, "{v}");
+    assert_eq!(
+        (v[0]["Keys"][&k1].as_u64(), v[0]["Keys"][&k2].as_u64(), v[0]["Keys"][&k3].as_u64()),
+        (Some(2), Some(2), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v[0]["PrimaryKeys"][&k1], 2, "{v}");
+    let r =
+        c.delete(agents[1].url("/v1/operator/keyring?local-only=1")).json(&json!({"Key": k3})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     let r = c.put(agents[0].url("/v1/operator/keyring")).json(&json!({"Key": k2})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -390,6 +390,20 @@ async fn keyring_without_gossip_encryption_is_an_error() {
 }
 
 #[tokio::test]
+async fn transfer_leader_needs_another_voter() {
+    let a = InProcessAgent::start(test_config()).await;
+    legate_tests::wait_leader(&a.base).await;
+    let r = client().post(a.url("/v1/operator/raft/transfer-leader")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.text().await.unwrap(), "cannot find peer to transfer leadership to");
+    let r = client().post(a.url("/v1/operator/raft/transfer-leader?id=nosuch")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (500, "cannot find peer nosuch"));
+    let r = client().get(a.url("/v1/operator/raft/transfer-leader")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    a.stop().await;
+}
+
+#[tokio::test]
 async fn catalog_writes_for_another_datacenter_never_apply_here_and_peers_are_empty() {
     let a = InProcessAgent::start(test_config()).await;
     legate_tests::wait_leader(&a.base).await;

@@ -14,6 +14,9 @@ pub struct HttpFlags {
     /// ACL token (env LEGATE_HTTP_TOKEN or CONSUL_HTTP_TOKEN)
     #[arg(long)]
     pub token: Option<String>,
+    /// File holding the ACL token (env LEGATE_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN_FILE); -token wins
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Datacenter to query (default: the agent's)
     #[arg(long)]
     pub datacenter: Option<String>,
@@ -39,8 +42,34 @@ pub struct HttpFlags {
 
 impl HttpFlags {
     pub fn client(&self) -> Result<Client, String> {
-        Client::with_overrides_tls(self.http_addr.as_deref(), self.token.as_deref(), &self.tls())
-            .map_err(|e| e.to_string())
+        let token = self.token()?;
+        Client::with_overrides_tls(self.http_addr.as_deref(), token.as_deref(), &self.tls()).map_err(|e| e.to_string())
+    }
+
+    /// `-token`, else the contents of `-token-file` (or of the file the environment names),
+    /// as Consul reads them; None leaves the choice to the environment's token.
+    fn token(&self) -> Result<Option<String>, String> {
+        if self.token.is_some() {
+            return Ok(self.token.clone());
+        }
+        let env_file = || {
+            ["LEGATE_HTTP_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE"]
+                .iter()
+                .find_map(|k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from))
+        };
+        let from_env = std::env::var_os("LEGATE_HTTP_TOKEN").or_else(|| std::env::var_os("CONSUL_HTTP_TOKEN"));
+        let file = match &self.token_file {
+            Some(f) => f.clone(),
+            // An explicit token in the environment wins over a token file in it.
+            None if from_env.is_some() => return Ok(None),
+            None => match env_file() {
+                Some(f) => f,
+                None => return Ok(None),
+            },
+        };
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("Error loading token file {}: {e}", file.display()))?;
+        Ok(Some(text.trim().to_string()))
     }
 
     /// The environment's TLS options with the flags on top.

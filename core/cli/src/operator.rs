@@ -181,6 +181,14 @@ pub enum RaftCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Transfers Raft leadership to another server (-id, or the most up-to-date one)
+    TransferLeader {
+        #[command(flatten)]
+        http: HttpFlags,
+        /// The server ID of the new leader
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -281,6 +289,19 @@ pub fn run_operator(cmd: OperatorCommand) -> i32 {
                 }
                 Ok(0)
             }
+            OperatorCommand::Raft(RaftCommand::TransferLeader { http, id }) => {
+                let path = match id.as_deref().filter(|i| !i.is_empty()) {
+                    Some(i) => format!("/v1/operator/raft/transfer-leader?id={}", urlencoding(i)),
+                    None => "/v1/operator/raft/transfer-leader".to_string(),
+                };
+                let client = http.client()?;
+                client
+                    .request_json("POST", &path, &serde_json::Value::Null)
+                    .await
+                    .map_err(|e| format!("Error transferring leadership: {e}"))?;
+                println!("Success");
+                Ok(0)
+            }
         }
     })
 }
@@ -347,4 +368,14 @@ pub fn run_info(a: InfoArgs) -> i32 {
         }
         Ok(0)
     })
+}
+
+/// `s` as a URL query value.
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

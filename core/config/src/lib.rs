@@ -582,6 +582,16 @@ pub struct ServiceDefinition {
     pub partition: Option<String>,
     pub proxy: Option<Json>,
     pub connect: Option<Json>,
+    /// Where the service runs (Consul 1.17+); shown by the agent's service endpoints.
+    pub locality: Option<Locality>,
+}
+
+/// A service's region and zone.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -195,6 +195,8 @@ pub(crate) struct Core {
     next_sync: Instant,
     /// This member's network coordinate (None: `disable_coordinates`).
     vivaldi: Option<Vivaldi>,
+    /// Keyring queries in flight: token -> the keys each answering address has.
+    key_queries: HashMap<u64, BTreeMap<SocketAddr, Vec<String>>>,
 }
 
 /// Round-trip measurements for the network coordinate: one ping to a random member per probe
@@ -259,6 +261,7 @@ impl Core {
                 pending: HashMap::new(),
                 seq: rand::random(),
             }),
+            key_queries: HashMap::new(),
         }
     }
 
@@ -966,7 +969,39 @@ impl Core {
                 self.send_direct(to, &Direct::Ack { seq, coord });
             }
             Direct::Ack { seq, coord } => self.on_ack(seq, coord, now),
+            Direct::KeyListRequest { token } => {
+                let keys = self.keyring.list();
+                self.send_direct(from, &Direct::KeyListResponse { token, keys });
+            }
+            Direct::KeyListResponse { token, keys } => {
+                if let Some(answers) = self.key_queries.get_mut(&token) {
+                    answers.insert(from, keys);
+                }
+            }
         }
+    }
+
+    /// Asks every active member for its keys (again, for those that have not answered);
+    /// returns how many members were asked in all.
+    pub(crate) fn ask_keys(&mut self, token: u64) -> usize {
+        let answered: Vec<SocketAddr> = self.key_queries.entry(token).or_default().keys().copied().collect();
+        let targets: Vec<SocketAddr> = self.records.values().filter(|r| r.active).map(|r| r.id.addr).collect();
+        for addr in &targets {
+            if !answered.contains(addr) {
+                self.send_direct(*addr, &Direct::KeyListRequest { token });
+            }
+        }
+        targets.len()
+    }
+
+    /// The answers a keyring query has so far.
+    pub(crate) fn key_answers(&self, token: u64) -> usize {
+        self.key_queries.get(&token).map_or(0, BTreeMap::len)
+    }
+
+    /// Ends a keyring query: every answer's keys.
+    pub(crate) fn finish_key_query(&mut self, token: u64) -> Vec<Vec<String>> {
+        self.key_queries.remove(&token).map(|a| a.into_values().collect()).unwrap_or_default()
     }
 
     fn send_digest(&mut self, to: SocketAddr) {

@@ -64,7 +64,15 @@ pub use self::transport::MemNetwork;
 use self::transport::{TransportRx, TransportTx, MAX_DATAGRAM};
 use self::wire::NodeId;
 
-/// Consul's member status codes (`Status` in `/v1/agent/members`).
+/// What the members answered a keyring query ([`Gossip::query_keyrings`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeyringAnswers {
+    /// Members asked, this agent included.
+    pub asked: usize,
+    /// Each answering member's keys (base64), primary first.
+    pub answers: Vec<Vec<String>>,
+}
+
 /// Counts serf reports about its pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PoolStats {
@@ -438,12 +446,12 @@ impl Gossip {
         self.lock().members()
     }
 
-    /// The pool as serf's stats show it (`/v1/agent/self` `Stats.serf_lan`).
     /// This member's network coordinate (None when coordinates are disabled).
     pub fn coordinate(&self) -> Option<legate_api::coordinate::Coord> {
         self.lock().coordinate()
     }
 
+    /// The pool as serf's stats show it (`/v1/agent/self` `Stats.serf_lan`).
     pub fn stats(&self) -> PoolStats {
         self.lock().stats()
     }
@@ -476,6 +484,30 @@ impl Gossip {
     /// User events from now on, each once (de-duplicated by id), ours included.
     pub fn subscribe_events(&self) -> broadcast::Receiver<UserEvent> {
         self.event_tx.subscribe()
+    }
+
+    /// Asks every member for its installed keys, as serf's keyring query does: this agent's
+    /// answer and those that arrive within `timeout` (asked again every 500 ms). A member with
+    /// none of our keys cannot read the question, so it does not answer.
+    pub async fn query_keyrings(&self, timeout: Duration) -> KeyringAnswers {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        let mut asked = 0;
+        let mut next_ask = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_ask {
+                asked = self.with_core(|c, _| c.ask_keys(token));
+                next_ask = now + Duration::from_millis(500);
+            }
+            if self.lock().key_answers(token) >= asked || now >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut answers = self.lock().finish_key_query(token);
+        answers.push(self.keyring_list());
+        KeyringAnswers { asked: asked + 1, answers }
     }
 
     /// Installed keys (base64), primary first; empty when encryption is off.

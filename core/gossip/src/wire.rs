@@ -179,6 +179,15 @@ pub(crate) enum Direct {
         seq: u32,
         coord: Option<legate_api::coordinate::Coord>,
     },
+    /// "Which gossip keys do you have?" (`GET /v1/operator/keyring` counts the answers).
+    KeyListRequest {
+        token: u64,
+    },
+    /// The answer: the member's installed keys (base64), primary first.
+    KeyListResponse {
+        token: u64,
+        keys: Vec<String>,
+    },
 }
 
 /// Something a broadcast brought in, for the core to act on.

@@ -16,7 +16,17 @@ use legate_config::{CheckDefinition, ServiceDefinition};
 
 fn agent_service(ctx: &Ctx, id: &str) -> Option<Json> {
     let s = ctx.agent.local.service(id)?;
-    Some(service_json(&s.service, Some(&ctx.agent.config().datacenter)))
+    Some(local_service_json(&s, &ctx.agent.config().datacenter))
+}
+
+/// A local service as the agent's endpoints show it: the catalog shape, plus `Locality` when
+/// the definition gives one.
+fn local_service_json(s: &legate_agent::local::LocalService, dc: &str) -> Json {
+    let mut v = service_json(&s.service, Some(dc));
+    if let Some(l) = &s.definition.locality {
+        v["Locality"] = json!({"Region": l.region, "Zone": l.zone});
+    }
+    v
 }
 
 pub async fn list_services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
@@ -28,7 +38,7 @@ pub async fn list_services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRespo
         .services()
         .iter()
         .filter(|s| req.can_read(Resource::Service, &s.service.service))
-        .map(|s| service_json(&s.service, Some(&dc)))
+        .map(|s| local_service_json(s, &dc))
         .collect();
     let map: serde_json::Map<String, Json> =
         filter(req, list)?.into_iter().map(|s| (s["ID"].as_str().unwrap_or_default().to_string(), s)).collect();

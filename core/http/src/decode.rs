@@ -40,6 +40,9 @@ const FIELDS: &[&str] = &[
     "partition",
     "proxy",
     "connect",
+    "locality",
+    "region",
+    "zone",
     // checks
     "check_id",
     "notes",

@@ -77,6 +77,30 @@ pub async fn remove_peer(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRespons
     Ok(ApiResponse::empty(StatusCode::OK))
 }
 
+/// `POST /v1/operator/raft/transfer-leader[?id=<server ID>]`: hands leadership to that voter
+/// (or the most up-to-date one); `{"Success": true}` once it leads. A follower asks the leader.
+pub async fn transfer_leader(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let server = blocking::server(ctx)?;
+    if !server.is_leader() {
+        return super::forward::to_leader(server, req).await;
+    }
+    let target = match req.param("id").filter(|id| !id.is_empty()) {
+        None => None,
+        Some(id) => {
+            let names = names_by_addr(ctx);
+            let m = server.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership().clone();
+            let found = membership
+                .nodes()
+                .find(|(rid, node)| names.get(&node.addr).is_some_and(|(_, nid)| nid == id) || rid.to_string() == id)
+                .map(|(rid, _)| *rid);
+            Some(found.ok_or_else(|| ApiError::Internal(format!("cannot find peer {id}")))?)
+        }
+    };
+    server.transfer_leadership(target).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ApiResponse::json(&json!({"Success": true})))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct KeyBody {
@@ -85,6 +109,9 @@ struct KeyBody {
 
 /// The LAN keyring: changes apply here and are relayed to every member by an internal gossip
 /// event; listing shows this agent's keys (per-node counts are not collected).
+/// How long `GET /v1/operator/keyring` waits for members' answers.
+const KEYRING_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub async fn keyring(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
     if req.method == Method::GET {
@@ -96,16 +123,25 @@ pub async fn keyring(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
                 "1 error occurred:\n\t* {dc} (LAN) error: Keyring is empty (encryption not enabled)\n\n"
             )));
         }
-        let members = g.members().iter().filter(|m| m.status == legate_gossip::STATUS_ALIVE).count();
-        let all: BTreeMap<String, usize> = keys.iter().map(|k| (k.clone(), members)).collect();
-        let primary: BTreeMap<String, usize> = keys.first().map(|k| (k.clone(), members)).into_iter().collect();
+        // Every member answers with its own keys: a key's count is how many have it.
+        let report = g.query_keyrings(KEYRING_QUERY_TIMEOUT).await;
+        let mut all: BTreeMap<String, usize> = BTreeMap::new();
+        let mut primary: BTreeMap<String, usize> = BTreeMap::new();
+        for keys in &report.answers {
+            for k in keys {
+                *all.entry(k.clone()).or_default() += 1;
+            }
+            if let Some(p) = keys.first() {
+                *primary.entry(p.clone()).or_default() += 1;
+            }
+        }
         return Ok(ApiResponse::json(&json!([{
             "WAN": false,
             "Datacenter": ctx.agent.config().datacenter,
             "Segment": "",
             "Keys": all,
             "PrimaryKeys": primary,
-            "NumNodes": members,
+            "NumNodes": report.asked,
         }])));
     }
     let body: KeyBody = decode::body(&req.body)?;

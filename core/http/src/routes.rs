@@ -548,6 +548,13 @@ pub const ROUTES: &[Route] = &[
         handler: h!(operator::remove_peer),
     },
     Route {
+        methods: POST,
+        pattern: "operator/raft/transfer-leader",
+        need: Scalar(Operator, Write),
+        forward: SERVERS,
+        handler: h!(operator::transfer_leader),
+    },
+    Route {
         methods: GET,
         pattern: "operator/autopilot/configuration",
         need: Scalar(Operator, Read),

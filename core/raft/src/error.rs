@@ -35,6 +35,9 @@ pub enum ServerError {
     /// openraft refused (its errors are generic over the node types: kept as text).
     #[error("raft: {0}")]
     Raft(String),
+    /// A leadership transfer could not be made (Consul's texts).
+    #[error("{0}")]
+    Transfer(String),
     #[error("No cluster leader")]
     NoLeader,
     /// A server that could not be reached over the RPC port (or refused this one: TLS).

@@ -9,6 +9,7 @@ pub mod link;
 mod metrics;
 pub mod raft;
 pub mod rpc;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

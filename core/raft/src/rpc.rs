@@ -75,6 +75,11 @@ pub enum Request {
     /// Whether this server takes server calls from the caller (before the leader adds it to
     /// Raft): answered `true` only on a connection allowed to make them.
     Ping,
+    /// The leader hands leadership over (`operator raft transfer-leader`): stand for election
+    /// until elected or `within` (ms) has passed.
+    Elect {
+        within_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -105,6 +110,8 @@ pub enum Response {
     CatalogWrite(Result<CommandResponse, EndpointError>),
     KvWrite(Result<CommandResponse, EndpointError>),
     Ping(bool),
+    /// Whether this server became the leader.
+    Elect(Result<(), String>),
 }
 
 impl Response {
@@ -119,6 +126,7 @@ impl Response {
             Response::AclResolve(r) => r.is_err(),
             Response::CatalogWrite(r) | Response::KvWrite(r) => r.is_err(),
             Response::Ping(_) => false,
+            Response::Elect(r) => r.is_err(),
         }
     }
 }
@@ -464,7 +472,12 @@ struct Handlers {
 fn server_only(req: &Request) -> bool {
     matches!(
         req,
-        Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_) | Request::Apply(_) | Request::Ping
+        Request::AppendEntries(_)
+            | Request::Vote(_)
+            | Request::InstallSnapshot(_)
+            | Request::Apply(_)
+            | Request::Ping
+            | Request::Elect { .. }
     )
 }
 
@@ -475,6 +488,7 @@ fn refused(req: &Request, why: String) -> Response {
         Request::Vote(_) => Response::Vote(Err(why)),
         Request::InstallSnapshot(_) => Response::InstallSnapshot(Err(why)),
         Request::Ping => Response::Ping(false),
+        Request::Elect { .. } => Response::Elect(Err(why)),
         _ => Response::Apply(Err(ApplyError::Other(why))),
     }
 }
@@ -592,6 +606,9 @@ impl Handlers {
             }
             Request::Apply(cmd) => Response::Apply(self.batcher.apply(cmd).await),
             Request::Ping => Response::Ping(true),
+            Request::Elect { within_ms } => {
+                Response::Elect(crate::transfer::stand_for_election(raft, Duration::from_millis(within_ms)).await)
+            }
             Request::AclResolve { secret } => {
                 let store = self.store.clone();
                 let resolved = tokio::task::spawn_blocking(move || resolve_in_store(&store, &secret))
