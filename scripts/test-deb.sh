@@ -6,7 +6,7 @@
 # - `dpkg -i`: the files and their owners and modes, the `legate` system user, /var/lib/legate;
 # - the unit: `systemd-analyze verify` when systemd is installed;
 # - the agent started as systemd would (the unit's ExecStart, as the unit's User, with
-#   NOTIFY_SOCKET set): it must report READY=1 and serve the API, with the packaged config
+#   NOTIFY_SOCKET set), stopped with the unit's KillSignal (SIGINT): it must report READY=1 and serve the API, with the packaged config
 #   plus a one-line override making it a lone server;
 # - `legate` from the PATH, its man page and bash completion;
 # - `dpkg --purge` removes the files, the data dir and the user.
@@ -72,8 +72,10 @@ while True:
 PY
 listener=$!
 sleep 0.5
+# setpriv execs the agent itself (no parent in between), so the signals below reach it.
 # shellcheck disable=SC2086 # ExecStart's words
-runuser -u legate -- env NOTIFY_SOCKET="$sock" $exec_start >/tmp/legate-deb-agent.log 2>&1 &
+setpriv --reuid=legate --regid=legate --init-groups -- env NOTIFY_SOCKET="$sock" $exec_start \
+    >/tmp/legate-deb-agent.log 2>&1 &
 agent=$!
 cleanup() {
     kill "$agent" 2>/dev/null || true
@@ -89,7 +91,13 @@ curl -fsS -X PUT --data hello http://127.0.0.1:18500/v1/kv/deb-test >/dev/null
 [ "$(curl -fsS 'http://127.0.0.1:18500/v1/kv/deb-test?raw')" = hello ] || fail "KV round trip"
 echo "ok: KV round trip"
 [ -n "$(ls -A /var/lib/legate)" ] || fail "nothing written to /var/lib/legate"
+# SIGINT, the unit's KillSignal: a graceful leave, then exit.
 kill -INT "$agent"
+for _ in $(seq 100); do
+    kill -0 "$agent" 2>/dev/null || break
+    sleep 0.1
+done
+! kill -0 "$agent" 2>/dev/null || fail "the agent did not stop on SIGINT within 10 s"
 wait "$agent" || true
 cleanup
 trap - EXIT
