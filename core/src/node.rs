@@ -212,6 +212,12 @@ impl Agent {
                 agent::cluster::membership_loop(shared.clone(), g, shutdown.child_token()),
             );
         }
+        let wan =
+            agent::wan::start(&shared, data_dir.as_ref().map(|d| d.path()), shutdown.child_token(), &tracker).await?;
+        if let Some(w) = wan {
+            let _ = shared.gossip_wan.set(w.clone());
+            crate::tasks::spawn(&tracker, "join-wan", agent::wan::join_loop(shared.clone(), w, shutdown.child_token()));
+        }
         shared.load_check_tls();
         shared.load_config_definitions();
         shared.local.restore(shared.scripts_allowed(false));

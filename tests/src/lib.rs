@@ -60,6 +60,7 @@ pub fn test_config() -> Config {
     c.ports.dns = -1;
     c.ports.server = 0;
     c.ports.serf_lan = -1;
+    c.ports.serf_wan = -1;
     c.dev = true;
     c
 }
@@ -128,8 +129,10 @@ impl AgentProcess {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
         let mut cmd = Command::new(legate_bin());
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        // Parallel tests must not all take the default serf LAN port; flags still override.
+        // Parallel tests must not all take the default serf LAN and WAN ports; flags still
+        // override.
         cmd.env("LEGATE_PORTS__SERF_LAN", "0");
+        cmd.env("LEGATE_PORTS__SERF_WAN", "0");
         // Nor the default DNS port (8600).
         cmd.env("LEGATE_PORTS__DNS", "0");
         for (k, v) in env {

@@ -228,6 +228,7 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("GET", "agent/metrics", case("/v1/agent/metrics", None));
     add("GET", "agent/monitor", case("/v1/agent/monitor?loglevel=warn", None));
     add("GET", "agent/host", case("/v1/agent/host", None));
+    add("GET", "agent/plugins", case("/v1/agent/plugins", None));
     add("PUT", "agent/reload", case("/v1/agent/reload", None));
     add("PUT", "agent/maintenance", case("/v1/agent/maintenance?enable=false", None));
     add("PUT", "agent/token/+", case("/v1/agent/token/dns", Some(json!({"Token": "x"}))));

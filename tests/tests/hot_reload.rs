@@ -74,11 +74,11 @@ async fn service_files_in_a_watched_dir_apply_without_restart() {
     let r = c.put(p.url("/v1/agent/reload")).send().await.unwrap();
     assert_eq!(r.status(), 500);
     assert!(r.text().await.unwrap().contains("bad.json"));
-    std::fs::write(dir.path().join("bad.json"), r#"{"ports": {"serf_wan": 99999}}"#).unwrap();
+    std::fs::write(dir.path().join("bad.json"), r#"{"ports": {"https": 99999}}"#).unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let r = c.put(p.url("/v1/agent/reload")).send().await.unwrap();
     assert_eq!(r.status(), 500);
-    assert!(r.text().await.unwrap().contains("ports.serf_wan"));
+    assert!(r.text().await.unwrap().contains("ports.https"));
     let v = get(&c, p.url("/v1/catalog/service/web")).await.unwrap();
     assert_eq!(v[0]["ServicePort"], 81, "running config kept");
     std::fs::remove_file(dir.path().join("bad.json")).unwrap();

@@ -115,12 +115,15 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     let cfg = dir.path().to_str().unwrap();
     let p = AgentProcess::start(&args(DEV, &["-config-dir", cfg]), &[]);
     let self_url = p.url("/v1/agent/self");
-    assert_eq!(get_json(&self_url).await["DebugConfig"]["LogLevel"], "info");
+    let first = get_json(&self_url).await;
+    assert_eq!(first["DebugConfig"]["LogLevel"], "info");
+    let https_before = first["DebugConfig"]["Ports"]["https"].clone();
+    assert!(https_before.is_number(), "{first}");
 
     // A valid edit, picked up on SIGHUP: reloadable keys apply, a port change does not.
     std::fs::write(
         dir.path().join("a.json"),
-        r#"{"log_level": "debug", "node_meta": {"rack": "r2"}, "ports": {"serf_wan": 9302}}"#,
+        r#"{"log_level": "debug", "node_meta": {"rack": "r2"}, "ports": {"https": 9443}}"#,
     )
     .unwrap();
     p.signal(libc::SIGHUP);
@@ -131,10 +134,10 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     .await;
     let v = get_json(&self_url).await;
     assert_eq!(v["Meta"]["rack"], "r2");
-    assert_eq!(v["DebugConfig"]["Ports"]["serf_wan"], 8302, "restart-only key not half-applied");
+    assert_eq!(v["DebugConfig"]["Ports"]["https"], https_before, "restart-only key not half-applied");
     let out = p.output();
     assert!(out.contains("config change requires restart"), "{out}");
-    assert!(out.contains("ports.serf_wan"), "{out}");
+    assert!(out.contains("ports.https"), "{out}");
 
     // A broken file: the reload fails with file and line, the running config stays.
     std::fs::write(dir.path().join("b.json"), "{\n  \"log_level\": \"warn\",\n  \"ports\": {\"http\": \"x\"}\n}")
@@ -176,10 +179,10 @@ async fn json_logs_and_log_file() {
 
 #[tokio::test]
 async fn config_errors_at_start_exit_1_with_the_message() {
-    let dir = config_dir(&[("x.hcl", "ports {\n  serf_wan = 70000\n}\n")]);
+    let dir = config_dir(&[("x.hcl", "ports {\n  https = 70000\n}\n")]);
     let mut p = AgentProcess::spawn(&args(DEV, &["-config-dir", dir.path().to_str().unwrap()]), &[]);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
-    assert!(p.output().contains("x.hcl:2: ports.serf_wan: invalid port 70000"), "{}", p.output());
+    assert!(p.output().contains("x.hcl:2: ports.https: invalid port 70000"), "{}", p.output());
 
     let mut p = AgentProcess::spawn(&["agent", "-server"], &[]);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
@@ -321,9 +324,14 @@ async fn legate_debug_writes_a_bundle_without_secrets() {
         all.push_str(&text);
     }
     eprintln!("bundle: {names:?}");
-    for want in
-        ["bundle/agent.json", "bundle/host.json", "bundle/members.json", "bundle/metrics/000.json", "bundle/agent.log"]
-    {
+    for want in [
+        "bundle/agent.json",
+        "bundle/host.json",
+        "bundle/members.json",
+        "bundle/plugins.json",
+        "bundle/metrics/000.json",
+        "bundle/agent.log",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
     assert!(all.contains("url=/v1/kv/debugged?token=<hidden>"), "the debug log has the requests");

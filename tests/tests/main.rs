@@ -10,6 +10,7 @@ mod config;
 mod coordinates;
 mod dns;
 mod durability;
+mod federation;
 mod hot_reload;
 mod http_api;
 mod kv;

@@ -448,6 +448,22 @@ async fn rust_plugins_run_as_real_checks() {
     wait_check(&a, "latency", "warning", "slower than 5 ms").await;
     wait_check(&a, "redis", "passing", "redis: PONG").await;
     assert_eq!(checks(&a).await["redis"]["ServiceID"], "cache-1");
+
+    // /v1/agent/plugins: both plugins loaded (with their imports), every check's grants, and
+    // never the args (the redis password).
+    let state: Value = reqwest::get(a.url("/v1/agent/plugins")).await.unwrap().json().await.unwrap();
+    let loaded = state["Host"]["loaded"].as_array().unwrap();
+    let paths: Vec<&str> = loaded.iter().filter_map(|l| l["path"].as_str()).collect();
+    assert!(paths.contains(&http_json.as_str()) && paths.contains(&tcp.as_str()), "{state}");
+    let http = loaded.iter().find(|l| l["path"] == http_json.as_str()).unwrap();
+    assert!(http["world"].as_str().unwrap().contains("check"), "{http}");
+    assert!(
+        http["imports"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().starts_with("legate:plugin/http")),
+        "{http}"
+    );
+    let redis_check = state["Checks"].as_array().unwrap().iter().find(|c| c["CheckID"] == "redis").unwrap();
+    assert_eq!(redis_check["AllowHosts"], json!(["127.0.0.1"]));
+    assert!(!state.to_string().contains("sesame"), "args are not shown: {state}");
     a.stop().await;
 }
 

@@ -25,17 +25,29 @@ pub async fn start_gossip(
     if c.ports.serf_lan < 0 {
         return Ok(None);
     }
-    let bind_ip: std::net::IpAddr = c.serf_lan.as_deref().unwrap_or(&c.bind_addr).parse().map_err(|_| {
-        AgentError::Address(format!(
-            "invalid serf LAN bind address {:?}",
-            c.serf_lan.as_deref().unwrap_or(&c.bind_addr)
-        ))
-    })?;
-    let mut opts = GossipOptions::new(agent.node_name(), SocketAddr::new(bind_ip, c.ports.serf_lan as u16));
+    let bind = c.serf_lan.as_deref().unwrap_or(&c.bind_addr);
+    let mut opts = pool_options(agent, agent.node_name(), bind, c.ports.serf_lan, "serf LAN")?;
     opts.advertise = agent.advertise();
-    opts.tags = agent.local_member().tags;
     opts.config = c.gossip_lan.clone();
     opts.reconnect_timeout = c.reconnect_timeout.0;
+    let keyring = data_dir.filter(|_| !c.disable_keyring_file).map(|d| d.join("serf").join("local.keyring"));
+    start_pool(opts, keyring, shutdown, tracker).await.map(Some)
+}
+
+/// A pool's options from the config: name, bind address, Consul's member tags, the gossip key
+/// and whether it keeps a network coordinate.
+pub(crate) fn pool_options(
+    agent: &AgentShared,
+    name: &str,
+    bind: &str,
+    port: i32,
+    what: &str,
+) -> Result<GossipOptions, AgentError> {
+    let c = agent.config();
+    let bind_ip: std::net::IpAddr =
+        bind.parse().map_err(|_| AgentError::Address(format!("invalid {what} bind address {bind:?}")))?;
+    let mut opts = GossipOptions::new(name, SocketAddr::new(bind_ip, port as u16));
+    opts.tags = agent.local_member().tags;
     opts.coordinates = !c.disable_coordinates;
     if let Some(key) = &c.encrypt {
         use base64::Engine;
@@ -44,12 +56,21 @@ pub async fn start_gossip(
             .map_err(|e| AgentError::Address(format!("encrypt: {e}")))?;
         opts.keys = vec![k];
     }
-    opts.keyring_path =
-        if c.disable_keyring_file { None } else { data_dir.map(|d| d.join("serf").join("local.keyring")) };
+    Ok(opts)
+}
+
+/// Starts a pool with its keyring file (none with `disable_keyring_file`); an address still
+/// held by an exiting process is retried for a second, as for TCP.
+pub(crate) async fn start_pool(
+    mut opts: GossipOptions,
+    keyring: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Result<Arc<Gossip>, AgentError> {
+    opts.keyring_path = keyring;
     if let Some(p) = opts.keyring_path.as_ref().and_then(|p| p.parent()) {
         legate_types::fs::create_private_dir(p).map_err(|source| AgentError::Io { path: p.to_path_buf(), source })?;
     }
-    // As for TCP: an address still held by an exiting process is retried for a second.
     let mut tries = 0;
     loop {
         match Gossip::start(opts.clone(), shutdown.clone(), tracker).await {
@@ -59,7 +80,7 @@ pub async fn start_gossip(
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            other => return Ok(other.map(Some)?),
+            other => return Ok(other?),
         }
     }
 }
@@ -70,22 +91,35 @@ pub async fn join_loop(agent: Arc<AgentShared>, gossip: Arc<Gossip>, shutdown: C
     let c = agent.config();
     let mut addrs: Vec<String> = c.start_join.clone();
     addrs.extend(c.retry_join.iter().cloned());
+    retry_join(agent, gossip, addrs, c.retry_interval.0, c.retry_max, "LAN", shutdown).await
+}
+
+/// The join loop of a pool (`pool`: "LAN" or "WAN", for the logs).
+pub(crate) async fn retry_join(
+    agent: Arc<AgentShared>,
+    gossip: Arc<Gossip>,
+    addrs: Vec<String>,
+    interval: Duration,
+    retry_max: u32,
+    pool: &str,
+    shutdown: CancellationToken,
+) {
     if addrs.is_empty() {
         return;
     }
-    let interval = c.retry_interval.0.max(Duration::from_millis(100));
+    let interval = interval.max(Duration::from_millis(100));
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         match gossip.join(&addrs).await {
             Ok(n) => {
-                tracing::info!(joined = n, "Join cluster completed");
+                tracing::info!(joined = n, pool, "Join cluster completed");
                 return;
             }
-            Err(e) => tracing::warn!(attempt, error = %e, "Join cluster failed, will retry"),
+            Err(e) => tracing::warn!(attempt, pool, error = %e, "Join cluster failed, will retry"),
         }
-        if c.retry_max > 0 && attempt >= c.retry_max {
-            tracing::error!(attempts = attempt, "agent: max join retry exhausted, exiting");
+        if retry_max > 0 && attempt >= retry_max {
+            tracing::error!(attempts = attempt, pool, "agent: max join retry exhausted, exiting");
             agent.fatal(format!("max join retry exhausted after {attempt} attempts: could not join {addrs:?}"));
             return;
         }

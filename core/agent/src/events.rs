@@ -101,7 +101,13 @@ pub async fn receive_loop(agent: Arc<AgentShared>, gossip: Arc<legate_gossip::Go
             e = rx.recv() => e,
         };
         match ev {
-            Ok(ev) if ev.name.starts_with(KEYRING_EVENT_PREFIX) => apply_keyring_event(&gossip, &ev),
+            Ok(ev) if ev.name.starts_with(KEYRING_EVENT_PREFIX) => {
+                // Servers keep their WAN keyring in lockstep with the LAN one.
+                apply_keyring_event(&gossip, &ev);
+                if let Some(wan) = agent.gossip_wan.get() {
+                    apply_keyring_event(wan, &ev);
+                }
+            }
             Ok(ev) => {
                 if accepts(&agent, &ev) {
                     tracing::debug!(name = %ev.name, id = %ev.id, "user event received");

@@ -14,6 +14,7 @@
 //! ae.rs           anti-entropy: local state -> catalog through the servers
 //! coordinates.rs  this agent's network coordinate -> the servers, at a rate-scaled interval
 //! cluster.rs      gossip wiring: joins, retry-join, bootstrap-expect, voters, membership
+//! wan.rs          the WAN pool of every datacenter's servers, and where another dc's servers are
 //! events.rs       user events (ring of 256, fire/receive, keyring events)
 //! watches.rs      config watches run against the local HTTP API
 //! config_watch.rs reloads on config file changes
@@ -39,6 +40,7 @@ pub mod leader;
 pub mod local;
 pub mod plugins;
 pub mod runner;
+pub mod wan;
 pub mod watches;
 
 use std::collections::BTreeMap;
@@ -82,6 +84,9 @@ pub struct AgentShared {
     pub local: Arc<local::LocalState>,
     /// LAN gossip (absent when the serf LAN port is -1).
     pub gossip: std::sync::OnceLock<Arc<legate_gossip::Gossip>>,
+    /// WAN gossip among the servers of every datacenter (servers only; absent when the serf
+    /// WAN port is -1).
+    pub gossip_wan: std::sync::OnceLock<Arc<legate_gossip::Gossip>>,
     /// Wakes the leader's catalog reconciliation (membership changed).
     pub reconcile: tokio::sync::Notify,
     /// Set by a fatal condition (join retries exhausted); the agent stops and exits 1.
@@ -128,6 +133,7 @@ impl AgentShared {
             link,
             local,
             gossip: std::sync::OnceLock::new(),
+            gossip_wan: std::sync::OnceLock::new(),
             reconcile: tokio::sync::Notify::new(),
             fatal: std::sync::Mutex::new(None),
             stop,
@@ -219,9 +225,12 @@ impl AgentShared {
 
     /// Leaves the gossip pool gracefully (others see `left`, not `failed`).
     pub async fn leave(&self) {
-        if let Some(g) = self.gossip.get() {
-            if let Err(e) = g.leave(Duration::from_secs(5)).await {
-                tracing::warn!(error = %e, "leave failed");
+        // The WAN pool first, as Consul's servers leave it.
+        for (pool, g) in [("WAN", self.gossip_wan.get()), ("LAN", self.gossip.get())] {
+            if let Some(g) = g {
+                if let Err(e) = g.leave(Duration::from_secs(5)).await {
+                    tracing::warn!(pool, error = %e, "leave failed");
+                }
             }
         }
     }
@@ -373,8 +382,8 @@ impl AgentShared {
     /// WAN pool, only if it is a server, named `<node>.<dc>` as Consul does).
     pub fn members(&self, wan: bool) -> Vec<Member> {
         let c = self.config();
-        if !wan {
-            let Some(g) = self.gossip.get() else { return vec![self.local_member()] };
+        let pool = if wan { self.gossip_wan.get() } else { self.gossip.get() };
+        if let Some(g) = pool {
             return g
                 .members()
                 .into_iter()
@@ -389,6 +398,9 @@ impl AgentShared {
                 })
                 .collect();
         }
+        if !wan {
+            return vec![self.local_member()];
+        }
         if !c.server {
             return Vec::new();
         }
@@ -396,6 +408,22 @@ impl AgentShared {
         m.name = format!("{}.{}", self.node_name, c.datacenter);
         m.port = u16::try_from(c.ports.serf_wan).unwrap_or(0);
         vec![m]
+    }
+
+    /// Sends an HTTP API call to a server of another datacenter (through the WAN pool's list
+    /// of its servers); `None` when no server of it is known (Consul's `No path to datacenter`).
+    pub async fn forward_http_dc(
+        &self,
+        dc: &str,
+        call: legate_raft::rpc::HttpCall,
+    ) -> Option<Result<legate_raft::rpc::HttpReply, legate_raft::link::LinkError>> {
+        let servers = wan::servers_in(self.gossip_wan.get()?, dc);
+        if servers.is_empty() {
+            return None;
+        }
+        let wait = call.query.iter().find(|(k, _)| k == "wait").map(|(_, v)| v.as_str());
+        let deadline = self.rpc_deadline(wait);
+        Some(self.link.forward_http_to(servers, call, deadline).await)
     }
 
     /// Leader and peers. A client agent that knows no server answers Consul's error; a server

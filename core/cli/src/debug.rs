@@ -11,7 +11,7 @@ use super::http_flags::{block_on, HttpFlags};
 /// Consul's floors: shorter captures say too little.
 const MIN_INTERVAL: Duration = Duration::from_secs(5);
 const MIN_DURATION: Duration = Duration::from_secs(10);
-const TARGETS: &[&str] = &["agent", "host", "members", "metrics", "logs"];
+const TARGETS: &[&str] = &["agent", "host", "members", "plugins", "metrics", "logs"];
 
 #[derive(clap::Args, Debug)]
 pub struct DebugArgs {
@@ -23,7 +23,7 @@ pub struct DebugArgs {
     /// How often to capture metrics
     #[arg(long, default_value = "30s")]
     interval: String,
-    /// What to capture (repeatable): agent, host, members, metrics, logs; all by default
+    /// What to capture (repeatable): agent, host, members, plugins, metrics, logs; all by default
     #[arg(long)]
     capture: Vec<String>,
     /// The bundle's path without `.tar.gz` (default: legate-debug-<unix time> here)
@@ -69,9 +69,11 @@ pub fn run_debug(a: DebugArgs) -> i32 {
         if wants("agent") {
             files.push(("agent.json".into(), pretty(&agent)));
         }
-        for (target, path, file) in
-            [("host", "/v1/agent/host", "host.json"), ("members", "/v1/agent/members", "members.json")]
-        {
+        for (target, path, file) in [
+            ("host", "/v1/agent/host", "host.json"),
+            ("members", "/v1/agent/members", "members.json"),
+            ("plugins", "/v1/agent/plugins", "plugins.json"),
+        ] {
             if wants(target) {
                 match get(path).await {
                     Ok(v) => files.push((file.into(), pretty(&v))),

@@ -97,6 +97,8 @@ pub const STATUS_FAILED: u8 = 4;
 
 /// Default serf LAN port, used when a join address has none.
 pub const DEFAULT_LAN_PORT: u16 = 8301;
+/// Default serf WAN port.
+pub const DEFAULT_WAN_PORT: u16 = 8302;
 
 /// Capacity of the member-event channel: a subscriber that falls this far behind gets
 /// `RecvError::Lagged` and should re-read `members()`.

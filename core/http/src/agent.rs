@@ -35,16 +35,35 @@ pub async fn leave(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiEr
     Ok(ApiResponse::empty(http::StatusCode::OK))
 }
 
-/// `PUT /v1/agent/join/<address>`.
-pub async fn join(ctx: &Ctx, _: &Request, addr: &str) -> Result<ApiResponse, ApiError> {
-    let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
-    g.join(&[addr.to_string()]).await?;
+/// The pool a request names: the WAN pool with `?wan` (servers only), else the LAN pool.
+fn pool<'a>(ctx: &'a Ctx, req: &Request) -> Result<&'a std::sync::Arc<legate_gossip::Gossip>, ApiError> {
+    if req.flag("wan") {
+        return ctx.agent.gossip_wan.get().ok_or_else(|| {
+            ApiError::Internal(if ctx.agent.config().server {
+                "WAN gossip is disabled".into()
+            } else {
+                "Must be a server to join the WAN pool".into()
+            })
+        });
+    }
+    ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))
+}
+
+/// `PUT /v1/agent/join/<address>[?wan]`.
+pub async fn join(ctx: &Ctx, req: &Request, addr: &str) -> Result<ApiResponse, ApiError> {
+    let g = pool(ctx, req)?;
+    let addr = if req.flag("wan") {
+        legate_agent::wan::with_default_port(addr, legate_gossip::DEFAULT_WAN_PORT)
+    } else {
+        addr.to_string()
+    };
+    g.join(&[addr]).await?;
     Ok(ApiResponse::empty(http::StatusCode::OK))
 }
 
-/// `PUT /v1/agent/force-leave/<node>[?prune]`.
+/// `PUT /v1/agent/force-leave/<node>[?prune][&wan]`.
 pub async fn force_leave(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
-    let g = ctx.agent.gossip.get().ok_or_else(|| ApiError::Internal("gossip is disabled".into()))?;
+    let g = pool(ctx, req)?;
     g.force_leave(node, req.flag("prune"))?;
     ctx.agent.reconcile.notify_one();
     Ok(ApiResponse::empty(http::StatusCode::OK))
@@ -104,6 +123,34 @@ pub async fn host(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiErr
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(ApiResponse::json(&report))
+}
+
+/// `GET /v1/agent/plugins` (Legate's own): the plugin host's state (loaded plugins and what
+/// they import, the compile cache) and which checks run which plugin with which grants. Args
+/// are not shown: they may hold secrets.
+pub async fn plugins(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    let host = ctx.agent.plugins().clone();
+    let state =
+        tokio::task::spawn_blocking(move || host.state()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let checks: Vec<Json> = ctx
+        .agent
+        .local
+        .checks()
+        .iter()
+        .filter_map(|c| {
+            let w = c.definition.wasm.as_ref()?;
+            Some(json!({
+                "CheckID": c.check.check_id,
+                "Plugin": w.plugin,
+                "AllowHosts": w.allow_hosts,
+                "KVReadPrefixes": w.kv_read_prefixes,
+                "MemoryMB": w.memory_mb,
+                "Files": w.files.iter().map(|f| serde_json::to_value(f).unwrap_or(Json::Null)).collect::<Vec<_>>(),
+                "SHA256": w.sha256,
+            }))
+        })
+        .collect();
+    Ok(ApiResponse::json(&json!({"Host": state, "Checks": checks})))
 }
 
 pub async fn reload(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {

@@ -162,8 +162,14 @@ pub fn check_filter(req: &Request) -> Result<(), ApiError> {
     }
 }
 
+/// `GET /v1/catalog/datacenters`: every datacenter the WAN pool knows, ours first, then by
+/// name. (Consul orders them by the estimated round trip to their servers; Legate's WAN pool
+/// keeps coordinates too, see `coordinate/datacenters`.)
 pub async fn datacenters(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    Ok(ApiResponse::json(&[ctx.agent.config().datacenter.clone()]))
+    let ours = ctx.agent.config().datacenter.clone();
+    let mut dcs = legate_agent::wan::datacenters(&ctx.agent);
+    dcs.sort_by_key(|d| (*d != ours, d.clone()));
+    Ok(ApiResponse::json(&dcs))
 }
 
 /// `GET /v1/catalog/node/<node>`: the node and its services as a map by ID.
@@ -222,8 +228,8 @@ struct CheckBody {
 
 /// A write naming another datacenter in its body goes there (Consul routes it by the body's
 /// `Datacenter`), never applied here.
-fn body_datacenter(ctx: &Ctx, dc: Option<&str>) -> Result<(), ApiError> {
-    super::reachable_datacenter(ctx, dc)
+fn other_datacenter(ctx: &Ctx, dc: Option<&str>) -> Option<String> {
+    dc.filter(|dc| !dc.is_empty() && *dc != ctx.agent.config().datacenter).map(str::to_string)
 }
 
 /// `?peer=<name>`: instances imported from a cluster peer. No peerings exist, so none.
@@ -233,7 +239,9 @@ pub fn peer_param(req: &Request) -> bool {
 
 pub async fn register(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let b: RegisterBody = decode::body(&req.body)?;
-    body_datacenter(ctx, b.datacenter.as_deref())?;
+    if let Some(dc) = other_datacenter(ctx, b.datacenter.as_deref()) {
+        return super::forward::to_datacenter(ctx, req, &dc).await;
+    }
     if b.node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
     }
@@ -314,7 +322,9 @@ struct DeregisterBody {
 
 pub async fn deregister(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let b: DeregisterBody = decode::body(&req.body)?;
-    body_datacenter(ctx, b.datacenter.as_deref())?;
+    if let Some(dc) = other_datacenter(ctx, b.datacenter.as_deref()) {
+        return super::forward::to_datacenter(ctx, req, &dc).await;
+    }
     if b.node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
     }

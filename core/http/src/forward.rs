@@ -74,6 +74,24 @@ fn call_of(req: &Request, body: Vec<u8>) -> HttpCall {
     }
 }
 
+/// Sends a call to a server of datacenter `dc` (`?dc=`, a catalog write's `Datacenter`),
+/// which answers it as its own; 500 `No path to datacenter` when no server of it is known.
+pub async fn to_datacenter(ctx: &Ctx, req: &Request, dc: &str) -> Result<ApiResponse, ApiError> {
+    let mut call = call_of(req, req.body.to_vec());
+    if call.token.is_none() {
+        call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
+    }
+    for (k, v) in call.query.iter_mut() {
+        if k == "near" && v == super::near::AGENT {
+            *v = ctx.agent.node_name().to_string();
+        }
+    }
+    match ctx.agent.forward_http_dc(dc, call).await {
+        None => Err(ApiError::Internal("No path to datacenter".into())),
+        Some(reply) => Ok(reply_to_response(reply?)),
+    }
+}
+
 /// Sends a call to the Raft leader (a follower's `?consistent` read).
 pub async fn to_leader(server: &legate_raft::Server, req: &Request) -> Result<ApiResponse, ApiError> {
     let reply = server.forward_to_leader(call_of(req, req.body.to_vec())).await?;
@@ -114,10 +132,14 @@ pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
     if let Some(t) = call.token.as_deref().and_then(|t| http::HeaderValue::from_str(t).ok()) {
         headers.insert("X-Consul-Token", t);
     }
-    // Only the routes that run on servers are forwarded; a call for another (an agent's own
-    // endpoint, the never-ending monitor) is refused.
+    // Only the routes that run on servers are forwarded, and with `?dc=` (a call from another
+    // datacenter, or on its way there) every datacenter-scoped one: KV writes and events are
+    // then carried out in that datacenter. A call for an agent's own endpoint (the
+    // never-ending monitor...) is refused.
+    let cross_dc = call.query.iter().any(|(k, v)| k == "dc" && !v.is_empty());
     let forwardable = call.path.strip_prefix("/v1/").is_some_and(|p| {
-        matches!(super::routes::lookup(&method, p), super::routes::Lookup::Found(r, _) if r.forward == super::routes::Forward::Servers)
+        matches!(super::routes::lookup(&method, p), super::routes::Lookup::Found(r, _)
+            if r.forward == super::routes::Forward::Servers || (cross_dc && r.datacenter_scoped()))
     });
     if !forwardable {
         return HttpReply {

@@ -336,8 +336,14 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
     if let routes::Need::Invalid(why) = route.need {
         return Err(ApiError::BadRequest(why.into()));
     }
-    check_dc(ctx, req, route)?;
     let servers = route.forward == routes::Forward::Servers;
+    if let Some(dc) = other_datacenter(ctx, req, route) {
+        // A client agent hands it to a server of its own datacenter, which knows the others.
+        if ctx.agent.server().is_none() {
+            return forward::forward(ctx, req).await;
+        }
+        return forward::to_datacenter(ctx, req, &dc).await;
+    }
     if servers && ctx.agent.server().is_none() {
         // The server resolves the token and enforces.
         return forward::forward(ctx, req).await;
@@ -355,21 +361,10 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
     (route.handler)(ctx, req, rest).await
 }
 
-/// `?dc=` other than ours on a datacenter-scoped route: there is no WAN federation yet.
-fn check_dc(ctx: &Ctx, req: &Request, route: &routes::Route) -> Result<(), ApiError> {
-    if route.datacenter_scoped() {
-        reachable_datacenter(ctx, req.param("dc"))?;
+/// `?dc=` naming another datacenter on a datacenter-scoped route: the call goes there.
+fn other_datacenter(ctx: &Ctx, req: &Request, route: &routes::Route) -> Option<String> {
+    if !route.datacenter_scoped() {
+        return None;
     }
-    Ok(())
-}
-
-/// A datacenter named by a request (`?dc=`, a body's `Datacenter`): ours or none; any other is
-/// unreachable until there is WAN federation (Consul's 500 text).
-pub(crate) fn reachable_datacenter(ctx: &Ctx, dc: Option<&str>) -> Result<(), ApiError> {
-    match dc {
-        Some(dc) if !dc.is_empty() && dc != ctx.agent.config().datacenter => {
-            Err(ApiError::Internal("No path to datacenter".into()))
-        }
-        _ => Ok(()),
-    }
+    req.param("dc").filter(|dc| !dc.is_empty() && *dc != ctx.agent.config().datacenter).map(str::to_string)
 }

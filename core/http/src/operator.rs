@@ -109,6 +109,29 @@ struct KeyBody {
 
 /// The LAN keyring: changes apply here and are relayed to every member by an internal gossip
 /// event; listing shows this agent's keys (per-node counts are not collected).
+/// One pool's keyring as Consul reports it: each key's count from every member's answer.
+async fn keyring_report(g: &legate_gossip::Gossip, wan: bool, dc: &str) -> Json {
+    let report = g.query_keyrings(KEYRING_QUERY_TIMEOUT).await;
+    let mut all: BTreeMap<String, usize> = BTreeMap::new();
+    let mut primary: BTreeMap<String, usize> = BTreeMap::new();
+    for keys in &report.answers {
+        for k in keys {
+            *all.entry(k.clone()).or_default() += 1;
+        }
+        if let Some(p) = keys.first() {
+            *primary.entry(p.clone()).or_default() += 1;
+        }
+    }
+    json!({
+        "WAN": wan,
+        "Datacenter": if wan { "" } else { dc },
+        "Segment": "",
+        "Keys": all,
+        "PrimaryKeys": primary,
+        "NumNodes": report.asked,
+    })
+}
+
 /// How long `GET /v1/operator/keyring` waits for members' answers.
 const KEYRING_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -123,37 +146,30 @@ pub async fn keyring(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
                 "1 error occurred:\n\t* {dc} (LAN) error: Keyring is empty (encryption not enabled)\n\n"
             )));
         }
-        // Every member answers with its own keys: a key's count is how many have it.
-        let report = g.query_keyrings(KEYRING_QUERY_TIMEOUT).await;
-        let mut all: BTreeMap<String, usize> = BTreeMap::new();
-        let mut primary: BTreeMap<String, usize> = BTreeMap::new();
-        for keys in &report.answers {
-            for k in keys {
-                *all.entry(k.clone()).or_default() += 1;
-            }
-            if let Some(p) = keys.first() {
-                *primary.entry(p.clone()).or_default() += 1;
-            }
+        // Every member answers with its own keys: a key's count is how many have it. Servers
+        // report the WAN pool first, as Consul does.
+        let dc = ctx.agent.config().datacenter.clone();
+        let mut pools = Vec::new();
+        if let Some(wan) = ctx.agent.gossip_wan.get() {
+            pools.push(keyring_report(wan, true, &dc).await);
         }
-        return Ok(ApiResponse::json(&json!([{
-            "WAN": false,
-            "Datacenter": ctx.agent.config().datacenter,
-            "Segment": "",
-            "Keys": all,
-            "PrimaryKeys": primary,
-            "NumNodes": report.asked,
-        }])));
+        pools.push(keyring_report(g, false, &dc).await);
+        return Ok(ApiResponse::json(&pools));
     }
     let body: KeyBody = decode::body(&req.body)?;
     if body.key.is_empty() {
         return Err(ApiError::BadRequest("Missing key".into()));
     }
-    let (op, r) = match req.method {
+    let change = |g: &legate_gossip::Gossip| match req.method {
         Method::POST => ("install", g.keyring_install(&body.key)),
         Method::PUT => ("use", g.keyring_use(&body.key)),
         _ => ("remove", g.keyring_remove(&body.key)),
     };
+    let (op, r) = change(g);
     r?;
+    if let Some(wan) = ctx.agent.gossip_wan.get() {
+        change(wan).1?;
+    }
     // Relay to every member (sealed with the cluster's key), unless ?local-only.
     if req.param("local-only").is_none() {
         let ev = legate_gossip::UserEvent {

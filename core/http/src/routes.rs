@@ -202,6 +202,13 @@ pub const ROUTES: &[Route] = &[
         handler: h!(agent::host),
     },
     Route {
+        methods: GET,
+        pattern: "agent/plugins",
+        need: Scalar(Operator, Read),
+        forward: LOCAL,
+        handler: h!(agent::plugins),
+    },
+    Route {
         methods: PUT,
         pattern: "agent/reload",
         need: OnNode(Agent, Write),

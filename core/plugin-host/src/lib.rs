@@ -818,6 +818,27 @@ fn http_client(insecure: bool) -> Result<reqwest::Client, PluginError> {
         .map_err(PluginError::HttpClient)
 }
 
+/// The plugin host's state, for operators (`/v1/agent/plugins`, `legate debug`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostReport {
+    pub plugin_dir: Option<String>,
+    pub cache_dir: Option<String>,
+    /// Compiled plugins in the disk cache, and their total size in bytes.
+    pub cache_files: usize,
+    pub cache_bytes: u64,
+    pub loaded: Vec<LoadedState>,
+}
+
+/// One plugin the host has loaded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadedState {
+    pub path: String,
+    pub sha256: String,
+    pub world: String,
+    pub from_cache: bool,
+    pub imports: Vec<String>,
+}
+
 /// What a component imports and exports, and the capabilities that implies.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Inspection {
@@ -854,6 +875,42 @@ pub fn capability(import: &str) -> &'static str {
 }
 
 impl PluginHost {
+    /// The loaded plugins (with what they import) and the compile cache.
+    pub fn state(&self) -> HostReport {
+        let engine = &self.inner.engine;
+        let mut loaded: Vec<LoadedState> = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap()
+            .values()
+            .map(|l| LoadedState {
+                path: l.path.display().to_string(),
+                sha256: l.sha256.clone(),
+                world: l.world.as_str().to_string(),
+                from_cache: l.from_cache,
+                imports: l.component.component_type().imports(engine).map(|(n, _)| n.to_string()).collect(),
+            })
+            .collect();
+        loaded.sort_by(|a, b| a.path.cmp(&b.path));
+        let (mut cache_files, mut cache_bytes) = (0, 0);
+        if let Some(dir) = &self.inner.opts.cache_dir {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "cwasm") {
+                    cache_files += 1;
+                    cache_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        HostReport {
+            plugin_dir: self.inner.opts.plugin_dir.as_ref().map(|d| d.display().to_string()),
+            cache_dir: self.inner.opts.cache_dir.as_ref().map(|d| d.display().to_string()),
+            cache_files,
+            cache_bytes,
+            loaded,
+        }
+    }
+
     /// Inspects a component file: world, imports, exports, capabilities (loads it through the
     /// cache; a component that does not link is still described, with the problem).
     pub async fn inspect(&self, path: &Path) -> Result<Inspection, PluginError> {

@@ -121,7 +121,17 @@ impl ServerLink {
             return Err(LinkError::RateLimited);
         }
         legate_telemetry::incr("client.rpc");
-        let mut servers = self.known_servers();
+        self.each_of(self.known_servers(), request, deadline, answer).await
+    }
+
+    /// [`ServerLink::each_server`] over the given servers (another datacenter's).
+    async fn each_of<T>(
+        &self,
+        mut servers: Vec<String>,
+        request: impl Fn() -> Request,
+        deadline: Duration,
+        answer: impl Fn(Result<Response, RpcError>) -> Next<T>,
+    ) -> Result<T, LinkError> {
         servers.shuffle(&mut rand::thread_rng());
         let mut last = LinkError::NoServers;
         for addr in servers {
@@ -162,6 +172,28 @@ impl ServerLink {
             |resp| match resp {
                 Response::Http(r) => r.map_err(LinkError::Remote),
                 other => Err(LinkError::unexpected(&other)),
+            },
+        )
+        .await
+    }
+
+    /// An HTTP API call answered by one of `servers` (another datacenter's: `?dc=`).
+    pub async fn forward_http_to(
+        &self,
+        servers: Vec<String>,
+        call: HttpCall,
+        deadline: Duration,
+    ) -> Result<HttpReply, LinkError> {
+        self.each_of(
+            servers,
+            || Request::Http(call.clone()),
+            deadline,
+            |outcome| match outcome.map_err(LinkError::from).and_then(|resp| match resp {
+                Response::Http(r) => r.map_err(LinkError::Remote),
+                other => Err(LinkError::unexpected(&other)),
+            }) {
+                Ok(v) => Next::Done(v),
+                Err(why) => Next::Try(why),
             },
         )
         .await
