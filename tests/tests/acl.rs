@@ -76,7 +76,7 @@ async fn start_from_file(dir: &std::path::Path, default_policy: &str) -> (InProc
     let file = dir.join("agent.json");
     let body = json!({
         "server": true, "bootstrap": true, "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
-        "node_name": "test-node", "ports": {"http": 0, "dns": -1, "server": 0, "serf_lan": 0},
+        "node_name": "test-node", "ports": {"http": 0, "dns": -1, "server": 0, "serf_lan": 0, "serf_wan": -1},
         "acl": {"enabled": true, "default_policy": default_policy, "tokens": {"initial_management": MGMT}},
         "encrypt": GOSSIP_KEY,
     });

@@ -56,7 +56,7 @@ async fn udp_edns(server: SocketAddr, name: &str, qtype: RecordType, edns: Optio
     (m, n)
 }
 
-async fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+pub(crate) async fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     udp_edns(server, name, qtype, None).await.0
 }
 

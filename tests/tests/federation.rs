@@ -11,7 +11,14 @@ use serde_json::{json, Value};
 fn start(ip: &str, name: &str, dir: &tempfile::TempDir, extra: &[&str]) -> AgentProcess {
     let mut args = legate_tests::loopback_agent_args(ip, name, dir.path().to_str().unwrap());
     args.extend(["-serf-wan-port", "8302"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut extra = extra.iter();
+    while let Some(flag) = extra.next() {
+        match args.iter().position(|a| a == flag) {
+            // A flag loopback_agent_args sets already (-dns-port) takes the new value.
+            Some(at) if *flag == "-dns-port" => args[at + 1] = extra.next().expect("a value").to_string(),
+            _ => args.push(flag.to_string()),
+        }
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     AgentProcess::start(&args, &[])
 }
@@ -29,7 +36,13 @@ async fn two_datacenters_answer_each_others_calls() {
     let c = Client::new();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut s1 = start("127.0.12.1", "s1", &dirs[0], &["-server", "-bootstrap", "-datacenter", "dc1"]);
-    let client = start("127.0.12.2", "c1", &dirs[1], &["-datacenter", "dc1", "-retry-join", "127.0.12.1"]);
+    let dns_port = std::net::UdpSocket::bind("127.0.12.2:0").unwrap().local_addr().unwrap().port();
+    let client = start(
+        "127.0.12.2",
+        "c1",
+        &dirs[1],
+        &["-datacenter", "dc1", "-retry-join", "127.0.12.1", "-dns-port", &dns_port.to_string()],
+    );
     let s2 = start(
         "127.0.12.3",
         "s2",
@@ -97,6 +110,19 @@ async fn two_datacenters_answer_each_others_calls() {
     assert_eq!(get(&c, s1.url("/v1/catalog/service/db")).await.unwrap(), json!([]));
     let health = get(&c, client.url("/v1/health/service/db?dc=dc2")).await.unwrap();
     assert_eq!(health[0]["Node"]["Datacenter"], "dc2");
+
+    // DNS across datacenters, asked of dc1's client agent.
+    let dns: std::net::SocketAddr = format!("127.0.12.2:{dns_port}").parse().unwrap();
+    let m = crate::dns::udp(dns, "db.service.dc2.consul.", hickory_proto::rr::RecordType::A).await;
+    assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NoError, "{m:?}");
+    let ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(ips, ["10.2.0.1"], "{m:?}");
+    let m = crate::dns::udp(dns, "ext-dc2.node.dc2.consul.", hickory_proto::rr::RecordType::A).await;
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    let m = crate::dns::udp(dns, "db.service.dc1.consul.", hickory_proto::rr::RecordType::A).await;
+    assert!(m.answers.is_empty(), "db is in dc2 only: {m:?}");
+    let m = crate::dns::udp(dns, "db.service.dc9.consul.", hickory_proto::rr::RecordType::A).await;
+    assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NXDomain, "{m:?}");
 
     // An unknown datacenter is Consul's 500.
     let r = c.get(client.url("/v1/kv/fed/key?dc=dc9")).send().await.unwrap();

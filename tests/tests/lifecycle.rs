@@ -117,13 +117,13 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     let self_url = p.url("/v1/agent/self");
     let first = get_json(&self_url).await;
     assert_eq!(first["DebugConfig"]["LogLevel"], "info");
-    let https_before = first["DebugConfig"]["Ports"]["https"].clone();
-    assert!(https_before.is_number(), "{first}");
+    let grpc_before = first["DebugConfig"]["Ports"]["grpc"].clone();
+    assert!(grpc_before.is_number(), "{first}");
 
     // A valid edit, picked up on SIGHUP: reloadable keys apply, a port change does not.
     std::fs::write(
         dir.path().join("a.json"),
-        r#"{"log_level": "debug", "node_meta": {"rack": "r2"}, "ports": {"https": 9443}}"#,
+        r#"{"log_level": "debug", "node_meta": {"rack": "r2"}, "ports": {"grpc": 9502}}"#,
     )
     .unwrap();
     p.signal(libc::SIGHUP);
@@ -134,10 +134,10 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     .await;
     let v = get_json(&self_url).await;
     assert_eq!(v["Meta"]["rack"], "r2");
-    assert_eq!(v["DebugConfig"]["Ports"]["https"], https_before, "restart-only key not half-applied");
+    assert_eq!(v["DebugConfig"]["Ports"]["grpc"], grpc_before, "restart-only key not half-applied");
     let out = p.output();
     assert!(out.contains("config change requires restart"), "{out}");
-    assert!(out.contains("ports.https"), "{out}");
+    assert!(out.contains("ports.grpc"), "{out}");
 
     // A broken file: the reload fails with file and line, the running config stays.
     std::fs::write(dir.path().join("b.json"), "{\n  \"log_level\": \"warn\",\n  \"ports\": {\"http\": \"x\"}\n}")

@@ -29,7 +29,7 @@ async fn secrets_stay_in_owner_only_files_and_out_of_debug_logs() {
     let body = json!({
         "server": true, "bootstrap": true, "node_name": "vault", "bind_addr": "127.0.0.1",
         "client_addr": "127.0.0.1", "data_dir": data, "log_level": "debug", "encrypt": GOSSIP_KEY,
-        "ports": {"http": 0, "https": 0, "dns": -1, "server": 0, "serf_lan": 0},
+        "ports": {"http": 0, "https": 0, "dns": -1, "server": 0, "serf_lan": 0, "serf_wan": -1},
         "tls": {"defaults": {"ca_file": pem("consul-agent-ca.pem"), "cert_file": pem("dc1-server-consul-0.pem"),
                              "key_file": pem("dc1-server-consul-0-key.pem"), "verify_outgoing": true}},
         "acl": {"enabled": true, "default_policy": "deny", "enable_token_persistence": true,

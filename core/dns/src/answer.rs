@@ -49,7 +49,25 @@ pub struct Question<'a> {
 
 impl Question<'_> {
     fn source(&self) -> Source<'_> {
-        Source::for_agent(self.agent, self.cfg, self.cache)
+        match self.other_datacenter() {
+            Some(dc) => Source::for_datacenter(self.agent, &dc),
+            None => Source::for_agent(self.agent, self.cfg, self.cache),
+        }
+    }
+
+    /// The datacenter the name asks for, when it is not ours.
+    fn other_datacenter(&self) -> Option<String> {
+        match name::parse(self.labels) {
+            Lookup::Node { dc, .. } | Lookup::Service { dc, .. } | Lookup::Query { dc, .. } => {
+                dc.filter(|dc| !dc.eq_ignore_ascii_case(&self.cfg.datacenter))
+            }
+            _ => None,
+        }
+    }
+
+    /// The datacenter the answer's names are in.
+    fn datacenter(&self) -> String {
+        self.other_datacenter().unwrap_or_else(|| self.cfg.datacenter.clone())
     }
 
     fn stale(&self) -> bool {
@@ -81,7 +99,7 @@ impl Question<'_> {
 
     /// `<node>.node.<dc>.<domain>`
     fn node_fqdn(&self, node: &str) -> Option<Name> {
-        self.name(&format!("{node}.node.{}.{}", self.cfg.datacenter, self.domain))
+        self.name(&format!("{node}.node.{}.{}", self.datacenter(), self.domain))
     }
 
     /// `<domain> SOA ns.<domain> hostmaster.<domain> <unix time> ...`; TTL `soa.min_ttl`.
@@ -126,17 +144,20 @@ impl Question<'_> {
             Lookup::Node { dc, .. } | Lookup::Service { dc, .. } | Lookup::Query { dc, .. } => dc.clone(),
             _ => None,
         };
-        if dc.as_deref().is_some_and(|dc| !dc.eq_ignore_ascii_case(&self.cfg.datacenter)) {
-            // No WAN federation: any other datacenter is unknown.
-            return Ok(Reply::nxdomain(self.soa()));
-        }
-        let mut reply = match lookup {
-            Lookup::Node { name, .. } => self.node(&name).await?,
-            Lookup::Service { name, tag, .. } => self.service(&name, tag.as_deref()).await?,
-            Lookup::Addr { hex, .. } => self.addr(&hex),
+        // Another datacenter is answered through one of its servers; one that no server knows
+        // is a name that does not exist.
+        let other_dc = dc.is_some_and(|dc| !dc.eq_ignore_ascii_case(&self.cfg.datacenter));
+        let found = match lookup {
+            Lookup::Node { name, .. } => self.node(&name).await,
+            Lookup::Service { name, tag, .. } => self.service(&name, tag.as_deref()).await,
+            Lookup::Addr { hex, .. } => Ok(self.addr(&hex)),
             // No prepared query exists, so every query name is unknown, as Consul's "Query not
             // found".
-            Lookup::Query { .. } | Lookup::Mesh | Lookup::Invalid | Lookup::Apex => Reply::nxdomain(self.soa()),
+            Lookup::Query { .. } | Lookup::Mesh | Lookup::Invalid | Lookup::Apex => Ok(Reply::nxdomain(self.soa())),
+        };
+        let mut reply = match found {
+            Err(e) if other_dc && e.is_no_path() => return Ok(Reply::nxdomain(self.soa())),
+            other => other?,
         };
         if reply.rcode == ResponseCode::NoError && reply.answers.is_empty() {
             // RFC 2308 NODATA.
@@ -244,7 +265,7 @@ impl Question<'_> {
                 (t, extra)
             } else if let Ok(ip) = i.address.parse::<IpAddr>() {
                 let hex = name::hex_of_addr(ip);
-                let Some(t) = self.name(&format!("{hex}.addr.{}.{}", self.cfg.datacenter, self.domain)) else {
+                let Some(t) = self.name(&format!("{hex}.addr.{}.{}", self.datacenter(), self.domain)) else {
                     continue;
                 };
                 (t.clone(), vec![ip_record(t, ttl, ip)])

@@ -30,4 +30,18 @@ pub enum DnsError {
     Message(#[from] hickory_proto::serialize::binary::DecodeError),
     #[error("query too large")]
     TooLarge,
+    /// No server of that datacenter is known (the WAN pool has none alive).
+    #[error("No path to datacenter {0}")]
+    NoDatacenter(String),
+}
+
+impl DnsError {
+    /// No server of the datacenter asked for is known (here, or to the server asked).
+    pub fn is_no_path(&self) -> bool {
+        match self {
+            DnsError::NoDatacenter(_) => true,
+            DnsError::Status { status: 500, body, .. } => body.starts_with("No path to datacenter"),
+            _ => false,
+        }
+    }
 }

@@ -75,7 +75,8 @@ fn node_info(n: &catalog::Node) -> NodeInfo {
 
 pub enum Source<'a> {
     Local(&'a legate_state::Store, &'a CatalogCache),
-    Remote(&'a AgentShared),
+    /// A server's HTTP handlers: of this datacenter (None), or of another one (`?dc=`).
+    Remote(&'a AgentShared, Option<String>),
 }
 
 /// The catalog as DNS reads it, rebuilt only after the catalog changed: a query costs a
@@ -182,11 +183,16 @@ impl<'a> Source<'a> {
                 if fresh_enough {
                     Source::Local(&server.store, cache)
                 } else {
-                    Source::Remote(agent)
+                    Source::Remote(agent, None)
                 }
             }
-            None => Source::Remote(agent),
+            None => Source::Remote(agent, None),
         }
+    }
+
+    /// The source of another datacenter's catalog (answered by one of its servers).
+    pub fn for_datacenter(agent: &'a AgentShared, dc: &str) -> Source<'a> {
+        Source::Remote(agent, Some(dc.to_string()))
     }
 
     /// Instances of the service `name` (case-insensitive, as Consul's catalog).
@@ -195,9 +201,9 @@ impl<'a> Source<'a> {
             Source::Local(store, cache) => {
                 Ok(cache.view(store)?.services.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default())
             }
-            Source::Remote(agent) => {
+            Source::Remote(agent, dc) => {
                 let path = format!("/v1/health/service/{}", encode(name));
-                let entries: Vec<RemoteEntry> = call(agent, &path, stale).await?.unwrap_or_default();
+                let entries: Vec<RemoteEntry> = call(agent, dc.as_deref(), &path, stale).await?.unwrap_or_default();
                 Ok(Arc::new(
                     entries
                         .into_iter()
@@ -238,7 +244,7 @@ impl<'a> Source<'a> {
                 let i = view.node_index.get(name).or_else(|| view.node_index.get(&name.to_ascii_lowercase()));
                 Ok(i.map(|&i| view.nodes[i].clone()))
             }
-            Source::Remote(_) => {
+            Source::Remote(..) => {
                 let nodes = self.nodes(stale).await?;
                 Ok(nodes.into_iter().find(|n| n.name.eq_ignore_ascii_case(name)))
             }
@@ -248,8 +254,9 @@ impl<'a> Source<'a> {
     pub async fn nodes(&self, stale: bool) -> Result<Vec<NodeInfo>, DnsError> {
         match self {
             Source::Local(store, cache) => Ok(cache.view(store)?.nodes.clone()),
-            Source::Remote(agent) => {
-                let nodes: Vec<RemoteNode> = call(agent, "/v1/catalog/nodes", stale).await?.unwrap_or_default();
+            Source::Remote(agent, dc) => {
+                let nodes: Vec<RemoteNode> =
+                    call(agent, dc.as_deref(), "/v1/catalog/nodes", stale).await?.unwrap_or_default();
                 Ok(nodes.into_iter().map(Into::into).collect())
             }
         }
@@ -259,13 +266,14 @@ impl<'a> Source<'a> {
     pub async fn service_addrs(&self, stale: bool) -> Result<Vec<ServiceAddr>, DnsError> {
         match self {
             Source::Local(store, cache) => Ok(cache.view(store)?.service_addrs.clone()),
-            Source::Remote(agent) => {
+            Source::Remote(agent, dc) => {
                 let names: BTreeMap<String, serde_json::Value> =
-                    call(agent, "/v1/catalog/services", stale).await?.unwrap_or_default();
+                    call(agent, dc.as_deref(), "/v1/catalog/services", stale).await?.unwrap_or_default();
                 let mut out = Vec::new();
                 for name in names.keys() {
                     let path = format!("/v1/catalog/service/{}", encode(name));
-                    let rows: Vec<RemoteCatalogService> = call(agent, &path, stale).await?.unwrap_or_default();
+                    let rows: Vec<RemoteCatalogService> =
+                        call(agent, dc.as_deref(), &path, stale).await?.unwrap_or_default();
                     out.extend(
                         rows.into_iter()
                             .filter(|r| !r.service_address.is_empty())
@@ -283,9 +291,11 @@ fn encode(s: &str) -> String {
 }
 
 /// A GET through the agent's forwarding path: to a server from a client agent, to the leader
-/// from a server whose copy is not fresh enough. `None` for a JSON `null` body.
+/// from a server whose copy is not fresh enough, to a server of datacenter `dc` (a client
+/// agent's server passes it on). `None` for a JSON `null` body.
 async fn call<T: for<'de> Deserialize<'de>>(
     agent: &AgentShared,
+    dc: Option<&str>,
     path: &str,
     stale: bool,
 ) -> Result<Option<T>, DnsError> {
@@ -293,10 +303,16 @@ async fn call<T: for<'de> Deserialize<'de>>(
     if stale {
         query.push(("stale".to_string(), String::new()));
     }
+    if let Some(dc) = dc {
+        query.push(("dc".to_string(), dc.to_string()));
+    }
     let call = HttpCall { method: "GET".into(), path: path.to_string(), query, token: None, body: Vec::new() };
-    let reply = match agent.server() {
-        Some(server) => server.forward_to_leader(call).await,
-        None => agent.forward_http(call).await,
+    let reply = match (agent.server(), dc) {
+        (Some(_), Some(dc)) => {
+            agent.forward_http_dc(dc, call).await.ok_or_else(|| DnsError::NoDatacenter(dc.to_string()))?
+        }
+        (Some(server), None) => server.forward_to_leader(call).await,
+        (None, _) => agent.forward_http(call).await,
     }?;
     if reply.status != 200 {
         let body = String::from_utf8_lossy(&reply.body).trim().to_string();
