@@ -314,6 +314,7 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("GET", "snapshot", case("/v1/snapshot", None));
     add("PUT", "snapshot", case("/v1/snapshot", None));
     add("PUT", "acl/bootstrap", case("/v1/acl/bootstrap", None));
+    add("GET", "acl/replication", case("/v1/acl/replication", None));
     add("GET", "acl/token/self", case("/v1/acl/token/self", None));
     add("PUT", "acl/token", case("/v1/acl/token", Some(json!({"Description": "new"}))));
     add("PUT", "acl/token/+", case(format!("/v1/acl/token/{other_id}"), Some(json!({"Description": "renamed"}))));
@@ -498,7 +499,7 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
 fn manages_acls(pattern: &str) -> bool {
     pattern == "snapshot"
         || (pattern.starts_with("acl/")
-            && !matches!(pattern, "acl/bootstrap" | "acl/token/self" | "acl/login" | "acl/logout"))
+            && !matches!(pattern, "acl/bootstrap" | "acl/token/self" | "acl/login" | "acl/logout" | "acl/replication"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,3 +140,147 @@ async fn two_datacenters_answer_each_others_calls() {
     let _ = s1.wait_exit(Duration::from_secs(5));
     drop((client, s2));
 }
+
+const MGMT: &str = "0f6e3a2c-5a3f-4d7e-9c41-7b2f1d0e8a11";
+
+/// `path` with `config` written into the agent's directory as its config file.
+fn acl_config(dir: &tempfile::TempDir, config: &str) -> String {
+    let file = dir.path().join("acl.hcl");
+    std::fs::write(&file, config).unwrap();
+    file.display().to_string()
+}
+
+async fn call(c: &Client, method: &str, url: String, token: Option<&str>, body: Option<Value>) -> (u16, String) {
+    let mut r = c.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    if let Some(t) = token {
+        r = r.header("X-Consul-Token", t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() {
+    let c = Client::new();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let primary_cfg = acl_config(
+        &dirs[0],
+        &format!("acl {{\n  enabled = true\n  default_policy = \"deny\"\n  tokens {{ initial_management = \"{MGMT}\" }}\n}}\n"),
+    );
+    let secondary_cfg = acl_config(
+        &dirs[1],
+        &format!(
+            "primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  default_policy = \"deny\"\n  enable_token_replication = true\n  tokens {{ replication = \"{MGMT}\" }}\n}}\n"
+        ),
+    );
+    let mut s1 = start(
+        "127.0.13.1",
+        "p1",
+        &dirs[0],
+        &["-server", "-bootstrap", "-datacenter", "dc1", "-config-file", &primary_cfg],
+    );
+    let s2 = start(
+        "127.0.13.2",
+        "q1",
+        &dirs[1],
+        &[
+            "-server",
+            "-bootstrap",
+            "-datacenter",
+            "dc2",
+            "-retry-join-wan",
+            "127.0.13.1",
+            "-retry-interval-wan",
+            "1s",
+            "-config-file",
+            &secondary_cfg,
+        ],
+    );
+    for a in [&s1, &s2] {
+        legate_tests::wait_leader(&a.url("")).await;
+    }
+
+    // The management token reaches the secondary by replication (it was never configured there).
+    retry_until(Duration::from_secs(30), "management token replicated", || async {
+        let (s, _) = call(&c, "GET", s2.url("/v1/acl/token/self"), Some(MGMT), None).await;
+        (s == 200).then_some(())
+    })
+    .await;
+    let status: Value =
+        serde_json::from_str(&call(&c, "GET", s2.url("/v1/acl/replication"), None, None).await.1).unwrap();
+    assert_eq!((status["Enabled"].as_bool(), status["Running"].as_bool()), (Some(true), Some(true)), "{status}");
+    assert_eq!(
+        (status["SourceDatacenter"].as_str(), status["ReplicationType"].as_str()),
+        (Some("dc1"), Some("tokens"))
+    );
+    assert!(status["ReplicatedTokenIndex"].as_u64().unwrap() > 0, "{status}");
+    let primary_status: Value =
+        serde_json::from_str(&call(&c, "GET", s1.url("/v1/acl/replication"), None, None).await.1).unwrap();
+    assert_eq!(primary_status["Enabled"], false);
+
+    // A policy and a token made in the primary work in the secondary.
+    let (s, _) = call(
+        &c,
+        "PUT",
+        s1.url("/v1/acl/policy"),
+        Some(MGMT),
+        Some(json!({"Name": "kv-read", "Rules": "key_prefix \"\" { policy = \"read\" }"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, body) =
+        call(&c, "PUT", s1.url("/v1/acl/token"), Some(MGMT), Some(json!({"Policies": [{"Name": "kv-read"}]}))).await;
+    assert_eq!(s, 200, "{body}");
+    let reader: Value = serde_json::from_str(&body).unwrap();
+    let reader_secret = reader["SecretID"].as_str().unwrap().to_string();
+    retry_until(Duration::from_secs(30), "the token works in dc2", || async {
+        let (s, _) = call(&c, "GET", s2.url("/v1/kv/anything"), Some(&reader_secret), None).await;
+        (s == 404).then_some(())
+    })
+    .await;
+    assert_eq!(call(&c, "GET", s2.url("/v1/kv/anything"), None, None).await.0, 403, "anonymous is still denied");
+
+    // A policy written in the secondary is the primary's; a local token stays in the secondary.
+    let (s, body) =
+        call(&c, "PUT", s2.url("/v1/acl/policy"), Some(MGMT), Some(json!({"Name": "from-dc2", "Rules": ""}))).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = call(&c, "GET", s1.url("/v1/acl/policy/name/from-dc2"), Some(MGMT), None).await;
+    assert_eq!(s, 200, "written in the primary");
+    let (s, body) = call(
+        &c,
+        "PUT",
+        s2.url("/v1/acl/token"),
+        Some(MGMT),
+        Some(json!({"Local": true, "Description": "dc2 only", "Policies": [{"Name": "kv-read"}]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let local: Value = serde_json::from_str(&body).unwrap();
+    let local_id = local["AccessorID"].as_str().unwrap();
+    assert_eq!(call(&c, "GET", s1.url(&format!("/v1/acl/token/{local_id}")), Some(MGMT), None).await.0, 403);
+    // A replication round later it is still there.
+    let (s, _) =
+        call(&c, "PUT", s1.url("/v1/acl/policy"), Some(MGMT), Some(json!({"Name": "tick", "Rules": ""}))).await;
+    assert_eq!(s, 200);
+    retry_until(Duration::from_secs(30), "the next round", || async {
+        let (s, _) = call(&c, "GET", s2.url("/v1/acl/policy/name/tick"), Some(MGMT), None).await;
+        (s == 200).then_some(())
+    })
+    .await;
+    assert_eq!(call(&c, "GET", s2.url(&format!("/v1/acl/token/{local_id}")), Some(MGMT), None).await.0, 200);
+
+    // The primary goes away: what was replicated keeps working, and the status says why not.
+    s1.signal(libc::SIGKILL);
+    let _ = s1.wait_exit(Duration::from_secs(5));
+    assert_eq!(call(&c, "GET", s2.url("/v1/kv/anything"), Some(&reader_secret), None).await.0, 404);
+    retry_until(Duration::from_secs(90), "replication reports the failure", || async {
+        let status: Value =
+            serde_json::from_str(&call(&c, "GET", s2.url("/v1/acl/replication"), None, None).await.1).ok()?;
+        (!status["LastErrorMessage"].as_str()?.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(call(&c, "GET", s2.url("/v1/kv/anything"), Some(&reader_secret), None).await.0, 404);
+}

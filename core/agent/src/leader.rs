@@ -1,6 +1,6 @@
 //! The agent's leader duties, run by the server's leader module (`legate_raft::leader`) for as
 //! long as this server leads: the built-in ACL objects, gossip members reconciled into the
-//! catalog, and the leader's usage gauges.
+//! catalog, the leader's usage gauges, and a secondary datacenter's ACL replication.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +15,12 @@ use crate::{ae, AgentShared};
 
 /// The duties this agent adds to its server's.
 pub fn duties(agent: &Arc<AgentShared>) -> Vec<Duty> {
-    let (a, b, c) = (agent.clone(), agent.clone(), agent.clone());
+    let (a, b, c, d) = (agent.clone(), agent.clone(), agent.clone(), agent.clone());
     vec![
         Duty::new("acl-init", move |server, stop| acl_init(a.clone(), server, stop)),
         Duty::new("leader-reconcile", move |server, stop| leader_reconcile(b.clone(), server, stop)),
         Duty::new("usage-metrics", move |server, stop| usage_metrics(c.clone(), server, stop)),
+        Duty::new("acl-replication", move |server, stop| crate::acl_replication::run(d.clone(), server, stop)),
     ]
 }
 
@@ -30,7 +31,13 @@ async fn acl_init(agent: Arc<AgentShared>, server: Arc<Server>, stop: Cancellati
     loop {
         let config = agent.config();
         if config.acl.enabled {
-            let initial = config.acl.tokens.initial_management.clone();
+            // A secondary datacenter's tokens come from the primary (initial_management is the
+            // primary's).
+            let initial = if crate::acl_replication::is_secondary(&agent) {
+                None
+            } else {
+                config.acl.tokens.initial_management.clone()
+            };
             let missing = server
                 .store
                 .read()

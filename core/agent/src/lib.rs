@@ -19,12 +19,14 @@
 //! watches.rs      config watches run against the local HTTP API
 //! config_watch.rs reloads on config file changes
 //! acl.rs          token -> authorizer (servers: own store; clients: a server), agent tokens
+//! acl_replication.rs  a secondary datacenter's copy of the primary's policies, roles, tokens
 //! leader.rs       the duties this agent adds to its server's leader (ACL objects, reconcile)
 //! plugins.rs      the plugin host's directories and its KV source
 //! data_dir.rs     the data dir lock, node id; addr.rs advertise address
 //! ```
 
 pub mod acl;
+pub mod acl_replication;
 pub mod addr;
 pub mod ae;
 pub mod autopilot;
@@ -87,6 +89,8 @@ pub struct AgentShared {
     /// WAN gossip among the servers of every datacenter (servers only; absent when the serf
     /// WAN port is -1).
     pub gossip_wan: std::sync::OnceLock<Arc<legate_gossip::Gossip>>,
+    /// ACL replication from the primary datacenter (secondaries' leaders).
+    pub acl_replication: acl_replication::Replication,
     /// Wakes the leader's catalog reconciliation (membership changed).
     pub reconcile: tokio::sync::Notify,
     /// Set by a fatal condition (join retries exhausted); the agent stops and exits 1.
@@ -134,6 +138,7 @@ impl AgentShared {
             local,
             gossip: std::sync::OnceLock::new(),
             gossip_wan: std::sync::OnceLock::new(),
+            acl_replication: Default::default(),
             reconcile: tokio::sync::Notify::new(),
             fatal: std::sync::Mutex::new(None),
             stop,

@@ -23,10 +23,39 @@ pub async fn guard(ctx: &Ctx, req: &Request) -> Result<Option<ApiResponse>, ApiE
         return Err(ApiError::Unauthorized("ACL support disabled".into()));
     }
     let server = blocking::server(ctx)?;
+    if req.method != Method::GET && legate_agent::acl_replication::is_secondary(&ctx.agent) && global_write(ctx, req) {
+        // Policies, roles and global tokens are the primary's; it replicates them back here.
+        let primary = ctx.agent.config().primary_datacenter().to_string();
+        return super::forward::to_datacenter(ctx, req, &primary).await.map(Some);
+    }
     if req.method != Method::GET && !server.is_leader() {
         return super::forward::to_leader(server, req).await.map(Some);
     }
     Ok(None)
+}
+
+/// Whether an ACL write in a secondary datacenter belongs to the primary: policies, roles, and
+/// tokens that are not local (a new one by its body's `Local`, an existing one by its record).
+fn global_write(ctx: &Ctx, req: &Request) -> bool {
+    let path = req.path.trim_start_matches("/v1/");
+    if path.starts_with("acl/policy") || path.starts_with("acl/role") {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("acl/token") else { return false };
+    let accessor = rest.trim_start_matches('/').split('/').next().unwrap_or_default();
+    if accessor.is_empty() {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let local =
+            body.as_object().and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("local")).map(|(_, v)| v));
+        return local != Some(&json!(true));
+    }
+    let local = read_txn(ctx).ok().and_then(|txn| store::token(&txn, accessor).ok().flatten()).map(|t| t.local);
+    local != Some(true)
+}
+
+/// `GET /v1/acl/replication`: this server's replication from the primary datacenter.
+pub async fn replication(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse::json(&legate_agent::acl_replication::status_json(&ctx.agent)))
 }
 
 pub async fn bootstrap(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {

@@ -655,6 +655,7 @@ pub const ROUTES: &[Route] = &[
     },
     // acl
     Route { methods: PUT, pattern: "acl/bootstrap", need: Open, forward: SERVERS, handler: acl!(bootstrap) },
+    Route { methods: GET, pattern: "acl/replication", need: Open, forward: SERVERS, handler: acl!(replication) },
     Route { methods: GET, pattern: "acl/token/self", need: AnyToken, forward: SERVERS, handler: acl!(token_self) },
     Route {
         methods: PUT,
