@@ -189,6 +189,17 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
         .to_string();
     let legacy2 =
         api.ok("PUT", "/v1/acl/create", Some(&json!({"Name": "legacy2"}))).await["ID"].as_str().unwrap().to_string();
+    // Prepared queries (before the snapshot too).
+    let fixq = api.ok("POST", "/v1/query", Some(&json!({"Name": "fixq", "Service": {"Service": "websvc"}}))).await
+        ["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doomedq =
+        api.ok("POST", "/v1/query", Some(&json!({"Name": "doomedq", "Service": {"Service": "websvc"}}))).await["ID"]
+            .as_str()
+            .unwrap()
+            .to_string();
     // Auth methods and binding rules (before the snapshot, which the restore case puts back).
     let signer = crate::acl_login::Signer::new("fixture");
     api.ok("PUT", "/v1/acl/auth-method", Some(&crate::acl_login::static_method("fixture-jwt", &signer))).await;
@@ -381,6 +392,17 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("DELETE", "acl/binding-rule/+", case(format!("/v1/acl/binding-rule/{rule2}"), None));
     add("GET", "acl/binding-rules", case("/v1/acl/binding-rules", None));
     add("POST", "acl/login", case("/v1/acl/login", Some(json!({"AuthMethod": "fixture-jwt", "BearerToken": jwt}))));
+    add("GET", "query", Case { path: "/v1/query".into(), body: None, marker: Some("fixq") });
+    add("POST", "query", case("/v1/query", Some(json!({"Name": "newq", "Service": {"Service": "websvc"}}))));
+    add("GET", "query/+/execute", Case { path: "/v1/query/fixq/execute".into(), body: None, marker: Some("ext1") });
+    add("GET", "query/+/explain", case("/v1/query/fixq/explain", None));
+    add("GET", "query/+", case(format!("/v1/query/{fixq}"), None));
+    add(
+        "PUT",
+        "query/+",
+        case(format!("/v1/query/{fixq}"), Some(json!({"Name": "fixq", "Service": {"Service": "websvc"}}))),
+    );
+    add("DELETE", "query/+", case(format!("/v1/query/{doomedq}"), None));
     add("POST", "acl/logout", case("/v1/acl/logout", None));
     RouteFixtures { cases, rights, none, snapshot, peer }
 }

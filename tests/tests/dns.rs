@@ -14,13 +14,13 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-fn dns_config() -> Config {
+pub(crate) fn dns_config() -> Config {
     let mut c = test_config();
     c.ports.dns = 0;
     c
 }
 
-async fn start(c: Config) -> (InProcessAgent, SocketAddr) {
+pub(crate) async fn start(c: Config) -> (InProcessAgent, SocketAddr) {
     let a = InProcessAgent::start(c).await;
     let dns = a.agent.dns_addrs()[0];
     legate_tests::wait_leader(&a.base).await;
@@ -73,7 +73,7 @@ async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     Message::from_vec(&buf).unwrap()
 }
 
-fn ips(records: &[Record]) -> BTreeSet<IpAddr> {
+pub(crate) fn ips(records: &[Record]) -> BTreeSet<IpAddr> {
     records
         .iter()
         .filter_map(|r| match &r.data {
@@ -84,7 +84,7 @@ fn ips(records: &[Record]) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-fn ip_set(list: &[&str]) -> BTreeSet<IpAddr> {
+pub(crate) fn ip_set(list: &[&str]) -> BTreeSet<IpAddr> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
 
@@ -124,7 +124,7 @@ async fn register(a: &InProcessAgent, body: Value) {
 
 /// n1: web (tags v1, primary), passing; n2: web (v2) with a warning check and weights;
 /// n3: web with a critical check; n4: web with its own address; db on n1.
-async fn fill_catalog(a: &InProcessAgent) {
+pub(crate) async fn fill_catalog(a: &InProcessAgent) {
     register(
         a,
         json!({"Node": "n1", "Address": "10.0.0.1", "NodeMeta": {"env": "prod", "rfc1035-note": "plain"},

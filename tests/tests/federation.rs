@@ -124,6 +124,37 @@ async fn two_datacenters_answer_each_others_calls() {
     let m = crate::dns::udp(dns, "db.service.dc9.consul.", hickory_proto::rr::RecordType::A).await;
     assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NXDomain, "{m:?}");
 
+    // A prepared query fails over to dc2 while dc1 has no healthy instance.
+    let r = c
+        .post(s1.url("/v1/query"))
+        .json(&json!({"Name": "db-q", "Service": {"Service": "db", "Failover": {"NearestN": 1}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let run = |c: Client, url: String| async move { get(&c, url).await.unwrap() };
+    let v = run(c.clone(), client.url("/v1/query/db-q/execute")).await;
+    assert_eq!((v["Datacenter"].as_str(), v["Failovers"].as_u64()), (Some("dc2"), Some(1)), "{v}");
+    assert_eq!(v["Nodes"][0]["Node"]["Node"], "ext-dc2");
+    let m = crate::dns::udp(dns, "db-q.query.consul.", hickory_proto::rr::RecordType::A).await;
+    let ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(ips, ["10.2.0.1"], "{m:?}");
+    // A healthy local instance is answered at home; a critical one fails over again.
+    let local = json!({"Node": "ext-dc1", "Address": "10.1.0.1", "Service": {"Service": "db"},
+        "Check": {"Name": "db-alive", "Status": "passing", "ServiceID": "db"}});
+    assert_eq!(c.put(s1.url("/v1/catalog/register")).json(&local).send().await.unwrap().status(), 200);
+    let v = run(c.clone(), client.url("/v1/query/db-q/execute")).await;
+    assert_eq!((v["Datacenter"].as_str(), v["Failovers"].as_u64()), (Some("dc1"), Some(0)), "{v}");
+    let mut down = local.clone();
+    down["Check"]["Status"] = json!("critical");
+    assert_eq!(c.put(s1.url("/v1/catalog/register")).json(&down).send().await.unwrap().status(), 200);
+    let v = run(c.clone(), client.url("/v1/query/db-q/execute")).await;
+    assert_eq!(
+        (v["Datacenter"].as_str(), v["Nodes"][0]["Node"]["Node"].as_str()),
+        (Some("dc2"), Some("ext-dc2")),
+        "{v}"
+    );
+
     // An unknown datacenter is Consul's 500.
     let r = c.get(client.url("/v1/kv/fed/key?dc=dc9")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (500, "No path to datacenter"));

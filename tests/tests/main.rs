@@ -17,6 +17,7 @@ mod kv;
 mod lifecycle;
 mod packaging;
 mod plugins;
+mod query;
 mod raft_cluster;
 mod secrets;
 mod security;

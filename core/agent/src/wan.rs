@@ -87,6 +87,36 @@ pub fn datacenters(agent: &AgentShared) -> Vec<String> {
     dcs.into_iter().collect()
 }
 
+/// Every known datacenter, nearest first: by the estimated round trip from this server's WAN
+/// coordinate to the nearest of that datacenter's servers (ours is 0); those without a
+/// coordinate last, by name.
+pub fn datacenters_by_distance(agent: &AgentShared) -> Vec<String> {
+    let ours = agent.config().datacenter.clone();
+    let mut dcs = datacenters(agent);
+    dcs.sort_by_key(|d| *d != ours);
+    let Some(g) = agent.gossip_wan.get() else { return dcs };
+    let Some(me) = g.coordinate() else { return dcs };
+    let peers = g.peer_coordinates();
+    let members = g.members();
+    let distance = |dc: &str| -> Option<f64> {
+        if dc == ours {
+            return Some(0.0);
+        }
+        members
+            .iter()
+            .filter(|m| dc_of(m) == Some(dc))
+            .filter_map(|m| peers.iter().find(|(n, _)| *n == m.name).map(|(_, c)| c))
+            .filter(|c| c.is_compatible_with(&me))
+            .map(|c| me.distance_to(c).as_secs_f64())
+            .reduce(f64::min)
+    };
+    dcs.sort_by(|a, b| {
+        let (da, db) = (distance(a).unwrap_or(f64::INFINITY), distance(b).unwrap_or(f64::INFINITY));
+        da.total_cmp(&db).then_with(|| a.cmp(b))
+    });
+    dcs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

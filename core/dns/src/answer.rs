@@ -151,9 +151,8 @@ impl Question<'_> {
             Lookup::Node { name, .. } => self.node(&name).await,
             Lookup::Service { name, tag, .. } => self.service(&name, tag.as_deref()).await,
             Lookup::Addr { hex, .. } => Ok(self.addr(&hex)),
-            // No prepared query exists, so every query name is unknown, as Consul's "Query not
-            // found".
-            Lookup::Query { .. } | Lookup::Mesh | Lookup::Invalid | Lookup::Apex => Ok(Reply::nxdomain(self.soa())),
+            Lookup::Query { name, .. } => self.prepared_query(&name).await,
+            Lookup::Mesh | Lookup::Invalid | Lookup::Apex => Ok(Reply::nxdomain(self.soa())),
         };
         let mut reply = match found {
             Err(e) if other_dc && e.is_no_path() => return Ok(Reply::nxdomain(self.soa())),
@@ -224,17 +223,39 @@ impl Question<'_> {
             return Ok(Reply::nxdomain(self.soa()));
         }
         instances.shuffle(&mut rand::thread_rng());
-        let ttl = self.service_ttl(name);
+        Ok(self.instance_records(&instances, self.service_ttl(name)))
+    }
+
+    /// `<name>.query[.<dc>]`: the prepared query's answer, in the order the server gave it
+    /// (no reshuffle: a `Near` sort holds); its `DNS.TTL`, else the service's TTL.
+    async fn prepared_query(&self, name: &str) -> Result<Reply, DnsError> {
+        let source = Source::Remote(self.agent, self.other_datacenter());
+        let Some(answer) = source.query(name, self.stale()).await? else {
+            return Ok(Reply::nxdomain(self.soa()));
+        };
+        let instances: Vec<&Instance> = answer.instances.iter().filter(|i| self.allowed(i)).collect();
+        if instances.is_empty() {
+            return Ok(Reply::nxdomain(self.soa()));
+        }
+        let ttl = match answer.ttl.as_str() {
+            "" => self.service_ttl(&answer.service),
+            t => legate_types::duration::parse_go_duration(t).map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32),
+        };
+        Ok(self.instance_records(&instances, ttl))
+    }
+
+    /// A, AAAA, ANY or SRV records of service instances.
+    fn instance_records(&self, instances: &[&Instance], ttl: u32) -> Reply {
         let mut reply = Reply::default();
         match self.qtype {
-            RecordType::SRV => self.srv_records(&instances, ttl, &mut reply),
+            RecordType::SRV => self.srv_records(instances, ttl, &mut reply),
             RecordType::A | RecordType::AAAA | RecordType::ANY => {
                 let limit = match self.cfg.dns_config.a_record_limit {
                     0 => usize::MAX,
                     n => n as usize,
                 };
                 let mut seen = HashSet::new();
-                for i in &instances {
+                for i in instances {
                     let (addr, tagged) = instance_address(i);
                     for r in address_records(self.qname, ttl, self.qtype, addr, tagged) {
                         if seen.insert(r.data.clone()) && seen.len() <= limit {
@@ -245,7 +266,7 @@ impl Question<'_> {
             }
             _ => {}
         }
-        Ok(reply)
+        reply
     }
 
     /// `1 <weight> <port> <target>` per instance, targets' addresses in Additional.

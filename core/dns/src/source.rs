@@ -202,38 +202,39 @@ impl<'a> Source<'a> {
                 Ok(cache.view(store)?.services.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default())
             }
             Source::Remote(agent, dc) => {
-                let path = format!("/v1/health/service/{}", encode(name));
+                let path = format!("/v1/health/service/{name}");
                 let entries: Vec<RemoteEntry> = call(agent, dc.as_deref(), &path, stale).await?.unwrap_or_default();
-                Ok(Arc::new(
-                    entries
-                        .into_iter()
-                        .map(|e| {
-                            let health = health_of(e.checks.iter().map(|c| c.status.as_str()));
-                            Instance {
-                                node: Arc::new(e.node.into()),
-                                service: e.service.service,
-                                service_id: e.service.id,
-                                address: e.service.address,
-                                port: e.service.port,
-                                tags: e.service.tags.unwrap_or_default(),
-                                tagged_addresses: e
-                                    .service
-                                    .tagged_addresses
-                                    .unwrap_or_default()
-                                    .into_iter()
-                                    .map(|(k, v)| (k, v.address))
-                                    .collect(),
-                                weights: catalog::Weights {
-                                    passing: e.service.weights.as_ref().map_or(1, |w| w.passing),
-                                    warning: e.service.weights.as_ref().map_or(1, |w| w.warning),
-                                },
-                                health,
-                            }
-                        })
-                        .collect(),
-                ))
+                Ok(Arc::new(entries.into_iter().map(instance_of).collect()))
             }
         }
+    }
+
+    /// What the prepared query `name` answers (run by a server of this datacenter, or of the
+    /// one the source is for); None when no query has that name.
+    pub async fn query(&self, name: &str, stale: bool) -> Result<Option<QueryAnswer>, DnsError> {
+        let (agent, dc) = match self {
+            Source::Remote(agent, dc) => (*agent, dc.as_deref()),
+            Source::Local(..) => {
+                return Err(DnsError::Status {
+                    status: 500,
+                    path: name.into(),
+                    body: "prepared queries run on a server".into(),
+                })
+            }
+        };
+        let path = format!("/v1/query/{name}/execute");
+        let answer: RemoteQueryAnswer = match call(agent, dc, &path, stale).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Ok(None),
+            Err(DnsError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(QueryAnswer {
+            service: answer.service,
+            datacenter: answer.datacenter,
+            ttl: answer.dns.ttl,
+            instances: answer.nodes.into_iter().map(instance_of).collect(),
+        }))
     }
 
     /// A node by name (case-insensitive).
@@ -271,7 +272,7 @@ impl<'a> Source<'a> {
                     call(agent, dc.as_deref(), "/v1/catalog/services", stale).await?.unwrap_or_default();
                 let mut out = Vec::new();
                 for name in names.keys() {
-                    let path = format!("/v1/catalog/service/{}", encode(name));
+                    let path = format!("/v1/catalog/service/{name}");
                     let rows: Vec<RemoteCatalogService> =
                         call(agent, dc.as_deref(), &path, stale).await?.unwrap_or_default();
                     out.extend(
@@ -286,11 +287,8 @@ impl<'a> Source<'a> {
     }
 }
 
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A GET through the agent's forwarding path: to a server from a client agent, to the leader
+/// A GET through the agent's forwarding path (paths travel decoded, as the HTTP layer forwards
+/// them): to a server from a client agent, to the leader
 /// from a server whose copy is not fresh enough, to a server of datacenter `dc` (a client
 /// agent's server passes it on). `None` for a JSON `null` body.
 async fn call<T: for<'de> Deserialize<'de>>(
@@ -392,6 +390,59 @@ struct RemoteEntry {
     service: RemoteService,
     #[serde(default)]
     checks: Vec<RemoteCheck>,
+}
+
+/// A prepared query's answer, as DNS uses it.
+#[derive(Clone, Debug)]
+pub struct QueryAnswer {
+    pub service: String,
+    pub datacenter: String,
+    /// The query's `DNS.TTL` ("" for none).
+    pub ttl: String,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RemoteQueryAnswer {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    nodes: Vec<RemoteEntry>,
+    #[serde(default)]
+    datacenter: String,
+    #[serde(default, rename = "DNS")]
+    dns: RemoteDns,
+}
+
+#[derive(Deserialize, Default)]
+struct RemoteDns {
+    #[serde(default, rename = "TTL")]
+    ttl: String,
+}
+
+fn instance_of(e: RemoteEntry) -> Instance {
+    let health = health_of(e.checks.iter().map(|c| c.status.as_str()));
+    Instance {
+        node: Arc::new(e.node.into()),
+        service: e.service.service,
+        service_id: e.service.id,
+        address: e.service.address,
+        port: e.service.port,
+        tags: e.service.tags.unwrap_or_default(),
+        tagged_addresses: e
+            .service
+            .tagged_addresses
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.address))
+            .collect(),
+        weights: catalog::Weights {
+            passing: e.service.weights.as_ref().map_or(1, |w| w.passing),
+            warning: e.service.weights.as_ref().map_or(1, |w| w.warning),
+        },
+        health,
+    }
 }
 
 #[derive(Deserialize)]

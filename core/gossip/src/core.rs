@@ -203,6 +203,8 @@ pub(crate) struct Core {
 /// interval, answered with that member's coordinate.
 pub(crate) struct Vivaldi {
     client: vivaldi::Client,
+    /// The members' coordinates as their last answers carried them (serf's cache).
+    peers: HashMap<String, Coord>,
     /// Pings in flight: sequence -> (member, sent at).
     pending: HashMap<u32, (String, Instant)>,
     seq: u32,
@@ -258,6 +260,7 @@ impl Core {
             next_sync,
             vivaldi: coordinates.then(|| Vivaldi {
                 client: vivaldi::Client::new(),
+                peers: HashMap::new(),
                 pending: HashMap::new(),
                 seq: rand::random(),
             }),
@@ -453,11 +456,19 @@ impl Core {
         self.vivaldi.as_ref().map(|v| v.client.coordinate())
     }
 
+    /// The other members' coordinates this member has seen, by name.
+    pub(crate) fn peer_coordinates(&self) -> Vec<(String, Coord)> {
+        self.vivaldi.as_ref().map(|v| v.peers.iter().map(|(k, c)| (k.clone(), c.clone())).collect()).unwrap_or_default()
+    }
+
     /// An answer to one of our pings: the round trip moves our coordinate.
     fn on_ack(&mut self, seq: u32, coord: Option<Coord>, now: Instant) {
         let Some(v) = self.vivaldi.as_mut() else { return };
         let Some((name, sent)) = v.pending.remove(&seq) else { return };
         let Some(other) = coord else { return };
+        if other.is_valid() {
+            v.peers.insert(name.clone(), other.clone());
+        }
         match v.client.update(&name, &other, now.duration_since(sent)) {
             Ok(c) => legate_telemetry::sample("serf.coordinate.adjustment-ms", Vec::new(), c.adjustment * 1000.0),
             Err(e) => {
@@ -470,6 +481,7 @@ impl Core {
     fn remove_record(&mut self, name: &str) {
         if let Some(v) = self.vivaldi.as_mut() {
             v.client.forget(name);
+            v.peers.remove(name);
         }
         if let Some(rec) = self.records.remove(name) {
             {

@@ -453,6 +453,11 @@ impl Gossip {
         self.lock().coordinate()
     }
 
+    /// Other members' network coordinates, as their answers to our pings carried them.
+    pub fn peer_coordinates(&self) -> Vec<(String, legate_api::coordinate::Coord)> {
+        self.lock().peer_coordinates()
+    }
+
     /// The pool as serf's stats show it (`/v1/agent/self` `Stats.serf_lan`).
     pub fn stats(&self) -> PoolStats {
         self.lock().stats()

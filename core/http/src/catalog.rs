@@ -162,14 +162,10 @@ pub fn check_filter(req: &Request) -> Result<(), ApiError> {
     }
 }
 
-/// `GET /v1/catalog/datacenters`: every datacenter the WAN pool knows, ours first, then by
-/// name. (Consul orders them by the estimated round trip to their servers; Legate's WAN pool
-/// keeps coordinates too, see `coordinate/datacenters`.)
+/// `GET /v1/catalog/datacenters`: every datacenter the WAN pool knows, nearest first (by the
+/// servers' WAN coordinates; ours, at distance 0, leads), those without coordinates by name.
 pub async fn datacenters(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    let ours = ctx.agent.config().datacenter.clone();
-    let mut dcs = legate_agent::wan::datacenters(&ctx.agent);
-    dcs.sort_by_key(|d| (*d != ours, d.clone()));
-    Ok(ApiResponse::json(&dcs))
+    Ok(ApiResponse::json(&legate_agent::wan::datacenters_by_distance(&ctx.agent)))
 }
 
 /// `GET /v1/catalog/node/<node>`: the node and its services as a map by ID.

@@ -22,6 +22,7 @@ mod health;
 mod kv;
 mod near;
 mod operator;
+mod query;
 mod request;
 mod response;
 pub mod routes;

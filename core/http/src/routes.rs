@@ -589,6 +589,56 @@ pub const ROUTES: &[Route] = &[
         forward: SERVERS,
         handler: h!(autopilot::state),
     },
+    // prepared queries
+    Route {
+        methods: GET,
+        pattern: "query",
+        need: Filtered("query:read per named query; unnamed ones to management only"),
+        forward: SERVERS,
+        handler: h!(query::list),
+    },
+    Route {
+        methods: POST,
+        pattern: "query",
+        need: Handler("query:write on the query's name"),
+        forward: SERVERS,
+        handler: h!(query::create),
+    },
+    Route {
+        methods: GET,
+        pattern: "query/+/execute",
+        need: Filtered("node:read and service:read per instance, with the query's token or the caller's"),
+        forward: SERVERS,
+        handler: h!(query::execute),
+    },
+    Route {
+        methods: GET,
+        pattern: "query/+/explain",
+        need: Handler("query:read on the query's name"),
+        forward: SERVERS,
+        handler: h!(query::explain),
+    },
+    Route {
+        methods: GET,
+        pattern: "query/+",
+        need: Handler("query:read on the query's name"),
+        forward: SERVERS,
+        handler: h!(query::get),
+    },
+    Route {
+        methods: PUT,
+        pattern: "query/+",
+        need: Handler("query:write on the query's name"),
+        forward: SERVERS,
+        handler: h!(query::update),
+    },
+    Route {
+        methods: DELETE,
+        pattern: "query/+",
+        need: Handler("query:write on the query's name"),
+        forward: SERVERS,
+        handler: h!(query::delete),
+    },
     // coordinate
     Route {
         methods: GET,

@@ -36,6 +36,8 @@ pub enum Command {
     /// Network coordinates sent by agents (`PUT /v1/coordinate/update`, each agent's periodic
     /// update); updates for nodes not in the catalog are dropped.
     Coordinates(Vec<legate_api::coordinate::CoordinateUpdate>),
+    /// `/v1/query` writes.
+    Query(legate_state::query::QueryOp),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -56,6 +58,8 @@ pub enum CommandResponse {
     Autopilot(bool),
     /// How many coordinate updates were stored.
     Coordinates(usize),
+    /// A prepared query write, or why the state store refused it.
+    Query(Result<(), String>),
 }
 
 impl Command {
@@ -74,6 +78,7 @@ impl Command {
             Command::Acl(_) => "acl.apply",
             Command::Autopilot { .. } => "autopilot.apply",
             Command::Coordinates(_) => "fsm.coordinate.batch-update",
+            Command::Query(_) => "fsm.prepared-query",
         }
     }
 
@@ -95,6 +100,7 @@ impl Command {
                 vec![Table::Catalog, Table::Sessions, Table::Kv, Table::Coordinates]
             }
             Command::Coordinates(_) => vec![Table::Coordinates],
+            Command::Query(_) => vec![Table::Catalog],
             Command::Acl(_) => vec![Table::Acl],
             // Read when needed, never waited on.
             Command::Autopilot { .. } => Vec::new(),

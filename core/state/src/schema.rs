@@ -46,6 +46,9 @@ pub const ACL_ROLE_EXT: TableDefinition<&str, &[u8]> = TableDefinition::new("acl
 pub const ACL_AUTH_METHODS: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_auth_methods");
 pub const ACL_BINDING_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_binding_rules");
 
+/// Prepared queries: ID -> JSON(`query::PreparedQuery`).
+pub const QUERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("prepared_queries");
+
 /// Operator settings replicated through Raft (the autopilot configuration): key -> JSON.
 pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operator");
 
@@ -53,7 +56,7 @@ pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operato
 pub const COORDINATES: TableDefinition<&str, &[u8]> = TableDefinition::new("coordinates");
 
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 15] = [
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 16] = [
     NODES,
     SERVICES,
     CHECKS,
@@ -69,6 +72,7 @@ pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 15] = [
     ACL_ROLE_EXT,
     ACL_AUTH_METHODS,
     ACL_BINDING_RULES,
+    QUERIES,
 ];
 
 pub const IDX_NODES: &str = "nodes";
@@ -83,6 +87,7 @@ pub const IDX_ACL_AUTH_METHODS: &str = "acl-auth-methods";
 pub const IDX_ACL_BINDING_RULES: &str = "acl-binding-rules";
 pub const IDX_TOMBSTONES: &str = "tombstones";
 pub const IDX_COORDINATES: &str = "coordinates";
+pub const IDX_QUERIES: &str = "prepared-queries";
 /// Raft index of the last snapshot restore: a floor under every reported index, so indexes
 /// never go backwards although restored entries keep their own ModifyIndex.
 pub const IDX_RESTORE: &str = "restore";

@@ -108,6 +108,8 @@ pub fn destroy_txn(txn: &WriteTransaction, id: &str, index: u64, released: &mut 
     };
     txn.open_table(SESSIONS)?.remove(id)?;
     bump_index_txn(txn, IDX_SESSIONS, index)?;
+    // Prepared queries bound to the session go with it.
+    super::query::delete_for_session_txn(txn, id, index)?;
     let held: Vec<(String, StoredEntry)> = {
         let t = txn.open_table(KV)?;
         let mut out = Vec::new();

@@ -95,6 +95,8 @@ pub static DEFINITIONS: &[Def] = &[
     s("serf.coordinate.adjustment-ms", "The network coordinate's adjustment term after each update, in ms."),
     c("serf.coordinate.rejected", "Round-trip samples the network coordinate refused."),
     s("fsm.coordinate.batch-update", "Time of a batch of network coordinate updates through Raft, in ms."),
+    s("fsm.prepared-query", "Time of a prepared query write through Raft, in ms."),
+    s("prepared-query.execute", "Time to execute a prepared query, in ms."),
     g("members.servers", "Servers in the gossip pool that are alive."),
     g("members.clients", "Client agents in the gossip pool that are alive."),
     // The state store (leader).

@@ -125,6 +125,7 @@ fn apply_command(
         Command::Autopilot { config, cas } => {
             CommandResponse::Autopilot(legate_state::autopilot::set_txn(txn, config, *cas, index)?)
         }
+        Command::Query(op) => CommandResponse::Query(legate_state::query::apply_txn(txn, op, index)?),
         Command::Coordinates(updates) => {
             CommandResponse::Coordinates(legate_state::coordinate::update_batch_txn(txn, updates, index)?)
         }
