@@ -9,6 +9,10 @@ use reqwest::Client;
 use serde_json::{json, Value};
 
 fn start(ip: &str, name: &str, dir: &tempfile::TempDir, extra: &[&str]) -> AgentProcess {
+    start_with_env(ip, name, dir, extra, &[])
+}
+
+fn start_with_env(ip: &str, name: &str, dir: &tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> AgentProcess {
     let mut args = legate_tests::loopback_agent_args(ip, name, dir.path().to_str().unwrap());
     args.extend(["-serf-wan-port", "8302"].map(String::from));
     let mut extra = extra.iter();
@@ -20,7 +24,7 @@ fn start(ip: &str, name: &str, dir: &tempfile::TempDir, extra: &[&str]) -> Agent
         }
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    AgentProcess::start(&args, &[])
+    AgentProcess::start(&args, env)
 }
 
 async fn get(c: &Client, url: String) -> Option<Value> {
@@ -37,11 +41,12 @@ async fn two_datacenters_answer_each_others_calls() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut s1 = start("127.0.12.1", "s1", &dirs[0], &["-server", "-bootstrap", "-datacenter", "dc1"]);
     let dns_port = std::net::UdpSocket::bind("127.0.12.2:0").unwrap().local_addr().unwrap().port();
-    let client = start(
+    let client = start_with_env(
         "127.0.12.2",
         "c1",
         &dirs[1],
         &["-datacenter", "dc1", "-retry-join", "127.0.12.1", "-dns-port", &dns_port.to_string()],
+        &[("LEGATE_TRANSLATE_WAN_ADDRS", "true")],
     );
     let s2 = start(
         "127.0.12.3",
@@ -154,6 +159,27 @@ async fn two_datacenters_answer_each_others_calls() {
         (Some("dc2"), Some("ext-dc2")),
         "{v}"
     );
+
+    // translate_wan_addrs (on the client): another datacenter's nodes and services come with
+    // their WAN addresses, and the answer says so; the datacenter's own view is untranslated.
+    let edge = json!({"Node": "edge-dc2", "Address": "10.2.0.5", "TaggedAddresses": {"wan": "192.0.2.5"},
+        "Service": {"Service": "edge", "Address": "10.2.0.6", "TaggedAddresses": {"wan": {"Address": "192.0.2.6", "Port": 80}}}});
+    assert_eq!(c.put(s2.url("/v1/catalog/register")).json(&edge).send().await.unwrap().status(), 200);
+    let r = c.get(client.url("/v1/catalog/service/edge?dc=dc2")).send().await.unwrap();
+    assert_eq!(r.headers().get("x-consul-translate-addresses").map(|v| v.to_str().unwrap()), Some("true"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v[0]["Address"].as_str(), v[0]["ServiceAddress"].as_str()),
+        (Some("192.0.2.5"), Some("192.0.2.6")),
+        "{v}"
+    );
+    let v = get(&c, client.url("/v1/health/service/edge?dc=dc2")).await.unwrap();
+    assert_eq!(
+        (v[0]["Node"]["Address"].as_str(), v[0]["Service"]["Address"].as_str()),
+        (Some("192.0.2.5"), Some("192.0.2.6"))
+    );
+    let v = get(&c, s2.url("/v1/catalog/service/edge")).await.unwrap();
+    assert_eq!(v[0]["Address"], "10.2.0.5");
 
     // An unknown datacenter is Consul's 500.
     let r = c.get(client.url("/v1/kv/fed/key?dc=dc9")).send().await.unwrap();

@@ -117,9 +117,63 @@ pub fn datacenters_by_distance(agent: &AgentShared) -> Vec<String> {
     dcs
 }
 
+/// `translate_wan_addrs`: in an answer from another datacenter, every node's `Address` becomes
+/// its `wan` tagged address, and every service's address its `wan` tagged address, where they
+/// have one (Consul translates for answers that cross datacenters).
+pub fn translate_addresses(v: &mut serde_json::Value) {
+    use serde_json::Value as Json;
+    match v {
+        Json::Array(a) => a.iter_mut().for_each(translate_addresses),
+        Json::Object(m) => {
+            let node_wan = m.get("TaggedAddresses").and_then(|t| t.get("wan")).cloned();
+            match node_wan {
+                // A node's tagged addresses are strings...
+                Some(Json::String(wan)) if !wan.is_empty() && m.contains_key("Address") => {
+                    m.insert("Address".into(), Json::String(wan));
+                }
+                // ...a service's are {Address, Port}.
+                Some(Json::Object(w)) if m.contains_key("Address") => {
+                    if let Some(addr) = w.get("Address").and_then(Json::as_str).filter(|a| !a.is_empty()) {
+                        m.insert("Address".into(), Json::String(addr.to_string()));
+                    }
+                }
+                _ => {}
+            }
+            let service_wan = m
+                .get("ServiceTaggedAddresses")
+                .and_then(|t| t.get("wan"))
+                .and_then(|w| w.get("Address"))
+                .and_then(Json::as_str)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string);
+            if let (Some(addr), true) = (service_wan, m.contains_key("ServiceAddress")) {
+                m.insert("ServiceAddress".into(), Json::String(addr));
+            }
+            m.values_mut().for_each(translate_addresses);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wan_addresses_replace_the_lan_ones() {
+        let mut v = serde_json::json!([{
+            "Node": {"Node": "n", "Address": "10.0.0.1", "TaggedAddresses": {"lan": "10.0.0.1", "wan": "192.0.2.1"}},
+            "Service": {"Address": "10.0.0.2", "TaggedAddresses": {"wan": {"Address": "192.0.2.2", "Port": 80}}},
+        }, {
+            "Node": "m", "Address": "10.0.0.3", "TaggedAddresses": {"lan": "10.0.0.3"},
+            "ServiceAddress": "10.0.0.4", "ServiceTaggedAddresses": {"wan": {"Address": "192.0.2.4", "Port": 1}},
+        }]);
+        translate_addresses(&mut v);
+        assert_eq!(v[0]["Node"]["Address"], "192.0.2.1");
+        assert_eq!(v[0]["Service"]["Address"], "192.0.2.2");
+        assert_eq!(v[1]["Address"], "10.0.0.3", "no wan address: unchanged");
+        assert_eq!(v[1]["ServiceAddress"], "192.0.2.4");
+    }
 
     #[test]
     fn join_addresses_get_the_wan_port() {

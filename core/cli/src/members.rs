@@ -43,6 +43,9 @@ pub struct ForceLeaveArgs {
     /// Remove the member entirely instead of marking it left
     #[arg(long)]
     prune: bool,
+    /// The member is in the WAN pool (<node>.<datacenter>)
+    #[arg(long)]
+    wan: bool,
     node: String,
 }
 
@@ -146,7 +149,10 @@ pub fn run_leave(a: LeaveArgs) -> i32 {
 
 pub fn run_force_leave(a: ForceLeaveArgs) -> i32 {
     block_on(async move {
-        let q: Vec<(&str, &str)> = if a.prune { vec![("prune", "1")] } else { vec![] };
+        let mut q: Vec<(&str, &str)> = if a.prune { vec![("prune", "1")] } else { vec![] };
+        if a.wan {
+            q.push(("wan", "1"));
+        }
         a.http
             .client()?
             .put_json(&format!("/v1/agent/force-leave/{}", a.node), &q, None)

@@ -316,7 +316,13 @@ async fn call<T: for<'de> Deserialize<'de>>(
         let body = String::from_utf8_lossy(&reply.body).trim().to_string();
         return Err(DnsError::Status { status: reply.status, path: path.to_string(), body });
     }
-    serde_json::from_slice(&reply.body).map_err(|source| DnsError::Decode { path: path.to_string(), source })
+    let decode = |source| DnsError::Decode { path: path.to_string(), source };
+    let mut v: serde_json::Value = serde_json::from_slice(&reply.body).map_err(decode)?;
+    // Another datacenter's addresses as seen from here (`translate_wan_addrs`).
+    if dc.is_some() && agent.config().translate_wan_addrs {
+        legate_agent::wan::translate_addresses(&mut v);
+    }
+    serde_json::from_value(v).map_err(decode)
 }
 
 #[derive(Deserialize)]

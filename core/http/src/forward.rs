@@ -20,6 +20,7 @@ const HEADERS: &[&str] = &[
     "Content-Security-Policy",
     "Allow",
     "X-Consul-Results-Filtered-By-Acls",
+    "X-Consul-Translate-Addresses",
 ];
 
 pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> {
@@ -38,8 +39,9 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
         // The server would otherwise use its own default token.
         call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
     }
-    let reply = ctx.agent.forward_http(call).await?;
-    Ok(reply_to_response(reply))
+    let foreign = req.param("dc").is_some_and(|dc| !dc.is_empty() && dc != ctx.agent.config().datacenter);
+    let reply = reply_to_response(ctx.agent.forward_http(call).await?);
+    Ok(if foreign { translated(ctx, reply) } else { reply })
 }
 
 /// A session is created on the agent's own node unless the body names one: the server that
@@ -88,8 +90,28 @@ pub async fn to_datacenter(ctx: &Ctx, req: &Request, dc: &str) -> Result<ApiResp
     }
     match ctx.agent.forward_http_dc(dc, call).await {
         None => Err(ApiError::Internal("No path to datacenter".into())),
-        Some(reply) => Ok(reply_to_response(reply?)),
+        Some(reply) => Ok(translated(ctx, reply_to_response(reply?))),
     }
+}
+
+/// `translate_wan_addrs`: another datacenter's answer with its WAN addresses, and
+/// `X-Consul-Translate-Addresses: true`.
+fn translated(ctx: &Ctx, mut resp: ApiResponse) -> ApiResponse {
+    if !ctx.agent.config().translate_wan_addrs {
+        return resp;
+    }
+    let json = match &resp.body {
+        Body::Json(v) => Some(v.clone()),
+        Body::Raw { content_type: "application/json", data } => serde_json::from_slice(data).ok(),
+        _ => None,
+    };
+    if let Some(mut v) = json {
+        legate_agent::wan::translate_addresses(&mut v);
+        resp.body = Body::Json(v);
+        resp.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("X-Consul-Translate-Addresses"));
+        resp.headers.push(("X-Consul-Translate-Addresses", "true".into()));
+    }
+    resp
 }
 
 /// Sends a call to the Raft leader (a follower's `?consistent` read).

@@ -493,7 +493,11 @@ async fn remote_entries(ctx: &Ctx, dc: &str, service: &str, token: Option<String
     if reply.status != 200 {
         return Err(format!("{} {}", reply.status, String::from_utf8_lossy(&reply.body)));
     }
-    serde_json::from_slice(&reply.body).map_err(|e| e.to_string())
+    let mut v: Json = serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
+    if ctx.agent.config().translate_wan_addrs {
+        legate_agent::wan::translate_addresses(&mut v);
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 /// `GET /v1/query/<id or name>/execute[?near=&limit=]`.
