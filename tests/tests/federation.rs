@@ -1,6 +1,7 @@
-//! Two datacenters federated over the WAN gossip pool: a server and a client agent in dc1, a
-//! server in dc2 joining dc1's server on the WAN (`-retry-join-wan`). `?dc=` calls from dc1
-//! are answered by dc2's server, blocking queries included; `members -wan` lists both servers.
+//! Two datacenters federated over the WAN gossip pool: three servers and a client agent in
+//! each, the servers joining the other datacenter's on the WAN (`-retry-join-wan`). `?dc=` calls
+//! are answered by the other datacenter's servers (blocking queries included), DNS and prepared
+//! queries cross over, and a secondary replicates the primary's ACLs.
 
 use std::time::{Duration, Instant};
 
@@ -35,36 +36,58 @@ async fn get(c: &Client, url: String) -> Option<Value> {
     r.json().await.ok()
 }
 
+/// Gossip WAN timing for the test: failures are found in seconds, not the WAN default's ~40 s
+/// (measured by scripts/bench-dc.py).
+const FAST_WAN: &[(&str, &str)] =
+    &[("LEGATE_GOSSIP_WAN__PROBE_INTERVAL", "500ms"), ("LEGATE_GOSSIP_WAN__PROBE_TIMEOUT", "300ms")];
+
+/// A server of a three-server datacenter: `-bootstrap-expect 3`, joining `lan` and `wan`.
+fn server(ip: &str, name: &str, dc: &str, dir: &tempfile::TempDir, lan: &str, wan: &str) -> AgentProcess {
+    let mut extra = vec!["-server", "-bootstrap-expect", "3", "-datacenter", dc, "-retry-interval", "1s"];
+    extra.extend(["-retry-join-wan", wan, "-retry-interval-wan", "1s"]);
+    if lan != ip {
+        extra.extend(["-retry-join", lan]);
+    }
+    start_with_env(ip, name, dir, &extra, FAST_WAN)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_datacenters_answer_each_others_calls() {
     let c = Client::new();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut s1 = start("127.0.12.1", "s1", &dirs[0], &["-server", "-bootstrap", "-datacenter", "dc1"]);
+    let dirs: Vec<tempfile::TempDir> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    // dc1: servers s1, s3, s4 and the client c1; dc2: servers s2, s5, s6 and the client c2.
+    let mut s1 = server("127.0.12.1", "s1", "dc1", &dirs[0], "127.0.12.1", "127.0.12.3");
+    let _s3 = server("127.0.12.4", "s3", "dc1", &dirs[3], "127.0.12.1", "127.0.12.3");
+    let _s4 = server("127.0.12.5", "s4", "dc1", &dirs[4], "127.0.12.1", "127.0.12.3");
+    let s2 = server("127.0.12.3", "s2", "dc2", &dirs[2], "127.0.12.3", "127.0.12.1");
+    let _s5 = server("127.0.12.6", "s5", "dc2", &dirs[5], "127.0.12.3", "127.0.12.1");
+    let _s6 = server("127.0.12.7", "s6", "dc2", &dirs[6], "127.0.12.3", "127.0.12.1");
     let dns_port = std::net::UdpSocket::bind("127.0.12.2:0").unwrap().local_addr().unwrap().port();
-    let client = start_with_env(
+    let mut client = start_with_env(
         "127.0.12.2",
         "c1",
         &dirs[1],
         &["-datacenter", "dc1", "-retry-join", "127.0.12.1", "-dns-port", &dns_port.to_string()],
         &[("LEGATE_TRANSLATE_WAN_ADDRS", "true")],
     );
-    let s2 = start(
-        "127.0.12.3",
-        "s2",
-        &dirs[2],
-        &["-server", "-bootstrap", "-datacenter", "dc2", "-retry-join-wan", "127.0.12.1", "-retry-interval-wan", "1s"],
-    );
-    for a in [&s1, &s2] {
-        legate_tests::wait_leader(&a.url("")).await;
+    let c2 = start("127.0.12.8", "c2", &dirs[7], &["-datacenter", "dc2", "-retry-join", "127.0.12.3"]);
+    for a in [&s1, &s2, &c2] {
+        retry_until(Duration::from_secs(60), "a leader", || async {
+            let l = get(&c, a.url("/v1/status/leader")).await?;
+            (!l.as_str()?.is_empty()).then_some(())
+        })
+        .await;
     }
 
-    // The WAN pool: both servers, named <node>.<dc>, seen from either side.
+    // The WAN pool: all six servers, named <node>.<dc>, seen from either side.
+    let six = ["s1.dc1", "s2.dc2", "s3.dc1", "s4.dc1", "s5.dc2", "s6.dc2"];
     for a in [&s1, &s2] {
-        retry_until(Duration::from_secs(20), "both servers in the WAN pool", || async {
+        retry_until(Duration::from_secs(30), "six servers in the WAN pool", || async {
             let m = get(&c, a.url("/v1/agent/members?wan=1")).await?;
-            let names: Vec<&str> =
+            let mut names: Vec<&str> =
                 m.as_array()?.iter().filter(|m| m["Status"] == 1).filter_map(|m| m["Name"].as_str()).collect();
-            (names.contains(&"s1.dc1") && names.contains(&"s2.dc2")).then_some(())
+            names.sort();
+            (names == six).then_some(())
         })
         .await;
     }
@@ -181,8 +204,36 @@ async fn two_datacenters_answer_each_others_calls() {
     let v = get(&c, s2.url("/v1/catalog/service/edge")).await.unwrap();
     assert_eq!(v[0]["Address"], "10.2.0.5");
 
+    // dc2's client reads dc1 the same way.
+    let r = c.get(c2.url("/v1/kv/fed/key?dc=dc1")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the key is in dc2 only");
+    let r = c.get(c2.url("/v1/kv/fed/key?raw")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "changed");
+
+    // The node of dc1's instance goes away (its agent is killed: serfHealth turns critical):
+    // the query fails over to dc2 again, through DNS too.
+    let r = c
+        .put(client.url("/v1/agent/service/register"))
+        .json(&json!({"Name": "db", "Port": 5432}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    retry_until(Duration::from_secs(20), "c1's db answers at home", || async {
+        let v = get(&c, s1.url("/v1/query/db-q/execute")).await?;
+        (v["Datacenter"] == "dc1" && v["Nodes"].as_array()?.iter().any(|n| n["Node"]["Node"] == "c1")).then_some(())
+    })
+    .await;
+    client.signal(libc::SIGKILL);
+    let _ = client.wait_exit(Duration::from_secs(5));
+    retry_until(Duration::from_secs(30), "failover once c1 is gone", || async {
+        let v = get(&c, s1.url("/v1/query/db-q/execute")).await?;
+        (v["Datacenter"] == "dc2" && v["Failovers"] == 1).then_some(())
+    })
+    .await;
+
     // An unknown datacenter is Consul's 500.
-    let r = c.get(client.url("/v1/kv/fed/key?dc=dc9")).send().await.unwrap();
+    let r = c.get(c2.url("/v1/kv/fed/key?dc=dc9")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (500, "No path to datacenter"));
 
     // dc2 sees dc1's server fail on the WAN.
@@ -195,7 +246,7 @@ async fn two_datacenters_answer_each_others_calls() {
     .await;
     eprintln!("dc2 saw s1.dc1 fail {:?} after SIGKILL", killed.elapsed());
     let _ = s1.wait_exit(Duration::from_secs(5));
-    drop((client, s2));
+    drop((client, s2, c2));
 }
 
 const MGMT: &str = "0f6e3a2c-5a3f-4d7e-9c41-7b2f1d0e8a11";
