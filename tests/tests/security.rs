@@ -39,8 +39,14 @@ impl Pki {
 
     /// A new certificate of `kind` (server, client, cli) that also names `ip`: (cert, key).
     fn cert(&self, kind: &str, ip: &str) -> (PathBuf, PathBuf) {
-        let out =
-            self.legate(&["tls", "cert", "create", &format!("-{kind}"), "-days", "2", "-additional-ipaddress", ip]);
+        self.cert_in(kind, ip, "dc1")
+    }
+
+    /// [`Pki::cert`] for datacenter `dc` (a server's names `server.<dc>.consul`).
+    fn cert_in(&self, kind: &str, ip: &str, dc: &str) -> (PathBuf, PathBuf) {
+        let kind_flag = format!("-{kind}");
+        let args = ["tls", "cert", "create", &kind_flag, "-dc", dc, "-days", "2", "-additional-ipaddress", ip];
+        let out = self.legate(&args);
         let saved: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("==> Saved ")).collect();
         assert_eq!(saved.len(), 2, "{out}");
         (self.dir.path().join(saved[0]), self.dir.path().join(saved[1]))
@@ -520,4 +526,59 @@ async fn a_client_certificate_cannot_make_server_calls_on_the_rpc_port() {
     let r = as_server.call(Request::Ping, Duration::from_secs(5)).await.unwrap();
     assert!(matches!(r, Response::Ping(true)), "{r:?}");
     a.stop().await;
+}
+
+/// Two datacenters federated with TLS on the RPC port (verify_incoming, verify_outgoing,
+/// verify_server_hostname): a call for the other datacenter verifies that its server's
+/// certificate names `server.<that dc>.consul`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datacenters_federate_over_tls_with_verified_server_names() {
+    let pki = Pki::new();
+    let ca = pki.ca();
+    let cli = pki.cert("cli", "127.0.0.1");
+    let https = https_client(&ca, Some(&cli));
+    let mut nodes = Vec::new();
+    for (ip, name, dc, wan) in [("127.0.14.1", "f1", "dc1", None), ("127.0.14.2", "f2", "dc2", Some("127.0.14.1"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let id = pki.cert_in("server", ip, dc);
+        let config = tls_config(dir.path(), &ca, &id, false);
+        let data = dir.path().join("data");
+        let mut args: Vec<String> = ["agent", "-server", "-bootstrap", "-node", name, "-datacenter", dc, "-bind", ip]
+            .into_iter()
+            .chain(["-client", ip, "-serf-lan-port", "8301", "-serf-wan-port", "8302", "-dns-port", "-1"])
+            .map(String::from)
+            .collect();
+        args.extend([
+            "-data-dir".into(),
+            data.display().to_string(),
+            "-config-file".into(),
+            config.display().to_string(),
+        ]);
+        if let Some(wan) = wan {
+            args.extend(["-retry-join-wan", wan, "-retry-interval-wan", "1s"].map(String::from));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut proc = AgentProcess::spawn(&args, &[]);
+        let addr = proc.listener("HTTPS listeners");
+        nodes.push((proc, addr, dir));
+    }
+    let url = |i: usize, path: &str| format!("https://{}{path}", nodes[i].1);
+    for i in 0..2 {
+        retry_until(Duration::from_secs(30), "a leader", || async {
+            let l = get(&https, url(i, "/v1/status/leader")).await?;
+            (!l.as_str()?.is_empty()).then_some(())
+        })
+        .await;
+    }
+    retry_until(Duration::from_secs(30), "dc2 known to dc1", || async {
+        (get(&https, url(0, "/v1/catalog/datacenters")).await? == json!(["dc1", "dc2"])).then_some(())
+    })
+    .await;
+    let r = https.put(url(0, "/v1/kv/fed/tls?dc=dc2")).body("over-tls").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "true");
+    let r = https.get(url(1, "/v1/kv/fed/tls?raw")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "over-tls");
+    let r = https.get(url(1, "/v1/kv/fed/tls?dc=dc1")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "dc1 does not have it");
+    drop(nodes);
 }

@@ -428,7 +428,7 @@ impl AgentShared {
         }
         let wait = call.query.iter().find(|(k, _)| k == "wait").map(|(_, v)| v.as_str());
         let deadline = self.rpc_deadline(wait);
-        Some(self.link.forward_http_to(servers, call, deadline).await)
+        Some(self.link.forward_http_to(dc, servers, call, deadline).await)
     }
 
     /// Leader and peers. A client agent that knows no server answers Consul's error; a server

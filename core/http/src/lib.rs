@@ -353,9 +353,13 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
         authorize(ctx, req, route, rest).await?;
     }
     let req: &Request = req;
-    // `?consistent` reads are answered by the leader (as Consul forwards them).
+    // Reads are the leader's unless `?stale` (Consul's default and `consistent` modes): a
+    // follower passes them on, so a read after a write sees it wherever it is asked.
     if let Some(server) = ctx.agent.server() {
-        if servers && req.param("consistent").is_some() && !server.is_leader() {
+        let read = req.method == Method::GET || req.method == Method::HEAD;
+        // Each server answers these about itself (Consul's status and replication calls).
+        let own_state = route.pattern.starts_with("status/") || route.pattern == "acl/replication";
+        if servers && read && !own_state && req.param("stale").is_none() && !server.is_leader() {
             return forward::to_leader(server, req).await;
         }
     }

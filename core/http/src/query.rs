@@ -371,16 +371,6 @@ pub async fn delete(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, A
 
 // ---- reads ----
 
-/// Reads are the leader's (Consul's default consistency) unless `?stale`: a query just written
-/// is found at once wherever it is asked for.
-async fn on_leader(ctx: &Ctx, req: &Request) -> Result<Option<ApiResponse>, ApiError> {
-    let server = blocking::server(ctx)?;
-    if server.is_leader() || req.param("stale").is_some() {
-        return Ok(None);
-    }
-    super::forward::to_leader(server, req).await.map(Some)
-}
-
 fn index_header(ctx: &Ctx) -> Result<Vec<(&'static str, String)>, ApiError> {
     let store = &blocking::server(ctx)?.store;
     let index = store.table_index(IDX_QUERIES).map_err(|e| ApiError::Internal(e.to_string()))?.max(1);
@@ -389,9 +379,6 @@ fn index_header(ctx: &Ctx) -> Result<Vec<(&'static str, String)>, ApiError> {
 
 /// `GET /v1/query`: the queries the token may see.
 pub async fn list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    if let Some(answer) = on_leader(ctx, req).await? {
-        return Ok(answer);
-    }
     let txn = blocking::server(ctx)?.store.read().map_err(|e| ApiError::Internal(e.to_string()))?;
     let all = store::list(&txn).map_err(|e| ApiError::Internal(e.to_string()))?;
     let show = show_tokens(req);
@@ -409,9 +396,6 @@ pub async fn list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiE
 
 /// `GET /v1/query/<id>`: `[query]`.
 pub async fn get(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, ApiError> {
-    if let Some(answer) = on_leader(ctx, req).await? {
-        return Ok(answer);
-    }
     let txn = blocking::server(ctx)?.store.read().map_err(|e| ApiError::Internal(e.to_string()))?;
     let q = store::get(&txn, id)
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -441,9 +425,6 @@ fn resolve(ctx: &Ctx, id_or_name: &str) -> Result<PreparedQuery, ApiError> {
 
 /// `GET /v1/query/<id or name>/explain`: the query as it would run.
 pub async fn explain(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    if let Some(answer) = on_leader(ctx, req).await? {
-        return Ok(answer);
-    }
     let q = resolve(ctx, rest)?;
     if !listable(&req.authz, &q) {
         return Err(ApiError::Forbidden("Permission denied".into()));
@@ -521,9 +502,6 @@ async fn remote_entries(ctx: &Ctx, dc: &str, service: &str, token: Option<String
 
 /// `GET /v1/query/<id or name>/execute[?near=&limit=]`.
 pub async fn execute(ctx: &Ctx, req: &Request, rest: &str) -> Result<ApiResponse, ApiError> {
-    if let Some(answer) = on_leader(ctx, req).await? {
-        return Ok(answer);
-    }
     let _timer = legate_telemetry::Timer::start("prepared-query.execute", Vec::new());
     let q = resolve(ctx, rest)?;
     let limit = match req.param("limit").filter(|l| !l.is_empty()) {

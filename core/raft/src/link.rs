@@ -121,12 +121,13 @@ impl ServerLink {
             return Err(LinkError::RateLimited);
         }
         legate_telemetry::incr("client.rpc");
-        self.each_of(self.known_servers(), request, deadline, answer).await
+        self.each_of(None, self.known_servers(), request, deadline, answer).await
     }
 
-    /// [`ServerLink::each_server`] over the given servers (another datacenter's).
+    /// [`ServerLink::each_server`] over the given servers (of `datacenter`, None: ours).
     async fn each_of<T>(
         &self,
+        datacenter: Option<&str>,
         mut servers: Vec<String>,
         request: impl Fn() -> Request,
         deadline: Duration,
@@ -135,7 +136,7 @@ impl ServerLink {
         servers.shuffle(&mut rand::thread_rng());
         let mut last = LinkError::NoServers;
         for addr in servers {
-            let peer = self.pool.get(&addr).await;
+            let peer = self.pool.get_in(&addr, datacenter).await;
             match answer(peer.call(request(), deadline).await) {
                 Next::Done(v) => return Ok(v),
                 Next::Try(why) => last = why,
@@ -177,14 +178,16 @@ impl ServerLink {
         .await
     }
 
-    /// An HTTP API call answered by one of `servers` (another datacenter's: `?dc=`).
+    /// An HTTP API call answered by one of `servers` of `datacenter` (`?dc=`).
     pub async fn forward_http_to(
         &self,
+        datacenter: &str,
         servers: Vec<String>,
         call: HttpCall,
         deadline: Duration,
     ) -> Result<HttpReply, LinkError> {
         self.each_of(
+            Some(datacenter),
             servers,
             || Request::Http(call.clone()),
             deadline,

@@ -193,6 +193,8 @@ struct Conn {
 /// A client for one peer; reconnects on the next call after a failure.
 pub struct PeerClient {
     addr: String,
+    /// The peer's datacenter when it is not ours (its certificate names `server.<dc>...`).
+    datacenter: Option<String>,
     /// The local IP connections leave from (servers: their advertise IP, so peers can tell
     /// a server's connection by its source address).
     source: Option<std::net::IpAddr>,
@@ -207,6 +209,7 @@ impl PeerClient {
     pub fn new(addr: String, tls: SharedTls) -> Self {
         PeerClient {
             addr,
+            datacenter: None,
             source: None,
             tls,
             tls_failure: std::sync::Mutex::default(),
@@ -223,7 +226,9 @@ impl PeerClient {
         let tls = self.tls.get();
         let Some(config) = tls.client.clone() else { return Ok(Box::new(stream)) };
         let ip = stream.peer_addr().map_err(|e| failed(e.to_string()))?.ip();
-        let handshake = tokio_rustls::TlsConnector::from(config).connect(tls.connect_name(ip), stream).await;
+        let handshake = tokio_rustls::TlsConnector::from(config)
+            .connect(tls.connect_name(ip, self.datacenter.as_deref()), stream)
+            .await;
         let mut last = self.tls_failure.lock().unwrap_or_else(|p| p.into_inner());
         match handshake {
             Ok(s) => {
@@ -353,13 +358,23 @@ impl Pool {
     }
 
     pub async fn get(&self, addr: &str) -> Arc<PeerClient> {
+        self.get_in(addr, None).await
+    }
+
+    /// A client for a server of `datacenter` (None: ours).
+    pub async fn get_in(&self, addr: &str, datacenter: Option<&str>) -> Arc<PeerClient> {
         let mut peers = self.peers.lock().await;
         let source = self.source;
+        let key = match datacenter {
+            Some(dc) => format!("{addr}@{dc}"),
+            None => addr.to_string(),
+        };
         peers
-            .entry(addr.to_string())
+            .entry(key)
             .or_insert_with(|| {
                 let mut p = PeerClient::new(addr.to_string(), self.tls.clone());
                 p.source = source;
+                p.datacenter = datacenter.map(str::to_string);
                 Arc::new(p)
             })
             .clone()

@@ -61,6 +61,8 @@ pub struct RpcTls {
     pub verify_server_hostname: bool,
     /// `server.<datacenter>.<domain>`.
     pub server_name: String,
+    /// The DNS domain (servers of another datacenter are `server.<dc>.<domain>`).
+    pub domain: String,
 }
 
 impl RpcTls {
@@ -76,13 +78,19 @@ impl RpcTls {
             verify_incoming: s.verify_incoming,
             verify_server_hostname: s.verify_server_hostname,
             server_name: format!("server.{datacenter}.{}", domain.trim_end_matches('.')),
+            domain: domain.trim_end_matches('.').to_string(),
         })
     }
 
-    /// The name an outgoing connection to `ip` verifies and sends.
-    pub fn connect_name(&self, ip: std::net::IpAddr) -> ServerName<'static> {
+    /// The name an outgoing connection to `ip` verifies and sends: a server of this
+    /// datacenter, or of `datacenter` (a call to another one).
+    pub fn connect_name(&self, ip: std::net::IpAddr, datacenter: Option<&str>) -> ServerName<'static> {
         if self.verify_server_hostname {
-            if let Ok(name) = ServerName::try_from(self.server_name.clone()) {
+            let name = match datacenter {
+                Some(dc) => format!("server.{dc}.{}", self.domain),
+                None => self.server_name.clone(),
+            };
+            if let Ok(name) = ServerName::try_from(name) {
                 return name;
             }
         }
