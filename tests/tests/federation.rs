@@ -41,9 +41,13 @@ async fn get(c: &Client, url: String) -> Option<Value> {
 const FAST_WAN: &[(&str, &str)] =
     &[("LEGATE_GOSSIP_WAN__PROBE_INTERVAL", "500ms"), ("LEGATE_GOSSIP_WAN__PROBE_TIMEOUT", "300ms")];
 
+/// The gossip key of every agent of the two-datacenter test (LAN and WAN pools).
+const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+
 /// A server of a three-server datacenter: `-bootstrap-expect 3`, joining `lan` and `wan`.
 fn server(ip: &str, name: &str, dc: &str, dir: &tempfile::TempDir, lan: &str, wan: &str) -> AgentProcess {
-    let mut extra = vec!["-server", "-bootstrap-expect", "3", "-datacenter", dc, "-retry-interval", "1s"];
+    let mut extra =
+        vec!["-server", "-bootstrap-expect", "3", "-datacenter", dc, "-retry-interval", "1s", "-encrypt", KEY];
     extra.extend(["-retry-join-wan", wan, "-retry-interval-wan", "1s"]);
     if lan != ip {
         extra.extend(["-retry-join", lan]);
@@ -67,10 +71,10 @@ async fn two_datacenters_answer_each_others_calls() {
         "127.0.12.2",
         "c1",
         &dirs[1],
-        &["-datacenter", "dc1", "-retry-join", "127.0.12.1", "-dns-port", &dns_port.to_string()],
+        &["-datacenter", "dc1", "-retry-join", "127.0.12.1", "-dns-port", &dns_port.to_string(), "-encrypt", KEY],
         &[("LEGATE_TRANSLATE_WAN_ADDRS", "true")],
     );
-    let c2 = start("127.0.12.8", "c2", &dirs[7], &["-datacenter", "dc2", "-retry-join", "127.0.12.3"]);
+    let c2 = start("127.0.12.8", "c2", &dirs[7], &["-datacenter", "dc2", "-retry-join", "127.0.12.3", "-encrypt", KEY]);
     for a in [&s1, &s2, &c2] {
         retry_until(Duration::from_secs(60), "a leader", || async {
             let l = get(&c, a.url("/v1/status/leader")).await?;
@@ -203,6 +207,34 @@ async fn two_datacenters_answer_each_others_calls() {
     );
     let v = get(&c, s2.url("/v1/catalog/service/edge")).await.unwrap();
     assert_eq!(v[0]["Address"], "10.2.0.5");
+
+    // The keyring of both datacenters and the WAN pool, asked of one server; a new key
+    // installed there reaches every pool, dc2's client agent included.
+    let pools = get(&c, s1.url("/v1/operator/keyring")).await.unwrap();
+    let summary: Vec<(bool, String, u64)> = pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["WAN"].as_bool().unwrap(),
+                p["Datacenter"].as_str().unwrap().to_string(),
+                p["NumNodes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(true, String::new(), 6), (false, "dc1".into(), 4), (false, "dc2".into(), 4)], "{pools}");
+    let (_, k2, _) = run_legate_with(&["keygen"], &[], None);
+    let k2 = k2.trim().to_string();
+    let r = c.post(s1.url("/v1/operator/keyring")).json(&json!({"Key": k2})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    retry_until(Duration::from_secs(20), "k2 everywhere", || async {
+        let pools = get(&c, s1.url("/v1/operator/keyring")).await?;
+        pools.as_array()?.iter().all(|p| p["Keys"][&k2] == p["NumNodes"]).then_some(())
+    })
+    .await;
+    let lan2 = get(&c, c2.url("/v1/operator/keyring")).await.unwrap();
+    assert_eq!(lan2[0]["Keys"][&k2], 4, "{lan2}");
 
     // dc2's client reads dc1 the same way.
     let r = c.get(c2.url("/v1/kv/fed/key?dc=dc1")).send().await.unwrap();

@@ -154,6 +154,11 @@ pub async fn keyring(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
             pools.push(keyring_report(wan, true, &dc).await);
         }
         pools.push(keyring_report(g, false, &dc).await);
+        // Then every other datacenter's LAN pool, as its servers see it.
+        for answer in other_datacenters(ctx, req).await? {
+            let list: Vec<Json> = serde_json::from_slice(&answer.body).unwrap_or_default();
+            pools.extend(list.into_iter().filter(|p| p["WAN"] == false));
+        }
         return Ok(ApiResponse::json(&pools));
     }
     let body: KeyBody = decode::body(&req.body)?;
@@ -183,6 +188,57 @@ pub async fn keyring(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
             origin: String::new(),
         };
         g.fire_event(ev).await?;
+        // Every datacenter changes its keyrings in lockstep: a WAN key one of them lacks
+        // would cut it off.
+        for answer in other_datacenters(ctx, req).await? {
+            if answer.status != 200 {
+                return Err(ApiError::Internal(format!(
+                    "{} ({}) error: {}",
+                    answer.datacenter,
+                    op,
+                    String::from_utf8_lossy(&answer.body).trim()
+                )));
+            }
+        }
     }
     Ok(ApiResponse::empty(StatusCode::OK))
+}
+
+/// The query parameter that marks a keyring call relayed from another datacenter's server
+/// (it is carried out there and not relayed again).
+const RELAYED: &str = "legate-relayed";
+
+struct DcAnswer {
+    datacenter: String,
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// The same keyring call in every other datacenter the WAN pool knows (servers only; not for
+/// a call that is itself relayed). A datacenter that cannot be reached is an error answer.
+async fn other_datacenters(ctx: &Ctx, req: &Request) -> Result<Vec<DcAnswer>, ApiError> {
+    if ctx.agent.gossip_wan.get().is_none() || req.param(RELAYED).is_some() {
+        return Ok(Vec::new());
+    }
+    let ours = ctx.agent.config().datacenter.clone();
+    let mut out = Vec::new();
+    for dc in legate_agent::wan::datacenters(&ctx.agent).into_iter().filter(|d| *d != ours) {
+        let mut query: Vec<(String, String)> = req.query.iter().filter(|(k, _)| k != "dc").cloned().collect();
+        query.push(("dc".into(), dc.clone()));
+        query.push((RELAYED.into(), "1".into()));
+        let call = legate_raft::rpc::HttpCall {
+            method: req.method.to_string(),
+            path: req.path.clone(),
+            query,
+            token: super::token(req),
+            body: req.body.to_vec(),
+        };
+        let answer = match ctx.agent.forward_http_dc(&dc, call).await {
+            Some(Ok(r)) => DcAnswer { datacenter: dc, status: r.status, body: r.body },
+            Some(Err(e)) => DcAnswer { datacenter: dc, status: 500, body: e.to_string().into_bytes() },
+            None => DcAnswer { datacenter: dc, status: 500, body: b"No path to datacenter".to_vec() },
+        };
+        out.push(answer);
+    }
+    Ok(out)
 }
