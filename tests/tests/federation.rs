@@ -208,6 +208,17 @@ async fn two_datacenters_answer_each_others_calls() {
     let v = get(&c, s2.url("/v1/catalog/service/edge")).await.unwrap();
     assert_eq!(v[0]["Address"], "10.2.0.5");
 
+    // WAN coordinates: legate rtt -wan between servers of the two datacenters.
+    let http = format!("-http-addr={}", s1.http.unwrap());
+    let out = retry_until(Duration::from_secs(30), "a WAN round-trip estimate", || async {
+        let (code, out, _) = run_legate_with(&["rtt", "-wan", &http, "s2.dc2", "s1.dc1"], &[], None);
+        (code == 0).then_some(out)
+    })
+    .await;
+    assert!(out.starts_with("Estimated s2.dc2 <-> s1.dc1 rtt: ") && out.contains("(using WAN coordinates)"), "{out}");
+    let dcs = get(&c, s2.url("/v1/coordinate/datacenters")).await.unwrap();
+    assert_eq!(dcs.as_array().unwrap().len(), 2, "{dcs}");
+
     // The keyring of both datacenters and the WAN pool, asked of one server; a new key
     // installed there reaches every pool, dc2's client agent included.
     let pools = get(&c, s1.url("/v1/operator/keyring")).await.unwrap();

@@ -47,12 +47,35 @@ pub async fn node(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, A
     Ok(with_headers(ApiResponse::json(&list), headers))
 }
 
-/// `GET /v1/coordinate/datacenters`: the servers' coordinates per datacenter. Legate has no
-/// WAN pool yet, so this is this datacenter alone, its servers named `<node>.<dc>` as in
-/// Consul's WAN pool, with the coordinates they keep in the LAN pool.
+/// `GET /v1/coordinate/datacenters`: every datacenter's servers with their WAN coordinates
+/// (the WAN pool's: this server's own and those its pings brought back), named `<node>.<dc>`.
+/// Without a WAN pool: this datacenter's servers with the coordinates they keep in the LAN.
 pub async fn datacenters(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let server = blocking::server(ctx)?;
     let dc = ctx.agent.config().datacenter.clone();
+    if let Some(wan) = ctx.agent.gossip_wan.get() {
+        let mut by_dc: std::collections::BTreeMap<String, Vec<CoordinateEntry>> = std::collections::BTreeMap::new();
+        let own = format!("{}.{dc}", ctx.agent.node_name());
+        let mut coords = wan.peer_coordinates();
+        if let Some(c) = wan.coordinate() {
+            coords.push((own, c));
+        }
+        for m in wan.members() {
+            let Some(member_dc) = m.tags.get("dc") else { continue };
+            let entry = by_dc.entry(member_dc.clone()).or_default();
+            if let Some((_, coord)) = coords.iter().find(|(n, _)| *n == m.name) {
+                entry.push(CoordinateEntry { node: m.name.clone(), segment: String::new(), coord: coord.clone() });
+            }
+        }
+        let out: Vec<DatacenterCoordinates> = by_dc
+            .into_iter()
+            .map(|(datacenter, mut coordinates)| {
+                coordinates.sort_by(|a, b| a.node.cmp(&b.node));
+                DatacenterCoordinates { datacenter, area_id: "wan".into(), coordinates }
+            })
+            .collect();
+        return Ok(ApiResponse::json(&out));
+    }
     let mut servers: Vec<String> = ctx
         .agent
         .gossip
