@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 fn start(ip: &str, name: &str, dir: &tempfile::TempDir, server: bool, join: &str) -> AgentProcess {
     let args = legate_tests::cluster_agent_args(ip, name, dir.path().to_str().unwrap(), server, join);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    AgentProcess::start(&args, &[])
+    // A short hold: a blocking query a follower passes to the leader must still wait its whole
+    // wait, however short the RPC hold timeout.
+    AgentProcess::start(&args, &[("LEGATE_PERFORMANCE__RPC_HOLD_TIMEOUT", "1s")])
 }
 
 fn http_of(a: &AgentProcess) -> String {
@@ -76,6 +78,33 @@ async fn three_servers_and_a_client_form_one_cluster() {
     let client = members.as_array().unwrap().iter().find(|m| m["Name"] == "c1").unwrap();
     assert_eq!(client["Tags"]["role"], "node");
     assert_eq!(client["Addr"], "127.0.1.4");
+
+    // A blocking query on a follower is answered by the leader, for its whole wait (longer
+    // than the 1 s hold timeout) and woken by a write.
+    let follower_idx = (0..3).find(|&i| !leader.starts_with(&format!("{}:", ips[i]))).unwrap();
+    let r = c.put(agents[0].url("/v1/kv/cluster/blocking")).body("v1").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "true");
+    let r = c.get(agents[follower_idx].url("/v1/kv/cluster/blocking")).send().await.unwrap();
+    let index: u64 = r.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
+    let url = agents[follower_idx].url(&format!("/v1/kv/cluster/blocking?index={index}&wait=6s"));
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let asked = Instant::now();
+            let r = c.get(url).send().await.unwrap();
+            (
+                asked.elapsed(),
+                r.status().as_u16(),
+                r.headers()["x-consul-index"].to_str().unwrap().parse::<u64>().unwrap(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = c.put(agents[0].url("/v1/kv/cluster/blocking")).body("v2").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "true");
+    let (took, status, new_index) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(new_index > index && took >= Duration::from_millis(2400) && took < Duration::from_secs(6), "{took:?}");
 
     // A write through the client is readable on every server.
     let r = c.put(agents[3].url("/v1/kv/cluster/k")).body("through-client").send().await.unwrap();

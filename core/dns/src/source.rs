@@ -309,7 +309,7 @@ async fn call<T: for<'de> Deserialize<'de>>(
         (Some(_), Some(dc)) => {
             agent.forward_http_dc(dc, call).await.ok_or_else(|| DnsError::NoDatacenter(dc.to_string()))?
         }
-        (Some(server), None) => server.forward_to_leader(call).await,
+        (Some(server), None) => server.forward_to_leader(call, std::time::Duration::ZERO).await,
         (None, _) => agent.forward_http(call).await,
     }?;
     if reply.status != 200 {

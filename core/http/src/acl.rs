@@ -29,7 +29,7 @@ pub async fn guard(ctx: &Ctx, req: &Request) -> Result<Option<ApiResponse>, ApiE
         return super::forward::to_datacenter(ctx, req, &primary).await.map(Some);
     }
     if req.method != Method::GET && !server.is_leader() {
-        return super::forward::to_leader(server, req).await.map(Some);
+        return super::forward::to_leader(ctx, server, req).await.map(Some);
     }
     Ok(None)
 }

@@ -98,7 +98,7 @@ pub async fn set_config(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse
 async fn measured(ctx: &Ctx, req: &Request) -> Result<Result<Health, ApiResponse>, ApiError> {
     let server = blocking::server(ctx)?;
     if !server.is_leader() {
-        return Ok(Err(super::forward::to_leader(server, req).await?));
+        return Ok(Err(super::forward::to_leader(ctx, server, req).await?));
     }
     match autopilot::health(&ctx.agent).map_err(|e| ApiError::Internal(e.to_string()))? {
         Some(h) => Ok(Ok(h)),

@@ -114,9 +114,24 @@ fn translated(ctx: &Ctx, mut resp: ApiResponse) -> ApiResponse {
     resp
 }
 
-/// Sends a call to the Raft leader (a follower's `?consistent` read).
-pub async fn to_leader(server: &legate_raft::Server, req: &Request) -> Result<ApiResponse, ApiError> {
-    let reply = server.forward_to_leader(call_of(req, req.body.to_vec())).await?;
+/// Sends a call to the Raft leader (a follower's read, or a write it must not answer).
+pub async fn to_leader(ctx: &Ctx, server: &legate_raft::Server, req: &Request) -> Result<ApiResponse, ApiError> {
+    // A blocking query blocks on the leader: the call may take its whole wait; others get
+    // Consul's default RPC client timeout (a snapshot of a large state takes a while).
+    let wait = match req.param("index") {
+        Some(i) if !i.is_empty() && i != "0" => super::blocking::query_options(ctx, req)?.wait,
+        _ => std::time::Duration::from_secs(60),
+    };
+    to_leader_for(server, req, wait).await
+}
+
+/// [`to_leader`] for a call that may take `wait` on the leader besides the RPC hold timeout.
+pub async fn to_leader_for(
+    server: &legate_raft::Server,
+    req: &Request,
+    wait: std::time::Duration,
+) -> Result<ApiResponse, ApiError> {
+    let reply = server.forward_to_leader(call_of(req, req.body.to_vec()), wait).await?;
     Ok(reply_to_response(reply))
 }
 

@@ -360,7 +360,7 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
         // Each server answers these about itself (Consul's status and replication calls).
         let own_state = route.pattern.starts_with("status/") || route.pattern == "acl/replication";
         if servers && read && !own_state && req.param("stale").is_none() && !server.is_leader() {
-            return forward::to_leader(server, req).await;
+            return forward::to_leader(ctx, server, req).await;
         }
     }
     (route.handler)(ctx, req, rest).await

@@ -82,7 +82,8 @@ pub async fn remove_peer(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRespons
 pub async fn transfer_leader(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let server = blocking::server(ctx)?;
     if !server.is_leader() {
-        return super::forward::to_leader(server, req).await;
+        // A transfer takes a few election timeouts on the leader.
+        return super::forward::to_leader_for(server, req, std::time::Duration::from_secs(15)).await;
     }
     let target = match req.param("id").filter(|id| !id.is_empty()) {
         None => None,

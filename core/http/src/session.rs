@@ -163,7 +163,7 @@ pub async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, Ap
     let server = blocking::server(ctx)?;
     if !server.is_leader() {
         // The TTL timers live on the leader.
-        return super::forward::to_leader(server, req).await;
+        return super::forward::to_leader(ctx, server, req).await;
     }
     let found =
         server.store.read().and_then(|t| session::get(&t, id)).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -331,11 +331,16 @@ impl Server {
             .insert(id.to_string(), Instant::now() + ttl * 2);
     }
 
-    /// Sends an HTTP call to the leader over the RPC port (session renewals from followers).
-    pub async fn forward_to_leader(&self, call: rpc::HttpCall) -> Result<rpc::HttpReply, link::LinkError> {
+    /// Sends an HTTP call to the leader over the RPC port (a follower's reads and session
+    /// renewals); `wait` is how long the call may block there (a blocking query's wait).
+    pub async fn forward_to_leader(
+        &self,
+        call: rpc::HttpCall,
+        wait: Duration,
+    ) -> Result<rpc::HttpReply, link::LinkError> {
         let leader = self.leader().ok_or(link::LinkError::NoLeader)?;
         let peer = self.pool.get(&leader).await;
-        match peer.call(Request::Http(call), self.hold_timeout).await? {
+        match peer.call(Request::Http(call), wait + wait / 16 + self.hold_timeout).await? {
             Response::Http(r) => r.map_err(link::LinkError::Remote),
             other => Err(link::LinkError::unexpected(&other)),
         }
