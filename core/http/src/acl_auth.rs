@@ -24,17 +24,10 @@ fn top_level(body: &[u8], names: &[&str], what: &str) -> Result<Map<String, Json
         return Err(bad("EOF".into()));
     }
     let v: Json = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    let Json::Object(m) = v else { return Err(bad("json: cannot unmarshal non-object".into())) };
-    let mut out = Map::new();
-    for (k, v) in m {
-        let Some(name) = names.iter().find(|n| n.eq_ignore_ascii_case(&k)) else {
-            return Err(bad(format!("json: unknown field {k:?}")));
-        };
-        if !v.is_null() {
-            out.insert(name.to_string(), v);
-        }
+    if v.is_null() {
+        return Err(bad("json: cannot unmarshal non-object".into()));
     }
-    Ok(out)
+    super::decode::strict_object(v, names).map_err(bad)
 }
 
 fn text(m: &Map<String, Json>, key: &str) -> String {

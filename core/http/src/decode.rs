@@ -181,6 +181,27 @@ pub fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
 }
 
+/// An object's own keys (not nested ones) renamed to the one of `names` they spell
+/// case-insensitively, as Go's decoder with unknown fields disallowed reads a body: an unknown
+/// key is `json: unknown field "x"`. JSON `null` values are dropped; `null` itself is empty.
+pub fn strict_object(v: Json, names: &[&str]) -> Result<Map<String, Json>, String> {
+    let m = match v {
+        Json::Object(m) => m,
+        Json::Null => return Ok(Map::new()),
+        _ => return Err("json: cannot unmarshal non-object".into()),
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        let Some(name) = names.iter().find(|n| n.eq_ignore_ascii_case(&k)) else {
+            return Err(format!("json: unknown field {k:?}"));
+        };
+        if !v.is_null() {
+            out.insert(name.to_string(), v);
+        }
+    }
+    Ok(out)
+}
+
 /// Rewrites object keys, recursively, to the one of `names` they spell case-insensitively
 /// (`name`, `NAME`, `Name` -> `Name`), as Go's JSON decoder matches struct fields; other keys
 /// stay as they are.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use http::StatusCode;
 use rand::seq::SliceRandom;
-use serde_json::{json, Value as Json};
+use serde_json::{json, Map, Value as Json};
 
 use super::blocking;
 use super::{ApiError, ApiResponse, Ctx, Request};
@@ -27,35 +27,24 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("Request decode failed: {e}"))
 }
 
-/// The object's keys matched case-insensitively to `names`; an unknown key is refused (Consul
-/// decodes query bodies with unknown fields disallowed).
-fn fields(v: &Json, names: &[&str]) -> Result<BTreeMap<String, Json>, ApiError> {
-    let mut out = BTreeMap::new();
-    let Some(m) = v.as_object() else {
-        return if v.is_null() { Ok(out) } else { Err(bad("json: cannot unmarshal into an object")) };
-    };
-    for (k, val) in m {
-        let Some(name) = names.iter().find(|n| n.eq_ignore_ascii_case(k)) else {
-            return Err(bad(format!("json: unknown field {k:?}")));
-        };
-        out.insert(name.to_string(), val.clone());
-    }
-    Ok(out)
+/// An object of a query body with its keys matched to `names` (unknown ones refused).
+fn fields(v: &Json, names: &[&str]) -> Result<Map<String, Json>, ApiError> {
+    super::decode::strict_object(v.clone(), names).map_err(bad)
 }
 
-fn s(m: &BTreeMap<String, Json>, k: &str) -> String {
+fn s(m: &Map<String, Json>, k: &str) -> String {
     m.get(k).and_then(Json::as_str).unwrap_or_default().to_string()
 }
 
-fn b(m: &BTreeMap<String, Json>, k: &str) -> bool {
+fn b(m: &Map<String, Json>, k: &str) -> bool {
     m.get(k).and_then(Json::as_bool).unwrap_or(false)
 }
 
-fn strings(m: &BTreeMap<String, Json>, k: &str) -> Option<Vec<String>> {
+fn strings(m: &Map<String, Json>, k: &str) -> Option<Vec<String>> {
     m.get(k).and_then(Json::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
 }
 
-fn map(m: &BTreeMap<String, Json>, k: &str) -> Option<BTreeMap<String, String>> {
+fn map(m: &Map<String, Json>, k: &str) -> Option<BTreeMap<String, String>> {
     m.get(k)
         .and_then(Json::as_object)
         .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
