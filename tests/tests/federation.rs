@@ -435,3 +435,73 @@ async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() 
     .await;
     assert_eq!(call(&c, "GET", s2.url("/v1/kv/anything"), Some(&reader_secret), None).await.0, 404);
 }
+
+/// A secondary that replicates policies but not tokens resolves global tokens in the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_token_replication_the_secondary_asks_the_primary() {
+    let c = Client::new();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let primary_cfg = acl_config(
+        &dirs[0],
+        &format!("acl {{\n  enabled = true\n  default_policy = \"deny\"\n  tokens {{ initial_management = \"{MGMT}\" }}\n}}\n"),
+    );
+    let secondary_cfg = acl_config(
+        &dirs[1],
+        &format!(
+            "primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  default_policy = \"deny\"\n  tokens {{ replication = \"{MGMT}\" }}\n}}\n"
+        ),
+    );
+    let s1 = start(
+        "127.0.15.1",
+        "r1",
+        &dirs[0],
+        &["-server", "-bootstrap", "-datacenter", "dc1", "-config-file", &primary_cfg],
+    );
+    let s2 = start(
+        "127.0.15.2",
+        "r2",
+        &dirs[1],
+        &[
+            "-server",
+            "-bootstrap",
+            "-datacenter",
+            "dc2",
+            "-retry-join-wan",
+            "127.0.15.1",
+            "-retry-interval-wan",
+            "1s",
+            "-config-file",
+            &secondary_cfg,
+        ],
+    );
+    for a in [&s1, &s2] {
+        legate_tests::wait_leader(&a.url("")).await;
+    }
+    let (s, _) = call(
+        &c,
+        "PUT",
+        s1.url("/v1/acl/policy"),
+        Some(MGMT),
+        Some(json!({"Name": "kv-read", "Rules": "key_prefix \"\" { policy = \"read\" }"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, body) =
+        call(&c, "PUT", s1.url("/v1/acl/token"), Some(MGMT), Some(json!({"Policies": [{"Name": "kv-read"}]}))).await;
+    assert_eq!(s, 200, "{body}");
+    let secret = serde_json::from_str::<Value>(&body).unwrap()["SecretID"].as_str().unwrap().to_string();
+    retry_until(Duration::from_secs(30), "the token resolves in dc2 through dc1", || async {
+        let (s, _) = call(&c, "GET", s2.url("/v1/kv/anything"), Some(&secret), None).await;
+        (s == 404).then_some(())
+    })
+    .await;
+    let status: Value =
+        serde_json::from_str(&call(&c, "GET", s2.url("/v1/acl/replication"), None, None).await.1).unwrap();
+    assert_eq!(status["ReplicationType"], "policies");
+    // Tokens are not copied: dc2's store does not have it, dc1 answered.
+    let (s, _) = call(&c, "GET", s2.url("/v1/kv/anything"), None, None).await;
+    assert_eq!(s, 403, "anonymous is denied");
+    let (s, text) =
+        call(&c, "GET", s2.url("/v1/kv/anything"), Some("6c0a5c48-0000-4000-8000-000000000000"), None).await;
+    assert_eq!((s, text.as_str()), (403, "ACL not found"));
+}

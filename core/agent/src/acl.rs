@@ -142,7 +142,11 @@ impl Resolver {
             }
             let resolved =
                 resolve_in_store(&server.store, &secret).map_err(|e| ResolveError::Unavailable(e.to_string()))?;
-            let resolved = resolved.ok_or(ResolveError::NotFound)?;
+            let resolved = match resolved {
+                Some(r) => r,
+                None if asks_primary(agent) => return self.resolve_in_primary(agent, secret, default_allow).await,
+                None => return Err(ResolveError::NotFound),
+            };
             let authz = Arc::new(resolved.compile(default_allow));
             self.store_cache(secret, authz.clone(), index, resolved.expires_unix);
             return Ok(authz);
@@ -155,6 +159,36 @@ impl Resolver {
             Ok(Some(resolved)) => {
                 let authz = Arc::new(resolved.compile(default_allow));
                 self.store_cache(secret, authz.clone(), 0, resolved.expires_unix);
+                Ok(authz)
+            }
+            Ok(None) => {
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&secret);
+                Err(ResolveError::NotFound)
+            }
+            Err(e) => self.on_down(agent, &secret, e),
+        }
+    }
+
+    /// A secondary datacenter's server without token replication resolves global tokens in the
+    /// primary, as Consul does, and caches them for `token_ttl` (the down policy applies when
+    /// the primary cannot be reached).
+    async fn resolve_in_primary(
+        &self,
+        agent: &AgentShared,
+        secret: String,
+        default_allow: bool,
+    ) -> Result<Arc<Authz>, ResolveError> {
+        let c = agent.config();
+        let ttl = c.acl.token_ttl.0;
+        if let Some(hit) = self.cached(&secret, |e| e.index == FROM_PRIMARY && e.fetched.elapsed() < ttl) {
+            return Ok(hit);
+        }
+        let primary = c.primary_datacenter().to_string();
+        let servers = agent.gossip_wan.get().map(|g| crate::wan::servers_in(g, &primary)).unwrap_or_default();
+        match agent.link.acl_resolve_in(&primary, servers, &secret, agent.rpc_deadline(Some("0s"))).await {
+            Ok(Some(resolved)) => {
+                let authz = Arc::new(resolved.compile(default_allow));
+                self.store_cache(secret, authz.clone(), FROM_PRIMARY, resolved.expires_unix);
                 Ok(authz)
             }
             Ok(None) => {
@@ -264,4 +298,14 @@ pub fn acl_index(txn: &redb::ReadTransaction) -> Result<u64, legate_state::Store
         max = max.max(legate_state::table_index_read(txn, t)?);
     }
     Ok(max)
+}
+
+/// The cache index of tokens resolved in the primary datacenter (kept for `token_ttl`, not until
+/// the local ACL tables change).
+const FROM_PRIMARY: u64 = u64::MAX;
+
+/// Whether a token this server's store lacks is asked of the primary datacenter: in a
+/// secondary that does not replicate tokens.
+fn asks_primary(agent: &AgentShared) -> bool {
+    crate::acl_replication::is_secondary(agent) && !agent.config().acl.enable_token_replication
 }

@@ -202,6 +202,31 @@ impl ServerLink {
         .await
     }
 
+    /// A token's flattened policies from a server of another datacenter (a secondary asking the
+    /// primary about a token it does not replicate).
+    pub async fn acl_resolve_in(
+        &self,
+        datacenter: &str,
+        servers: Vec<String>,
+        secret: &str,
+        deadline: Duration,
+    ) -> Result<Option<Resolved>, LinkError> {
+        self.each_of(
+            Some(datacenter),
+            servers,
+            || Request::AclResolve { secret: secret.to_string() },
+            deadline,
+            |outcome| match outcome.map_err(LinkError::from).and_then(|resp| match resp {
+                Response::AclResolve(r) => r.map_err(LinkError::Remote),
+                other => Err(LinkError::unexpected(&other)),
+            }) {
+                Ok(v) => Next::Done(v),
+                Err(why) => Next::Try(why),
+            },
+        )
+        .await
+    }
+
     /// A token's flattened policies from a server's store (`Ok(None)`: no such token).
     pub async fn acl_resolve(&self, secret: &str, deadline: Duration) -> Result<Option<Resolved>, LinkError> {
         self.call_any(
