@@ -28,20 +28,26 @@ pub async fn forward(ctx: &Ctx, req: &Request) -> Result<ApiResponse, ApiError> 
     if req.path == "/v1/session/create" {
         body = with_default_node(&body, ctx.agent.node_name());
     }
+    let call = outgoing(ctx, req, body);
+    let foreign = req.param("dc").is_some_and(|dc| !dc.is_empty() && dc != ctx.agent.config().datacenter);
+    let reply = reply_to_response(ctx.agent.forward_http(call).await?);
+    Ok(if foreign { translated(ctx, reply) } else { reply })
+}
+
+/// The call as this agent passes it on: `?near=_agent` names this agent's node (not the node
+/// of the server that answers), and without a token the request carries this agent's default
+/// token (the server would otherwise use its own).
+fn outgoing(ctx: &Ctx, req: &Request, body: Vec<u8>) -> HttpCall {
     let mut call = call_of(req, body);
-    // `?near=_agent` means this agent's node, not the node of the server that answers.
     for (k, v) in call.query.iter_mut() {
         if k == "near" && v == super::near::AGENT {
             *v = ctx.agent.node_name().to_string();
         }
     }
     if call.token.is_none() {
-        // The server would otherwise use its own default token.
         call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
     }
-    let foreign = req.param("dc").is_some_and(|dc| !dc.is_empty() && dc != ctx.agent.config().datacenter);
-    let reply = reply_to_response(ctx.agent.forward_http(call).await?);
-    Ok(if foreign { translated(ctx, reply) } else { reply })
+    call
 }
 
 /// A session is created on the agent's own node unless the body names one: the server that
@@ -79,15 +85,7 @@ fn call_of(req: &Request, body: Vec<u8>) -> HttpCall {
 /// Sends a call to a server of datacenter `dc` (`?dc=`, a catalog write's `Datacenter`),
 /// which answers it as its own; 500 `No path to datacenter` when no server of it is known.
 pub async fn to_datacenter(ctx: &Ctx, req: &Request, dc: &str) -> Result<ApiResponse, ApiError> {
-    let mut call = call_of(req, req.body.to_vec());
-    if call.token.is_none() {
-        call.token = ctx.agent.acl.agent_token(&ctx.agent, "default");
-    }
-    for (k, v) in call.query.iter_mut() {
-        if k == "near" && v == super::near::AGENT {
-            *v = ctx.agent.node_name().to_string();
-        }
-    }
+    let call = outgoing(ctx, req, req.body.to_vec());
     match ctx.agent.forward_http_dc(dc, call).await {
         None => Err(ApiError::Internal("No path to datacenter".into())),
         Some(reply) => Ok(translated(ctx, reply_to_response(reply?))),
@@ -122,16 +120,17 @@ pub async fn to_leader(ctx: &Ctx, server: &legate_raft::Server, req: &Request) -
         Some(i) if !i.is_empty() && i != "0" => super::blocking::query_options(ctx, req)?.wait,
         _ => std::time::Duration::from_secs(60),
     };
-    to_leader_for(server, req, wait).await
+    to_leader_for(ctx, server, req, wait).await
 }
 
 /// [`to_leader`] for a call that may take `wait` on the leader besides the RPC hold timeout.
 pub async fn to_leader_for(
+    ctx: &Ctx,
     server: &legate_raft::Server,
     req: &Request,
     wait: std::time::Duration,
 ) -> Result<ApiResponse, ApiError> {
-    let reply = server.forward_to_leader(call_of(req, req.body.to_vec()), wait).await?;
+    let reply = server.forward_to_leader(outgoing(ctx, req, req.body.to_vec()), wait).await?;
     Ok(reply_to_response(reply))
 }
 

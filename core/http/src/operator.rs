@@ -83,7 +83,7 @@ pub async fn transfer_leader(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRes
     let server = blocking::server(ctx)?;
     if !server.is_leader() {
         // A transfer takes a few election timeouts on the leader.
-        return super::forward::to_leader_for(server, req, std::time::Duration::from_secs(15)).await;
+        return super::forward::to_leader_for(ctx, server, req, std::time::Duration::from_secs(15)).await;
     }
     let target = match req.param("id").filter(|id| !id.is_empty()) {
         None => None,
