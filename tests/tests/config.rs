@@ -407,6 +407,19 @@ fn other_invalid_values_are_refused() {
     }
     let err = err_of(&["-dev", "-node-meta", "novalue"], &[]);
     assert!(err.contains("is not in key:value form"), "{err}");
+    // The coordinate sync knobs, from a file: the error names file and key.
+    for (text, needle) in [
+        ("sync_coordinate_interval_min = \"0s\"\n", "sync_coordinate_interval_min: must be a positive duration"),
+        ("sync_coordinate_rate_target = 0\n", "sync_coordinate_rate_target: must be a positive number"),
+    ] {
+        let dir = config_dir(&[("coord.hcl", text)]);
+        let err = err_of(&["-dev", "-config-dir", dir.path().to_str().unwrap()], &[]);
+        assert!(err.contains(needle) && err.contains("coord.hcl"), "{text}: {err}");
+    }
+    let dir = config_dir(&[("coord.hcl", "sync_coordinate_interval_min = \"2s\"\nsync_coordinate_rate_target = 8\n")]);
+    let loaded = load_args(&["-dev", "-config-dir", dir.path().to_str().unwrap()], &[]).unwrap();
+    assert_eq!(loaded.config.sync_coordinate_interval_min.0, std::time::Duration::from_secs(2));
+    assert_eq!(loaded.config.sync_coordinate_rate_target, 8.0);
 }
 
 #[test]

@@ -313,9 +313,13 @@ async fn call(c: &Client, method: &str, url: String, token: Option<&str>, body: 
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() {
-    let c = Client::new();
+/// A primary (dc1) and a secondary (dc2) with ACLs on, one server each on `ips`, the secondary
+/// joining the primary on the WAN and replicating with the management token (tokens too with
+/// `token_replication`). The directories live as long as the agents.
+async fn acl_datacenters(
+    ips: [&str; 2],
+    token_replication: bool,
+) -> (AgentProcess, AgentProcess, Vec<tempfile::TempDir>) {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let primary_cfg = acl_config(
         &dirs[0],
@@ -324,35 +328,25 @@ async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() 
     let secondary_cfg = acl_config(
         &dirs[1],
         &format!(
-            "primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  default_policy = \"deny\"\n  enable_token_replication = true\n  tokens {{ replication = \"{MGMT}\" }}\n}}\n"
+            "primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  default_policy = \"deny\"\n  enable_token_replication = {token_replication}\n  tokens {{ replication = \"{MGMT}\" }}\n}}\n"
         ),
     );
-    let mut s1 = start(
-        "127.0.13.1",
-        "p1",
-        &dirs[0],
-        &["-server", "-bootstrap", "-datacenter", "dc1", "-config-file", &primary_cfg],
-    );
-    let s2 = start(
-        "127.0.13.2",
-        "q1",
-        &dirs[1],
-        &[
-            "-server",
-            "-bootstrap",
-            "-datacenter",
-            "dc2",
-            "-retry-join-wan",
-            "127.0.13.1",
-            "-retry-interval-wan",
-            "1s",
-            "-config-file",
-            &secondary_cfg,
-        ],
-    );
+    let s1 =
+        start(ips[0], "p1", &dirs[0], &["-server", "-bootstrap", "-datacenter", "dc1", "-config-file", &primary_cfg]);
+    let wan = ["-retry-join-wan", ips[0], "-retry-interval-wan", "1s"];
+    let mut extra = vec!["-server", "-bootstrap", "-datacenter", "dc2", "-config-file", &secondary_cfg];
+    extra.extend(wan);
+    let s2 = start(ips[1], "q1", &dirs[1], &extra);
     for a in [&s1, &s2] {
         legate_tests::wait_leader(&a.url("")).await;
     }
+    (s1, s2, dirs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() {
+    let c = Client::new();
+    let (mut s1, s2, _dirs) = acl_datacenters(["127.0.13.1", "127.0.13.2"], true).await;
 
     // The management token reaches the secondary by replication (it was never configured there).
     retry_until(Duration::from_secs(30), "management token replicated", || async {
@@ -440,43 +434,7 @@ async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_token_replication_the_secondary_asks_the_primary() {
     let c = Client::new();
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let primary_cfg = acl_config(
-        &dirs[0],
-        &format!("acl {{\n  enabled = true\n  default_policy = \"deny\"\n  tokens {{ initial_management = \"{MGMT}\" }}\n}}\n"),
-    );
-    let secondary_cfg = acl_config(
-        &dirs[1],
-        &format!(
-            "primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  default_policy = \"deny\"\n  tokens {{ replication = \"{MGMT}\" }}\n}}\n"
-        ),
-    );
-    let s1 = start(
-        "127.0.15.1",
-        "r1",
-        &dirs[0],
-        &["-server", "-bootstrap", "-datacenter", "dc1", "-config-file", &primary_cfg],
-    );
-    let s2 = start(
-        "127.0.15.2",
-        "r2",
-        &dirs[1],
-        &[
-            "-server",
-            "-bootstrap",
-            "-datacenter",
-            "dc2",
-            "-retry-join-wan",
-            "127.0.15.1",
-            "-retry-interval-wan",
-            "1s",
-            "-config-file",
-            &secondary_cfg,
-        ],
-    );
-    for a in [&s1, &s2] {
-        legate_tests::wait_leader(&a.url("")).await;
-    }
+    let (s1, s2, _dirs) = acl_datacenters(["127.0.15.1", "127.0.15.2"], false).await;
     let (s, _) = call(
         &c,
         "PUT",

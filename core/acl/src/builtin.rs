@@ -69,6 +69,11 @@ pub fn missing(txn: &redb::ReadTransaction, initial_management: Option<&str>) ->
     Ok(ops)
 }
 
+/// A token's hash, over the fields its permissions and identity come from.
+pub fn token_hash(t: &legate_state::acl::Token) -> String {
+    hash_of(&(&t.policies, &t.roles, &t.description, t.local))
+}
+
 /// Consul's object hash: 16 bytes of SHA-256 over the object's fields, base64.
 pub fn hash_of(v: &impl serde::Serialize) -> String {
     use base64::Engine;

@@ -557,7 +557,7 @@ async fn token_write(ctx: &Ctx, req: &Request, path_id: Option<&str>) -> Result<
     if let Some(tp) = b.templated_policies {
         x.templated_policies = templated::parse(tp, Owner::Token)?;
     }
-    t.hash = hash_of(&(&t.policies, &t.roles, &t.description, t.local));
+    t.hash = legate_acl::builtin::token_hash(&t);
     drop(txn);
     let accessor = t.accessor_id.clone();
     apply(ctx, vec![AclOp::TokenSet(t), token_ext_op(&accessor, &x)]).await?;

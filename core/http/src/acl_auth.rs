@@ -353,7 +353,7 @@ pub async fn login(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
         t.expires_unix = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         t.expiration_time = httpdate_like(at);
     }
-    t.hash = super::acl::hash_of(&(&t.policies, &t.roles, &t.description, t.local));
+    t.hash = legate_acl::builtin::token_hash(&t);
     let accessor = t.accessor_id.clone();
     let x = TokenExt { templated_policies: templated, auth_method: method.name.clone() };
     apply(ctx, vec![AclOp::TokenSet(t), token_ext_op(&accessor, &x)]).await?;
