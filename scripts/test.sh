@@ -7,10 +7,16 @@ cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Debian packages the tests use as real peers: curl (the TLS test calls the HTTPS API with it),
-# prometheus (scrapes agents in the telemetry tests).
-if ! command -v curl >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+# prometheus (scrapes agents in the telemetry tests), chromium (the web UI's end-to-end tests),
+# iproute2 (network namespaces); Node.js and npm build the web UI (core/ui/build.rs runs
+# `npm ci && npm run build` in ui/, which also installs playwright-core for the UI tests).
+need=""
+for pair in curl:curl prometheus:prometheus chromium:chromium ip:iproute2 node:nodejs npm:npm; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
+done
+if [ -n "$need" ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl prometheus
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $need
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     bin="${CARGO_HOME:-$HOME/.cargo}/bin"

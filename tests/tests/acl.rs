@@ -282,6 +282,13 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     add("GET", "coordinate/datacenters", case("/v1/coordinate/datacenters", None));
     add("GET", "coordinate/nodes", Case { path: "/v1/coordinate/nodes".into(), body: None, marker: Some("ext1") });
     add("GET", "coordinate/node/+", case("/v1/coordinate/node/ext1", None));
+    add(
+        "GET",
+        "internal/ui/services",
+        Case { path: "/v1/internal/ui/services".into(), body: None, marker: Some("websvc") },
+    );
+    add("GET", "internal/ui/nodes", Case { path: "/v1/internal/ui/nodes".into(), body: None, marker: Some("ext1") });
+    add("GET", "internal/ui/node/+", case("/v1/internal/ui/node/ext1", None));
     add("PUT", "coordinate/update", case("/v1/coordinate/update", Some(json!({"Node": "ext1", "Coord": origin()}))));
     add("GET", "catalog/node-services/+", case("/v1/catalog/node-services/ext1", None));
     add("GET", "health/node/+", case("/v1/health/node/test-node", None));

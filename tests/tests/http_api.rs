@@ -108,12 +108,16 @@ async fn wrong_method_is_405_with_allow() {
 }
 
 #[tokio::test]
-async fn unknown_paths_are_404_with_empty_body() {
+async fn unknown_paths_are_404_with_consuls_texts() {
     let a = InProcessAgent::start(test_config()).await;
-    for path in ["/v1/nope", "/v1/agent/nope", "/v2/agent/self"] {
+    for (path, text) in [
+        ("/v1/nope", "Invalid URL path: not a recognized HTTP API endpoint"),
+        ("/v1/agent/nope", "Invalid URL path: not a recognized HTTP API endpoint"),
+        ("/v2/agent/self", "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'"),
+    ] {
         let resp = client().get(a.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 404, "{path}");
-        assert_eq!(resp.text().await.unwrap(), "", "{path}");
+        assert_eq!(resp.text().await.unwrap(), text, "{path}");
     }
     a.stop().await;
 }
@@ -167,7 +171,11 @@ async fn root_redirects_to_ui_when_enabled() {
     let a = InProcessAgent::start(config).await;
     let resp = no_redirect.get(a.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.unwrap(), "Consul Agent");
+    // Consul's text, so the operator knows what answered.
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the agent configuration and restart."
+    );
     a.stop().await;
 }
 

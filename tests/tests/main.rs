@@ -25,4 +25,5 @@ mod services;
 mod sessions;
 mod snapshot;
 mod telemetry;
+mod ui;
 mod watch;

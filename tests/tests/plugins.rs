@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
@@ -56,7 +56,7 @@ fn ok_fixture(out: &str) -> Vec<u8> {
 
 /// Builds plugins/ for wasm32-wasip2 (a no-op when up to date; scripts/test.sh builds it
 /// first) and returns the component of `name`.
-fn rust_plugin(name: &str) -> PathBuf {
+pub(crate) fn rust_plugin(name: &str) -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     let dir = repo_root().join("plugins");
     BUILD.call_once(|| {

@@ -109,6 +109,32 @@ pub struct AgentShared {
     pub autopilot: autopilot::Stability,
     /// One catalog sync at a time (anti-entropy and the API's pushes).
     pub sync_lock: tokio::sync::Mutex<()>,
+    /// The last reload's result (API, SIGHUP or file watch), for operators and the UI.
+    last_reload: std::sync::Mutex<Option<ReloadRecord>>,
+    /// Each WASM check's last run (`/v1/agent/plugins`).
+    pub plugin_runs: plugins::Runs,
+}
+
+/// Now as RFC 3339 (UTC), as the API shows times.
+pub fn now_rfc3339() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
+
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// How the last configuration reload went.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReloadRecord {
+    /// RFC 3339.
+    pub time: String,
+    pub ok: bool,
+    /// The error (naming file, line and key); the running config was kept.
+    pub error: Option<String>,
+    pub applied: Vec<String>,
+    pub requires_restart: Vec<String>,
 }
 
 impl AgentShared {
@@ -148,6 +174,8 @@ impl AgentShared {
             check_tls: legate_tls::Live::new(None),
             autopilot: autopilot::Stability::default(),
             sync_lock: tokio::sync::Mutex::new(()),
+            last_reload: std::sync::Mutex::new(None),
+            plugin_runs: plugins::Runs::default(),
         }
     }
 
@@ -221,6 +249,11 @@ impl AgentShared {
     /// The config files and dirs this agent was started with (none for in-memory configs).
     pub fn config_sources(&self) -> Vec<PathBuf> {
         self.reloader.as_ref().map(|r| r.sources().to_vec()).unwrap_or_default()
+    }
+
+    /// The last reload's result (None: no reload since the start).
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops the agent (after `PUT /v1/agent/leave`).
@@ -323,6 +356,14 @@ impl AgentShared {
         let timer = legate_telemetry::Timer::start("legate.config.reload.duration", Vec::new());
         let outcome = r.reload();
         drop(timer);
+        let record = ReloadRecord {
+            time: now_rfc3339(),
+            ok: outcome.is_ok(),
+            error: outcome.as_ref().err().map(|e| e.to_string()),
+            applied: outcome.as_ref().map(|o| o.applied.clone()).unwrap_or_default(),
+            requires_restart: outcome.as_ref().map(|o| o.requires_restart.clone()).unwrap_or_default(),
+        };
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);
         legate_telemetry::incr(if outcome.is_ok() {
             "legate.config.reload.count"
         } else {

@@ -64,3 +64,40 @@ impl legate_plugin_host::KvSource for StoreKv {
         Ok(entries.into_iter().map(|(k, _)| k).collect())
     }
 }
+
+/// One WASM check's last run, as `/v1/agent/plugins` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PluginRun {
+    /// RFC 3339.
+    pub last_run: String,
+    pub last_duration_ms: f64,
+    /// Runs since the check or watch started on this agent.
+    pub runs: u64,
+    /// A watch handler's failure (a check's shows in its status and output).
+    pub last_error: Option<String>,
+}
+
+/// The key a WASM watch handler's runs are recorded under: the watch's definition.
+pub fn watch_run_key(def: &legate_watch::WatchDefinition) -> String {
+    format!("watch:{}", serde_json::to_string(def).unwrap_or_default())
+}
+
+/// The last run of each WASM check, by check ID.
+#[derive(Default)]
+pub struct Runs(std::sync::Mutex<std::collections::HashMap<String, PluginRun>>);
+
+impl Runs {
+    /// A run that started at `started` and took `took` (`error`: a failed watch handler).
+    pub fn record(&self, key: &str, started: std::time::SystemTime, took: std::time::Duration, error: Option<String>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let runs = map.get(key).map_or(0, |r| r.runs) + 1;
+        let last_run = crate::rfc3339(started);
+        let run = PluginRun { last_run, last_duration_ms: took.as_secs_f64() * 1000.0, runs, last_error: error };
+        map.insert(key.to_string(), run);
+    }
+
+    pub fn get(&self, key: &str) -> Option<PluginRun> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+}

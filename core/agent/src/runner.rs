@@ -182,10 +182,15 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
     loop {
         let started = Instant::now();
         let Outcome { status, mut output } = match &c.definition.wasm {
-            Some(spec) if c.check.kind == "wasm" => tokio::select! {
-                _ = token.cancelled() => return,
-                o = agent.plugins().run_check(spec, &plugin_call, &mut plugin_state) => o,
-            },
+            Some(spec) if c.check.kind == "wasm" => {
+                let wall = std::time::SystemTime::now();
+                let o = tokio::select! {
+                    _ = token.cancelled() => return,
+                    o = agent.plugins().run_check(spec, &plugin_call, &mut plugin_state) => o,
+                };
+                agent.plugin_runs.record(&c.check.check_id, wall, started.elapsed(), None);
+                o
+            }
             _ => {
                 let tls = agent.check_tls();
                 tokio::select! {

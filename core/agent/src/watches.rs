@@ -191,6 +191,8 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
     let (agent_ref, handler_ref, http_ref) = (&*agent, &handler_spec, http.as_ref());
     let labels = vec![("type", kind.to_string()), ("handler", handler_spec.kind().to_string())];
     let labels = &labels;
+    let run_key = crate::plugins::watch_run_key(&def);
+    let run_key = &run_key;
     spec.run(&client, &stop, |index, result| async move {
         let payload = serde_json::to_vec(&result).unwrap_or_default();
         legate_telemetry::counter("legate.watch.fires", labels.clone(), 1.0);
@@ -210,7 +212,11 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
             },
             HandlerSpec::Wasm(w) => {
                 let text = String::from_utf8_lossy(&payload);
-                run_wasm_handler(agent_ref, w, kind, index, &text).await
+                let (wall, started) = (std::time::SystemTime::now(), std::time::Instant::now());
+                let outcome = run_wasm_handler(agent_ref, w, kind, index, &text).await;
+                let error = outcome.as_ref().err().map(ToString::to_string);
+                agent_ref.plugin_runs.record(run_key, wall, started.elapsed(), error);
+                outcome
             }
         };
         drop(timer);

@@ -734,8 +734,20 @@ impl Config {
         }
     }
 
+    /// Consul: `ui_config.enabled`, or a custom UI in `ui_config.dir`.
     pub fn ui_enabled(&self) -> bool {
-        self.ui_config.enabled
+        self.ui_config.enabled || self.ui_config.dir.is_some()
+    }
+
+    /// Where the UI is served: `ui_config.content_path` with a leading and trailing `/`
+    /// (Consul adds them), default `/ui/`.
+    pub fn ui_content_path(&self) -> String {
+        let path = self.ui_config.content_path.as_deref().unwrap_or("/ui/").trim_matches('/');
+        if path.is_empty() {
+            "/".into()
+        } else {
+            format!("/{path}/")
+        }
     }
 
     /// Consul's defaults for leave behaviour differ by role.

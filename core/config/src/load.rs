@@ -356,6 +356,14 @@ fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
             ));
         }
     }
+    if let Some(Json::Object(ui)) = layer.data.get("ui_config") {
+        for key in ui.keys().filter(|k| k.starts_with("metrics_p")) {
+            warnings.push(format!(
+                "{}: config key \"ui_config.{key}\" is accepted for Consul compatibility but has no effect in Legate (its UI shows no service-mesh metrics)",
+                layer.name
+            ));
+        }
+    }
     for (key, instead) in [("ui", "ui_config.enabled"), ("ui_dir", "ui_config.dir")] {
         if layer.data.contains_key(key) {
             warnings.push(format!("{}: config key \"{key}\" is deprecated, use \"{instead}\"", layer.name));
@@ -510,6 +518,18 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
             key: "data_dir".into(),
             reason: "data_dir cannot be empty (set -data-dir, or run with -dev)".into(),
         });
+    }
+    let ui_path = config.ui_content_path();
+    if ui_path == "/" || ui_path.starts_with("/v1/") {
+        return Err(err(
+            "ui_config.content_path",
+            format!("{ui_path:?} would hide the HTTP API: the UI needs a path of its own, such as /ui/"),
+        ));
+    }
+    if let Some(dir) = &config.ui_config.dir {
+        if !dir.join("index.html").is_file() {
+            return Err(err("ui_config.dir", format!("{} has no index.html (a built UI is expected)", dir.display())));
+        }
     }
     if config.datacenter.is_empty()
         || !config.datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

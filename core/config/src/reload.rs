@@ -35,6 +35,7 @@ pub const RELOADABLE: &[&str] = &[
     "auto_reload_config",
     "enable_script_checks",
     "enable_local_script_checks",
+    "ui_config",
 ];
 
 /// What a reload changed.

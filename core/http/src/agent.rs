@@ -139,6 +139,7 @@ pub async fn plugins(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, Api
         .iter()
         .filter_map(|c| {
             let w = c.definition.wasm.as_ref()?;
+            let run = ctx.agent.plugin_runs.get(&c.check.check_id);
             Some(json!({
                 "CheckID": c.check.check_id,
                 "Plugin": w.plugin,
@@ -147,10 +148,36 @@ pub async fn plugins(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, Api
                 "MemoryMB": w.memory_mb,
                 "Files": w.files.iter().map(|f| serde_json::to_value(f).unwrap_or(Json::Null)).collect::<Vec<_>>(),
                 "SHA256": w.sha256,
+                "Status": c.check.status,
+                "Output": c.check.output,
+                "LastRun": run.as_ref().map(|r| &r.last_run),
+                "LastDurationMs": run.as_ref().map(|r| r.last_duration_ms),
+                "Runs": run.as_ref().map_or(0, |r| r.runs),
             }))
         })
         .collect();
-    Ok(ApiResponse::json(&json!({"Host": state, "Checks": checks})))
+    let watches: Vec<Json> = ctx
+        .agent
+        .config()
+        .watches
+        .iter()
+        .filter_map(|w| {
+            let plugin = &w.wasm.as_ref()?.plugin;
+            let run = ctx.agent.plugin_runs.get(&legate_agent::plugins::watch_run_key(w));
+            Some(json!({
+                "Type": w.kind,
+                "Key": w.key.as_ref().or(w.prefix.as_ref()),
+                "Service": w.service,
+                "Name": w.name,
+                "Plugin": plugin,
+                "LastRun": run.as_ref().map(|r| &r.last_run),
+                "LastDurationMs": run.as_ref().map(|r| r.last_duration_ms),
+                "Runs": run.as_ref().map_or(0, |r| r.runs),
+                "LastError": run.and_then(|r| r.last_error),
+            }))
+        })
+        .collect();
+    Ok(ApiResponse::json(&json!({"Host": state, "Checks": checks, "Watches": watches})))
 }
 
 pub async fn reload(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, ApiError> {
@@ -207,6 +234,11 @@ fn agent_self(ctx: &Ctx) -> Json {
         json!(agent.gossip.get().and_then(|g| g.coordinate()).unwrap_or_else(Coord::origin))
     };
     json!({
+        // Legate's own: where the config comes from and how the last reload went.
+        "Legate": {
+            "ConfigSources": agent.config_sources(),
+            "LastReload": agent.last_reload(),
+        },
         "Config": self_config,
         "DebugConfig": debug_config(&config, agent.node_id()),
         "Coord": coord,

@@ -30,6 +30,8 @@ mod session;
 mod snapshot;
 mod status;
 mod txn;
+mod ui;
+mod ui_internal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
@@ -308,14 +310,15 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
     let config = ctx.agent.config();
     if req.path == "/" {
         req.allow(&[Method::GET, Method::HEAD])?;
-        return Ok(if config.ui_enabled() {
-            ApiResponse::empty(StatusCode::MOVED_PERMANENTLY).header("Location", "/ui/")
-        } else {
-            ApiResponse::text(StatusCode::OK, "Consul Agent")
-        });
+        return Ok(ui::root(&config));
+    }
+    if let Some(answer) = ui::serve(ctx, req) {
+        return answer;
     }
     let Some(path) = req.path.strip_prefix("/v1/") else {
-        return Err(ApiError::NotFound(String::new()));
+        return Err(ApiError::NotFound(
+            "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'".into(),
+        ));
     };
     if !write_allowed(&config, req) {
         return Err(ApiError::Forbidden("Access is restricted".into()));
@@ -332,7 +335,9 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
             (route, rest)
         }
         routes::Lookup::Method(allow) => return Err(req.not_allowed(&allow)),
-        routes::Lookup::Unknown => return Err(ApiError::NotFound(String::new())),
+        routes::Lookup::Unknown => {
+            return Err(ApiError::NotFound("Invalid URL path: not a recognized HTTP API endpoint".into()))
+        }
     };
     if let routes::Need::Invalid(why) = route.need {
         return Err(ApiError::BadRequest(why.into()));

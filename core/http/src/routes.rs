@@ -668,6 +668,28 @@ pub const ROUTES: &[Route] = &[
         forward: SERVERS,
         handler: h!(coordinate::update),
     },
+    // Consul's UI endpoints (Legate's UI reads them too)
+    Route {
+        methods: GET,
+        pattern: "internal/ui/services",
+        need: Filtered("service:read and node:read per instance"),
+        forward: SERVERS,
+        handler: h!(ui_internal::services),
+    },
+    Route {
+        methods: GET,
+        pattern: "internal/ui/nodes",
+        need: Filtered("node:read per node, service:read per service"),
+        forward: SERVERS,
+        handler: h!(ui_internal::nodes),
+    },
+    Route {
+        methods: GET,
+        pattern: "internal/ui/node/+",
+        need: OnPath(Node, Read),
+        forward: SERVERS,
+        handler: h!(ui_internal::node),
+    },
     Route {
         methods: GET,
         pattern: "operator/usage",
