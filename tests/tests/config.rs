@@ -71,6 +71,10 @@ fn single_and_double_dash_flags_are_the_same() {
 
 #[test]
 fn every_issue_flag_parses_into_config() {
+    // `-ui-dir` must hold a built UI.
+    let ui = tempfile::tempdir().unwrap();
+    std::fs::write(ui.path().join("index.html"), "<html></html>").unwrap();
+    let ui_dir = ui.path().to_str().unwrap();
     let c = load_args(
         &[
             "-server",
@@ -114,7 +118,7 @@ fn every_issue_flag_parses_into_config() {
             "/tmp/p.pid",
             "-ui",
             "-ui-dir",
-            "/srv/ui",
+            ui_dir,
             "-config-format",
             "json",
             "-http-port",
@@ -165,7 +169,7 @@ fn every_issue_flag_parses_into_config() {
     assert_eq!(c.log_level, "warn");
     assert!(c.log_json && !c.enable_syslog);
     assert!(c.ui_config.enabled);
-    assert_eq!(c.ui_config.dir.as_deref(), Some(std::path::Path::new("/srv/ui")));
+    assert_eq!(c.ui_config.dir.as_deref(), Some(ui.path()));
     assert_eq!(
         (c.ports.http, c.ports.dns, c.ports.server, c.ports.serf_lan, c.ports.serf_wan),
         (8511, -1, 8310, 8311, 8312)
