@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Debian packages the tests use as real peers: curl (the TLS test calls the HTTPS API with it),
 # prometheus (scrapes agents in the telemetry tests), chromium (the web UI's end-to-end tests),
-# iproute2 (network namespaces); Node.js and npm build the web UI (core/ui/build.rs runs
+# nginx (reloaded by `legate template` in its tests), iproute2 (network namespaces); Node.js and npm build the web UI (core/ui/build.rs runs
 # `npm ci && npm run build` in ui/, which also installs playwright-core for the UI tests).
 need=""
-for pair in curl:curl prometheus:prometheus chromium:chromium ip:iproute2 node:nodejs npm:npm; do
+for pair in curl:curl prometheus:prometheus chromium:chromium nginx:nginx ip:iproute2 node:nodejs npm:npm; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
 done
 if [ -n "$need" ]; then

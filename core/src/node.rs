@@ -259,6 +259,15 @@ impl Agent {
                 shutdown.child_token(),
             ),
         );
+        crate::tasks::spawn(
+            &tracker,
+            "templates",
+            agent::templates::supervise(
+                shared.clone(),
+                agent::watches::local_api_addr(&http_addrs, &https_addrs),
+                shutdown.child_token(),
+            ),
+        );
         if sinks {
             crate::tasks::spawn(&tracker, "metrics-sinks", push_metrics(shared.clone(), shutdown.child_token()));
         }

@@ -25,5 +25,6 @@ mod services;
 mod sessions;
 mod snapshot;
 mod telemetry;
+mod template;
 mod ui;
 mod watch;

@@ -56,7 +56,8 @@ const nav: [string, string][] = [
 ];
 
 function Datacenters(props: { dc: string; rest: string }) {
-  const dcs = useLive<string[]>('catalog/datacenters', {}, { blocking: false, interval: 60_000 });
+  // Datacenters come and go rarely: read once per wait period.
+  const dcs = useLive<string[]>('catalog/datacenters', {}, { blocking: false, interval: 300_000 });
   const list = dcs.data ?? [props.dc];
   return (
     <label class="dc">

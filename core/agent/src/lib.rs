@@ -42,6 +42,7 @@ pub mod leader;
 pub mod local;
 pub mod plugins;
 pub mod runner;
+pub mod templates;
 pub mod wan;
 pub mod watches;
 

@@ -83,7 +83,7 @@ pub fn local_api_addr(http: &[SocketAddr], https: &[SocketAddr]) -> Option<Strin
 
 /// How watches speak to this agent's HTTPS API: trusting the agent's CA and presenting its
 /// certificate (`tls.https` over `tls.defaults`), as the agent's own client.
-fn local_api_tls(addr: &str, config: &legate_config::Config) -> legate_watch::TlsOptions {
+pub(crate) fn local_api_tls(addr: &str, config: &legate_config::Config) -> legate_watch::TlsOptions {
     if !addr.starts_with("https://") {
         return legate_watch::TlsOptions::default();
     }

@@ -16,6 +16,7 @@ mod operator;
 mod plugin;
 mod rtt;
 mod snapshot;
+mod template;
 mod tls;
 mod validate;
 mod version;
@@ -97,6 +98,8 @@ enum Command {
     /// Creates a CA and the certificates agents and the CLI use for TLS
     #[command(subcommand)]
     Tls(tls::TlsCommand),
+    /// Renders templates from KV and catalog data and keeps them current (consul-template)
+    Template(template::TemplateArgs),
     /// Validates config files or directories without starting an agent
     Validate(validate::ValidateArgs),
     /// Prints the Legate version
@@ -236,6 +239,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I, run_agent: fn(LoadOptions)
         Command::Validate(args) => validate::run(args),
         Command::Version(args) => version::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::Template(args) => template::run(args),
         Command::Completion(args) => docs::run_completion(args, Cli::command()),
         Command::Man(args) => docs::run_man(args, Cli::command()),
     }

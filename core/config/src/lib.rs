@@ -167,6 +167,8 @@ pub struct Config {
     pub check: Option<CheckDefinition>,
     pub checks: Vec<CheckDefinition>,
     pub watches: Vec<WatchDefinition>,
+    /// Legate's own: `template` blocks (consul-template's), rendered by the agent.
+    pub templates: Vec<legate_template::TemplateSpec>,
 
     // --- Consul keys accepted without effect in Legate (warned about at load) ---
     pub connect: Option<Json>,
@@ -282,6 +284,7 @@ impl Default for Config {
             check: None,
             checks: d(),
             watches: d(),
+            templates: d(),
             connect: None,
             auto_encrypt: None,
             peering: None,

@@ -311,7 +311,7 @@ fn dev_defaults() -> JsonMap<String, Json> {
 /// a list and one block as an object, so both shapes are accepted everywhere), and notes keys
 /// that are accepted but have no effect.
 fn normalize(layer: &mut Layer, warnings: &mut Vec<String>) {
-    for (single, plural) in [("service", "services"), ("check", "checks")] {
+    for (single, plural) in [("service", "services"), ("check", "checks"), ("template", "templates")] {
         let mut items = Vec::new();
         if let Some(v) = layer.data.remove(single) {
             push_items(&mut items, v);
@@ -518,6 +518,12 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
             key: "data_dir".into(),
             reason: "data_dir cannot be empty (set -data-dir, or run with -dev)".into(),
         });
+    }
+    for (i, t) in config.templates.iter().enumerate() {
+        let key = format!("template[{i}]");
+        legate_template::config::validate(t, false).map_err(|e| err(&key, e))?;
+        // A template that does not parse fails the start (or the reload), naming file, line and column.
+        legate_template::runner::compile(t).map_err(|e| err(&key, e))?;
     }
     let ui_path = config.ui_content_path();
     if ui_path == "/" || ui_path.starts_with("/v1/") {

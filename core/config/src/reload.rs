@@ -36,6 +36,7 @@ pub const RELOADABLE: &[&str] = &[
     "enable_script_checks",
     "enable_local_script_checks",
     "ui_config",
+    "templates",
 ];
 
 /// What a reload changed.
