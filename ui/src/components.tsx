@@ -2,6 +2,7 @@
 import { ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError } from './api';
+import { setQuery } from './router';
 
 export type Health = 'passing' | 'warning' | 'critical' | 'maintenance';
 
@@ -152,5 +153,42 @@ export function ConfirmButton(props: {
         Cancel
       </button>
     </span>
+  );
+}
+
+/** A list's search box; its text goes in the page's `filter` query parameter. */
+export function SearchBox(props: { what: string; placeholder: string; testid: string; value: string }) {
+  return (
+    <label>
+      <span class="sr-only">Search {props.what}</span>
+      <input
+        type="search"
+        placeholder={props.placeholder}
+        aria-label={`Search ${props.what}`}
+        data-testid={props.testid}
+        value={props.value}
+        onInput={(e) => setQuery({ filter: (e.target as HTMLInputElement).value })}
+      />
+    </label>
+  );
+}
+
+/** A list's health filter; the choice goes in the page's `status` query parameter. */
+export function HealthSelect(props: { testid: string; value: string; maintenance?: boolean }) {
+  return (
+    <label>
+      Health{' '}
+      <select
+        data-testid={props.testid}
+        value={props.value}
+        onChange={(e) => setQuery({ status: (e.target as HTMLSelectElement).value })}
+      >
+        <option value="">All</option>
+        <option value="passing">Passing</option>
+        <option value="warning">Warning</option>
+        <option value="critical">Critical</option>
+        {props.maintenance && <option value="maintenance">Maintenance</option>}
+      </select>
+    </label>
   );
 }

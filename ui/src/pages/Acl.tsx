@@ -13,7 +13,7 @@ import './Acl.css';
 const GLOBAL_MANAGEMENT = '00000000-0000-0000-0000-000000000001';
 const ANONYMOUS = '00000000-0000-0000-0000-000000000002';
 
-interface AclLink {
+export interface AclLink {
   ID: string;
   Name: string;
 }
@@ -136,7 +136,8 @@ function Search(props: { value: string; label: string }) {
 const matches = (needle: string, ...fields: (string | undefined)[]) =>
   !needle || fields.some((f) => (f ?? '').toLowerCase().includes(needle.toLowerCase()));
 
-function LinkList(props: { dc: string; kind: 'policies' | 'roles'; links?: AclLink[] }) {
+/** A token's or role's policies (or roles) as links to their pages. */
+export function LinkList(props: { dc: string; kind: 'policies' | 'roles'; links?: AclLink[] }) {
   if (!props.links || props.links.length === 0) return <span class="muted">None</span>;
   return (
     <span class="tags">

@@ -4,15 +4,11 @@ import { useEffect, useState } from 'preact/hooks';
 import { PageProps } from '../App';
 import { ApiError, getToken, setToken, url } from '../api';
 import { ErrorBox, PageTitle } from '../components';
+import { AclLink, LinkList } from './Acl';
 import { settings } from '../config';
 import { useLive } from '../live';
 import { Link, navigate } from '../router';
 import './Acl.css';
-
-interface AclLink {
-  ID: string;
-  Name: string;
-}
 
 interface SelfToken {
   AccessorID: string;
@@ -52,19 +48,6 @@ function useStoredToken(): string {
   return token;
 }
 
-function Links(props: { dc: string; kind: 'policies' | 'roles'; links?: AclLink[] }) {
-  if (!props.links || props.links.length === 0) return <span class="muted">None</span>;
-  return (
-    <span class="tags">
-      {props.links.map((l) => (
-        <Link key={l.ID} to={`/${props.dc}/acls/${props.kind}/${l.ID}`} class="tag">
-          {l.Name || l.ID}
-        </Link>
-      ))}
-    </span>
-  );
-}
-
 /** Which token the UI uses, read with that token (token/self has no index: re-read every 10 s). */
 function TokenStatus(props: { dc: string; stored: string }) {
   const self = useLive<SelfToken>(props.stored && settings.aclEnabled ? 'acl/token/self' : null, {}, { blocking: false });
@@ -92,11 +75,11 @@ function TokenStatus(props: { dc: string; stored: string }) {
           <dd data-testid="login-description">{t.Description || <span class="muted">(none)</span>}</dd>
           <dt>Policies</dt>
           <dd>
-            <Links dc={props.dc} kind="policies" links={t.Policies} />
+            <LinkList dc={props.dc} kind="policies" links={t.Policies} />
           </dd>
           <dt>Roles</dt>
           <dd>
-            <Links dc={props.dc} kind="roles" links={t.Roles} />
+            <LinkList dc={props.dc} kind="roles" links={t.Roles} />
           </dd>
           <dt>Scope</dt>
           <dd>{t.Local ? 'Local' : 'Global'}</dd>

@@ -2,8 +2,8 @@
 // checks, service count, and the Raft leader marked (GET /v1/status/leader, re-read every 10 s).
 import { PageProps } from '../App';
 import { useLive } from '../live';
-import { Link, setQuery } from '../router';
-import { Badge, Counts, Empty, ErrorBox, Loading, PageTitle } from '../components';
+import { Link } from '../router';
+import { Badge, Counts, Empty, ErrorBox, HealthSelect, Loading, PageTitle, SearchBox } from '../components';
 import { Check, healthOf } from './Service';
 import './Nodes.css';
 
@@ -80,31 +80,8 @@ export function LeaderBadge() {
 function NodeFilters(props: { filter: string; status: string }) {
   return (
     <div class="filters" role="search">
-      <label>
-        <span class="sr-only">Search nodes</span>
-        <input
-          type="search"
-          placeholder="Search by name, address or meta"
-          aria-label="Search nodes"
-          data-testid="node-search"
-          value={props.filter}
-          onInput={(e) => setQuery({ filter: (e.target as HTMLInputElement).value })}
-        />
-      </label>
-      <label>
-        Health{' '}
-        <select
-          data-testid="node-status-filter"
-          value={props.status}
-          onChange={(e) => setQuery({ status: (e.target as HTMLSelectElement).value })}
-        >
-          <option value="">All</option>
-          <option value="passing">Passing</option>
-          <option value="warning">Warning</option>
-          <option value="critical">Critical</option>
-          <option value="maintenance">Maintenance</option>
-        </select>
-      </label>
+      <SearchBox what="nodes" placeholder="Search by name, address or meta" testid="node-search" value={props.filter} />
+      <HealthSelect testid="node-status-filter" value={props.status} maintenance />
     </div>
   );
 }

@@ -3,8 +3,21 @@
 // instance is a row whose checks open their output in place.
 import { PageProps } from '../App';
 import { useLive } from '../live';
-import { Link, setQuery } from '../router';
-import { Badge, Counts, Empty, ErrorBox, Health, KeyValues, Loading, PageTitle, Tags, worst } from '../components';
+import { Link } from '../router';
+import {
+  Badge,
+  Counts,
+  Empty,
+  ErrorBox,
+  Health,
+  HealthSelect,
+  KeyValues,
+  Loading,
+  PageTitle,
+  SearchBox,
+  Tags,
+  worst,
+} from '../components';
 import './Services.css';
 
 export interface Check {
@@ -138,31 +151,13 @@ function InstanceRow(props: { dc: string; entry: ServiceEntry }) {
 function InstanceFilters(props: { filter: string; status: string }) {
   return (
     <div class="filters" role="search">
-      <label>
-        <span class="sr-only">Search instances</span>
-        <input
-          type="search"
-          placeholder="Search by ID, node, address or tag"
-          aria-label="Search instances"
-          data-testid="instance-search"
-          value={props.filter}
-          onInput={(e) => setQuery({ filter: (e.target as HTMLInputElement).value })}
-        />
-      </label>
-      <label>
-        Health{' '}
-        <select
-          data-testid="instance-status-filter"
-          value={props.status}
-          onChange={(e) => setQuery({ status: (e.target as HTMLSelectElement).value })}
-        >
-          <option value="">All</option>
-          <option value="passing">Passing</option>
-          <option value="warning">Warning</option>
-          <option value="critical">Critical</option>
-          <option value="maintenance">Maintenance</option>
-        </select>
-      </label>
+      <SearchBox
+        what="instances"
+        placeholder="Search by ID, node, address or tag"
+        testid="instance-search"
+        value={props.filter}
+      />
+      <HealthSelect testid="instance-status-filter" value={props.status} maintenance />
     </div>
   );
 }

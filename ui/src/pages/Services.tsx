@@ -4,7 +4,7 @@
 import { PageProps } from '../App';
 import { useLive } from '../live';
 import { Link, setQuery } from '../router';
-import { Counts, Empty, ErrorBox, Loading, PageTitle, Tags } from '../components';
+import { Counts, Empty, ErrorBox, HealthSelect, Loading, PageTitle, SearchBox, Tags } from '../components';
 import './Services.css';
 
 interface ServiceSummary {
@@ -60,30 +60,8 @@ function ServiceFilters(props: { filter: string; status: string; tag: string; so
   const tags = props.tag && !props.tags.includes(props.tag) ? [props.tag, ...props.tags] : props.tags;
   return (
     <div class="filters" role="search">
-      <label>
-        <span class="sr-only">Search services</span>
-        <input
-          type="search"
-          placeholder="Search by name or tag"
-          aria-label="Search services"
-          data-testid="service-search"
-          value={props.filter}
-          onInput={(e) => setQuery({ filter: (e.target as HTMLInputElement).value })}
-        />
-      </label>
-      <label>
-        Health{' '}
-        <select
-          data-testid="service-status-filter"
-          value={props.status}
-          onChange={(e) => setQuery({ status: (e.target as HTMLSelectElement).value })}
-        >
-          <option value="">All</option>
-          <option value="passing">Passing</option>
-          <option value="warning">Warning</option>
-          <option value="critical">Critical</option>
-        </select>
-      </label>
+      <SearchBox what="services" placeholder="Search by name or tag" testid="service-search" value={props.filter} />
+      <HealthSelect testid="service-status-filter" value={props.status} />
       <label>
         Tag{' '}
         <select
