@@ -1,6 +1,9 @@
 //! Test harness for Legate's black-box tests: start real agents (in-process through
 //! `Agent::start`, or as processes of the built `legate` binary) on loopback with OS-chosen
-//! ports, wait until they answer, and tear them down; plus a retry-until helper.
+//! ports, wait until they answer, and tear them down; plus a retry-until helper and a
+//! linearizability checker for the fault scenarios.
+
+pub mod linearizability;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};

@@ -19,6 +19,7 @@ mod packaging;
 mod plugins;
 mod query;
 mod raft_cluster;
+mod reliability;
 mod secrets;
 mod security;
 mod services;
