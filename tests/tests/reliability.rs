@@ -148,16 +148,7 @@ async fn client(id: usize, server: String, keys: Vec<String>, base: Instant, unt
 }
 
 async fn leader_index(c: &Client, agents: &[Option<AgentProcess>]) -> Option<usize> {
-    for a in agents.iter().flatten() {
-        if let Ok(r) = c.get(a.url("/v1/status/leader")).send().await {
-            if let Ok(l) = r.json::<String>().await {
-                if let Some(i) = IPS.iter().position(|ip| l.starts_with(&format!("{ip}:"))) {
-                    return Some(i);
-                }
-            }
-        }
-    }
-    None
+    leader_index_of(c, agents, &IPS).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -180,8 +171,8 @@ async fn kv_is_linearizable_while_the_leader_pauses_and_a_server_is_killed() {
     }
 
     // The short run in the suite: one round of faults in 16 s. `scripts/chaos.sh` sets
-    // LEGATE_CHAOS_SECONDS for the long run: as many rounds as fit.
-    let seconds: u64 = std::env::var("LEGATE_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
+    // CHAOS_SECONDS for the long run: as many rounds as fit.
+    let seconds: u64 = std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
     let base = Instant::now();
     let until = base + Duration::from_secs(seconds);
     let history: History = Arc::default();
@@ -259,4 +250,145 @@ async fn kv_is_linearizable_while_the_leader_pauses_and_a_server_is_killed() {
         "{checked} operations checked linearizable ({unknown_outcomes} of unknown outcome), {default_reads} default reads checked; faults: {faults}"
     );
     assert!(checked > 200, "the workload ran: {checked} operations");
+}
+
+/// `legate lock` holders on three servers' APIs while the leader is paused, a holder's server is
+/// paused (its holder loses sight of the lock) and a server is killed and restarted: the holders'
+/// own logs never show two of them in the critical section at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_holders_never_overlap_while_servers_pause_and_die() {
+    const LOCK_IPS: [&str; 3] = ["127.0.10.1", "127.0.10.2", "127.0.10.3"];
+    let start_lock_server = |i: usize, dir: &tempfile::TempDir| {
+        let args = legate_tests::cluster_agent_args(
+            LOCK_IPS[i],
+            &format!("l{}", i + 1),
+            dir.path().to_str().unwrap(),
+            true,
+            LOCK_IPS[0],
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        AgentProcess::start(&args, &[])
+    };
+    let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers: Vec<Option<AgentProcess>> = (0..3).map(|i| Some(start_lock_server(i, &dirs[i]))).collect();
+    retry_until(Duration::from_secs(30), "a leader with three peers", || async {
+        let p: serde_json::Value =
+            c.get(servers[0].as_ref()?.url("/v1/status/peers")).send().await.ok()?.json().await.ok()?;
+        (p.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+
+    // Each holder: a loop of `legate lock` runs; the critical section logs its start, a tick
+    // every 50 ms and its end, with the time in nanoseconds.
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log");
+    let hold = work.path().join("hold.sh");
+    std::fs::write(
+        &hold,
+        "id=$1; log=$2\necho \"start $id $(date +%s%N)\" >> \"$log\"\nfor i in 1 2 3 4 5 6; do echo \"tick $id $(date +%s%N)\" >> \"$log\"; sleep 0.05; done\necho \"end $id $(date +%s%N)\" >> \"$log\"\n",
+    )
+    .unwrap();
+    let seconds: u64 = std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(18);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let bin = legate_tests::legate_bin();
+    let mut holders = Vec::new();
+    for id in 0..3 {
+        let addr = servers[id].as_ref().unwrap().http.unwrap().to_string();
+        let (bin, hold, log) = (bin.clone(), hold.clone(), log.clone());
+        holders.push(tokio::task::spawn_blocking(move || {
+            let mut runs = 0;
+            while Instant::now() < until {
+                let status = std::process::Command::new(&bin)
+                    .args(["lock", &format!("-http-addr={addr}"), "locks/critical"])
+                    .arg(format!("sh {} {id} {}", hold.display(), log.display()))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if status.is_ok_and(|s| s.success()) {
+                    runs += 1;
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            runs
+        }));
+    }
+    // Faults: the leader paused 3 s; holder 0's server paused 4 s (a follower, or the leader);
+    // a server killed and restarted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let leader = leader_index_of(&c, &servers, &LOCK_IPS).await.unwrap_or(0);
+    servers[leader].as_ref().unwrap().signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    servers[leader].as_ref().unwrap().signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers[0].as_ref().unwrap().signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    servers[0].as_ref().unwrap().signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim_idx = leader_index_of(&c, &servers, &LOCK_IPS).await.unwrap_or(2);
+    let mut victim = servers[victim_idx].take().unwrap();
+    victim.signal(libc::SIGKILL);
+    victim.wait_exit(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    servers[victim_idx] = Some(start_lock_server(victim_idx, &dirs[victim_idx]));
+    let mut runs = 0;
+    for h in holders {
+        runs += h.await.unwrap();
+    }
+
+    // The critical sections, from the holders' own lines: [start, last line] per run.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut open: HashMap<String, (u128, u128)> = HashMap::new();
+    let mut sections: Vec<(u128, u128, String)> = Vec::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [kind, id, ts] = parts[..] else { continue };
+        let ts: u128 = ts.parse().unwrap();
+        match kind {
+            "start" => {
+                if let Some((s, e)) = open.insert(id.to_string(), (ts, ts)) {
+                    sections.push((s, e, id.to_string()));
+                }
+            }
+            _ => {
+                if let Some(section) = open.get_mut(id) {
+                    section.1 = ts;
+                }
+            }
+        }
+    }
+    sections.extend(open.into_iter().map(|(id, (s, e))| (s, e, id)));
+    sections.sort();
+    for w in sections.windows(2) {
+        assert!(
+            w[1].0 > w[0].1,
+            "holders {} and {} overlapped by {} µs (sections {:?} and {:?})",
+            w[0].2,
+            w[1].2,
+            (w[0].1 - w[1].0) / 1000,
+            (w[0].0, w[0].1),
+            (w[1].0, w[1].1)
+        );
+    }
+    eprintln!(
+        "{} critical sections ({runs} completed runs), no overlap; faults: l{} (the leader) paused 3 s, l1 paused 4 s, l{} killed and restarted",
+        sections.len(),
+        leader + 1,
+        victim_idx + 1
+    );
+    assert!(sections.len() >= 5, "the holders made progress: {} sections", sections.len());
+}
+
+async fn leader_index_of(c: &Client, agents: &[Option<AgentProcess>], ips: &[&str]) -> Option<usize> {
+    for a in agents.iter().flatten() {
+        if let Ok(r) = c.get(a.url("/v1/status/leader")).send().await {
+            if let Ok(l) = r.json::<String>().await {
+                if let Some(i) = ips.iter().position(|ip| l.starts_with(&format!("{ip}:"))) {
+                    return Some(i);
+                }
+            }
+        }
+    }
+    None
 }
