@@ -293,8 +293,8 @@ async fn lock_holders_never_overlap_while_servers_pause_and_die() {
     let until = Instant::now() + Duration::from_secs(seconds);
     let bin = legate_tests::legate_bin();
     let mut holders = Vec::new();
-    for id in 0..3 {
-        let addr = servers[id].as_ref().unwrap().http.unwrap().to_string();
+    for (id, server) in servers.iter().enumerate() {
+        let addr = server.as_ref().unwrap().http.unwrap().to_string();
         let (bin, hold, log) = (bin.clone(), hold.clone(), log.clone());
         holders.push(tokio::task::spawn_blocking(move || {
             let mut runs = 0;
