@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The long fault scenarios (minutes): the suite's short versions with more time (CHAOS_SECONDS;
-# not LEGATE_*, which the agents would read as config).
-#   scripts/chaos.sh [seconds]   (default 300)
+# The long fault scenarios (minutes): the suite's short versions with more time.
+#   scripts/chaos.sh [seconds]   (default 300; CHAOS_CRASH_ROUNDS, default 50)
+# (CHAOS_*, not LEGATE_*: the agents the tests start would read LEGATE_* as config.)
 # - kv linearizability: rounds of leader pause (SIGSTOP 3 s) and server SIGKILL + restart while
 #   6 clients read (consistent and default), write and CAS through all three servers; the
-#   history is checked per key (tests/src/linearizability.rs);
+#   history is checked per key (tests/src/linearizability.rs), and dumped to a file on a
+#   violation;
 # - locks: `legate lock` holders on all three servers while servers pause and die; their own
-#   logs must never show two in the critical section.
+#   logs must never show two in the critical section;
+# - crash durability: rounds of SIGKILL at a random moment during concurrent writes and
+#   transactions, with and without snapshots and log compaction in flight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-300}"
+rounds="${CHAOS_CRASH_ROUNDS:-50}"
 cargo build --workspace --bins --tests
-CHAOS_SECONDS="$seconds" cargo nextest run -p legate-tests --no-capture \
-    -E 'test(/reliability::/)' 2>&1 \
-    | grep -E "operations checked|default reads checked|critical sections|PASS|FAIL|panicked|not linearizable|overlapped"
+CHAOS_SECONDS="$seconds" CHAOS_CRASH_ROUNDS="$rounds" cargo nextest run -p legate-tests --no-capture \
+    -E 'test(/reliability::/) | test(/durability::acknowledged/)' 2>&1 \
+    | grep -E "operations checked|default reads checked|critical sections|round [0-9]+:|PASS|FAIL|panicked|not linearizable|overlapped|history:"
