@@ -316,6 +316,17 @@ async fn call(c: &Client, method: &str, url: String, token: Option<&str>, body: 
 /// A primary (dc1) and a secondary (dc2) with ACLs on, one server each on `ips`, the secondary
 /// joining the primary on the WAN and replicating with the management token (tokens too with
 /// `token_replication`). The directories live as long as the agents.
+/// Makes the `kv-read` policy and a global token with it in the primary; its secret.
+async fn kv_reader(c: &Client, primary: &AgentProcess) -> String {
+    let rules = json!({"Name": "kv-read", "Rules": "key_prefix \"\" { policy = \"read\" }"});
+    let (s, body) = call(c, "PUT", primary.url("/v1/acl/policy"), Some(MGMT), Some(rules)).await;
+    assert_eq!(s, 200, "{body}");
+    let token = json!({"Policies": [{"Name": "kv-read"}]});
+    let (s, body) = call(c, "PUT", primary.url("/v1/acl/token"), Some(MGMT), Some(token)).await;
+    assert_eq!(s, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["SecretID"].as_str().unwrap().to_string()
+}
+
 async fn acl_datacenters(
     ips: [&str; 2],
     token_replication: bool,
@@ -367,20 +378,7 @@ async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() 
     assert_eq!(primary_status["Enabled"], false);
 
     // A policy and a token made in the primary work in the secondary.
-    let (s, _) = call(
-        &c,
-        "PUT",
-        s1.url("/v1/acl/policy"),
-        Some(MGMT),
-        Some(json!({"Name": "kv-read", "Rules": "key_prefix \"\" { policy = \"read\" }"})),
-    )
-    .await;
-    assert_eq!(s, 200);
-    let (s, body) =
-        call(&c, "PUT", s1.url("/v1/acl/token"), Some(MGMT), Some(json!({"Policies": [{"Name": "kv-read"}]}))).await;
-    assert_eq!(s, 200, "{body}");
-    let reader: Value = serde_json::from_str(&body).unwrap();
-    let reader_secret = reader["SecretID"].as_str().unwrap().to_string();
+    let reader_secret = kv_reader(&c, &s1).await;
     retry_until(Duration::from_secs(30), "the token works in dc2", || async {
         let (s, _) = call(&c, "GET", s2.url("/v1/kv/anything"), Some(&reader_secret), None).await;
         (s == 404).then_some(())
@@ -435,19 +433,7 @@ async fn acls_replicate_to_the_secondary_and_keep_working_without_the_primary() 
 async fn without_token_replication_the_secondary_asks_the_primary() {
     let c = Client::new();
     let (s1, s2, _dirs) = acl_datacenters(["127.0.15.1", "127.0.15.2"], false).await;
-    let (s, _) = call(
-        &c,
-        "PUT",
-        s1.url("/v1/acl/policy"),
-        Some(MGMT),
-        Some(json!({"Name": "kv-read", "Rules": "key_prefix \"\" { policy = \"read\" }"})),
-    )
-    .await;
-    assert_eq!(s, 200);
-    let (s, body) =
-        call(&c, "PUT", s1.url("/v1/acl/token"), Some(MGMT), Some(json!({"Policies": [{"Name": "kv-read"}]}))).await;
-    assert_eq!(s, 200, "{body}");
-    let secret = serde_json::from_str::<Value>(&body).unwrap()["SecretID"].as_str().unwrap().to_string();
+    let secret = kv_reader(&c, &s1).await;
     retry_until(Duration::from_secs(30), "the token resolves in dc2 through dc1", || async {
         let (s, _) = call(&c, "GET", s2.url("/v1/kv/anything"), Some(&secret), None).await;
         (s == 404).then_some(())

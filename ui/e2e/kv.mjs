@@ -9,6 +9,14 @@ const value = async (key) => {
 
 await run('kv', async (browser) => {
   const page = await newPage(browser);
+  // A key that does not exist yet: its page blocks on the 404's index and shows the key as soon
+  // as it is written (well within a 10 s re-read).
+  const missing = page.waitForResponse((r) => r.url().includes('/v1/kv/app/later') && r.status() === 404);
+  await page.goto(`${BASE}/ui/dc1/kv/app/later`);
+  await missing;
+  assert((await api('PUT', '/v1/kv/app/later', 'arrived')).json === true, 'the late key');
+  await page.locator(byTest('kv-value')).filter({ hasText: 'arrived' }).waitFor({ timeout: 5_000 });
+
   await page.goto(`${BASE}/ui/dc1/kv/?new=1`);
   await page.locator(byTest('kv-create-form')).waitFor();
   await page.fill(byTest('kv-key-input'), 'app/config');

@@ -17,6 +17,8 @@ export class ApiError extends Error {
   constructor(
     public status: number,
     public text: string,
+    /** X-Consul-Index of the answer: a 404 of a blocking read (a missing key) has one too. */
+    public index = '0',
   ) {
     super(status === 403 ? `Permission denied (403): ${text}` : `${status}: ${text}`);
   }
@@ -66,7 +68,7 @@ export async function call<T>(
   const res = await fetch(url(path, opts.params), { method, headers, body, signal: opts.signal });
   const index = res.headers.get('X-Consul-Index') ?? '0';
   const text = await res.text();
-  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText);
+  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText, index);
   let data: unknown = text;
   if (!opts.raw && (res.headers.get('Content-Type') ?? '').includes('json')) {
     data = text ? JSON.parse(text) : null;

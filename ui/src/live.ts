@@ -89,6 +89,15 @@ export function useLive<T>(
           if (!blocking || index === 0n) await sleep(interval, ctl.signal);
         } catch (e) {
           if (ctl.signal.aborted) return;
+          // A missing key (404) answered by a blocking read: no data, and keep blocking on its
+          // index, so the view follows when it appears.
+          if (blocking && e instanceof ApiError && e.status === 404 && /^[1-9]\d*$/.test(e.index)) {
+            const next = BigInt(e.index);
+            if (next !== index) setState({ data: undefined, index: e.index, error: e, loading: false });
+            index = next;
+            backoff = 1000;
+            continue;
+          }
           setState((s) => ({ ...s, error: e as Error, loading: false }));
           // A refused token stays refused until it changes (the effect restarts then).
           if (e instanceof ApiError && (e.status === 403 || e.status === 401 || e.status === 404)) return;

@@ -57,15 +57,8 @@ pub struct TemplateArgs {
     log_level: String,
 }
 
-fn level(name: &str) -> Result<tracing::Level, String> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "trace" => tracing::Level::TRACE,
-        "debug" => tracing::Level::DEBUG,
-        "info" => tracing::Level::INFO,
-        "warn" | "warning" => tracing::Level::WARN,
-        "err" | "error" => tracing::Level::ERROR,
-        other => return Err(format!("unknown -log-level {other:?}")),
-    })
+fn level(name: &str) -> Result<tracing::level_filters::LevelFilter, String> {
+    legate_telemetry::monitor::parse_level(name).ok_or_else(|| format!("unknown -log-level {name:?}"))
 }
 
 fn duration(flag: &str, text: &str) -> Result<Duration, String> {

@@ -44,21 +44,10 @@ function baseName(key: string): string {
   return key.slice(parentOf(key).length);
 }
 
-/**
- * Whether the live read answered 404 (an empty folder, a key that does not exist). useLive stops
- * on a 404, so this looks again every 10 s; the stale data from before the 404 stays hidden until
- * a new answer arrives.
- */
+/** Whether the live read answered 404 (an empty folder, a key that does not exist); `useLive`
+ * keeps blocking on it, so the view follows when keys appear. */
 function useMissing<T>(live: Live<T>): boolean {
-  const [gone, setGone] = useState<{ data: T | undefined } | null>(null);
-  const is404 = live.error instanceof ApiError && live.error.status === 404;
-  useEffect(() => {
-    if (!is404) return;
-    setGone({ data: live.data });
-    const t = setTimeout(live.refresh, 10_000);
-    return () => clearTimeout(t);
-  }, [live.error]);
-  return is404 || (gone !== null && gone.data === live.data);
+  return live.error instanceof ApiError && live.error.status === 404;
 }
 
 /** A value as text; a value that is not UTF-8 is shown as base64 and marked binary. */
