@@ -4,8 +4,11 @@
 # (CHAOS_*, not LEGATE_*: the agents the tests start would read LEGATE_* as config.)
 # - kv linearizability: rounds of leader pause (SIGSTOP 3 s) and server SIGKILL + restart while
 #   6 clients read (consistent and default), write and CAS through all three servers; the
-#   history is checked per key (tests/src/linearizability.rs), and dumped to a file on a
-#   violation;
+#   history is checked per key (tests/src/linearizability.rs), and dumped on a violation;
+# - the same with the servers in network namespaces (root; tests/src/netns.rs) and rounds of
+#   network faults: leader isolated, bridge, 20 % loss, follower isolated;
+# - gossip: 20 agents in namespaces with 10 % packet loss, no member failed while it runs, then
+#   a killed one detected within the SWIM bound;
 # - locks: `legate lock` holders on all three servers while servers pause and die; their own
 #   logs must never show two in the critical section;
 # - crash durability: rounds of SIGKILL at a random moment during concurrent writes and
@@ -16,5 +19,5 @@ seconds="${1:-300}"
 rounds="${CHAOS_CRASH_ROUNDS:-50}"
 cargo build --workspace --bins --tests
 CHAOS_SECONDS="$seconds" CHAOS_CRASH_ROUNDS="$rounds" cargo nextest run -p legate-tests --no-capture \
-    -E 'test(/reliability::/) | test(/durability::acknowledged/)' 2>&1 \
-    | grep -E "operations checked|default reads checked|critical sections|round [0-9]+:|PASS|FAIL|panicked|not linearizable|overlapped|history:"
+    -E 'test(/reliability::/) | test(/durability::acknowledged/) | test(/gossip_loss::/)' 2>&1 \
+    | grep -E "operations checked linearizable|critical sections|round [0-9]+:|flaps|PASS|FAIL|panicked|not linearizable|overlapped|history:"

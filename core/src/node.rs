@@ -157,6 +157,7 @@ impl Agent {
                 tls: tls.rpc.clone(),
                 handshake_timeout: config.limits.rpc_handshake_timeout.0,
                 max_conns_per_client: config.limits.rpc_max_conns_per_client,
+                data_dir_min_free: config.limits.data_dir_min_free,
             };
             Some(Server::start(opts, shutdown.child_token(), &tracker).await?)
         } else {
@@ -235,6 +236,19 @@ impl Agent {
         crate::tasks::spawn(&tracker, "coordinates", agent::coordinates::run(shared.clone(), shutdown.child_token()));
         if let Some(server) = shared.server() {
             server.run_leadership(agent::leader::duties(&shared), &tracker, shutdown.child_token());
+            // A server whose Raft core stopped (a storage error: a full disk past the reserve, a
+            // failing fsync) can neither write nor vote: it exits 1, its acknowledged writes safe
+            // in the fsynced log, for its supervisor to restart it once the disk is fixed.
+            let (agent, server, stop) = (shared.clone(), server.clone(), shutdown.child_token());
+            crate::tasks::spawn(&tracker, "raft-core-watch", async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    why = server.core_stopped() => {
+                        tracing::error!(error = %why, "the Raft core stopped: the agent exits");
+                        agent.fatal(format!("the Raft core stopped: {why}"));
+                    }
+                }
+            });
         }
 
         let ctx = Arc::new(http::Ctx::new(shared.clone(), shutdown.child_token()));
@@ -430,6 +444,7 @@ async fn apply_reloads(
         if let Some(server) = agent.server() {
             server.acl_enforced.store(config.acl.enabled, std::sync::atomic::Ordering::Relaxed);
             server.rpc_max_conns.store(config.limits.rpc_max_conns_per_client, std::sync::atomic::Ordering::Relaxed);
+            server.disk.set_min_free(config.limits.data_dir_min_free);
             let ms = config.limits.rpc_handshake_timeout.0.as_millis().min(u64::MAX as u128) as u64;
             server.rpc_handshake_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
         }

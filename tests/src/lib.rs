@@ -3,7 +3,9 @@
 //! ports, wait until they answer, and tear them down; plus a retry-until helper and a
 //! linearizability checker for the fault scenarios.
 
+pub mod kv_workload;
 pub mod linearizability;
+pub mod netns;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -131,7 +133,20 @@ impl AgentProcess {
     /// listener (started with `-http-port 0`) or exits.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
         let mut cmd = Command::new(legate_bin());
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.args(args);
+        Self::spawn_command(cmd, env)
+    }
+
+    /// [`AgentProcess::start`] for a prepared command (a `legate` run through a wrapper that
+    /// execs it, such as `ip netns exec`).
+    pub fn start_command(cmd: Command, env: &[(&str, &str)]) -> AgentProcess {
+        let mut p = Self::spawn_command(cmd, env);
+        p.http = Some(p.listener("HTTP listeners"));
+        p
+    }
+
+    fn spawn_command(mut cmd: Command, env: &[(&str, &str)]) -> AgentProcess {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         // Parallel tests must not all take the default serf LAN and WAN ports; flags still
         // override.
         cmd.env("LEGATE_PORTS__SERF_LAN", "0");
@@ -292,4 +307,21 @@ pub fn cluster_agent_args(ip: &str, name: &str, dir: &str, server: bool, join: &
         v.extend(["-server", "-bootstrap-expect", "3"].map(String::from));
     }
     v
+}
+
+/// A bootstrapped single server on `dir` (127.0.0.1, any HTTP port, DNS off) whose RPC port
+/// stays the same across restarts: Raft keeps the address it had, and a restart on another port
+/// would leave the node calling its old self.
+pub fn single_server_args(dir: &str, rpc_port: u16, node: &str) -> Vec<String> {
+    let port = rpc_port.to_string();
+    ["agent", "-server", "-bootstrap", "-data-dir", dir, "-bind", "127.0.0.1", "-http-port", "0"]
+        .into_iter()
+        .chain(["-dns-port", "-1", "-server-port", &port, "-node", node])
+        .map(String::from)
+        .collect()
+}
+
+/// A free TCP port on 127.0.0.1 (for a port that must stay the same across restarts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

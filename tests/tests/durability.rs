@@ -7,30 +7,8 @@ use std::time::{Duration, Instant};
 use legate_tests::{retry_until, AgentProcess};
 use reqwest::Client;
 
-/// A server on `dir`; its RPC port stays the same across restarts (Raft keeps the address it
-/// had: a restart on another port would leave the node calling its old self).
 fn server_args(dir: &str, rpc_port: u16) -> Vec<String> {
-    let port = rpc_port.to_string();
-    [
-        "agent",
-        "-server",
-        "-bootstrap",
-        "-data-dir",
-        dir,
-        "-bind",
-        "127.0.0.1",
-        "-http-port",
-        "0",
-        "-dns-port",
-        "-1",
-        "-server-port",
-        &port,
-        "-node",
-        "durable",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    legate_tests::single_server_args(dir, rpc_port, "durable")
 }
 
 async fn wait_leader(c: &Client, p: &AgentProcess) {
@@ -63,7 +41,7 @@ fn decode(e: &serde_json::Value) -> String {
 async fn crash_and_check(extra: &[&str], iterations: usize) {
     use rand::Rng;
     let data = tempfile::tempdir().unwrap();
-    let rpc_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let rpc_port = legate_tests::free_port();
     let mut args = server_args(data.path().to_str().unwrap(), rpc_port);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -39,6 +39,7 @@ async fn start_with_ttl(i: u8, bootstrap: bool, tombstone_ttl: Duration) -> Node
         tls: std::sync::Arc::new(legate_core::tls::Live::new(legate_core::tls::RpcTls::plain())),
         handshake_timeout: Duration::from_secs(5),
         max_conns_per_client: 100,
+        data_dir_min_free: 0,
     };
     let server = Server::start(opts, stop.clone(), &tracker).await.unwrap();
     // The built-in leader duties (session TTLs, tombstone GC), as the agent starts them.

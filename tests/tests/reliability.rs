@@ -1,23 +1,16 @@
-//! Consistency under faults, checked: concurrent reads, writes and check-and-sets on a few keys
-//! through every server of a 3-server cluster while the leader is paused (SIGSTOP/SIGCONT) and
-//! a server is killed (SIGKILL) and restarted; the history is checked for linearizability
-//! (`legate_tests::linearizability`, Wing & Gong with memoization).
-//!
-//! What is guaranteed, and checked:
-//! - writes, check-and-sets and `?consistent` reads are linearizable (an acknowledged write is
-//!   seen by every later consistent read; no two CAS from one value both succeed);
-//! - default-consistency reads (Consul's default mode: answered by the server that believes it
-//!   leads, without a quorum round trip) may be stale while an old leader has not yet learnt it
-//!   was replaced, so they are checked for what they do promise: the value returned was written
-//!   (or was the initial one) by a write invoked before the read returned.
+//! Consistency under faults, checked: the KV workload of `legate_tests::kv_workload`
+//! (concurrent reads, writes and check-and-sets through every server of a 3-server cluster,
+//! checked for linearizability per key) while the leader is paused (SIGSTOP/SIGCONT), a server
+//! is killed (SIGKILL) and restarted, and, with the servers in network namespaces
+//! (`legate_tests::netns`), while the network partitions and loses packets; and `legate lock`
+//! holders that must never overlap.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use legate_tests::linearizability::{check, Event, Op, Verdict};
+use legate_tests::kv_workload::{self, check_history};
+use legate_tests::netns::Lab;
 use legate_tests::{retry_until, AgentProcess};
-use rand::Rng;
 use reqwest::Client;
 
 const IPS: [&str; 3] = ["127.0.9.1", "127.0.9.2", "127.0.9.3"];
@@ -29,126 +22,17 @@ fn start(i: usize, dir: &tempfile::TempDir) -> AgentProcess {
     AgentProcess::start(&args, &[])
 }
 
-#[derive(Clone, Debug)]
-struct Recorded {
-    key: String,
-    event: Event,
-    /// A default-consistency read (checked for its weaker promise).
-    default_read: bool,
+/// The run's length: the suite's short default, or `CHAOS_SECONDS` (`scripts/chaos.sh`).
+fn chaos_seconds(default: u64) -> u64 {
+    std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-type History = Arc<Mutex<Vec<Recorded>>>;
-
-fn since(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
-}
-
-async fn read(c: &Client, base_url: &str, key: &str, consistent: bool) -> Result<Option<(String, u64)>, ()> {
-    let q = if consistent { "?consistent" } else { "" };
-    let r = c.get(format!("{base_url}/v1/kv/{key}{q}")).send().await.map_err(|_| ())?;
-    match r.status().as_u16() {
-        404 => Ok(None),
-        200 => {
-            let v: serde_json::Value = r.json().await.map_err(|_| ())?;
-            let e = &v[0];
-            let value = e["Value"].as_str().map(|b| {
-                use base64::Engine;
-                String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default())
-                    .unwrap_or_default()
-            });
-            Ok(Some((value.unwrap_or_default(), e["ModifyIndex"].as_u64().unwrap_or(0))))
-        }
-        _ => Err(()),
-    }
-}
-
-/// What a write's client learnt.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Outcome {
-    /// Acknowledged: `true` or `false` (a CAS that did not apply).
-    Acked(bool),
-    /// Never reached the server (connection refused): it did not happen.
-    NotSent,
-    /// Timed out, or an error after sending: it may or may not have applied.
-    Unknown,
-}
-
-/// PUT (with `?cas=` when given).
-async fn put(c: &Client, base_url: &str, key: &str, value: &str, cas: Option<u64>) -> Outcome {
-    let q = cas.map(|i| format!("?cas={i}")).unwrap_or_default();
-    let r = match c.put(format!("{base_url}/v1/kv/{key}{q}")).body(value.to_string()).send().await {
-        Ok(r) => r,
-        Err(e) if e.is_connect() => return Outcome::NotSent,
-        Err(_) => return Outcome::Unknown,
-    };
-    if r.status() != 200 {
-        // A 500 (no leader, timeout while forwarding) does not say whether it applied.
-        return Outcome::Unknown;
-    }
-    match r.text().await.as_deref().map(str::trim) {
-        Ok("true") => Outcome::Acked(true),
-        Ok("false") => Outcome::Acked(false),
-        _ => Outcome::Unknown,
-    }
-}
-
-/// One client: random operations on random keys through one server until `until`.
-async fn client(id: usize, server: String, keys: Vec<String>, base: Instant, until: Instant, history: History) {
-    let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
-    let mut n = 0u64;
-    while Instant::now() < until {
-        // About 50 operations a second per client: histories the checker searches in seconds.
-        let pause = rand::thread_rng().gen_range(5..35);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        let key = keys[rand::thread_rng().gen_range(0..keys.len())].clone();
-        let choice = rand::thread_rng().gen_range(0..10);
-        let record = |op: Op, call: u64, ret: Option<u64>, default_read: bool| {
-            history.lock().unwrap().push(Recorded {
-                key: key.clone(),
-                event: Event { client: id, op, call, ret },
-                default_read,
-            });
-        };
-        n += 1;
-        match choice {
-            0..=2 => {
-                let value = format!("c{id}-{n}");
-                let call = since(base);
-                match put(&c, &server, &key, &value, None).await {
-                    Outcome::Acked(_) => record(Op::Write(value), call, Some(since(base)), false),
-                    Outcome::Unknown => record(Op::Write(value), call, None, false),
-                    Outcome::NotSent => {}
-                }
-            }
-            3..=6 => {
-                let consistent = choice <= 4;
-                let call = since(base);
-                if let Ok(v) = read(&c, &server, &key, consistent).await {
-                    record(Op::Read(v.map(|(v, _)| v)), call, Some(since(base)), !consistent);
-                }
-            }
-            _ => {
-                // Check-and-set on the index a consistent read saw: values are unique, so the
-                // index stands for the value.
-                let call = since(base);
-                let Ok(Some((current, index))) = read(&c, &server, &key, true).await else { continue };
-                record(Op::Read(Some(current.clone())), call, Some(since(base)), false);
-                let value = format!("c{id}-{n}-cas");
-                let call = since(base);
-                match put(&c, &server, &key, &value, Some(index)).await {
-                    Outcome::Acked(ok) => {
-                        record(Op::Cas { expected: current, new: value, ok }, call, Some(since(base)), false)
-                    }
-                    Outcome::Unknown => record(Op::Cas { expected: current, new: value, ok: true }, call, None, false),
-                    Outcome::NotSent => {}
-                }
-            }
-        }
-    }
-}
-
-async fn leader_index(c: &Client, agents: &[Option<AgentProcess>]) -> Option<usize> {
-    leader_index_of(c, agents, &IPS).await
+async fn wait_three_peers(c: &Client, url: impl Fn() -> Option<String>) {
+    retry_until(Duration::from_secs(30), "a leader with three peers", || async {
+        let p: serde_json::Value = c.get(url()?).send().await.ok()?.json().await.ok()?;
+        (p.as_array()?.len() == 3).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -156,42 +40,29 @@ async fn kv_is_linearizable_while_the_leader_pauses_and_a_server_is_killed() {
     let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut agents: Vec<Option<AgentProcess>> = (0..3).map(|i| Some(start(i, &dirs[i]))).collect();
-    retry_until(Duration::from_secs(30), "a leader with three peers", || async {
-        let a = agents[0].as_ref()?;
-        let p: serde_json::Value = c.get(a.url("/v1/status/peers")).send().await.ok()?.json().await.ok()?;
-        (p.as_array()?.len() == 3).then_some(())
-    })
-    .await;
+    wait_three_peers(&c, || Some(agents[0].as_ref()?.url("/v1/status/peers"))).await;
     let keys: Vec<String> = (0..5).map(|k| format!("lin/k{k}")).collect();
-    for k in &keys {
-        retry_until(Duration::from_secs(10), "initial value", || async {
-            (put(&c, &agents[0].as_ref()?.url(""), k, "init", None).await == Outcome::Acked(true)).then_some(())
-        })
-        .await;
-    }
+    kv_workload::init_keys(&agents[0].as_ref().unwrap().url(""), &keys).await;
 
-    // The short run in the suite: one round of faults in 16 s. `scripts/chaos.sh` sets
-    // CHAOS_SECONDS for the long run: as many rounds as fit.
-    let seconds: u64 = std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
+    // The short run in the suite: one round of faults in 16 s; the long run as many as fit.
     let base = Instant::now();
-    let until = base + Duration::from_secs(seconds);
-    let history: History = Arc::default();
-    let mut tasks = Vec::new();
-    for id in 0..6 {
-        let server = agents[id % 3].as_ref().unwrap().url("");
-        tasks.push(tokio::spawn(client(id, server, keys.clone(), base, until, history.clone())));
-    }
+    let until = base + Duration::from_secs(chaos_seconds(16));
+    let servers: Vec<String> = agents.iter().map(|a| a.as_ref().unwrap().url("")).collect();
+    let workload = tokio::spawn({
+        let keys = keys.clone();
+        async move { kv_workload::run(&servers, &keys, 6, base, until).await }
+    });
     // Each round: the leader paused for 3 s; then a server (the leader if known) killed and
     // restarted on its data dir.
     let mut rounds = Vec::new();
     tokio::time::sleep(Duration::from_secs(3)).await;
     while Instant::now() + Duration::from_secs(10) < until {
-        let paused = leader_index(&c, &agents).await.unwrap_or(0);
+        let paused = leader_index_of(&c, &agents, &IPS).await.unwrap_or(0);
         agents[paused].as_ref().unwrap().signal(libc::SIGSTOP);
         tokio::time::sleep(Duration::from_secs(3)).await;
         agents[paused].as_ref().unwrap().signal(libc::SIGCONT);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let killed = leader_index(&c, &agents).await.unwrap_or((paused + 1) % 3);
+        let killed = leader_index_of(&c, &agents, &IPS).await.unwrap_or((paused + 1) % 3);
         let mut victim = agents[killed].take().unwrap();
         victim.signal(libc::SIGKILL);
         victim.wait_exit(Duration::from_secs(5));
@@ -199,57 +70,101 @@ async fn kv_is_linearizable_while_the_leader_pauses_and_a_server_is_killed() {
         agents[killed] = Some(start(killed, &dirs[killed]));
         rounds.push(format!("paused r{} for 3 s, killed and restarted r{}", paused + 1, killed + 1));
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let history = workload.await.unwrap();
     assert!(!rounds.is_empty(), "at least one round of faults");
     let faults = format!("{} rounds: {}", rounds.len(), rounds.join("; "));
-    eprintln!("workload done: {faults}");
+    let summary = check_history(history, &faults);
+    assert!(summary.checked > 200, "the workload ran: {} operations", summary.checked);
+}
 
-    let history = history.lock().unwrap().clone();
-    let mut by_key: HashMap<String, Vec<Recorded>> = HashMap::new();
-    for r in history {
-        by_key.entry(r.key.clone()).or_default().push(r);
-    }
-    let (mut checked, mut unknown_outcomes, mut default_reads) = (0, 0, 0);
-    for (key, recs) in &by_key {
-        let strong: Vec<Event> = recs.iter().filter(|r| !r.default_read).map(|r| r.event.clone()).collect();
-        checked += strong.len();
-        unknown_outcomes += strong.iter().filter(|e| e.ret.is_none()).count();
-        let started = Instant::now();
-        let verdict = check(&strong, Some("init".into()), 5_000_000);
-        eprintln!("{key}: {} operations checked in {:?}: {verdict:?}", strong.len(), started.elapsed());
-        match verdict {
-            Verdict::Linearizable => {}
-            Verdict::Unknown => panic!("{key}: the search ran out of budget ({} operations)", strong.len()),
-            Verdict::Violation { longest } => {
-                let mut ops: Vec<&Event> = strong.iter().collect();
-                ops.sort_by_key(|e| e.call);
-                panic!(
-                    "{key}: not linearizable ({faults}); longest linearizable prefix {} of {}:\n{ops:#?}",
-                    longest.len(),
-                    strong.len()
-                );
+/// Three servers in network namespaces, the workload's clients on the test's side of the
+/// bridge talking to all three, and rounds of network faults, 4 s each with 2 s healed between:
+/// the leader isolated from both followers (its clients keep talking to it), a bridge (the
+/// leader cut from one follower only: the other sees both), 20 % packet loss between all
+/// servers, a follower isolated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kv_is_linearizable_while_the_network_partitions_and_loses_packets() {
+    let Some(lab) = Lab::new("kv", 21, 3) else { return };
+    let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ips: Vec<String> = (0..3).map(|i| lab.ip(i)).collect();
+    let agents: Vec<Option<AgentProcess>> = (0..3)
+        .map(|i| {
+            let args = legate_tests::cluster_agent_args(
+                &ips[i],
+                &format!("p{}", i + 1),
+                dirs[i].path().to_str().unwrap(),
+                true,
+                &ips[0],
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Some(lab.start(i, &args, &[]))
+        })
+        .collect();
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    wait_three_peers(&c, || Some(agents[0].as_ref()?.url("/v1/status/peers"))).await;
+    let keys: Vec<String> = (0..5).map(|k| format!("part/k{k}")).collect();
+    kv_workload::init_keys(&agents[0].as_ref().unwrap().url(""), &keys).await;
+
+    let base = Instant::now();
+    let until = base + Duration::from_secs(chaos_seconds(32));
+    let servers: Vec<String> = agents.iter().map(|a| a.as_ref().unwrap().url("")).collect();
+    let workload = tokio::spawn({
+        let keys = keys.clone();
+        async move { kv_workload::run(&servers, &keys, 6, base, until).await }
+    });
+    let mut rounds = Vec::new();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut kind = 0;
+    while Instant::now() + Duration::from_secs(6) < until {
+        let leader = leader_index_of(&c, &agents, &ip_refs).await.unwrap_or(0);
+        let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+        let cut_at = Instant::now();
+        let what = match kind % 4 {
+            0 => {
+                lab.partition(&[&[leader], &[f1, f2]]);
+                // The majority elects another leader while the old one is cut off.
+                let old = format!("{}:", ips[leader]);
+                let f1_url = agents[f1].as_ref().unwrap().url("/v1/status/leader");
+                retry_until(Duration::from_secs(8), "the majority elects a new leader", || async {
+                    let l: String = c.get(&f1_url).send().await.ok()?.json().await.ok()?;
+                    (!l.is_empty() && !l.starts_with(&old)).then_some(())
+                })
+                .await;
+                format!("leader p{} isolated (p{} saw a new leader after {:?})", leader + 1, f1 + 1, cut_at.elapsed())
             }
-        }
-        // Default reads: a value written (or the initial one), by a write invoked before the read
-        // returned.
-        for r in recs.iter().filter(|r| r.default_read) {
-            default_reads += 1;
-            let Op::Read(Some(v)) = &r.event.op else { continue };
-            let ret = r.event.ret.unwrap();
-            let written = v == "init"
-                || recs.iter().any(|w| match &w.event.op {
-                    Op::Write(x) | Op::Cas { new: x, .. } => x == v && w.event.call < ret,
-                    Op::Read(_) => false,
-                });
-            assert!(written, "{key}: a default read returned {v:?}, which no write had written");
-        }
+            1 => {
+                lab.cut(leader, f1);
+                format!("bridge: leader p{} cut from p{}, p{} sees both", leader + 1, f1 + 1, f2 + 1)
+            }
+            2 => {
+                lab.loss(20);
+                "20 % loss between all servers".to_string()
+            }
+            _ => {
+                lab.partition(&[&[f1], &[leader, f2]]);
+                format!("follower p{} isolated", f1 + 1)
+            }
+        };
+        tokio::time::sleep(Duration::from_secs(4).saturating_sub(cut_at.elapsed())).await;
+        lab.heal();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rounds.push(what);
+        kind += 1;
     }
-    eprintln!(
-        "{checked} operations checked linearizable ({unknown_outcomes} of unknown outcome), {default_reads} default reads checked; faults: {faults}"
-    );
-    assert!(checked > 200, "the workload ran: {checked} operations");
+    let history = workload.await.unwrap();
+    assert!(rounds.len() >= 4, "every kind of fault: {rounds:?}");
+    let faults = format!("{} rounds: {}", rounds.len(), rounds.join("; "));
+    let summary = check_history(history, &faults);
+    assert!(summary.checked > 200, "the workload ran: {} operations", summary.checked);
+    // After the last heal the cluster serves again: a consistent write through every server.
+    for a in agents.iter().flatten() {
+        retry_until(Duration::from_secs(20), "a write after the partitions healed", || async {
+            let r = c.put(a.url("/v1/kv/part/after")).body("ok").send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
 }
 
 /// `legate lock` holders on three servers' APIs while the leader is paused, a holder's server is
@@ -272,12 +187,7 @@ async fn lock_holders_never_overlap_while_servers_pause_and_die() {
     let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut servers: Vec<Option<AgentProcess>> = (0..3).map(|i| Some(start_lock_server(i, &dirs[i]))).collect();
-    retry_until(Duration::from_secs(30), "a leader with three peers", || async {
-        let p: serde_json::Value =
-            c.get(servers[0].as_ref()?.url("/v1/status/peers")).send().await.ok()?.json().await.ok()?;
-        (p.as_array()?.len() == 3).then_some(())
-    })
-    .await;
+    wait_three_peers(&c, || Some(servers[0].as_ref()?.url("/v1/status/peers"))).await;
 
     // Each holder: a loop of `legate lock` runs; the critical section logs its start, a tick
     // every 50 ms and its end, with the time in nanoseconds.
@@ -289,8 +199,7 @@ async fn lock_holders_never_overlap_while_servers_pause_and_die() {
         "id=$1; log=$2\necho \"start $id $(date +%s%N)\" >> \"$log\"\nfor i in 1 2 3 4 5 6; do echo \"tick $id $(date +%s%N)\" >> \"$log\"; sleep 0.05; done\necho \"end $id $(date +%s%N)\" >> \"$log\"\n",
     )
     .unwrap();
-    let seconds: u64 = std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(18);
-    let until = Instant::now() + Duration::from_secs(seconds);
+    let until = Instant::now() + Duration::from_secs(chaos_seconds(18));
     let bin = legate_tests::legate_bin();
     let mut holders = Vec::new();
     for (id, server) in servers.iter().enumerate() {

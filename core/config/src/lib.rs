@@ -487,6 +487,9 @@ pub struct Limits {
     pub kv_max_value_size: u64,
     pub txn_max_req_len: u64,
     pub request_limits: Option<Json>,
+    /// Legate's: a server's leader refuses writes while the data dir's filesystem has fewer
+    /// bytes free than this (a full disk would otherwise stop its Raft core).
+    pub data_dir_min_free: u64,
 }
 
 impl Default for Limits {
@@ -503,6 +506,7 @@ impl Default for Limits {
             kv_max_value_size: 512 * 1024,
             txn_max_req_len: 512 * 1024,
             request_limits: None,
+            data_dir_min_free: 64 << 20,
         }
     }
 }

@@ -29,6 +29,17 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The Raft log file fails its integrity check: it is this server's record of the cluster's
+    /// writes and its vote, which nothing local can rebuild.
+    #[error(
+        "{}: the Raft log is damaged ({detail}); it cannot be rebuilt from this server's own files. \
+         Ways out: a server of a cluster: stop it, move {} aside and start it again: it rejoins \
+         with an empty log and receives the leader's snapshot; a single server: start it on an empty \
+         data dir and restore your last `legate snapshot save` with `legate snapshot restore <file>`",
+        path.display(),
+        path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    DamagedLog { path: PathBuf, detail: String },
     /// The Raft log store (its writer reports errors as text to several waiters at once).
     #[error("raft log: {0}")]
     Log(String),

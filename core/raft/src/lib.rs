@@ -2,6 +2,7 @@
 //! writes forwarded to the leader. `Server::apply` is the one way a write enters the cluster.
 
 pub mod command;
+pub mod disk;
 pub mod endpoints;
 pub mod error;
 pub mod leader;
@@ -56,6 +57,8 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// `limits.rpc_max_conns_per_client`.
     pub max_conns_per_client: u32,
+    /// `limits.data_dir_min_free`: below it the leader refuses writes.
+    pub data_dir_min_free: u64,
 }
 
 pub struct Server {
@@ -76,6 +79,8 @@ pub struct Server {
     pub rpc_max_conns: Arc<std::sync::atomic::AtomicU32>,
     /// `limits.rpc_handshake_timeout` in milliseconds, read at each new connection.
     pub rpc_handshake_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The data dir's free space (`limits.data_dir_min_free`, reloadable).
+    pub disk: Arc<disk::DiskGuard>,
     batcher: Batcher,
     /// When each peer last answered this node's AppendEntries (autopilot's LastContact).
     pub contacts: Arc<raft::network::Contacts>,
@@ -108,7 +113,7 @@ impl Server {
                     legate_types::fs::create_private_dir(&raft_dir).map_err(ServerError::io(&raft_dir))?;
                     let stores = (
                         LogStore::open(&raft_dir.join("raft.db"))?,
-                        Store::open(&raft_dir.join("state.db"))?,
+                        raft::state_machine::open_store(&raft_dir.join("state.db"))?,
                         Some(raft_dir.join("snapshot.bin")),
                     );
                     // The log and the store hold every ACL secret.
@@ -149,7 +154,9 @@ impl Server {
         let rpc_handshake_ms = Arc::new(std::sync::atomic::AtomicU64::new(
             opts.handshake_timeout.as_millis().min(u64::MAX as u128) as u64,
         ));
-        let batcher = Batcher::start(raft.clone(), tracker, shutdown.child_token());
+        let disk = disk::DiskGuard::new(opts.data_dir.as_ref().map(|d| d.join("raft")), opts.data_dir_min_free);
+        legate_types::tasks::spawn(tracker, "raft-disk", disk::watch(disk.clone(), shutdown.child_token()));
+        let batcher = Batcher::start(raft.clone(), disk.clone(), tracker, shutdown.child_token());
         let leader_contact: Arc<raft::network::LeaderContact> = Arc::default();
         legate_types::tasks::spawn(
             tracker,
@@ -208,6 +215,7 @@ impl Server {
             acl_enforced,
             rpc_max_conns,
             rpc_handshake_ms,
+            disk,
             batcher,
             contacts,
             leader_contact,
@@ -215,6 +223,25 @@ impl Server {
             tombstone_ttl: opts.tombstone_ttl,
         });
         Ok(server)
+    }
+
+    /// Waits until openraft's core stops on its own (a storage error such as a full disk is fatal
+    /// to it) and returns why; never returns while the core runs or once shutdown has begun.
+    pub async fn core_stopped(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &rx.borrow_and_update().running_state {
+                if !self.shutdown.is_cancelled() {
+                    return fatal.to_string();
+                }
+            }
+            if rx.changed().await.is_err() {
+                if self.shutdown.is_cancelled() {
+                    std::future::pending::<()>().await;
+                }
+                return "the Raft core exited".into();
+            }
+        }
     }
 
     /// The leader's RPC address, if there is one.
@@ -360,13 +387,19 @@ type Pending = (Command, tokio::sync::oneshot::Sender<Result<CommandResponse, Ap
 #[derive(Clone)]
 pub struct Batcher {
     tx: tokio::sync::mpsc::Sender<Pending>,
+    disk: Arc<disk::DiskGuard>,
 }
 
 /// Most commands in one entry.
 const MAX_BATCH: usize = 512;
 
 impl Batcher {
-    pub fn start(raft: Raft, tracker: &TaskTracker, shutdown: CancellationToken) -> Batcher {
+    pub fn start(
+        raft: Raft,
+        disk: Arc<disk::DiskGuard>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Batcher {
         // Bounded: callers wait (back-pressure) when writes arrive faster than they commit.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
         legate_types::tasks::spawn(tracker, "raft-batcher", async move {
@@ -409,11 +442,14 @@ impl Batcher {
                 }
             }
         });
-        Batcher { tx }
+        Batcher { tx, disk }
     }
 
     pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
         legate_telemetry::incr("raft.apply");
+        if let Some(why) = self.disk.refusal() {
+            return Err(ApplyError::Refused(why));
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx.send((cmd, reply)).await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?;
         rx.await.map_err(|_| ApplyError::Other("agent is shutting down".into()))?

@@ -138,6 +138,10 @@ pub enum ApplyError {
     NotLeader(Option<String>),
     #[error("{0}")]
     Other(String),
+    /// Refused by the leader for a reason retrying will not cure soon (a full disk): answered
+    /// at once, not retried until the hold timeout.
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

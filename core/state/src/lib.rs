@@ -22,7 +22,7 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -39,6 +39,10 @@ pub enum StoreError {
     Redb(#[source] Box<redb::Error>),
     #[error("state store: corrupt record: {0}")]
     Decode(#[from] bincode::Error),
+    /// A store file that fails the integrity check at open: pages whose checksums do not match,
+    /// or that redb cannot read at all.
+    #[error("{}: damaged: {detail}", path.display())]
+    Damaged { path: PathBuf, detail: String },
 }
 
 macro_rules! from_redb {
@@ -116,19 +120,55 @@ impl Store {
     }
 }
 
-/// Opens (or creates) a redb file with a page cache of `cache` bytes. The agent's data-dir lock
-/// already excludes other agents, so a file still held open is a previous agent of this
-/// process finishing its shutdown (an in-process restart): wait for it a little, as binds wait
-/// for an exiting process's ports.
-pub fn open_file_db(path: &Path, cache: usize) -> Result<Database, redb::DatabaseError> {
+/// Opens (or creates) a redb file with a page cache of `cache` bytes and verifies it: every
+/// page's checksum (redb's own check), so that a file damaged on disk is refused here, naming
+/// it, rather than answering garbage or panicking at some later read. The agent's data-dir lock
+/// already excludes other agents, so a file still held open is a previous agent of this process
+/// finishing its shutdown (an in-process restart): wait for it a little, as binds wait for an
+/// exiting process's ports.
+pub fn open_file_db(path: &Path, cache: usize) -> Result<Database, StoreError> {
+    let damaged = |detail: String| StoreError::Damaged { path: path.to_path_buf(), detail };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    // redb panics on some damage (an offset read from a garbled page): caught, it is the
+    // file's fault, not ours.
+    let guarded = |f: &mut dyn FnMut() -> Result<bool, redb::DatabaseError>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(format!("unreadable ({text})"))))
+        })
+    };
+    let as_store = |e: redb::DatabaseError| match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => damaged(detail),
+        e => StoreError::from(e),
+    };
+    let mut db = None;
     loop {
-        match Database::builder().set_cache_size(cache).create(path) {
+        let opened = guarded(&mut || {
+            db = Some(Database::builder().set_cache_size(cache).create(path)?);
+            Ok(true)
+        });
+        match opened {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => return other,
+            Err(e) => return Err(as_store(e)),
+            Ok(_) => break,
         }
+    }
+    let mut db = db.expect("opened");
+    match guarded(&mut || db.check_integrity()) {
+        Ok(true) => Ok(db),
+        // redb fell back to the previous commit or rebuilt its allocator state: what it
+        // reports as repaired it vouches for, as after a crash; said, not hidden.
+        Ok(false) => {
+            tracing::warn!(file = %path.display(), "store file failed its integrity check and was repaired by redb");
+            Ok(db)
+        }
+        Err(e) => Err(as_store(e)),
     }
 }
 

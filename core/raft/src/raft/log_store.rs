@@ -151,8 +151,10 @@ fn err_w<E: std::fmt::Display>(e: E) -> StorageError {
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, crate::ServerError> {
         // redb's default page cache is 1 GiB; the log is written once and read back rarely.
-        let db = legate_state::open_file_db(path, 4 << 20)
-            .map_err(|e| crate::ServerError::Log(format!("{}: {e}", path.display())))?;
+        let db = legate_state::open_file_db(path, 4 << 20).map_err(|e| match e {
+            legate_state::StoreError::Damaged { path, detail } => crate::ServerError::DamagedLog { path, detail },
+            e => crate::ServerError::Log(format!("{}: {e}", path.display())),
+        })?;
         Self::init(db, true)
     }
 

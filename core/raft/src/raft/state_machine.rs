@@ -45,6 +45,27 @@ pub struct StateMachine {
     current: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
+/// Opens the state store at `path`. A damaged one is moved aside (kept for inspection, the name
+/// logged) and started afresh: the store is derived state, rebuilt by [`StateMachine::new`] from
+/// the last snapshot and by the log's replay, as after a crash.
+pub fn open_store(path: &std::path::Path) -> Result<Store, crate::ServerError> {
+    match Store::open(path) {
+        Err(StoreError::Damaged { path, detail }) => {
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let aside = path.with_file_name(format!("state.db.damaged-{stamp}"));
+            std::fs::rename(&path, &aside).map_err(crate::ServerError::io(&path))?;
+            tracing::error!(
+                file = %path.display(),
+                moved_to = %aside.display(),
+                %detail,
+                "the state store is damaged: moved aside; rebuilding it from the last snapshot and the Raft log"
+            );
+            Ok(Store::open(&path)?)
+        }
+        other => Ok(other?),
+    }
+}
+
 impl StateMachine {
     pub fn new(store: Store, snapshot_path: Option<PathBuf>) -> Result<StateMachine, crate::ServerError> {
         use crate::ServerError;
