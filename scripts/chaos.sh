@@ -6,7 +6,9 @@
 #   6 clients read (consistent and default), write and CAS through all three servers; the
 #   history is checked per key (tests/src/linearizability.rs), and dumped on a violation;
 # - the same with the servers in network namespaces (root; tests/src/netns.rs) and rounds of
-#   network faults: leader isolated, bridge, 20 % loss, follower isolated;
+#   network faults: leader isolated, bridge, 20 % loss with 50 ± 50 ms delay, follower isolated;
+# - the same while one server's wall clock steps an hour forward and back (libfaketime), with a
+#   session renewed through it that must never be lost;
 # - gossip: 20 agents in namespaces with 10 % packet loss, no member failed while it runs, then
 #   a killed one detected within the SWIM bound;
 # - locks: `legate lock` holders on all three servers while servers pause and die; their own

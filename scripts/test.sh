@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Debian packages the tests use as real peers: curl (the TLS test calls the HTTPS API with it),
 # prometheus (scrapes agents in the telemetry tests), chromium (the web UI's end-to-end tests),
-# nginx (reloaded by `legate template` in its tests), iproute2 and nftables (network namespaces and
-# the faults between them), gcc (the failing-fsync shim of the disk-fault tests); Node.js and npm build the web UI (core/ui/build.rs runs
+# nginx (reloaded by `legate template` in its tests), iproute2, nftables and iptables (network
+# namespaces and the faults between them), faketime (one server's clock steps), gcc (the failing-fsync shim of the disk-fault tests); Node.js and npm build the web UI (core/ui/build.rs runs
 # `npm ci && npm run build` in ui/, which also installs playwright-core for the UI tests).
 need=""
-for pair in curl:curl prometheus:prometheus chromium:chromium nginx:nginx ip:iproute2 nft:nftables cc:gcc node:nodejs npm:npm; do
+for pair in curl:curl prometheus:prometheus chromium:chromium nginx:nginx ip:iproute2 nft:nftables iptables:iptables faketime:faketime cc:gcc node:nodejs npm:npm; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
 done
 if [ -n "$need" ]; then

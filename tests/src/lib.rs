@@ -325,3 +325,31 @@ pub fn single_server_args(dir: &str, rpc_port: u16, node: &str) -> Vec<String> {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A fault scenario's length: the suite's short `default`, or `CHAOS_SECONDS` (`scripts/chaos.sh`).
+pub fn chaos_seconds(default: u64) -> u64 {
+    std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// Waits until `url()` (a `/v1/status/peers` address) lists three peers.
+pub async fn wait_three_peers(c: &reqwest::Client, url: impl Fn() -> Option<String>) {
+    retry_until(Duration::from_secs(30), "a leader with three peers", || async {
+        let p: serde_json::Value = c.get(url()?).send().await.ok()?.json().await.ok()?;
+        (p.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+}
+
+/// Which of `agents` (at `ips`, in order) leads, as the first that answers says.
+pub async fn leader_index_of(c: &reqwest::Client, agents: &[Option<AgentProcess>], ips: &[&str]) -> Option<usize> {
+    for a in agents.iter().flatten() {
+        if let Ok(r) = c.get(a.url("/v1/status/leader")).send().await {
+            if let Ok(l) = r.json::<String>().await {
+                if let Some(i) = ips.iter().position(|ip| l.starts_with(&format!("{ip}:"))) {
+                    return Some(i);
+                }
+            }
+        }
+    }
+    None
+}

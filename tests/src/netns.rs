@@ -1,13 +1,15 @@
 //! A lab of hosts for fault scenarios: each host a network namespace with one address on a
 //! bridge in this (the test's) namespace, so the test reaches every host's API directly while
-//! faults between the hosts are injected with nftables inside each host: partitions (every
-//! packet from the other side dropped on input, silently, as a cut cable) and packet loss
-//! (`numgen random` drops). Packets from the test's own address are never dropped: the clients
-//! see the cluster as it is, the cluster's members do not see each other.
+//! faults between the hosts are injected inside each host: partitions (every packet from the
+//! other side dropped on input by nftables, silently, as a cut cable), packet loss (nftables'
+//! `numgen random` drops) and delay with jitter (`lab-delay` behind an iptables NFQUEUE rule).
+//! Packets from the test's own address are never touched: the clients see the cluster as it is,
+//! the cluster's members do not see each other.
 //!
-//! Needs root (`ip netns`, `nft`); [`Lab::new`] returns `None` otherwise. Everything is removed
-//! on drop (namespaces take their veth ends with them).
+//! Needs root (`ip netns`, `nft`, `iptables`); [`Lab::new`] returns `None` otherwise. Everything
+//! is removed on drop (namespaces take their veth ends with them).
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::AgentProcess;
@@ -16,6 +18,8 @@ pub struct Lab {
     bridge: String,
     hosts: Vec<String>,
     subnet: String,
+    /// `lab-delay` processes of [`Lab::delay`], one per host.
+    delayers: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
@@ -49,6 +53,28 @@ pub fn available() -> bool {
     root && Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// Removes what a run of the same scenario left behind when it was killed before its drop (its
+/// bridge would route the same subnet): namespaces `l<tag><i>-<pid>` and bridge `lb<tag><pid>`
+/// of processes that are gone.
+fn remove_leftovers(tag: &str) {
+    let gone = |pid: &str| pid.parse::<u32>().is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+    let listing = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+    for line in String::from_utf8_lossy(&listing).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(&format!("l{tag}")) else { continue };
+        if rest.split_once('-').is_some_and(|(i, pid)| i.parse::<u32>().is_ok() && gone(pid)) {
+            let _ = run("ip", &["netns", "del", name], None);
+        }
+    }
+    let links = Command::new("ip").args(["-br", "link"]).output().map(|o| o.stdout).unwrap_or_default();
+    for line in String::from_utf8_lossy(&links).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.strip_prefix(&format!("lb{tag}")).is_some_and(gone) {
+            let _ = run("ip", &["link", "del", name], None);
+        }
+    }
+}
+
 impl Lab {
     /// `n` hosts `10.213.<net>.1..=n` on a bridge; the test's side is `10.213.<net>.254`.
     /// `tag`: two letters unique among the scenarios (interface names are short).
@@ -60,16 +86,15 @@ impl Lab {
         let id = std::process::id() % 100_000;
         let bridge = format!("lb{tag}{id}");
         let subnet = format!("10.213.{net}");
-        // A previous run killed before its drop may have left these behind.
-        let _ = run("ip", &["link", "del", &bridge], None);
+        remove_leftovers(tag);
         must("ip", &["link", "add", &bridge, "type", "bridge"]);
-        let mut lab = Lab { bridge: bridge.clone(), hosts: Vec::new(), subnet: subnet.clone() };
+        let mut lab =
+            Lab { bridge: bridge.clone(), hosts: Vec::new(), subnet: subnet.clone(), delayers: Default::default() };
         must("ip", &["addr", "add", &format!("{subnet}.254/24"), "dev", &bridge]);
         must("ip", &["link", "set", &bridge, "up"]);
         for i in 1..=n {
             let ns = format!("l{tag}{i}-{id}");
             let veth = format!("l{tag}{i}h{id}");
-            let _ = run("ip", &["netns", "del", &ns], None);
             must("ip", &["netns", "add", &ns]);
             lab.hosts.push(ns.clone());
             must("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
@@ -102,6 +127,11 @@ impl Lab {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.hosts[i]]).arg(bin).args(args);
         AgentProcess::start_command(cmd, env)
+    }
+
+    /// Runs a command inside host `i`.
+    pub fn exec(&self, i: usize, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.hosts[i]]).args(args).output().expect("ip netns exec runs")
     }
 
     fn nft(&self, i: usize, script: &str) {
@@ -147,16 +177,63 @@ impl Lab {
         }
     }
 
+    /// Every host holds what the other hosts send it for `delay_ms` ± `jitter_ms` (uniform, so
+    /// packets reorder): an iptables NFQUEUE rule hands them to a `lab-delay` process in the
+    /// host (this kernel has no `sch_netem`). Bypassed if that process dies.
+    pub fn delay(&self, delay_ms: u64, jitter_ms: u64) {
+        use std::io::BufRead;
+        let bin = crate::legate_bin().with_file_name("lab-delay");
+        assert!(bin.exists(), "{} not found: cargo build --workspace --bins", bin.display());
+        let mut delayers = self.delayers.lock().unwrap();
+        for (i, ns) in self.hosts.iter().enumerate() {
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(&bin)
+                .args(["0", &delay_ms.to_string(), &jitter_ms.to_string()])
+                .stdout(Stdio::piped())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn lab-delay");
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "ready", "lab-delay in host {} did not start", i + 1);
+            delayers.push(child);
+            let (from, me) = (format!("{}.0/24", self.subnet), format!("{}.254", self.subnet));
+            let iptables = |rule: &[&str]| {
+                let args: Vec<&str> =
+                    ["netns", "exec", ns, "iptables", "-A", "INPUT"].iter().chain(rule).copied().collect();
+                run("ip", &args, None)
+            };
+            iptables(&["-s", &me, "-j", "RETURN"])
+                .and_then(|_| iptables(&["-s", &from, "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]))
+                .unwrap_or_else(|e| panic!("iptables in host {}: {e}", i + 1));
+        }
+    }
+
     /// Removes every fault.
     pub fn heal(&self) {
         for host in 0..self.len() {
             self.nft(host, "flush chain inet lab input\n");
+        }
+        let mut delayers = self.delayers.lock().unwrap();
+        if !delayers.is_empty() {
+            for ns in &self.hosts {
+                let _ = run("ip", &["netns", "exec", ns, "iptables", "-F", "INPUT"], None);
+            }
+            for mut d in delayers.drain(..) {
+                let _ = d.kill();
+                let _ = d.wait();
+            }
         }
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for mut d in self.delayers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
         for ns in &self.hosts {
             let _ = run("ip", &["netns", "del", ns], None);
         }

@@ -17,6 +17,7 @@ mod hot_reload;
 mod http_api;
 mod kv;
 mod lifecycle;
+mod lock_faults;
 mod packaging;
 mod plugins;
 mod query;

@@ -2,15 +2,14 @@
 //! (concurrent reads, writes and check-and-sets through every server of a 3-server cluster,
 //! checked for linearizability per key) while the leader is paused (SIGSTOP/SIGCONT), a server
 //! is killed (SIGKILL) and restarted, and, with the servers in network namespaces
-//! (`legate_tests::netns`), while the network partitions and loses packets; and `legate lock`
-//! holders that must never overlap.
+//! (`legate_tests::netns`), while the network partitions, loses and delays packets, and while a
+//! server's wall clock steps. (Locks under faults: `lock_faults.rs`.)
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use legate_tests::kv_workload::{self, check_history};
 use legate_tests::netns::Lab;
-use legate_tests::{retry_until, AgentProcess};
+use legate_tests::{chaos_seconds, leader_index_of, retry_until, wait_three_peers, AgentProcess};
 use reqwest::Client;
 
 const IPS: [&str; 3] = ["127.0.9.1", "127.0.9.2", "127.0.9.3"];
@@ -20,19 +19,6 @@ fn start(i: usize, dir: &tempfile::TempDir) -> AgentProcess {
         legate_tests::cluster_agent_args(IPS[i], &format!("r{}", i + 1), dir.path().to_str().unwrap(), true, IPS[0]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     AgentProcess::start(&args, &[])
-}
-
-/// The run's length: the suite's short default, or `CHAOS_SECONDS` (`scripts/chaos.sh`).
-fn chaos_seconds(default: u64) -> u64 {
-    std::env::var("CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-async fn wait_three_peers(c: &Client, url: impl Fn() -> Option<String>) {
-    retry_until(Duration::from_secs(30), "a leader with three peers", || async {
-        let p: serde_json::Value = c.get(url()?).send().await.ok()?.json().await.ok()?;
-        (p.as_array()?.len() == 3).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -80,8 +66,8 @@ async fn kv_is_linearizable_while_the_leader_pauses_and_a_server_is_killed() {
 /// Three servers in network namespaces, the workload's clients on the test's side of the
 /// bridge talking to all three, and rounds of network faults, 4 s each with 2 s healed between:
 /// the leader isolated from both followers (its clients keep talking to it), a bridge (the
-/// leader cut from one follower only: the other sees both), 20 % packet loss between all
-/// servers, a follower isolated.
+/// leader cut from one follower only: the other sees both), 20 % packet loss and 50 ± 50 ms of
+/// delay (reordering) between all servers, a follower isolated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kv_is_linearizable_while_the_network_partitions_and_loses_packets() {
     let Some(lab) = Lab::new("kv", 21, 3) else { return };
@@ -139,7 +125,8 @@ async fn kv_is_linearizable_while_the_network_partitions_and_loses_packets() {
             }
             2 => {
                 lab.loss(20);
-                "20 % loss between all servers".to_string()
+                lab.delay(50, 50);
+                "20 % loss and 50 ± 50 ms delay between all servers".to_string()
             }
             _ => {
                 lab.partition(&[&[f1], &[leader, f2]]);
@@ -167,137 +154,125 @@ async fn kv_is_linearizable_while_the_network_partitions_and_loses_packets() {
     }
 }
 
-/// `legate lock` holders on three servers' APIs while the leader is paused, a holder's server is
-/// paused (its holder loses sight of the lock) and a server is killed and restarted: the holders'
-/// own logs never show two of them in the critical section at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_holders_never_overlap_while_servers_pause_and_die() {
-    const LOCK_IPS: [&str; 3] = ["127.0.10.1", "127.0.10.2", "127.0.10.3"];
-    let start_lock_server = |i: usize, dir: &tempfile::TempDir| {
-        let args = legate_tests::cluster_agent_args(
-            LOCK_IPS[i],
-            &format!("l{}", i + 1),
-            dir.path().to_str().unwrap(),
-            true,
-            LOCK_IPS[0],
-        );
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        AgentProcess::start(&args, &[])
-    };
-    let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers: Vec<Option<AgentProcess>> = (0..3).map(|i| Some(start_lock_server(i, &dirs[i]))).collect();
-    wait_three_peers(&c, || Some(servers[0].as_ref()?.url("/v1/status/peers"))).await;
-
-    // Each holder: a loop of `legate lock` runs; the critical section logs its start, a tick
-    // every 50 ms and its end, with the time in nanoseconds.
-    let work = tempfile::tempdir().unwrap();
-    let log = work.path().join("log");
-    let hold = work.path().join("hold.sh");
-    std::fs::write(
-        &hold,
-        "id=$1; log=$2\necho \"start $id $(date +%s%N)\" >> \"$log\"\nfor i in 1 2 3 4 5 6; do echo \"tick $id $(date +%s%N)\" >> \"$log\"; sleep 0.05; done\necho \"end $id $(date +%s%N)\" >> \"$log\"\n",
-    )
-    .unwrap();
-    let until = Instant::now() + Duration::from_secs(chaos_seconds(18));
-    let bin = legate_tests::legate_bin();
-    let mut holders = Vec::new();
-    for (id, server) in servers.iter().enumerate() {
-        let addr = server.as_ref().unwrap().http.unwrap().to_string();
-        let (bin, hold, log) = (bin.clone(), hold.clone(), log.clone());
-        holders.push(tokio::task::spawn_blocking(move || {
-            let mut runs = 0;
-            while Instant::now() < until {
-                let status = std::process::Command::new(&bin)
-                    .args(["lock", &format!("-http-addr={addr}"), "locks/critical"])
-                    .arg(format!("sh {} {id} {}", hold.display(), log.display()))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
-                if status.is_ok_and(|s| s.success()) {
-                    runs += 1;
-                } else {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-            runs
-        }));
-    }
-    // Faults: the leader paused 3 s; holder 0's server paused 4 s (a follower, or the leader);
-    // a server killed and restarted.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let leader = leader_index_of(&c, &servers, &LOCK_IPS).await.unwrap_or(0);
-    servers[leader].as_ref().unwrap().signal(libc::SIGSTOP);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    servers[leader].as_ref().unwrap().signal(libc::SIGCONT);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    servers[0].as_ref().unwrap().signal(libc::SIGSTOP);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    servers[0].as_ref().unwrap().signal(libc::SIGCONT);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let victim_idx = leader_index_of(&c, &servers, &LOCK_IPS).await.unwrap_or(2);
-    let mut victim = servers[victim_idx].take().unwrap();
-    victim.signal(libc::SIGKILL);
-    victim.wait_exit(Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    servers[victim_idx] = Some(start_lock_server(victim_idx, &dirs[victim_idx]));
-    let mut runs = 0;
-    for h in holders {
-        runs += h.await.unwrap();
-    }
-
-    // The critical sections, from the holders' own lines: [start, last line] per run.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let mut open: HashMap<String, (u128, u128)> = HashMap::new();
-    let mut sections: Vec<(u128, u128, String)> = Vec::new();
-    for line in text.lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let [kind, id, ts] = parts[..] else { continue };
-        let ts: u128 = ts.parse().unwrap();
-        match kind {
-            "start" => {
-                if let Some((s, e)) = open.insert(id.to_string(), (ts, ts)) {
-                    sections.push((s, e, id.to_string()));
-                }
-            }
-            _ => {
-                if let Some(section) = open.get_mut(id) {
-                    section.1 = ts;
-                }
-            }
-        }
-    }
-    sections.extend(open.into_iter().map(|(id, (s, e))| (s, e, id)));
-    sections.sort();
-    for w in sections.windows(2) {
-        assert!(
-            w[1].0 > w[0].1,
-            "holders {} and {} overlapped by {} µs (sections {:?} and {:?})",
-            w[0].2,
-            w[1].2,
-            (w[0].1 - w[1].0) / 1000,
-            (w[0].0, w[0].1),
-            (w[1].0, w[1].1)
-        );
-    }
-    eprintln!(
-        "{} critical sections ({runs} completed runs), no overlap; faults: l{} (the leader) paused 3 s, l1 paused 4 s, l{} killed and restarted",
-        sections.len(),
-        leader + 1,
-        victim_idx + 1
-    );
-    assert!(sections.len() >= 5, "the holders made progress: {} sections", sections.len());
+/// libfaketime's library (Debian's `faketime` package), if installed.
+fn faketime_lib() -> Option<std::path::PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.filter_map(|d| Some(d.ok()?.path().join("faketime/libfaketimeMT.so.1"))).find(|p| p.exists())
 }
 
-async fn leader_index_of(c: &Client, agents: &[Option<AgentProcess>], ips: &[&str]) -> Option<usize> {
-    for a in agents.iter().flatten() {
-        if let Ok(r) = c.get(a.url("/v1/status/leader")).send().await {
-            if let Ok(l) = r.json::<String>().await {
-                if let Some(i) = ips.iter().position(|ip| l.starts_with(&format!("{ip}:"))) {
-                    return Some(i);
-                }
+/// One server's wall clock steps (libfaketime: `CLOCK_REALTIME` only, the monotonic clock stays
+/// true, as when NTP steps a host's clock) an hour forward, then an hour and a half back, then
+/// home, while the KV workload runs through all three servers and a session created through
+/// that server is renewed through it: the history stays linearizable and the session (TTL 10 s,
+/// timed on the leader's monotonic clock) is never invalidated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kv_is_linearizable_and_sessions_live_while_a_servers_clock_steps() {
+    const CLOCK_IPS: [&str; 3] = ["127.0.12.1", "127.0.12.2", "127.0.12.3"];
+    let Some(lib) = faketime_lib() else {
+        eprintln!("skipped: libfaketime not installed (Debian package faketime; scripts/test.sh installs it)");
+        return;
+    };
+    let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let offset = work.path().join("offset");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (lib, offset_path) = (lib.to_str().unwrap().to_string(), offset.to_str().unwrap().to_string());
+    // The server whose clock steps: the first one started (it bootstraps with the others).
+    let stepped = 0;
+    let agents: Vec<AgentProcess> = (0..3)
+        .map(|i| {
+            let args = legate_tests::cluster_agent_args(
+                CLOCK_IPS[i],
+                &format!("t{}", i + 1),
+                dirs[i].path().to_str().unwrap(),
+                true,
+                CLOCK_IPS[0],
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = if i == stepped {
+                vec![
+                    ("LD_PRELOAD", lib.as_str()),
+                    ("FAKETIME_TIMESTAMP_FILE", offset_path.as_str()),
+                    ("FAKETIME_CACHE_DURATION", "1"),
+                    ("DONT_FAKE_MONOTONIC", "1"),
+                ]
+            } else {
+                Vec::new()
+            };
+            AgentProcess::start(&args, &env)
+        })
+        .collect();
+    wait_three_peers(&c, || Some(agents[0].url("/v1/status/peers"))).await;
+    let keys: Vec<String> = (0..5).map(|k| format!("clock/k{k}")).collect();
+    kv_workload::init_keys(&agents[0].url(""), &keys).await;
+    let node = format!("t{}", stepped + 1);
+    legate_tests::wait_serf_health(&agents[stepped].url(""), &node).await;
+    let session: String = {
+        let body = serde_json::json!({"Name": "clock", "TTL": "10s", "Node": node});
+        let v: serde_json::Value =
+            c.put(agents[stepped].url("/v1/session/create")).json(&body).send().await.unwrap().json().await.unwrap();
+        v["ID"].as_str().unwrap().to_string()
+    };
+    let held = c.put(agents[stepped].url(&format!("/v1/kv/clock/lock?acquire={session}"))).body("me").send().await;
+    assert_eq!(held.unwrap().text().await.unwrap().trim(), "true");
+
+    let base = Instant::now();
+    let until = base + Duration::from_secs(chaos_seconds(18));
+    let servers: Vec<String> = agents.iter().map(|a| a.url("")).collect();
+    let workload = tokio::spawn({
+        let keys = keys.clone();
+        async move { kv_workload::run(&servers, &keys, 6, base, until).await }
+    });
+    // Renew through the stepped server every 2 s; every answer must still hold the session.
+    let renewer = tokio::spawn({
+        let (c, url) = (c.clone(), agents[stepped].url(&format!("/v1/session/renew/{session}")));
+        async move {
+            let mut renewals = 0;
+            while Instant::now() < until {
+                let r = c.put(&url).send().await.expect("renew answered");
+                assert_eq!(r.status(), 200, "the session was lost: {}", r.text().await.unwrap_or_default());
+                renewals += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
+            renewals
+        }
+    });
+    let mut steps = Vec::new();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while Instant::now() + Duration::from_secs(5) < until {
+        for (text, ahead, what) in
+            [("+3600", 3600, "an hour forward"), ("-1800", -1800, "an hour and a half back"), ("+0", 0, "home")]
+        {
+            std::fs::write(&offset, format!("{text}\n")).unwrap();
+            let stepped_at = Instant::now();
+            // The step is in effect: the stepped server's wall clock, as `/v1/agent/host`'s
+            // `CollectionTime` shows it, is `ahead` seconds off the others'.
+            retry_until(Duration::from_secs(5), "the clock step taken", || async {
+                let wall = |a: &AgentProcess| {
+                    let (c, url) = (c.clone(), a.url("/v1/agent/host"));
+                    async move {
+                        let v: serde_json::Value = c.get(url).send().await.ok()?.json().await.ok()?;
+                        Some((v["CollectionTime"].as_u64()? / 1_000_000_000) as i64)
+                    }
+                };
+                let (mine, theirs) = (wall(&agents[stepped]).await?, wall(&agents[1]).await?);
+                ((mine - theirs - ahead).abs() <= 2).then_some(())
+            })
+            .await;
+            steps.push(what);
+            tokio::time::sleep(Duration::from_secs(4).saturating_sub(stepped_at.elapsed())).await;
         }
     }
-    None
+    std::fs::write(&offset, "+0\n").unwrap();
+    let renewals = renewer.await.unwrap();
+    let history = workload.await.unwrap();
+    let faults = format!("t{}'s clock stepped {}", stepped + 1, steps.join(", "));
+    let summary = check_history(history, &faults);
+    assert!(summary.checked > 200, "the workload ran: {} operations", summary.checked);
+    // The lock is still the session's.
+    let v: serde_json::Value =
+        c.get(agents[1].url("/v1/kv/clock/lock?consistent")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v[0]["Session"], session.as_str(), "the lock stayed held");
+    eprintln!("the session lived through {renewals} renewals; {faults}");
 }

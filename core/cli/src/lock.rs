@@ -64,15 +64,33 @@ pub fn run(a: LockArgs) -> i32 {
             .session_create(&a.name, ttl, Duration::from_secs(15))
             .await
             .map_err(|e| format!("Error creating session: {e}"))?;
+        // When the session was last confirmed (created or renewed). Stricter than Consul's `lock`:
+        // a holder that cannot renew for a whole TTL (its server cut off from the others, an old
+        // leader that still answers reads) gives the lock up then, before the servers can have
+        // expired the session (2 x TTL after the last renewal) and let another holder in (after
+        // the lock-delay as well).
+        let confirmed = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
         let renew = {
-            let (client, session) = (client.clone(), session.clone());
+            let (client, session, confirmed) = (client.clone(), session.clone(), confirmed.clone());
             tokio::spawn(async move {
+                let mut wait = ttl / 2;
                 loop {
-                    tokio::time::sleep(ttl / 2).await;
-                    match client.session_renew(&session).await {
-                        Ok(true) => {}
-                        Ok(false) => return,
-                        Err(e) => eprintln!("Error renewing session: {e}"),
+                    tokio::time::sleep(wait).await;
+                    let asked = std::time::Instant::now();
+                    match tokio::time::timeout(ttl / 2, client.session_renew(&session)).await {
+                        Ok(Ok(true)) => {
+                            *confirmed.lock().unwrap_or_else(|p| p.into_inner()) = asked;
+                            wait = ttl / 2;
+                        }
+                        Ok(Ok(false)) => return,
+                        Ok(Err(e)) => {
+                            eprintln!("Error renewing session: {e}");
+                            wait = Duration::from_secs(1);
+                        }
+                        Err(_) => {
+                            eprintln!("Error renewing session: no answer within {:?}", ttl / 2);
+                            wait = Duration::from_secs(1);
+                        }
                     }
                 }
             })
@@ -128,20 +146,25 @@ pub fn run(a: LockArgs) -> i32 {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             } => {
-                eprintln!("Lock lost, killing child");
-                if let Some(pid) = child.id() {
-                    // SAFETY: signalling the child's process group, which we created.
-                    unsafe {
-                        libc::kill(-(pid as i32), libc::SIGKILL);
+                lost(&mut child).await
+            }
+            _ = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let since = confirmed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                    if since >= ttl {
+                        eprintln!("Session not renewed for {since:?} (TTL {ttl:?}): giving the lock up");
+                        return;
                     }
                 }
-                let _ = child.kill().await;
-                Err("Lock lost".to_string())
+            } => {
+                lost(&mut child).await
             }
         };
-        holder.release().await;
+        // Bounded: after a lost lock the server may be the one cut off.
+        let _ = tokio::time::timeout(Duration::from_secs(3), holder.release()).await;
         renew.abort();
-        let _ = client.session_destroy(&session).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), client.session_destroy(&session)).await;
         let status = outcome?;
         if a.verbose {
             eprintln!("Child exited with {status}");
@@ -169,4 +192,17 @@ impl Holder {
             Holder::Semaphore(s) => s.release().await,
         };
     }
+}
+
+/// The lock is lost: the child's whole process group is killed.
+async fn lost(child: &mut tokio::process::Child) -> Result<std::process::ExitStatus, String> {
+    eprintln!("Lock lost, killing child");
+    if let Some(pid) = child.id() {
+        // SAFETY: signalling the child's process group, which we created.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+    let _ = child.kill().await;
+    Err("Lock lost".to_string())
 }

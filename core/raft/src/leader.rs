@@ -50,7 +50,7 @@ pub async fn run(server: Arc<Server>, duties: Vec<Duty>, shutdown: CancellationT
     let mut metrics = server.raft.metrics();
     let mut term: Option<(CancellationToken, TaskTracker)> = None;
     loop {
-        match (server.is_leader(), term.is_some()) {
+        match (server.holds_raft_leadership(), term.is_some()) {
             (true, false) => {
                 tracing::info!("leadership acquired: starting leader duties");
                 let stop = shutdown.child_token();

@@ -84,6 +84,8 @@ pub struct Server {
     batcher: Batcher,
     /// When each peer last answered this node's AppendEntries (autopilot's LastContact).
     pub contacts: Arc<raft::network::Contacts>,
+    /// The leader lease: see [`Server::is_leader`].
+    lease: Duration,
     /// When this server last heard from a leader (followers).
     pub leader_contact: Arc<raft::network::LeaderContact>,
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
@@ -218,6 +220,7 @@ impl Server {
             disk,
             batcher,
             contacts,
+            lease: Duration::from_millis(100 * m),
             leader_contact,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
             tombstone_ttl: opts.tombstone_ttl,
@@ -248,11 +251,36 @@ impl Server {
     pub fn leader(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
+        if leader == self.id && !self.lease_held() {
+            return None;
+        }
         m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
     }
 
+    /// Whether this server leads and may act as the leader: Raft made it leader and a quorum of
+    /// the voters answered it within the leader lease (100 ms x raft_multiplier, two heartbeat
+    /// intervals, below the 150 ms x raft_multiplier a follower waits before it stands for
+    /// election). An old leader cut off from the others stops answering as one within the
+    /// lease (default-consistency reads, session renewals, leader-only calls get "No cluster
+    /// leader" or wait for one), as Consul's leader steps down at its leader_lease_timeout;
+    /// openraft 0.9 itself keeps it leader until it hears of a newer term.
     pub fn is_leader(&self) -> bool {
+        self.holds_raft_leadership() && self.lease_held()
+    }
+
+    /// Raft's own view: this server is the leader of its term (lease or not). Leader duties
+    /// follow it, so a lease that lapses for a moment under load does not restart them.
+    pub fn holds_raft_leadership(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    fn lease_held(&self) -> bool {
+        let voters: Vec<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let fresh = voters
+            .iter()
+            .filter(|v| **v == self.id || self.contacts.since(**v).is_some_and(|d| d < self.lease))
+            .count();
+        fresh * 2 > voters.len()
     }
 
     /// RPC addresses of the voters.
@@ -365,7 +393,17 @@ impl Server {
         call: rpc::HttpCall,
         wait: Duration,
     ) -> Result<rpc::HttpReply, link::LinkError> {
-        let leader = self.leader().ok_or(link::LinkError::NoLeader)?;
+        // As a write, a forwarded call waits for a leader up to the hold timeout (an election).
+        let deadline = Instant::now() + self.hold_timeout;
+        let leader = loop {
+            match self.leader() {
+                Some(l) => break l,
+                None if Instant::now() < deadline && !self.shutdown.is_cancelled() => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                None => return Err(link::LinkError::NoLeader),
+            }
+        };
         let peer = self.pool.get(&leader).await;
         match peer.call(Request::Http(call), wait + wait / 16 + self.hold_timeout).await? {
             Response::Http(r) => r.map_err(link::LinkError::Remote),
