@@ -292,6 +292,14 @@ impl Server {
 
     /// Replicates a command and returns the state machine's answer: on the leader directly,
     /// elsewhere forwarded to the leader; while there is none, retried up to the hold timeout.
+    ///
+    /// Only what certainly did not apply is retried: a refusal by a server that is not the
+    /// leader (openraft answers ForwardToLeader before appending, or once the entry is truncated)
+    /// and a call that never reached the leader (connection refused). A call sent and left
+    /// unanswered (a paused leader, a connection closed) may have been appended and may still
+    /// commit: retrying it elsewhere could apply the command twice (found by the pause/kill
+    /// linearizability run), so its error goes back to the caller, whose outcome is unknown, as
+    /// Consul retries forwarded writes only on "No cluster leader".
     pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ApplyError> {
         let _timer = legate_telemetry::Timer::start(cmd.metric_name(), Vec::new());
         let deadline = Instant::now() + self.hold_timeout;
@@ -300,10 +308,9 @@ impl Server {
                 Some(addr) if addr != self.rpc_addr => {
                     let peer = self.pool.get(&addr).await;
                     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
-                    match peer.call(Request::Apply(cmd.clone()), left).await {
-                        Ok(Response::Apply(r)) => r,
-                        Ok(other) => Err(ApplyError::Other(format!("unexpected response {other:?}"))),
-                        Err(e) => Err(ApplyError::Other(e.to_string())),
+                    match forwarded(peer.call(Request::Apply(cmd.clone()), left).await) {
+                        Forwarded::Answer(r) => r,
+                        Forwarded::Unknown(e) => return Err(e),
                     }
                 }
                 _ => self.batcher.apply(cmd.clone()).await,
@@ -312,7 +319,7 @@ impl Server {
                 Err(_) if self.shutdown.is_cancelled() => {
                     return Err(ApplyError::Other("agent is shutting down".into()));
                 }
-                Err(ApplyError::NotLeader(_)) | Err(ApplyError::Other(_)) if Instant::now() < deadline => {
+                Err(ApplyError::NotLeader(_)) if Instant::now() < deadline => {
                     tokio::select! {
                         _ = self.shutdown.cancelled() => {}
                         _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -416,6 +423,25 @@ impl Server {
     }
 }
 
+/// What a write forwarded to the leader came to.
+enum Forwarded {
+    /// The leader's answer, or a call that never left (connection refused: as good as a
+    /// refusal, `NotLeader`, which is retried).
+    Answer(Result<CommandResponse, ApplyError>),
+    /// Sent and not answered (timed out, connection closed): it may have been appended and may
+    /// still commit, so it must not be retried.
+    Unknown(ApplyError),
+}
+
+fn forwarded(reply: Result<Response, rpc::RpcError>) -> Forwarded {
+    match reply {
+        Ok(Response::Apply(r)) => Forwarded::Answer(r),
+        Ok(other) => Forwarded::Unknown(ApplyError::Other(format!("unexpected response {other:?}"))),
+        Err(rpc::RpcError::Connect(..)) => Forwarded::Answer(Err(ApplyError::NotLeader(None))),
+        Err(e) => Forwarded::Unknown(ApplyError::Other(e.to_string())),
+    }
+}
+
 /// Applies on this node if it is the leader.
 type Pending = (Command, tokio::sync::oneshot::Sender<Result<CommandResponse, ApplyError>>);
 
@@ -502,5 +528,23 @@ async fn apply_raw(raft: &Raft, cmd: Command) -> Result<CommandResponse, ApplyEr
             Err(ApplyError::NotLeader(f.leader_node.map(|n| n.addr)))
         }
         Err(e) => Err(ApplyError::Other(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod forward_tests {
+    use super::*;
+
+    /// Only a call that never left is retried; one sent and unanswered is the caller's unknown
+    /// outcome (retrying it applied a write twice under a leader SIGKILL).
+    #[test]
+    fn only_unsent_forwarded_writes_are_retried() {
+        let retried = |r| matches!(forwarded(r), Forwarded::Answer(Err(ApplyError::NotLeader(_))));
+        assert!(retried(Err(rpc::RpcError::Connect("10.0.0.1:8300".into(), "refused".into()))));
+        assert!(!retried(Err(rpc::RpcError::Closed("10.0.0.1:8300".into()))));
+        assert!(!retried(Err(rpc::RpcError::Timeout("10.0.0.1:8300".into(), Duration::from_secs(7)))));
+        assert!(!retried(Err(rpc::RpcError::Codec("bad frame".into()))));
+        assert!(retried(Ok(Response::Apply(Err(ApplyError::NotLeader(None))))));
+        assert!(matches!(forwarded(Ok(Response::Ping(true))), Forwarded::Unknown(_)));
     }
 }
