@@ -134,6 +134,20 @@ impl Lab {
         Command::new("ip").args(["netns", "exec", &self.hosts[i]]).args(args).output().expect("ip netns exec runs")
     }
 
+    /// A server on every host, node names `<prefix>1..`, each on its data dir, joining host 1
+    /// (`-bootstrap-expect` the number of hosts: 3).
+    pub fn start_servers(&self, prefix: &str, dirs: &[tempfile::TempDir]) -> Vec<Option<AgentProcess>> {
+        (0..self.len())
+            .map(|i| {
+                let dir = dirs[i].path().to_str().unwrap();
+                let args =
+                    crate::cluster_agent_args(&self.ip(i), &format!("{prefix}{}", i + 1), dir, true, &self.ip(0));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Some(self.start(i, &args, &[]))
+            })
+            .collect()
+    }
+
     fn nft(&self, i: usize, script: &str) {
         run("ip", &["netns", "exec", &self.hosts[i], "nft", "-f", "-"], Some(script))
             .unwrap_or_else(|e| panic!("nft in host {}: {e}", i + 1))

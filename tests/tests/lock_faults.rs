@@ -158,19 +158,7 @@ async fn lock_holder_behind_a_cut_off_leader_gives_the_lock_up_within_its_ttl() 
     let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let ips: Vec<String> = (0..3).map(|i| lab.ip(i)).collect();
-    let servers: Vec<Option<AgentProcess>> = (0..3)
-        .map(|i| {
-            let args = legate_tests::cluster_agent_args(
-                &ips[i],
-                &format!("k{}", i + 1),
-                dirs[i].path().to_str().unwrap(),
-                true,
-                &ips[0],
-            );
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Some(lab.start(i, &args, &[]))
-        })
-        .collect();
+    let servers = lab.start_servers("k", &dirs);
     wait_three_peers(&c, || Some(servers[0].as_ref()?.url("/v1/status/peers"))).await;
     let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
     let leader =

@@ -74,19 +74,7 @@ async fn kv_is_linearizable_while_the_network_partitions_and_loses_packets() {
     let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let ips: Vec<String> = (0..3).map(|i| lab.ip(i)).collect();
-    let agents: Vec<Option<AgentProcess>> = (0..3)
-        .map(|i| {
-            let args = legate_tests::cluster_agent_args(
-                &ips[i],
-                &format!("p{}", i + 1),
-                dirs[i].path().to_str().unwrap(),
-                true,
-                &ips[0],
-            );
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Some(lab.start(i, &args, &[]))
-        })
-        .collect();
+    let agents = lab.start_servers("p", &dirs);
     let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
     wait_three_peers(&c, || Some(agents[0].as_ref()?.url("/v1/status/peers"))).await;
     let keys: Vec<String> = (0..5).map(|k| format!("part/k{k}")).collect();
