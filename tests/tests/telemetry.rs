@@ -320,7 +320,14 @@ async fn a_three_server_cluster_reports_raft_and_autopilot_to_prometheus() {
         let t = scrape(&c, s).await;
         assert!(value(&t, "consul_raft_rpc_appendEntries_storeLogs_count").unwrap() >= 1.0, "{t}");
         assert_eq!(value(&t, "consul_server_isLeader"), Some(0.0), "{t}");
-        assert!(value(&t, "consul_autopilot_healthy").unwrap().is_nan(), "a follower does not report autopilot: {t}");
+        // (A server that led for a moment while the cluster formed keeps its last autopilot
+        // gauges, as Consul's sinks do.)
+        if value(&t, "consul_raft_state_leader").unwrap_or(0.0) == 0.0 {
+            assert!(
+                value(&t, "consul_autopilot_healthy").unwrap().is_nan(),
+                "a follower does not report autopilot: {t}"
+            );
+        }
     }
 
     let prom = Prometheus::start(&servers.iter().map(|s| s.http.unwrap()).collect::<Vec<_>>()).await;

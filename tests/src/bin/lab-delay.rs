@@ -1,5 +1,6 @@
 //! `lab-delay <queue> <delay-ms> <jitter-ms>`: holds every packet of NFQUEUE `<queue>` for
-//! `delay ± jitter` milliseconds (uniform, so packets reorder) and then accepts it. The fault
+//! `delay ± jitter` milliseconds (uniform, so packets reorder; plus up to 5 ms of polling) and
+//! then accepts it. The fault
 //! harness (`legate_tests::netns`) runs one inside each host namespace, behind an iptables
 //! NFQUEUE rule, where the kernel has no `sch_netem` for `tc ... netem delay`.
 
@@ -8,6 +9,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+
+const NAP: Duration = Duration::from_millis(5);
 
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
@@ -53,8 +56,9 @@ fn main() {
             }
         }
         // nfq 0.2.5 exposes no descriptor to poll: nap until the next packet is due, at most
-        // 1 ms (a packet arriving meanwhile waits that much more than its draw).
-        let nap = due.peek().map_or(Duration::from_millis(1), |Reverse((at, _))| at.saturating_duration_since(now));
-        std::thread::sleep(nap.min(Duration::from_millis(1)));
+        // 5 ms (a packet arriving meanwhile waits up to that much more than its draw; twenty of
+        // these napping 1 ms took a noticeable share of two cores from the agents).
+        let nap = due.peek().map_or(NAP, |Reverse((at, _))| at.saturating_duration_since(now));
+        std::thread::sleep(nap.min(NAP));
     }
 }
