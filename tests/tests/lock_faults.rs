@@ -23,6 +23,40 @@ fn hold_script(dir: &Path) -> PathBuf {
     hold
 }
 
+/// `legate lock <key>` through the agent at `addr`, running the critical section as `id` (with
+/// `ticks` ticks, or the script's default).
+fn lock_command(addr: &str, key: &str, hold: &Path, id: &str, log: &Path, ticks: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(legate_tests::legate_bin());
+    cmd.args(["lock", &format!("-http-addr={addr}"), key])
+        .arg(format!("sh {} {id} {} {ticks}", hold.display(), log.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// A holder taking the lock run after run until `until` (a pause after a failed run); the
+/// number of runs that completed.
+fn hold_until(
+    addr: String,
+    key: &'static str,
+    hold: PathBuf,
+    id: String,
+    log: PathBuf,
+    until: Instant,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::task::spawn_blocking(move || {
+        let mut runs = 0;
+        while Instant::now() < until {
+            if lock_command(&addr, key, &hold, &id, &log, "").status().is_ok_and(|s| s.success()) {
+                runs += 1;
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        runs
+    })
+}
+
 /// The critical sections in `log`, [start, last line] per run, sorted; panics if two overlap.
 fn sections_without_overlap(log: &Path) -> Vec<(u128, u128, String)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -89,29 +123,14 @@ async fn lock_holders_never_overlap_while_servers_pause_and_die() {
     let log = work.path().join("log");
     let hold = hold_script(work.path());
     let until = Instant::now() + Duration::from_secs(chaos_seconds(18));
-    let bin = legate_tests::legate_bin();
-    let mut holders = Vec::new();
-    for (id, server) in servers.iter().enumerate() {
-        let addr = server.as_ref().unwrap().http.unwrap().to_string();
-        let (bin, hold, log) = (bin.clone(), hold.clone(), log.clone());
-        holders.push(tokio::task::spawn_blocking(move || {
-            let mut runs = 0;
-            while Instant::now() < until {
-                let status = std::process::Command::new(&bin)
-                    .args(["lock", &format!("-http-addr={addr}"), "locks/critical"])
-                    .arg(format!("sh {} {id} {}", hold.display(), log.display()))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
-                if status.is_ok_and(|s| s.success()) {
-                    runs += 1;
-                } else {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-            runs
-        }));
-    }
+    let holders: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .map(|(id, server)| {
+            let addr = server.as_ref().unwrap().http.unwrap().to_string();
+            hold_until(addr, "locks/critical", hold.clone(), id.to_string(), log.clone(), until)
+        })
+        .collect();
     // Faults: the leader paused 3 s; holder 0's server paused 4 s (a follower, or the leader);
     // a server killed and restarted.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -172,47 +191,19 @@ async fn lock_holder_behind_a_cut_off_leader_gives_the_lock_up_within_its_ttl() 
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("log");
     let hold = hold_script(work.path());
-    let bin = legate_tests::legate_bin();
-    let lock = |server: usize, id: &str, ticks: &str| {
-        let addr = servers[server].as_ref().unwrap().http.unwrap().to_string();
-        std::process::Command::new(&bin)
-            .args(["lock", &format!("-http-addr={addr}"), "locks/cut"])
-            .arg(format!("sh {} {id} {} {ticks}", hold.display(), log.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let addr_of = |server: usize| servers[server].as_ref().unwrap().http.unwrap().to_string();
     // A holds the lock through the leader (its section would last 100 s).
-    let mut a = lock(leader, "A", "2000");
+    let mut a = lock_command(&addr_of(leader), "locks/cut", &hold, "A", &log, "2000")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     legate_tests::retry_until(Duration::from_secs(15), "A in its critical section", || async {
         std::fs::read_to_string(&log).unwrap_or_default().contains("start A").then_some(())
     })
     .await;
     // B waits for it through a follower, run after run.
     let until = Instant::now() + Duration::from_secs(chaos_seconds(25));
-    let b_runs = {
-        let (bin, hold, log) = (bin.clone(), hold.clone(), log.clone());
-        let addr = servers[follower].as_ref().unwrap().http.unwrap().to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut runs = 0;
-            while Instant::now() < until {
-                let ok = std::process::Command::new(&bin)
-                    .args(["lock", &format!("-http-addr={addr}"), "locks/cut"])
-                    .arg(format!("sh {} B {}", hold.display(), log.display()))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    runs += 1;
-                } else {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-            runs
-        })
-    };
+    let b_runs = hold_until(addr_of(follower), "locks/cut", hold.clone(), "B".into(), log.clone(), until);
 
     let now_ns = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let cut_at = now_ns();
