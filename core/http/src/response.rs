@@ -48,12 +48,10 @@ impl ApiResponse {
     /// plus a trailing newline, as Consul does for `?pretty` and in `-dev`.
     pub fn into_http(self, pretty: bool) -> http::Response<warp::hyper::Body> {
         if let Body::Stream(stream) = self.body {
-            let mut builder =
-                http::Response::builder().status(self.status).header("Content-Type", "text/plain; charset=utf-8");
-            for (name, value) in self.headers {
-                builder = builder.header(name, value);
-            }
-            return builder.body(stream).expect("valid response");
+            let mut resp = http::Response::new(stream);
+            *resp.status_mut() = self.status;
+            *resp.headers_mut() = header_map(Some("text/plain; charset=utf-8"), self.headers);
+            return resp;
         }
         let (content_type, body): (Option<&str>, Bytes) = match self.body {
             Body::Stream(_) => unreachable!("answered above"),
@@ -73,13 +71,59 @@ impl ApiResponse {
             Body::Text(t) => (Some("text/plain; charset=utf-8"), Bytes::from(t)),
             Body::Raw { content_type, data } => (Some(content_type), data),
         };
-        let mut builder = http::Response::builder().status(self.status);
-        if let Some(ct) = content_type {
-            builder = builder.header("Content-Type", ct);
-        }
-        for (name, value) in self.headers {
-            builder = builder.header(name, value);
-        }
-        builder.body(warp::hyper::Body::from(body)).expect("valid response")
+        let mut resp = http::Response::new(warp::hyper::Body::from(body));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = header_map(content_type, self.headers);
+        resp
     }
+}
+
+/// The response's header map, sized once (growing it reallocates, a per-request cost that
+/// showed in the read path's profile), with the names every response carries made once.
+fn header_map(content_type: Option<&'static str>, headers: Vec<(&'static str, String)>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len() + 1);
+    if let Some(ct) = content_type {
+        map.append(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    }
+    for (name, value) in headers {
+        let Ok(value) = http::HeaderValue::try_from(value) else {
+            tracing::warn!(header = name, "dropped a response header whose value is not valid in HTTP");
+            continue;
+        };
+        match header_name(name) {
+            Some(name) => map.append(name, value),
+            None => {
+                tracing::warn!(header = name, "dropped a response header whose name is not valid in HTTP");
+                continue;
+            }
+        };
+    }
+    map
+}
+
+/// A header name: the common ones are made once (a name outside `http`'s standard set is
+/// otherwise lowercased into a new allocation per response).
+fn header_name(name: &'static str) -> Option<http::HeaderName> {
+    use std::sync::LazyLock;
+    static COMMON: LazyLock<Vec<(&'static str, http::HeaderName)>> = LazyLock::new(|| {
+        [
+            "X-Consul-Index",
+            "X-Consul-Knownleader",
+            "X-Consul-Lastcontact",
+            "X-Consul-Effective-Consistency",
+            "X-Consul-Default-Acl-Policy",
+            "X-Consul-Results-Filtered-By-ACLs",
+            "X-Consul-Contenthash",
+            "X-Consul-Translate-Addresses",
+            "X-Content-Type-Options",
+            "X-Cache",
+        ]
+        .into_iter()
+        .map(|n| (n, http::HeaderName::from_bytes(n.as_bytes()).expect("a valid header name")))
+        .collect()
+    });
+    if let Some((_, h)) = COMMON.iter().find(|(n, _)| std::ptr::eq(*n, name) || *n == name) {
+        return Some(h.clone());
+    }
+    http::HeaderName::from_bytes(name.as_bytes()).ok()
 }

@@ -63,6 +63,25 @@ pub enum CommandResponse {
 }
 
 impl Command {
+    /// Whether applying it is cheap enough for the state machine's own task (a few small
+    /// records): a restore, tombstone reaping or a large batch is not.
+    pub fn is_light(&self) -> bool {
+        match self {
+            Command::Kv(_)
+            | Command::Txn(_)
+            | Command::Register(_)
+            | Command::Deregister(_)
+            | Command::SessionCreate(_)
+            | Command::SessionDestroy { .. }
+            | Command::Acl(_)
+            | Command::Autopilot { .. }
+            | Command::Query(_) => true,
+            Command::Coordinates(updates) => updates.len() <= 64,
+            Command::Batch(cmds) => cmds.len() <= 32 && cmds.iter().all(Command::is_light),
+            Command::Restore(_) | Command::ReapTombstones { .. } => false,
+        }
+    }
+
     /// The sample a write is timed under (Consul's `kvs.apply`, `txn.apply`, ...).
     pub fn metric_name(&self) -> &'static str {
         match self {
