@@ -183,6 +183,9 @@ impl Agent {
             server.acl_enforced.store(shared.config().acl.enabled, std::sync::atomic::Ordering::Relaxed);
         }
         shared.link.set_rate_limit(config.rpc_rate(), config.limits.rpc_max_burst);
+        // The plugin registry as this agent sees it: installed before any check runs.
+        let fleet = Arc::new(agent::registry::FleetRegistry::new(Arc::downgrade(&shared)));
+        shared.plugins().set_registry(fleet.clone());
         if shared.config().acl.enable_token_persistence {
             if let Some(d) = data_dir.as_ref() {
                 shared.acl.load_persisted(d.path());
@@ -234,6 +237,14 @@ impl Agent {
         );
         crate::tasks::spawn(&tracker, "anti-entropy", agent::ae::run(shared.clone(), shutdown.child_token()));
         crate::tasks::spawn(&tracker, "coordinates", agent::coordinates::run(shared.clone(), shutdown.child_token()));
+        if shared.server().is_none() {
+            // Client agents keep a view of the plugin registry (servers read their own store).
+            crate::tasks::spawn(
+                &tracker,
+                "plugin-registry",
+                agent::registry::registry_loop(fleet, shutdown.child_token()),
+            );
+        }
         if let Some(server) = shared.server() {
             server.run_leadership(agent::leader::duties(&shared), &tracker, shutdown.child_token());
             // A server whose Raft core stopped (a storage error: a full disk past the reserve, a

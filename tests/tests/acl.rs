@@ -59,6 +59,17 @@ impl Api {
         (status, resp.text().await.unwrap())
     }
 
+    /// A call with raw bytes as the body (a plugin push).
+    pub(crate) async fn call_raw(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.c.request(m, format!("{}{path}", self.base)).body(body.to_vec());
+        if let Some(t) = token {
+            r = r.header("X-Consul-Token", t);
+        }
+        let resp = r.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
     pub(crate) async fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let (s, text) = self.call(method, path, Some(MGMT), body).await;
         assert!(s < 300, "{method} {path}: {s} {text}");
@@ -106,6 +117,7 @@ session_prefix "" { policy = "write" }
 event_prefix "" { policy = "write" }
 agent_prefix "" { policy = "write" }
 query_prefix "" { policy = "write" }
+plugin_prefix "" { policy = "write" }
 operator = "write"
 keyring = "write"
 acl = "write"
@@ -124,14 +136,20 @@ fn case(path: impl Into<String>, body: Option<Value>) -> Case {
 }
 
 /// What every route's case needs, written with the management token: the cases by (method,
-/// pattern), a token with every right and one with none, a snapshot to restore, and a client
-/// agent to join and force-leave.
+/// pattern), a token with every right and one with none, a snapshot to restore, a client
+/// agent to join and force-leave, and a plugin component to push.
 struct RouteFixtures {
     cases: HashMap<(&'static str, &'static str), Case>,
     rights: String,
     none: String,
     snapshot: Vec<u8>,
     peer: InProcessAgent,
+    plugin: Vec<u8>,
+}
+
+/// Whether a route's case sends the fixture's plugin component as its body.
+fn pushes_plugin(method: &str, pattern: &str) -> bool {
+    method == "PUT" && pattern == "plugin/+"
 }
 
 async fn route_fixtures(api: &Api) -> RouteFixtures {
@@ -208,6 +226,12 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     let rule = api.ok("PUT", "/v1/acl/binding-rule", Some(&rule_body)).await["ID"].as_str().unwrap().to_string();
     let rule2 = api.ok("PUT", "/v1/acl/binding-rule", Some(&rule_body)).await["ID"].as_str().unwrap().to_string();
     let jwt = signer.sign(&crate::acl_login::claims("fx", "ops", &[]));
+    // Registry plugins (before the snapshot, which the restore case puts back).
+    let plugin = crate::plugins::ok_fixture("fx");
+    for name in ["fx_plugin", "doomed_plugin"] {
+        let (s, text) = api.call_raw("PUT", &format!("/v1/plugin/{name}?version=1"), Some(MGMT), &plugin).await;
+        assert_eq!(s, 200, "push {name}: {text}");
+    }
     let (_, snapshot) = {
         let r = api.c.get(format!("{}/v1/snapshot", api.base)).header("X-Consul-Token", MGMT).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -411,7 +435,11 @@ async fn route_fixtures(api: &Api) -> RouteFixtures {
     );
     add("DELETE", "query/+", case(format!("/v1/query/{doomedq}"), None));
     add("POST", "acl/logout", case("/v1/acl/logout", None));
-    RouteFixtures { cases, rights, none, snapshot, peer }
+    add("PUT", "plugin/+", case("/v1/plugin/fx_new?version=1", None));
+    add("GET", "plugin/+", case("/v1/plugin/fx_plugin?version=1", None));
+    add("DELETE", "plugin/+", case("/v1/plugin/doomed_plugin?version=1", None));
+    add("GET", "plugins", Case { path: "/v1/plugins".into(), body: None, marker: Some("fx_plugin") });
+    RouteFixtures { cases, rights, none, snapshot, peer, plugin }
 }
 
 /// Every (method, pattern) of the table, the agent's leave last (it stops the agent).
@@ -430,7 +458,7 @@ fn route_order() -> Vec<(&'static str, &'static str, Need)> {
 async fn every_route_is_denied_without_rights_and_allowed_with_them() {
     let dir = tempfile::tempdir().unwrap();
     let (a, api) = start_from_file(dir.path(), "deny").await;
-    let RouteFixtures { cases, rights, none, snapshot, peer } = route_fixtures(&api).await;
+    let RouteFixtures { cases, rights, none, snapshot, peer, plugin } = route_fixtures(&api).await;
 
     // Every route has a case (a route added to the table without one fails here), and the
     // agent's leave runs last: it stops the agent.
@@ -469,6 +497,8 @@ async fn every_route_is_denied_without_rights_and_allowed_with_them() {
                 .await
                 .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
+        } else if pushes_plugin(m, p) {
+            api.call_raw(m, &c.path, Some(&rights), &plugin).await
         } else {
             api.call(m, &c.path, Some(&rights), body.as_ref()).await
         };
@@ -535,7 +565,7 @@ fn manages_acls(pattern: &str) -> bool {
 async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
     let dir = tempfile::tempdir().unwrap();
     let (a, api) = start_from_file(dir.path(), "allow").await;
-    let RouteFixtures { cases, snapshot, peer, .. } = route_fixtures(&api).await;
+    let RouteFixtures { cases, snapshot, peer, plugin, .. } = route_fixtures(&api).await;
 
     // A token with `acl = "read"` reads tokens with their secrets hidden.
     api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "acl-read", "Rules": "acl = \"read\""}))).await;
@@ -573,6 +603,8 @@ async fn default_allow_lets_anonymous_do_everything_but_manage_acls() {
         let (s, body) = if p == "snapshot" && m == "PUT" {
             let r = api.c.put(format!("{}/v1/snapshot", api.base)).body(snapshot.clone()).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
+        } else if pushes_plugin(m, p) {
+            api.call_raw(m, &c.path, None, &plugin).await
         } else {
             api.call(m, &c.path, None, c.body.as_ref()).await
         };

@@ -427,6 +427,33 @@ fn other_invalid_values_are_refused() {
 }
 
 #[test]
+fn plugin_registry_keys_are_checked() {
+    let loaded = load_args(&["-dev"], &[]).unwrap();
+    assert_eq!(loaded.config.plugins.max_size, 32 << 20);
+    assert!(loaded.config.plugins.trusted_keys.is_empty());
+    let (_, public) = legate_core::plugin::signing::keygen().unwrap();
+    for (text, needle) in [
+        ("plugins {\n  max_size = 0\n}\n", "plugins.max_size: max_size 0 must be from 1 to"),
+        ("plugins {\n  max_size = 67108865\n}\n", "plugins.max_size: max_size 67108865 must be from 1 to"),
+        ("plugins {\n  trusted_keys = [\"ed25519:AAAA\"]\n}\n", "trusted_keys[0]: public key \"ed25519:AAAA\""),
+        ("plugins {\n  trusted = []\n}\n", "plugins.trusted: invalid config key"),
+        (
+            "check {\n  name = \"c\"\n  interval = \"1s\"\n  wasm {\n    plugin = \"registry:a b\"\n  }\n}\n",
+            "checks[0].wasm.plugin: plugin \"registry:a b\"",
+        ),
+    ] {
+        let dir = config_dir(&[("plugins.hcl", text)]);
+        let err = err_of(&["-dev", "-config-dir", dir.path().to_str().unwrap()], &[]);
+        assert!(err.contains(needle) && err.contains("plugins.hcl"), "{text}: {err}");
+    }
+    let text = format!("plugins {{\n  max_size = 1048576\n  trusted_keys = [\"{public}\"]\n}}\n");
+    let dir = config_dir(&[("plugins.hcl", &text)]);
+    let loaded = load_args(&["-dev", "-config-dir", dir.path().to_str().unwrap()], &[]).unwrap();
+    assert_eq!(loaded.config.plugins.max_size, 1 << 20);
+    assert_eq!(loaded.config.plugins.trusted_key_bytes().len(), 1);
+}
+
+#[test]
 fn consul_compat_keys_load_with_warnings() {
     let dir = config_dir(&[(
         "c.hcl",

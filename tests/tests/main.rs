@@ -12,6 +12,7 @@ mod disk_faults;
 mod dns;
 mod durability;
 mod federation;
+mod fleet_plugins;
 mod gossip_loss;
 mod hot_reload;
 mod http_api;

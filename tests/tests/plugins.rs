@@ -50,7 +50,7 @@ fn fixture(name: &str, subs: &[(&str, String)]) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{name}: {e:#}"))
 }
 
-fn ok_fixture(out: &str) -> Vec<u8> {
+pub(crate) fn ok_fixture(out: &str) -> Vec<u8> {
     fixture("ok", &[("__OUT__", out.to_string()), ("__OUT_LEN__", out.len().to_string())])
 }
 
@@ -225,7 +225,7 @@ async fn hostile_plugins_fail_only_their_own_check() {
 }
 
 /// An HTTP server answering JSON; POST bodies are recorded.
-async fn json_server(seen: Arc<std::sync::Mutex<Vec<String>>>) -> u16 {
+pub(crate) async fn json_server(seen: Arc<std::sync::Mutex<Vec<String>>>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -846,4 +846,17 @@ async fn plugin_kv_reads_are_limited_by_the_check_token() {
     assert!(!out.contains("denied"), "{out}");
     wait_check(&a, "db", "critical", "kv config/db/password: denied").await;
     a.stop().await;
+}
+
+/// What a server records of a pushed plugin, read without compiling it: the SDK's "version"
+/// section (the plugin crate's version), the world and the imports.
+#[test]
+fn the_sdk_writes_a_version_section_the_registry_reads() {
+    let bytes = std::fs::read(rust_plugin("http_json")).unwrap();
+    let meta = legate_core::plugin::describe(&bytes).unwrap();
+    assert_eq!(meta.version.as_deref(), Some("0.1.0"));
+    assert_eq!(meta.world, legate_core::plugin::World::Check);
+    assert!(meta.imports.iter().any(|i| i.starts_with("legate:plugin/http")), "{:?}", meta.imports);
+    let handler = std::fs::read(rust_plugin("webhook")).unwrap();
+    assert_eq!(legate_core::plugin::describe(&handler).unwrap().world, legate_core::plugin::World::EventHandler);
 }

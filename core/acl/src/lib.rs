@@ -78,6 +78,8 @@ pub enum Resource {
     Event,
     Query,
     Agent,
+    /// Plugin registry names (`/v1/plugin`).
+    Plugin,
     /// Scalar resources (no segment): the segment is ignored.
     Operator,
     Keyring,
@@ -96,6 +98,7 @@ impl Resource {
             Resource::Event => "event",
             Resource::Query => "query",
             Resource::Agent => "agent",
+            Resource::Plugin => "plugin",
             Resource::Operator => "operator",
             Resource::Keyring => "keyring",
             Resource::Acl => "acl",
@@ -104,7 +107,7 @@ impl Resource {
         }
     }
 
-    const SEGMENTED: [Resource; 7] = [
+    const SEGMENTED: [Resource; 8] = [
         Resource::Key,
         Resource::Service,
         Resource::Node,
@@ -112,6 +115,7 @@ impl Resource {
         Resource::Event,
         Resource::Query,
         Resource::Agent,
+        Resource::Plugin,
     ];
     const SCALAR: [Resource; 5] =
         [Resource::Operator, Resource::Keyring, Resource::Acl, Resource::Mesh, Resource::Peering];
@@ -250,11 +254,14 @@ pub fn service_identity_rules(name: &str) -> Rules {
     r
 }
 
-/// Rules for a node identity (`NodeIdentities`): write on the node, read on every service.
+/// Rules for a node identity (`NodeIdentities`): write on the node, read on every service,
+/// and (Legate's addition to Consul's rules) read on every registry plugin, which agents fetch
+/// with their agent token.
 pub fn node_identity_rules(name: &str) -> Rules {
     let mut r = Rules::default();
     r.segments.entry((Resource::Node, true)).or_default().insert(name.to_string(), Access::Write);
     r.segments.entry((Resource::Service, false)).or_default().insert(String::new(), Access::Read);
+    r.segments.entry((Resource::Plugin, false)).or_default().insert(String::new(), Access::Read);
     r
 }
 
@@ -451,6 +458,25 @@ mod tests {
         // exact "app" denies although the "" prefix reads; "app/" prefix does not match "app"
         assert!(!a.allowed(Resource::Key, "app", Access::Read));
         assert!(a.allowed(Resource::Key, "apple", Access::Read));
+    }
+
+    #[test]
+    fn plugin_rules_name_the_registry() {
+        let a = authz(
+            r#"
+            plugin_prefix "" { policy = "read" }
+            plugin "http_json" { policy = "write" }
+            "#,
+            false,
+        );
+        assert!(a.allowed(Resource::Plugin, "any", Access::Read));
+        assert!(!a.allowed(Resource::Plugin, "any", Access::Write));
+        assert!(a.allowed(Resource::Plugin, "http_json", Access::Write));
+        let list = Rules::parse(r#"plugin_prefix "" { policy = "list" }"#, false).unwrap_err();
+        assert!(list.0.contains("only valid for keys"), "{}", list.0);
+        let node = Authz::compile("n", [&node_identity_rules("n1")], false);
+        assert!(node.allowed(Resource::Plugin, "http_json", Access::Read));
+        assert!(!node.allowed(Resource::Plugin, "http_json", Access::Write));
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! acl.rs          token -> authorizer (servers: own store; clients: a server), agent tokens
 //! acl_replication.rs  a secondary datacenter's copy of the primary's policies, roles, tokens
 //! leader.rs       the duties this agent adds to its server's leader (ACL objects, reconcile)
-//! plugins.rs      the plugin host's directories and its KV source
+//! plugins.rs      the plugin host's directories and its KV source, each plugin's last run
+//! registry.rs     the plugin registry as this agent sees it (store or view + chunk fetches)
 //! data_dir.rs     the data dir lock, node id; addr.rs advertise address
 //! ```
 
@@ -41,6 +42,7 @@ pub mod host;
 pub mod leader;
 pub mod local;
 pub mod plugins;
+pub mod registry;
 pub mod runner;
 pub mod templates;
 pub mod wan;

@@ -107,6 +107,9 @@ pub fn validate_check(def: &CheckDefinition, script_allowed: bool) -> Result<(),
     if def.wasm.as_ref().is_some_and(|w| w.memory_mb == Some(0)) {
         return Err(Invalid("wasm.memory_mb must be > 0".into()));
     }
+    if let Some(w) = def.wasm.as_ref().filter(|w| !w.plugin.is_empty()) {
+        legate_plugin_host::PluginRef::parse(&w.plugin).map_err(Invalid)?;
+    }
     if kind.is_empty() {
         return Err(Invalid(
             "Must provide TTL or Script/DockerContainerID/HTTP/TCP/UDP/H2PING/GRPC/AliasNode/AliasService and Interval"

@@ -76,6 +76,9 @@ pub struct PluginRun {
     pub runs: u64,
     /// A watch handler's failure (a check's shows in its status and output).
     pub last_error: Option<String>,
+    /// The plugin the last run used (a registry reference resolves to a version at each run).
+    #[serde(skip)]
+    pub running: Option<legate_plugin_host::Running>,
 }
 
 /// The key a WASM watch handler's runs are recorded under: the watch's definition.
@@ -88,12 +91,21 @@ pub fn watch_run_key(def: &legate_watch::WatchDefinition) -> String {
 pub struct Runs(std::sync::Mutex<std::collections::HashMap<String, PluginRun>>);
 
 impl Runs {
-    /// A run that started at `started` and took `took` (`error`: a failed watch handler).
-    pub fn record(&self, key: &str, started: std::time::SystemTime, took: std::time::Duration, error: Option<String>) {
+    /// A run that started at `started` and took `took` (`error`: a failed watch handler;
+    /// `running`: the plugin it used, once it loaded).
+    pub fn record(
+        &self,
+        key: &str,
+        started: std::time::SystemTime,
+        took: std::time::Duration,
+        error: Option<String>,
+        running: Option<legate_plugin_host::Running>,
+    ) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let runs = map.get(key).map_or(0, |r| r.runs) + 1;
         let last_run = crate::rfc3339(started);
-        let run = PluginRun { last_run, last_duration_ms: took.as_secs_f64() * 1000.0, runs, last_error: error };
+        let last_duration_ms = took.as_secs_f64() * 1000.0;
+        let run = PluginRun { last_run, last_duration_ms, runs, last_error: error, running };
         map.insert(key.to_string(), run);
     }
 

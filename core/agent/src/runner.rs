@@ -188,7 +188,8 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
                     _ = token.cancelled() => return,
                     o = agent.plugins().run_check(spec, &plugin_call, &mut plugin_state) => o,
                 };
-                agent.plugin_runs.record(&c.check.check_id, wall, started.elapsed(), None);
+                let running = plugin_state.running.clone();
+                agent.plugin_runs.record(&c.check.check_id, wall, started.elapsed(), None, running);
                 o
             }
             _ => {

@@ -215,7 +215,7 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
                 let (wall, started) = (std::time::SystemTime::now(), std::time::Instant::now());
                 let outcome = run_wasm_handler(agent_ref, w, kind, index, &text).await;
                 let error = outcome.as_ref().err().map(ToString::to_string);
-                agent_ref.plugin_runs.record(run_key, wall, started.elapsed(), error);
+                agent_ref.plugin_runs.record(run_key, wall, started.elapsed(), error, None);
                 outcome
             }
         };

@@ -14,6 +14,7 @@ mod login;
 mod members;
 mod operator;
 mod plugin;
+mod plugin_registry;
 mod rtt;
 mod snapshot;
 mod template;
@@ -92,7 +93,7 @@ enum Command {
     /// Saves, restores and inspects snapshots of the cluster state
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
-    /// Runs, inspects, compiles and benchmarks WASM plugins
+    /// Runs, inspects, compiles and benchmarks WASM plugins; pushes, lists, pulls and signs registry plugins
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
     /// Creates a CA and the certificates agents and the CLI use for TLS

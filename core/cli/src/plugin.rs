@@ -7,6 +7,9 @@
 //! - `compile <wasm>...` compiles into the cache of `-data-dir` (`<data_dir>/plugin-cache`),
 //!   so an agent using that data dir starts without compiling.
 //! - `bench <wasm>` measures warm call overhead and cold start from the on-disk cache.
+//!
+//! The registry commands (`push`, `list`, `pull`, `rm`, `sign`, `keygen`) are in
+//! `plugin_registry.rs`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,6 +27,18 @@ pub enum PluginCommand {
     Compile(CompileArgs),
     /// Measures warm call overhead and cold start from the on-disk cache
     Bench(BenchArgs),
+    /// Stores a plugin in the cluster's registry (once: every agent can run it)
+    Push(super::plugin_registry::PushArgs),
+    /// Lists the registry's plugins, versions, digests and where they run
+    List(super::plugin_registry::ListArgs),
+    /// Writes a registry plugin to a file, checked against its digest
+    Pull(super::plugin_registry::PullArgs),
+    /// Deletes a plugin version that no check uses
+    Rm(super::plugin_registry::RmArgs),
+    /// Signs a plugin with an ed25519 key (for push -signature)
+    Sign(super::plugin_registry::SignArgs),
+    /// Creates an ed25519 key pair for signing plugins
+    Keygen(super::plugin_registry::KeygenArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -183,6 +198,12 @@ pub fn run(cmd: PluginCommand) -> i32 {
             PluginCommand::Inspect(a) => inspect(a).await,
             PluginCommand::Compile(a) => compile(a).await,
             PluginCommand::Bench(a) => bench(a).await,
+            PluginCommand::Push(a) => super::plugin_registry::push(a).await,
+            PluginCommand::List(a) => super::plugin_registry::list(a).await,
+            PluginCommand::Pull(a) => super::plugin_registry::pull(a).await,
+            PluginCommand::Rm(a) => super::plugin_registry::rm(a).await,
+            PluginCommand::Sign(a) => super::plugin_registry::sign(a),
+            PluginCommand::Keygen(a) => super::plugin_registry::keygen(a),
         }
     });
     match r {

@@ -158,6 +158,9 @@ pub struct Config {
     pub gossip_lan: GossipConfig,
     pub gossip_wan: GossipConfig,
     pub autopilot: Autopilot,
+    /// The plugin registry (Legate's own): push size limit and the keys registry plugins must
+    /// be signed by.
+    pub plugins: Plugins,
 
     // --- definitions (accumulate across sources) ---
     /// Singular `service {}`; folded into `services` while loading.
@@ -279,6 +282,7 @@ impl Default for Config {
             gossip_lan: GossipConfig::lan(),
             gossip_wan: GossipConfig::wan(),
             autopilot: d(),
+            plugins: d(),
             service: None,
             services: d(),
             check: None,
@@ -563,6 +567,35 @@ impl Default for Autopilot {
             redundancy_zone_tag: None,
             upgrade_version_tag: None,
         }
+    }
+}
+
+/// The largest plugin `PUT /v1/plugin/<name>` takes by default.
+pub const DEFAULT_PLUGIN_MAX_SIZE: u64 = 32 << 20;
+/// The most `plugins.max_size` may be (the HTTP API reads bodies up to 64 MiB).
+pub const MAX_PLUGIN_MAX_SIZE: u64 = 64 << 20;
+
+/// `plugins {}`: the plugin registry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Plugins {
+    /// The largest component a push may store, in bytes (servers; 1 to 64 MiB).
+    pub max_size: u64,
+    /// Ed25519 public keys (`ed25519:<base64>`, as `legate plugin keygen` prints them). When
+    /// set, this agent runs only registry plugins signed by one of them.
+    pub trusted_keys: Vec<String>,
+}
+
+impl Default for Plugins {
+    fn default() -> Self {
+        Plugins { max_size: DEFAULT_PLUGIN_MAX_SIZE, trusted_keys: Vec::new() }
+    }
+}
+
+impl Plugins {
+    /// The trusted keys' bytes (validated at load: a key that does not parse is skipped).
+    pub fn trusted_key_bytes(&self) -> Vec<[u8; 32]> {
+        self.trusted_keys.iter().filter_map(|k| legate_plugin_host::signing::parse_public_key(k).ok()).collect()
     }
 }
 

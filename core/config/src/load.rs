@@ -693,6 +693,21 @@ fn validate(config: &Config, figment: &Figment, layers: &[Layer]) -> Result<(), 
     if config.rpc_rate().is_some() && config.limits.rpc_max_burst == 0 {
         return Err(err("limits.rpc_max_burst", "rpc_max_burst must be at least 1".into()));
     }
+    if !(1..=crate::MAX_PLUGIN_MAX_SIZE).contains(&config.plugins.max_size) {
+        return Err(err(
+            "plugins.max_size",
+            format!(
+                "max_size {} must be from 1 to {} bytes (64 MiB)",
+                config.plugins.max_size,
+                crate::MAX_PLUGIN_MAX_SIZE
+            ),
+        ));
+    }
+    for (i, key) in config.plugins.trusted_keys.iter().enumerate() {
+        if let Err(why) = legate_plugin_host::signing::parse_public_key(key) {
+            return Err(err("plugins.trusted_keys", format!("trusted_keys[{i}]: {why}")));
+        }
+    }
     validate_tls(config, &err)?;
     let mut ids = std::collections::HashSet::new();
     for svc in &config.services {
@@ -786,6 +801,7 @@ fn validate_check(chk: &CheckDefinition, in_service: bool) -> Result<(), (String
         if w.plugin.is_empty() {
             return Err((".wasm.plugin".into(), "a wasm check needs a plugin (a path or a name)".into()));
         }
+        legate_plugin_host::PluginRef::parse(&w.plugin).map_err(|why| (".wasm.plugin".to_string(), why))?;
         if w.memory_mb == Some(0) {
             return Err((".wasm.memory_mb".into(), "memory_mb must be > 0".into()));
         }

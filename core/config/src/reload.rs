@@ -37,6 +37,7 @@ pub const RELOADABLE: &[&str] = &[
     "enable_local_script_checks",
     "ui_config",
     "templates",
+    "plugins",
 ];
 
 /// What a reload changed.

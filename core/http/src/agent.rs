@@ -140,9 +140,26 @@ pub async fn plugins(ctx: &Ctx, _: &Request, _: &str) -> Result<ApiResponse, Api
         .filter_map(|c| {
             let w = c.definition.wasm.as_ref()?;
             let run = ctx.agent.plugin_runs.get(&c.check.check_id);
+            let running = run.as_ref().and_then(|r| r.running.as_ref());
+            let registry = running.and_then(|r| r.registry.as_ref());
+            let source = match legate_plugin_host::PluginRef::parse(&w.plugin) {
+                Ok(r) if r.is_registry() => "registry",
+                _ => "file",
+            };
             Some(json!({
                 "CheckID": c.check.check_id,
                 "Plugin": w.plugin,
+                "Source": source,
+                // What the last run used: a registry reference resolves to a version at each run.
+                "Resolved": running.map(|r| json!({
+                    "Plugin": r.plugin,
+                    "Name": registry.map(|i| &i.name),
+                    "Version": registry.map(|i| &i.version),
+                    "SHA256": r.sha256,
+                    "Fetched": registry.is_some_and(|i| i.fetched),
+                })),
+                "Signed": registry.is_some_and(|i| !i.signed_by.is_empty()),
+                "SignedBy": registry.map(|i| i.signed_by.clone()).unwrap_or_default(),
                 "AllowHosts": w.allow_hosts,
                 "KVReadPrefixes": w.kv_read_prefixes,
                 "MemoryMB": w.memory_mb,

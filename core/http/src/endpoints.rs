@@ -1,9 +1,11 @@
 //! This server's answers to the typed calls of the RPC port that need the agent's layers
 //! (`legate_raft::endpoints`): forwarded HTTP calls run through this server's handlers; a
 //! client agent's catalog writes, and the KV writes made through it, are checked against their
-//! token before they are applied.
+//! token before they are applied; its view of the plugin registry and the chunks it fetches
+//! are filtered by its token's `plugin:read`.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use super::{forward, Ctx};
 use legate_acl::{Access, Authz, Denied, Resource};
@@ -61,6 +63,27 @@ impl Endpoints for ServerEndpoints {
         }
         let server = ctx.agent.server().ok_or_else(|| EndpointError::Unavailable("not a server".into()))?;
         super::kv::apply_on_server(server, op).await.map_err(|e| EndpointError::Unavailable(e.to_string()))
+    }
+
+    async fn plugin_list(
+        &self,
+        token: Option<String>,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(u64, String), EndpointError> {
+        let ctx = self.ctx()?;
+        let authz = self.authorize(&ctx, token.as_deref()).await?;
+        let store = ctx.agent.server().ok_or_else(|| EndpointError::Unavailable("not a server".into()))?.store.clone();
+        super::plugin::view_for(&ctx, &store, &authz, index, wait.min(ctx.agent.config().max_query_time.0)).await
+    }
+
+    async fn plugin_chunk(&self, token: Option<String>, sha256: String, chunk: u32) -> Result<Vec<u8>, EndpointError> {
+        let ctx = self.ctx()?;
+        let authz = self.authorize(&ctx, token.as_deref()).await?;
+        let store = ctx.agent.server().ok_or_else(|| EndpointError::Unavailable("not a server".into()))?.store.clone();
+        tokio::task::spawn_blocking(move || super::plugin::chunk_for(&store, &authz, &sha256, chunk))
+            .await
+            .map_err(|e| EndpointError::Unavailable(e.to_string()))?
     }
 }
 

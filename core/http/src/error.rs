@@ -31,6 +31,10 @@ pub enum ApiError {
     /// it short-circuits the handler the same way).
     #[error("options")]
     Options { allow: Vec<Method> },
+    /// 409: a write that conflicts with what is stored (a plugin version that exists with
+    /// other content).
+    #[error("{0}")]
+    Conflict(String),
     /// 413 (`Request body(N bytes) too large, max size: M bytes...`).
     #[error("{0}")]
     TooLarge(String),
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Options { .. } => StatusCode::OK,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

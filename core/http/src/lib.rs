@@ -22,6 +22,7 @@ mod health;
 mod kv;
 mod near;
 mod operator;
+mod plugin;
 mod query;
 mod request;
 mod response;

@@ -725,6 +725,29 @@ pub const ROUTES: &[Route] = &[
         forward: SERVERS,
         handler: h!(snapshot::restore),
     },
+    // plugins (the registry; Legate's own)
+    Route {
+        methods: PUT,
+        pattern: "plugin/+",
+        need: OnPath(Plugin, Write),
+        forward: SERVERS,
+        handler: h!(plugin::put),
+    },
+    Route { methods: GET, pattern: "plugin/+", need: OnPath(Plugin, Read), forward: SERVERS, handler: h!(plugin::get) },
+    Route {
+        methods: DELETE,
+        pattern: "plugin/+",
+        need: OnPath(Plugin, Write),
+        forward: SERVERS,
+        handler: h!(plugin::delete),
+    },
+    Route {
+        methods: GET,
+        pattern: "plugins",
+        need: Filtered("plugin:read per name"),
+        forward: SERVERS,
+        handler: h!(plugin::list),
+    },
     // acl
     Route { methods: PUT, pattern: "acl/bootstrap", need: Open, forward: SERVERS, handler: acl!(bootstrap) },
     Route { methods: GET, pattern: "acl/replication", need: Open, forward: SERVERS, handler: acl!(replication) },

@@ -64,4 +64,16 @@ pub enum PluginError {
     /// The plugin's own `Err` answer.
     #[error("{0}")]
     Plugin(String),
+    /// A registry reference that could not be resolved or fetched.
+    #[error("{0}")]
+    Registry(String),
+    /// Fetched bytes that are not the blob they were asked for.
+    #[error("plugin {plugin}: digest mismatch: expected sha256 {expected}, got {got}")]
+    Digest { plugin: String, expected: String, got: String },
+    /// `plugins.trusted_keys` is set and no signature of the blob verifies under one of them.
+    #[error("plugin {plugin} (sha256 {sha256}) is not signed by a trusted key")]
+    Unsigned { plugin: String, sha256: String },
+    /// A malformed `registry:` or `sha256:` reference.
+    #[error("{0}")]
+    BadRef(String),
 }

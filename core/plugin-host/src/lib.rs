@@ -24,22 +24,31 @@
 //! as output); repeated failures back off exponentially (1 s doubling to 5 min) before the
 //! plugin is instantiated again.
 //!
+//! Registry plugins (`registry:<name>[@<version>]`, `sha256:<digest>`; see [`registry`]) are
+//! resolved at every run through the agent's [`Registry`]: signatures are checked against the
+//! trusted keys before any fetch, the fetched bytes against their digest, and the compiled code
+//! is cached by digest like a file's. A reference that follows the latest version is replaced in
+//! place when a new version is pushed, as a changed file is.
+//!
 //! Hot swap: every call stats the plugin file; when its size or mtime changed the plugin is
 //! re-hashed and, if its content changed, compiled (or loaded from the cache) and swapped in.
 //! Calls in flight finish on the old instance; check state (status, thresholds) lives in the
 //! check runner and is kept.
 
 pub mod bindings;
+pub mod describe;
 mod error;
 pub mod host;
 mod metrics;
+pub mod registry;
+pub mod signing;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::Kill;
 use std::time::{Duration, Instant, SystemTime};
@@ -50,10 +59,12 @@ use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use bindings::v0_1::{check as check_world, handler as handler_world, types};
+pub use describe::{describe, ComponentMeta};
 pub use error::PluginError;
 pub use host::{Facts, Grants, HostState, KvSource};
 use legate_types::check::{CheckStatus, Outcome};
-pub use spec::{FileGrant, WasmSpec};
+pub use registry::{Registry, RegistryEntry, RegistryInfo};
+pub use spec::{FileGrant, PluginRef, WasmSpec};
 
 /// Default memory cap per call.
 pub const DEFAULT_MEMORY_MB: u32 = 64;
@@ -83,12 +94,15 @@ impl World {
 
 /// A plugin compiled and linked, ready to instantiate.
 pub struct Loaded {
+    /// The file, or for a registry plugin the text `registry:<name>@<version>`.
     pub path: PathBuf,
     pub sha256: String,
     pub world: World,
     /// Whether the compiled code came from the on-disk cache (no compile in this process).
     pub from_cache: bool,
     pub component: Component,
+    /// Where a registry plugin came from (None: a file).
+    pub registry: Option<RegistryInfo>,
     stamp: Stamp,
     check: Option<check_world::CheckPre<HostState>>,
     handler: Option<handler_world::EventHandlerPre<HostState>>,
@@ -127,7 +141,12 @@ struct Inner {
     engine_hash: String,
     linker: Linker<HostState>,
     opts: HostOptions,
+    /// Loaded plugins by file path, or for registry plugins by the reference's text
+    /// (`registry:x`, `registry:x@1`, `sha256:...`): a reference that follows the latest
+    /// version is replaced in place, and the map does not grow with every version.
     loaded: Mutex<HashMap<PathBuf, Arc<Loaded>>>,
+    /// The plugin registry, installed by the agent once it exists (after the host).
+    registry: OnceLock<Arc<dyn Registry>>,
     /// Serializes compiles and cache fills (a compile uses every core).
     loading: tokio::sync::Mutex<()>,
     /// (sha256, args) pairs whose `validate` passed (handlers; checks keep their own).
@@ -172,10 +191,22 @@ pub struct CheckCall {
 #[derive(Debug, Default)]
 pub struct CheckState {
     pub attempt: u64,
+    /// The plugin the last run resolved to (set once it loaded).
+    pub running: Option<Running>,
     validated: Option<String>,
     pub consecutive_failures: u32,
     retry_at: Option<Instant>,
     last_failure: String,
+}
+
+/// The plugin a check's last run used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Running {
+    /// The file, or `registry:<name>@<version>`.
+    pub plugin: String,
+    pub sha256: String,
+    /// For a registry plugin: its name, version and signers.
+    pub registry: Option<RegistryInfo>,
 }
 
 /// An event for an event-handler plugin.
@@ -223,7 +254,8 @@ pub fn config_pairs(args: &serde_json::Map<String, serde_json::Value>) -> Vec<(S
         .collect()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lowercase hex of the sha256 of `bytes` (the registry's content address).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
@@ -273,6 +305,7 @@ impl PluginHost {
                 linker,
                 opts,
                 loaded: Mutex::new(HashMap::new()),
+                registry: OnceLock::new(),
                 loading: tokio::sync::Mutex::new(()),
                 validated: Mutex::new(HashSet::new()),
                 clients,
@@ -287,6 +320,102 @@ impl PluginHost {
 
     pub fn cache_dir(&self) -> Option<&Path> {
         self.inner.opts.cache_dir.as_deref()
+    }
+
+    /// Installs the plugin registry (once: later calls are ignored).
+    pub fn set_registry(&self, registry: Arc<dyn Registry>) {
+        let _ = self.inner.registry.set(registry);
+    }
+
+    /// A plugin by its definition's `plugin` text: a file (resolved and loaded, reloaded when it
+    /// changed) or a registry reference (resolved at every call).
+    pub async fn open(&self, plugin: &str) -> Result<Arc<Loaded>, PluginError> {
+        match PluginRef::parse(plugin).map_err(PluginError::BadRef)? {
+            PluginRef::File(_) => {
+                let path = self.resolve(plugin)?;
+                self.load(&path).await
+            }
+            r => self.load_registry(&r).await,
+        }
+    }
+
+    /// A registry plugin: resolved through the registry, its signatures checked against the
+    /// trusted keys before any fetch, then taken from what is loaded, from the compile cache,
+    /// or fetched, checked against its digest and compiled.
+    async fn load_registry(&self, r: &PluginRef) -> Result<Arc<Loaded>, PluginError> {
+        let key = PathBuf::from(r.to_string());
+        let registry = self.inner.registry.get().cloned().ok_or_else(|| {
+            PluginError::Registry(format!("plugin {r}: this agent has no plugin registry (is it a server's agent?)"))
+        })?;
+        let entry = registry.resolve(r).await.map_err(PluginError::Registry)?;
+        let shown = format!("registry:{}@{}", entry.name, entry.version);
+        let trusted = registry.trusted_keys();
+        if !trusted.is_empty() && !registry::signed_by_trusted(&entry, &trusted) {
+            metrics::registry_refused(&entry.name, "unsigned");
+            return Err(PluginError::Unsigned { plugin: shown, sha256: entry.sha256 });
+        }
+        let info = |fetched: bool| RegistryInfo {
+            name: entry.name.clone(),
+            version: entry.version.clone(),
+            signed_by: registry::valid_signers(&entry),
+            fetched,
+        };
+        let current = self.inner.loaded.lock().unwrap().get(&key).cloned();
+        if let Some(l) = current.filter(|l| l.sha256 == entry.sha256 && l.path.as_path() == Path::new(&shown)) {
+            return Ok(l);
+        }
+        let _guard = self.inner.loading.lock().await;
+        // The same blob under another reference (or version): no fetch, no compile, no link.
+        let same_blob = {
+            let loaded = self.inner.loaded.lock().unwrap();
+            let same = |l: &&Arc<Loaded>| l.sha256 == entry.sha256;
+            loaded.get(&key).filter(same).or_else(|| loaded.values().find(same)).cloned()
+        };
+        let loaded = match same_blob {
+            Some(p) => Arc::new(Loaded {
+                path: PathBuf::from(&shown),
+                sha256: p.sha256.clone(),
+                world: p.world,
+                from_cache: p.from_cache,
+                component: p.component.clone(),
+                registry: Some(RegistryInfo { fetched: p.registry.as_ref().is_some_and(|i| i.fetched), ..info(false) }),
+                stamp: p.stamp,
+                check: p.check.clone(),
+                handler: p.handler.clone(),
+            }),
+            None => {
+                let (component, from_cache, fetched) = match self.deserialize_cached(&entry.sha256) {
+                    Some(c) => (c, true, false),
+                    None => {
+                        let started = Instant::now();
+                        let bytes = registry.fetch(&entry).await.map_err(PluginError::Registry)?;
+                        let got = sha256_hex(&bytes);
+                        if got != entry.sha256 {
+                            metrics::registry_refused(&entry.name, "digest");
+                            return Err(PluginError::Digest { plugin: shown, expected: entry.sha256.clone(), got });
+                        }
+                        metrics::registry_fetch(&entry.name, bytes.len(), started);
+                        let (c, from_cache) = self.compile_cached(&bytes, &entry.sha256).await?;
+                        (c, from_cache, true)
+                    }
+                };
+                let st = Stamp { len: entry.size, mtime: None };
+                let mut l = self.link(Path::new(&shown), entry.sha256.clone(), st, component, from_cache)?;
+                l.registry = Some(info(fetched));
+                metrics::loaded(Path::new(&shown), from_cache, false);
+                tracing::info!(
+                    plugin = %shown,
+                    sha256 = %l.sha256,
+                    world = l.world.as_str(),
+                    from_cache,
+                    fetched,
+                    "wasm plugin loaded from the registry"
+                );
+                Arc::new(l)
+            }
+        };
+        self.inner.loaded.lock().unwrap().insert(key, loaded.clone());
+        Ok(loaded)
     }
 
     /// Where a plugin named `plugin` lives: a path (it contains a `/` or ends in `.wasm`),
@@ -342,6 +471,7 @@ impl PluginHost {
                 world: p.world,
                 from_cache: p.from_cache,
                 component: p.component.clone(),
+                registry: None,
                 stamp: st,
                 check: p.check.clone(),
                 handler: p.handler.clone(),
@@ -477,7 +607,17 @@ impl PluginHost {
                 })
             }
         };
-        Ok(Loaded { path: path.to_path_buf(), sha256: sha, world, from_cache, component, stamp: st, check, handler })
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            sha256: sha,
+            world,
+            from_cache,
+            component,
+            registry: None,
+            stamp: st,
+            check,
+            handler,
+        })
     }
 
     fn store(
@@ -593,8 +733,7 @@ impl PluginHost {
         if spec.memory_mb == Some(0) {
             return Err(PluginError::ZeroMemory);
         }
-        let path = self.resolve(&spec.plugin)?;
-        let loaded = self.load(&path).await?;
+        let loaded = self.open(&spec.plugin).await?;
         if let Some(w) = want {
             if loaded.world != w {
                 return Err(PluginError::WrongWorld {
@@ -680,14 +819,15 @@ impl PluginHost {
                 ));
             }
         }
-        let loaded = match self.resolve(&spec.plugin) {
-            Ok(path) => self.load(&path).await,
-            Err(e) => Err(e),
-        };
-        let loaded = match loaded {
+        let loaded = match self.open(&spec.plugin).await {
             Ok(l) => l,
             Err(e) => return Outcome::critical(e.to_string()),
         };
+        state.running = Some(Running {
+            plugin: loaded.path.display().to_string(),
+            sha256: loaded.sha256.clone(),
+            registry: loaded.registry.clone(),
+        });
         if let Err(e) = check_pin(spec, &loaded) {
             return Outcome::critical(e.to_string());
         }
@@ -735,8 +875,7 @@ impl PluginHost {
         event: HandlerEvent,
         caller: &str,
     ) -> Result<HandlerOutcome, PluginError> {
-        let path = self.resolve(&spec.plugin)?;
-        let loaded = self.load(&path).await?;
+        let loaded = self.open(&spec.plugin).await?;
         check_pin(spec, &loaded)?;
         let Some(pre) = &loaded.handler else {
             return Err(PluginError::WrongWorld {
@@ -832,11 +971,19 @@ pub struct HostReport {
 /// One plugin the host has loaded.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadedState {
+    /// The file, or for a registry plugin the reference it is loaded under.
     pub path: String,
     pub sha256: String,
     pub world: String,
     pub from_cache: bool,
     pub imports: Vec<String>,
+    /// "file" or "registry".
+    pub source: String,
+    /// A registry plugin's name, version, signers and whether this process fetched it.
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub signed_by: Vec<String>,
+    pub fetched: bool,
 }
 
 /// What a component imports and exports, and the capabilities that implies.
@@ -883,13 +1030,18 @@ impl PluginHost {
             .loaded
             .lock()
             .unwrap()
-            .values()
-            .map(|l| LoadedState {
-                path: l.path.display().to_string(),
+            .iter()
+            .map(|(key, l)| LoadedState {
+                path: key.display().to_string(),
                 sha256: l.sha256.clone(),
                 world: l.world.as_str().to_string(),
                 from_cache: l.from_cache,
                 imports: l.component.component_type().imports(engine).map(|(n, _)| n.to_string()).collect(),
+                source: if l.registry.is_some() { "registry" } else { "file" }.to_string(),
+                name: l.registry.as_ref().map(|r| r.name.clone()),
+                version: l.registry.as_ref().map(|r| r.version.clone()),
+                signed_by: l.registry.as_ref().map(|r| r.signed_by.clone()).unwrap_or_default(),
+                fetched: l.registry.as_ref().is_some_and(|r| r.fetched),
             })
             .collect();
         loaded.sort_by(|a, b| a.path.cmp(&b.path));

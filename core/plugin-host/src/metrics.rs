@@ -4,8 +4,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-/// The `plugin` label of a definition's `plugin` value or a loaded file's path.
+/// The `plugin` label of a definition's `plugin` value or a loaded file's path; a registry
+/// reference (`registry:<name>[@<version>]`) is labelled by its name.
 pub(crate) fn label(plugin: &str) -> String {
+    if let Some(rest) = plugin.strip_prefix("registry:") {
+        return rest.split('@').next().unwrap_or(rest).to_string();
+    }
     let name = Path::new(plugin).file_name().map_or_else(|| plugin.into(), |n| n.to_string_lossy().into_owned());
     name.strip_suffix(".wasm").map(str::to_string).unwrap_or(name)
 }
@@ -53,6 +57,23 @@ pub(crate) fn loaded(path: &Path, from_cache: bool, replaced: bool) {
     }
 }
 
+/// A registry plugin fetched from the servers.
+pub(crate) fn registry_fetch(name: &str, bytes: usize, started: Instant) {
+    let p = vec![("plugin", name.to_string())];
+    legate_telemetry::counter("legate.plugin.registry.fetches", p.clone(), 1.0);
+    legate_telemetry::counter("legate.plugin.registry.fetch_bytes", p.clone(), bytes as f64);
+    legate_telemetry::measure_since("legate.plugin.registry.fetch_time", p, started);
+}
+
+/// A registry plugin refused: `reason` is `unsigned` or `digest`.
+pub(crate) fn registry_refused(name: &str, reason: &'static str) {
+    legate_telemetry::counter(
+        "legate.plugin.registry.refused",
+        vec![("plugin", name.to_string()), ("reason", reason.into())],
+        1.0,
+    );
+}
+
 pub(crate) fn backoff(plugin: &str) {
     legate_telemetry::counter("legate.plugin.backoffs", vec![("plugin", label(plugin))], 1.0);
 }
@@ -63,5 +84,7 @@ mod tests {
     fn labels() {
         assert_eq!(super::label("http_json"), "http_json");
         assert_eq!(super::label("/var/lib/plugins/http_json.wasm"), "http_json");
+        assert_eq!(super::label("registry:http_json"), "http_json");
+        assert_eq!(super::label("registry:http_json@1.2.0"), "http_json");
     }
 }

@@ -38,6 +38,8 @@ pub enum Command {
     Coordinates(Vec<legate_api::coordinate::CoordinateUpdate>),
     /// `/v1/query` writes.
     Query(legate_state::query::QueryOp),
+    /// Plugin registry writes (`/v1/plugin`): a chunk, a commit, a signature, a delete, a reap.
+    Plugin(legate_state::plugin::PluginOp),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -60,6 +62,8 @@ pub enum CommandResponse {
     Coordinates(usize),
     /// A prepared query write, or why the state store refused it.
     Query(Result<(), String>),
+    /// A plugin registry write, or why the state store refused it.
+    Plugin(Result<(), String>),
 }
 
 impl Command {
@@ -78,7 +82,8 @@ impl Command {
             | Command::Query(_) => true,
             Command::Coordinates(updates) => updates.len() <= 64,
             Command::Batch(cmds) => cmds.len() <= 32 && cmds.iter().all(Command::is_light),
-            Command::Restore(_) | Command::ReapTombstones { .. } => false,
+            // A plugin chunk is a quarter of a MiB; registry writes are rare.
+            Command::Restore(_) | Command::ReapTombstones { .. } | Command::Plugin(_) => false,
         }
     }
 
@@ -98,6 +103,17 @@ impl Command {
             Command::Autopilot { .. } => "autopilot.apply",
             Command::Coordinates(_) => "fsm.coordinate.batch-update",
             Command::Query(_) => "fsm.prepared-query",
+            Command::Plugin(_) => "fsm.plugin",
+        }
+    }
+
+    /// The bytes of blob data the command carries (plugin chunks): what the batcher and the
+    /// AppendEntries budget count, so that chunks do not pile up in one entry or one call.
+    pub fn bulk_bytes(&self) -> usize {
+        match self {
+            Command::Plugin(op) => op.bulk_bytes(),
+            Command::Batch(cmds) => cmds.iter().map(Command::bulk_bytes).sum(),
+            _ => 0,
         }
     }
 
@@ -121,6 +137,9 @@ impl Command {
             Command::Coordinates(_) => vec![Table::Coordinates],
             Command::Query(_) => vec![Table::Catalog],
             Command::Acl(_) => vec![Table::Acl],
+            // A chunk is not visible before its commit.
+            Command::Plugin(op) if !op.visible() => Vec::new(),
+            Command::Plugin(_) => vec![Table::Plugins],
             // Read when needed, never waited on.
             Command::Autopilot { .. } => Vec::new(),
             other => vec![other.table()],

@@ -7,12 +7,15 @@
 //! - `KvWrite`: a KV verb written through a client agent, checked against the request's token
 //!   (and the key's lock-delay) and applied;
 //! - `Http`: an HTTP API call a client agent forwards (reads, blocking queries), answered by the
-//!   server's own handlers.
+//!   server's own handlers;
+//! - `PluginList` / `PluginChunk`: a client agent's view of the plugin registry (a blocking
+//!   read) and the chunks of the blobs it runs, checked against its agent token.
 //!
 //! The last two need the agent's ACL resolution and HTTP layer, which live above this crate:
 //! the composition root installs them as [`Endpoints`] once they exist.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +47,16 @@ pub trait Endpoints: Send + Sync {
     async fn catalog_write(&self, token: Option<String>, cmd: Command) -> Result<CommandResponse, EndpointError>;
     /// A KV write (`PUT`/`DELETE /v1/kv`) through a client agent, checked against `token`.
     async fn kv_write(&self, token: Option<String>, op: KvOp) -> Result<CommandResponse, EndpointError>;
+    /// The plugin registry's versions `token` may read, as JSON, with the registry's index:
+    /// answered once that index passes `index`, or after `wait`.
+    async fn plugin_list(
+        &self,
+        token: Option<String>,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(u64, String), EndpointError>;
+    /// Chunk `chunk` of blob `sha256`, if `token` may read a version of it.
+    async fn plugin_chunk(&self, token: Option<String>, sha256: String, chunk: u32) -> Result<Vec<u8>, EndpointError>;
 }
 
 /// Where the composition root puts the [`Endpoints`] once the HTTP layer exists.

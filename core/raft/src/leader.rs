@@ -3,7 +3,7 @@
 //! every duty afresh, so a duty's state (session deadlines, tombstone marks) is rebuilt from
 //! the store rather than trusted from an earlier term.
 //!
-//! Built in: session TTLs and KV tombstone GC. The agent adds what needs its layers (the ACL
+//! Built in: session TTLs, KV tombstone GC and the GC of dead plugin uploads. The agent adds what needs its layers (the ACL
 //! objects a cluster must have, reconciling gossip members into the catalog).
 
 use std::collections::{HashMap, VecDeque};
@@ -42,6 +42,7 @@ pub fn builtin(tombstone_ttl: Duration) -> Vec<Duty> {
     vec![
         Duty::new("session-ttl", session_ttls),
         Duty::new("tombstone-gc", move |s, stop| tombstone_gc(s, tombstone_ttl, stop)),
+        Duty::new("plugin-gc", plugin_gc),
     ]
 }
 
@@ -167,6 +168,51 @@ async fn tombstone_gc(server: Arc<Server>, ttl: Duration, stop: CancellationToke
             }
         }
     }
+}
+
+/// How long an unfinished plugin upload may sit before its chunks are reaped.
+const DEAD_UPLOAD: Duration = Duration::from_secs(3600);
+
+/// Plugin registry GC: every 10 minutes, blobs whose upload stopped between chunks over an
+/// hour ago and that no version names are dropped (`PluginOp::Reap`).
+async fn plugin_gc(server: Arc<Server>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(600));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let dead = match server.store.read().and_then(|t| dead_uploads(&t, now)) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "plugin GC could not read the registry");
+                continue;
+            }
+        };
+        for sha256 in dead {
+            let op = legate_state::plugin::PluginOp::Reap { sha256: sha256.clone() };
+            match server.apply(Command::Plugin(op)).await {
+                Ok(_) => tracing::info!(%sha256, "reaped an unfinished plugin upload"),
+                Err(e) => tracing::warn!(%sha256, error = %e, "plugin GC failed"),
+            }
+        }
+    }
+}
+
+/// Incomplete blobs last written over [`DEAD_UPLOAD`] before `now` (unix seconds) that no
+/// version names.
+fn dead_uploads(txn: &redb::ReadTransaction, now: u64) -> Result<Vec<String>, legate_state::StoreError> {
+    let named: std::collections::HashSet<String> =
+        legate_state::plugin::versions(txn)?.into_iter().map(|v| v.sha256).collect();
+    Ok(legate_state::plugin::blobs(txn)?
+        .into_iter()
+        .filter(|b| !b.complete && !named.contains(&b.sha256))
+        .filter(|b| now.saturating_sub(b.updated_at_unix) > DEAD_UPLOAD.as_secs())
+        .map(|b| b.sha256)
+        .collect())
 }
 
 /// Records `applied` at `now` and answers the newest index recorded at least `ttl` ago.

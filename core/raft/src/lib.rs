@@ -141,6 +141,10 @@ impl Server {
             election_timeout_max: 300 * m,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(opts.snapshot_threshold.max(1)),
             max_in_snapshot_log_to_keep: opts.trailing_logs,
+            // Snapshots carry the plugin registry's blobs: give each segment time to travel
+            // (openraft's default is 200 ms per 3 MiB segment).
+            install_snapshot_timeout: 1000 * m,
+            snapshot_max_chunk_size: 1 << 20,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(ServerError::raft)?);
@@ -456,6 +460,9 @@ pub struct Batcher {
 
 /// Most commands in one entry.
 const MAX_BATCH: usize = 512;
+/// Most bulk bytes (plugin chunks) gathered into one entry: a chunk that would pass it waits
+/// for the next entry (one alone always goes), so concurrent pushes cannot make one huge entry.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl Batcher {
     pub fn start(
@@ -467,16 +474,30 @@ impl Batcher {
         // Bounded: callers wait (back-pressure) when writes arrive faster than they commit.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
         legate_types::tasks::spawn(tracker, "raft-batcher", async move {
+            // A command taken from the queue that did not fit the previous entry's byte budget.
+            let mut carried: Option<Pending> = None;
             loop {
-                let first = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    p = rx.recv() => match p { Some(p) => p, None => return },
+                let first = match carried.take() {
+                    Some(p) => p,
+                    None => tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return,
+                        p = rx.recv() => match p { Some(p) => p, None => return },
+                    },
                 };
+                let mut bytes = first.0.bulk_bytes();
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
+                while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(p) => batch.push(p),
+                        Ok(p) => {
+                            let more = p.0.bulk_bytes();
+                            if more > 0 && bytes + more > MAX_BATCH_BYTES {
+                                carried = Some(p);
+                                break;
+                            }
+                            bytes += more;
+                            batch.push(p);
+                        }
                         Err(_) => break,
                     }
                 }

@@ -241,6 +241,47 @@ impl ServerLink {
         .await
     }
 
+    /// The plugin registry as `token` may read it, once its index passes `index` (or after
+    /// `wait`): the index and the versions as JSON. The agent's own call: not rate limited.
+    pub async fn plugin_list(
+        &self,
+        token: Option<String>,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(u64, String), LinkError> {
+        let wait_ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
+        self.call_any(
+            || Request::PluginList { token: token.clone(), index, wait_ms },
+            wait + Duration::from_secs(5),
+            false,
+            |resp| match resp {
+                Response::PluginList(r) => r.map_err(LinkError::from),
+                other => Err(LinkError::unexpected(&other)),
+            },
+        )
+        .await
+    }
+
+    /// One chunk of a registry blob. The agent's own call: not rate limited.
+    pub async fn plugin_chunk(
+        &self,
+        token: Option<String>,
+        sha256: &str,
+        chunk: u32,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, LinkError> {
+        self.call_any(
+            || Request::PluginChunk { token: token.clone(), sha256: sha256.to_string(), chunk },
+            deadline,
+            false,
+            |resp| match resp {
+                Response::PluginChunk(r) => r.map_err(LinkError::from),
+                other => Err(LinkError::unexpected(&other)),
+            },
+        )
+        .await
+    }
+
     /// A client agent's catalog write, checked by the server against `token`.
     pub async fn catalog_write(
         &self,

@@ -80,6 +80,19 @@ pub enum Request {
     Elect {
         within_ms: u64,
     },
+    /// A client agent's view of the plugin registry: answered once the registry's index passes
+    /// `index` or after `wait_ms`, with the versions `token` may read.
+    PluginList {
+        token: Option<String>,
+        index: u64,
+        wait_ms: u64,
+    },
+    /// One chunk of a registry blob, for a token that may read a version of it.
+    PluginChunk {
+        token: Option<String>,
+        sha256: String,
+        chunk: u32,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -112,6 +125,10 @@ pub enum Response {
     Ping(bool),
     /// Whether this server became the leader.
     Elect(Result<(), String>),
+    /// The registry's index and its versions (JSON of `legate_api::plugin::RegistryView`).
+    PluginList(Result<(u64, String), EndpointError>),
+    /// A chunk's bytes.
+    PluginChunk(Result<Vec<u8>, EndpointError>),
 }
 
 impl Response {
@@ -127,6 +144,8 @@ impl Response {
             Response::CatalogWrite(r) | Response::KvWrite(r) => r.is_err(),
             Response::Ping(_) => false,
             Response::Elect(r) => r.is_err(),
+            Response::PluginList(r) => r.is_err(),
+            Response::PluginChunk(r) => r.is_err(),
         }
     }
 }
@@ -647,6 +666,14 @@ impl Handlers {
             Request::KvWrite { token, op } => match self.endpoints.get() {
                 Some(e) => Response::KvWrite(e.kv_write(token, op).await),
                 None => Response::KvWrite(Err(EndpointError::Unavailable("server is starting".into()))),
+            },
+            Request::PluginList { token, index, wait_ms } => match self.endpoints.get() {
+                Some(e) => Response::PluginList(e.plugin_list(token, index, Duration::from_millis(wait_ms)).await),
+                None => Response::PluginList(Err(EndpointError::Unavailable("server is starting".into()))),
+            },
+            Request::PluginChunk { token, sha256, chunk } => match self.endpoints.get() {
+                Some(e) => Response::PluginChunk(e.plugin_chunk(token, sha256, chunk).await),
+                None => Response::PluginChunk(Err(EndpointError::Unavailable("server is starting".into()))),
             },
         }
     }

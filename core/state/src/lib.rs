@@ -12,6 +12,7 @@ pub mod autopilot;
 pub mod catalog;
 pub mod coordinate;
 pub mod kv;
+pub mod plugin;
 pub mod query;
 pub mod schema;
 pub mod session;

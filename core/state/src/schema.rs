@@ -49,6 +49,13 @@ pub const ACL_BINDING_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// Prepared queries: ID -> JSON(`query::PreparedQuery`).
 pub const QUERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("prepared_queries");
 
+/// Plugin registry versions: "name\0version" -> JSON(`plugin::PluginVersion`).
+pub const PLUGIN_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_versions");
+/// Plugin registry blobs: sha256 hex -> JSON(`plugin::Blob`).
+pub const PLUGIN_BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_blobs");
+/// Plugin registry chunks: "sha256\0{index:08}" -> the chunk's bytes.
+pub const PLUGIN_CHUNKS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_chunks");
+
 /// Operator settings replicated through Raft (the autopilot configuration): key -> JSON.
 pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operator");
 
@@ -56,7 +63,7 @@ pub const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("operato
 pub const COORDINATES: TableDefinition<&str, &[u8]> = TableDefinition::new("coordinates");
 
 /// The byte-valued tables a snapshot carries as they are (besides KV and tombstones).
-pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 16] = [
+pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 19] = [
     NODES,
     SERVICES,
     CHECKS,
@@ -73,6 +80,9 @@ pub const RECORD_TABLES: [TableDefinition<&str, &[u8]>; 16] = [
     ACL_AUTH_METHODS,
     ACL_BINDING_RULES,
     QUERIES,
+    PLUGIN_VERSIONS,
+    PLUGIN_BLOBS,
+    PLUGIN_CHUNKS,
 ];
 
 pub const IDX_NODES: &str = "nodes";
@@ -88,6 +98,7 @@ pub const IDX_ACL_BINDING_RULES: &str = "acl-binding-rules";
 pub const IDX_TOMBSTONES: &str = "tombstones";
 pub const IDX_COORDINATES: &str = "coordinates";
 pub const IDX_QUERIES: &str = "prepared-queries";
+pub const IDX_PLUGINS: &str = "plugins";
 /// Raft index of the last snapshot restore: a floor under every reported index, so indexes
 /// never go backwards although restored entries keep their own ModifyIndex.
 pub const IDX_RESTORE: &str = "restore";

@@ -633,3 +633,213 @@ fn snapshot_import_replaces_the_state_and_keeps_queries_working() {
     assert_eq!(catalog::service_nodes(&r, "web").unwrap().len(), 1);
     assert_eq!(catalog::service_index(&r, "web").unwrap(), 3);
 }
+
+// ---- plugin registry ----
+
+mod plugins {
+    use super::*;
+    use crate::plugin::{self, PluginOp, PluginVersion, Signature, CHUNK_SIZE};
+
+    /// A blob of `len` bytes and its (made-up but well-formed) digest.
+    fn blob(len: usize, seed: u8) -> (Vec<u8>, String) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+        (bytes, format!("{:02x}", seed).repeat(32))
+    }
+
+    fn apply(s: &Store, op: &PluginOp, index: u64) -> Result<(), String> {
+        write(s, |t| plugin::apply_txn(t, op, index).unwrap())
+    }
+
+    fn chunks(sha: &str, bytes: &[u8], at_unix: u64) -> Vec<PluginOp> {
+        let size = bytes.len() as u64;
+        let total = plugin::chunk_count(size);
+        bytes
+            .chunks(CHUNK_SIZE)
+            .enumerate()
+            .map(|(i, data)| PluginOp::Chunk {
+                sha256: sha.to_string(),
+                index: i as u32,
+                total,
+                size,
+                at_unix,
+                data: data.to_vec(),
+            })
+            .collect()
+    }
+
+    fn commit(name: &str, version: &str, sha: &str, size: u64) -> PluginOp {
+        let v = PluginVersion {
+            name: name.into(),
+            version: version.into(),
+            sha256: sha.into(),
+            size,
+            world: "check".into(),
+            ..PluginVersion::default()
+        };
+        PluginOp::Commit { version_json: serde_json::to_string(&v).unwrap(), signatures: Vec::new() }
+    }
+
+    /// Uploads and commits `name@version` from index `at`; the index after.
+    fn push(s: &Store, name: &str, version: &str, bytes: &[u8], sha: &str, at: u64) -> u64 {
+        let mut i = at;
+        for op in chunks(sha, bytes, 100) {
+            apply(s, &op, i).unwrap();
+            i += 1;
+        }
+        apply(s, &commit(name, version, sha, bytes.len() as u64), i).unwrap();
+        i + 1
+    }
+
+    fn wasm_check(node_name: &str, id: &str, plugin_ref: &str) -> Register {
+        let mut c = check(id, "", "passing");
+        c.kind = "wasm".into();
+        c.definition = serde_json::json!({"Wasm": {"Plugin": plugin_ref}}).to_string();
+        reg(node_name, None, vec![c])
+    }
+
+    #[test]
+    fn chunks_then_commit_and_the_blob_reads_back() {
+        let s = store();
+        let (bytes, sha) = blob(2 * CHUNK_SIZE + 10, 1);
+        let ops = chunks(&sha, &bytes, 100);
+        assert_eq!(ops.len(), 3);
+        // A commit before every chunk is there is refused.
+        apply(&s, &ops[0], 1).unwrap();
+        apply(&s, &ops[2], 2).unwrap();
+        let err = apply(&s, &commit("p", "1", &sha, bytes.len() as u64), 3).unwrap_err();
+        assert!(err.contains("chunk 1") && err.contains("missing"), "{err}");
+        assert!(plugin::versions(&s.read().unwrap()).unwrap().is_empty());
+        // Chunks are not visible and move no index.
+        assert_eq!(table_index_read(&s.read().unwrap(), schema::IDX_PLUGINS).unwrap(), 0);
+        apply(&s, &ops[1], 4).unwrap();
+        // Sent again (an unknown outcome): the same chunk is a no-op.
+        apply(&s, &ops[1], 5).unwrap();
+        apply(&s, &commit("p", "1", &sha, bytes.len() as u64), 6).unwrap();
+        let r = s.read().unwrap();
+        assert_eq!(plugin::assemble(&r, &sha).unwrap().unwrap(), bytes);
+        assert_eq!(plugin::table_index(&r).unwrap(), 6);
+        let v = plugin::resolve(&r, "p", Some("1")).unwrap().unwrap();
+        assert_eq!((v.create_index, v.size), (6, bytes.len() as u64));
+        // A commit sent again is a no-op; another digest under the same version is refused.
+        drop(r);
+        apply(&s, &commit("p", "1", &sha, bytes.len() as u64), 7).unwrap();
+        assert_eq!(plugin::resolve(&s.read().unwrap(), "p", Some("1")).unwrap().unwrap().create_index, 6);
+        let (other, other_sha) = blob(10, 2);
+        for op in chunks(&other_sha, &other, 100) {
+            apply(&s, &op, 8).unwrap();
+        }
+        let err = apply(&s, &commit("p", "1", &other_sha, 10), 9).unwrap_err();
+        assert!(err.contains("already exists with another digest"), "{err}");
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        let s = store();
+        let (bytes, sha) = blob(CHUNK_SIZE + 1, 3);
+        let mut ops = chunks(&sha, &bytes, 0);
+        if let PluginOp::Chunk { data, .. } = &mut ops[1] {
+            data.push(0);
+        }
+        assert!(apply(&s, &ops[1], 1).unwrap_err().contains("expected"));
+        let bad = PluginOp::Chunk { sha256: "xyz".into(), index: 0, total: 1, size: 1, at_unix: 0, data: vec![1] };
+        assert!(apply(&s, &bad, 2).unwrap_err().contains("invalid digest"));
+        let debug = format!("{:?}", ops[0]);
+        assert!(debug.contains("data_len") && debug.len() < 300, "a chunk's bytes are never printed: {debug}");
+    }
+
+    #[test]
+    fn latest_is_the_version_pushed_last() {
+        let s = store();
+        let (a, sha_a) = blob(100, 4);
+        let (b, sha_b) = blob(200, 5);
+        let i = push(&s, "p", "2.0.0", &a, &sha_a, 1);
+        push(&s, "p", "1.9.0", &b, &sha_b, i);
+        let r = s.read().unwrap();
+        let latest = plugin::resolve(&r, "p", None).unwrap().unwrap();
+        assert_eq!(latest.version, "1.9.0", "pushed last, whatever semver says");
+        let infos = plugin::infos(&r).unwrap();
+        assert_eq!(infos.iter().filter(|i| i.latest).map(|i| i.version.as_str()).collect::<Vec<_>>(), ["1.9.0"]);
+        assert!(plugin::resolve(&r, "q", None).unwrap().is_none());
+    }
+
+    #[test]
+    fn delete_is_refused_while_a_check_references_the_version() {
+        let s = store();
+        let (a, sha_a) = blob(100, 6);
+        let (b, sha_b) = blob(100, 7);
+        let mut i = push(&s, "p", "1", &a, &sha_a, 1);
+        i = push(&s, "p", "2", &b, &sha_b, i);
+        register(&s, &wasm_check("n1", "pinned", "registry:p@1"), i).unwrap();
+        register(&s, &wasm_check("n2", "latest", "registry:p"), i + 1).unwrap();
+        i += 2;
+        let err = apply(&s, &PluginOp::Delete { name: "p".into(), version: "1".into() }, i).unwrap_err();
+        assert!(err.contains("n1/pinned") && !err.contains("n2/latest"), "{err}");
+        let err = apply(&s, &PluginOp::Delete { name: "p".into(), version: "2".into() }, i + 1).unwrap_err();
+        assert!(err.contains("n2/latest"), "{err}");
+        let refs = plugin::infos(&s.read().unwrap()).unwrap();
+        let runs_on: Vec<_> = refs.iter().map(|p| (p.version.as_str(), p.runs_on.len())).collect();
+        assert_eq!(runs_on, [("1", 1), ("2", 1)]);
+        // Once the pinned check is gone, version 1 goes, and its blob with it.
+        deregister(
+            &s,
+            &Deregister { node: "n1".into(), check_id: Some("pinned".into()), ..Deregister::default() },
+            i + 2,
+        )
+        .unwrap();
+        apply(&s, &PluginOp::Delete { name: "p".into(), version: "1".into() }, i + 3).unwrap();
+        let r = s.read().unwrap();
+        assert!(plugin::blob(&r, &sha_a).unwrap().is_none(), "the blob goes with its last version");
+        assert!(plugin::chunk(&r, &sha_a, 0).unwrap().is_none());
+        assert!(plugin::blob(&r, &sha_b).unwrap().is_some());
+        assert_eq!(plugin::table_index(&r).unwrap(), i + 3);
+        drop(r);
+        // Deleting what is gone is a no-op (a delete sent again).
+        apply(&s, &PluginOp::Delete { name: "p".into(), version: "1".into() }, i + 4).unwrap();
+    }
+
+    #[test]
+    fn a_blob_under_two_versions_stays_until_both_go_and_digest_references_hold_the_last() {
+        let s = store();
+        let (a, sha) = blob(100, 8);
+        let mut i = push(&s, "p", "1", &a, &sha, 1);
+        i = push(&s, "p", "1-again", &a, &sha, i);
+        register(&s, &wasm_check("n1", "by-digest", &format!("sha256:{sha}")), i).unwrap();
+        apply(&s, &PluginOp::Delete { name: "p".into(), version: "1".into() }, i + 1).unwrap();
+        assert!(plugin::blob(&s.read().unwrap(), &sha).unwrap().is_some());
+        let err = apply(&s, &PluginOp::Delete { name: "p".into(), version: "1-again".into() }, i + 2).unwrap_err();
+        assert!(err.contains("n1/by-digest"), "{err}");
+    }
+
+    #[test]
+    fn signatures_merge_and_dead_uploads_are_reaped() {
+        let s = store();
+        let (a, sha) = blob(10, 9);
+        let i = push(&s, "p", "1", &a, &sha, 1);
+        let sig = Signature { public_key: "cGs=".into(), signature: "c2ln".into() };
+        apply(&s, &PluginOp::Sign { sha256: sha.clone(), signature: sig.clone() }, i).unwrap();
+        apply(&s, &PluginOp::Sign { sha256: sha.clone(), signature: sig.clone() }, i + 1).unwrap();
+        assert_eq!(plugin::blob(&s.read().unwrap(), &sha).unwrap().unwrap().signatures, vec![sig]);
+        // An upload that stopped between chunks: reaped; a committed blob is not.
+        let (b, sha_b) = blob(CHUNK_SIZE + 5, 10);
+        apply(&s, &chunks(&sha_b, &b, 7)[0], i + 2).unwrap();
+        apply(&s, &PluginOp::Reap { sha256: sha.clone() }, i + 3).unwrap();
+        apply(&s, &PluginOp::Reap { sha256: sha_b.clone() }, i + 4).unwrap();
+        let r = s.read().unwrap();
+        assert!(plugin::blob(&r, &sha).unwrap().is_some());
+        assert!(plugin::blob(&r, &sha_b).unwrap().is_none());
+        assert!(plugin::chunk(&r, &sha_b, 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn snapshots_carry_the_registry() {
+        let a = store();
+        let (bytes, sha) = blob(CHUNK_SIZE + 3, 11);
+        push(&a, "p", "1", &bytes, &sha, 1);
+        let data = snapshot::export(&a.read().unwrap()).unwrap();
+        let b = store();
+        write(&b, |t| snapshot::import_txn(t, &data).unwrap());
+        let r = b.read().unwrap();
+        assert_eq!(plugin::assemble(&r, &sha).unwrap().unwrap(), bytes);
+        assert_eq!(plugin::resolve(&r, "p", None).unwrap().unwrap().version, "1");
+    }
+}

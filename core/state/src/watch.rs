@@ -16,6 +16,8 @@ pub enum Table {
     Acl,
     /// Network coordinates.
     Coordinates,
+    /// The plugin registry.
+    Plugins,
 }
 
 pub struct Watches {
@@ -24,6 +26,7 @@ pub struct Watches {
     sessions: watch::Sender<u64>,
     acl: watch::Sender<u64>,
     coordinates: watch::Sender<u64>,
+    plugins: watch::Sender<u64>,
     /// Bumped by every snapshot restore: blocked queries return at once (Consul abandons
     /// every watch on restore).
     restores: watch::Sender<u64>,
@@ -43,6 +46,7 @@ impl Watches {
             sessions: watch::channel(0).0,
             acl: watch::channel(0).0,
             coordinates: watch::channel(0).0,
+            plugins: watch::channel(0).0,
             restores: watch::channel(0).0,
         }
     }
@@ -54,6 +58,7 @@ impl Watches {
             Table::Sessions => &self.sessions,
             Table::Acl => &self.acl,
             Table::Coordinates => &self.coordinates,
+            Table::Plugins => &self.plugins,
         }
     }
 
@@ -90,6 +95,7 @@ impl Watches {
         self.notify(Table::Sessions, index);
         self.notify(Table::Acl, index);
         self.notify(Table::Coordinates, index);
+        self.notify(Table::Plugins, index);
         self.restores.send_modify(|n| *n += 1);
     }
 }

@@ -392,6 +392,18 @@ impl Client {
         Ok((status.as_u16(), Self::meta(&headers), body))
     }
 
+    /// GET raw bytes with the response's headers (`legate plugin pull`).
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(reqwest::header::HeaderMap, Bytes), Error> {
+        let q: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (status, headers, bytes) = self.send(Method::GET, path, &q, None).await?;
+        Self::check(status, &bytes)?;
+        Ok((headers, bytes))
+    }
+
     /// PUT to an endpoint with an optional JSON body; returns the raw response body.
     pub async fn put_json(
         &self,

@@ -157,6 +157,7 @@ macro_rules! export_check {
             }
         }
         $crate::check_world::__legate_export_check_world!(__LegateCheckExport);
+        $crate::__legate_version_section!();
     };
 }
 
@@ -175,7 +176,37 @@ macro_rules! export_handler {
             }
         }
         $crate::handler_world::__legate_export_handler_world!(__LegateHandlerExport);
+        $crate::__legate_version_section!();
     };
+}
+
+/// Writes the plugin crate's version (`CARGO_PKG_VERSION`, expanded in the plugin's crate) as a
+/// `"version"` custom section: what `legate plugin push` takes as the version when `-version`
+/// is not given (the section `wasm-tools metadata add --version` writes).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __legate_version_section {
+    () => {
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[link_section = "version"]
+        #[used]
+        static __LEGATE_PLUGIN_VERSION: [u8; env!("CARGO_PKG_VERSION").len()] =
+            $crate::__version_bytes::<{ env!("CARGO_PKG_VERSION").len() }>(env!("CARGO_PKG_VERSION"));
+    };
+}
+
+/// The bytes of `s` as an array of its length (for the version section).
+#[doc(hidden)]
+pub const fn __version_bytes<const N: usize>(s: &str) -> [u8; N] {
+    let bytes = s.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N && i < bytes.len() {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
 }
 
 /// Agent log lines, tagged with the plugin and check by the host.

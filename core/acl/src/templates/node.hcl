@@ -5,3 +5,6 @@ node "{{.Name}}" {
 service_prefix "" {
 	policy = "read"
 }
+plugin_prefix "" {
+	policy = "read"
+}

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::{AnyError, BasicNode};
+use openraft::{AnyError, BasicNode, EntryPayload};
 
 use super::{NodeId, TypeConfig};
 use crate::rpc::{PeerClient, Pool, Request, Response, RpcError};
@@ -81,6 +81,28 @@ fn remote<Err: std::error::Error>(target: NodeId, msg: String) -> RPCError<NodeI
     RPCError::Network(NetworkError::new(&AnyError::error(format!("node {target}: {msg}"))))
 }
 
+/// Most bulk bytes (plugin chunks) in one AppendEntries call. openraft times a call out at the
+/// heartbeat interval and sends up to 300 entries: 300 chunks of 256 KiB could never arrive in
+/// time, and replication would retry the same range forever.
+const APPEND_BUDGET: usize = 1 << 20;
+
+/// How many of `entries` fit [`APPEND_BUDGET`] (at least one), if not all do.
+fn entries_within_budget(entries: &[openraft::Entry<TypeConfig>]) -> Option<u64> {
+    if entries.len() <= 1 {
+        return None;
+    }
+    let mut bytes = 0usize;
+    for (n, e) in entries.iter().enumerate() {
+        if let EntryPayload::Normal(cmd) = &e.payload {
+            bytes += cmd.bulk_bytes();
+        }
+        if bytes > APPEND_BUDGET {
+            return Some(n.max(1) as u64);
+        }
+    }
+    None
+}
+
 fn deadline(option: &RPCOption) -> Duration {
     option.hard_ttl().max(Duration::from_millis(50))
 }
@@ -91,6 +113,10 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, E> {
+        if let Some(fit) = entries_within_budget(&rpc.entries) {
+            // openraft retries at once with fewer entries (a single entry always goes out).
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
+        }
         let peer = vec![("peer_id", self.target.to_string())];
         let logs = rpc.entries.len();
         let timer = legate_telemetry::Timer::start("raft.replication.appendEntries.rpc", peer.clone());
@@ -126,5 +152,39 @@ impl RaftNetwork<TypeConfig> for Peer {
             Response::Vote(Err(e)) => Err(remote(self.target, e)),
             other => Err(remote(self.target, format!("unexpected response {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, LogId};
+
+    use super::*;
+    use crate::command::Command;
+    use legate_state::plugin::PluginOp;
+
+    fn chunk(index: u64, len: usize) -> Entry<TypeConfig> {
+        let op = PluginOp::Chunk {
+            sha256: "0".repeat(64),
+            index: 0,
+            total: 1,
+            size: len as u64,
+            at_unix: 0,
+            data: vec![0; len],
+        };
+        let log_id = LogId::new(CommittedLeaderId::new(1, 0), index);
+        Entry { log_id, payload: EntryPayload::Normal(Command::Plugin(op)) }
+    }
+
+    #[test]
+    fn append_entries_over_the_byte_budget_are_split() {
+        let small: Vec<_> = (1..=3).map(|i| chunk(i, 1000)).collect();
+        assert_eq!(entries_within_budget(&small), None);
+        let big: Vec<_> = (1..=10).map(|i| chunk(i, 256 * 1024)).collect();
+        assert_eq!(entries_within_budget(&big), Some(4));
+        // One entry always goes out, however large.
+        assert_eq!(entries_within_budget(&big[..1]), None);
+        let first_too_big = vec![chunk(1, 2 << 20), chunk(2, 10)];
+        assert_eq!(entries_within_budget(&first_too_big), Some(1));
     }
 }

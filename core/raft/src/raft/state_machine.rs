@@ -150,6 +150,7 @@ fn apply_command(
             CommandResponse::Autopilot(legate_state::autopilot::set_txn(txn, config, *cas, index)?)
         }
         Command::Query(op) => CommandResponse::Query(legate_state::query::apply_txn(txn, op, index)?),
+        Command::Plugin(op) => CommandResponse::Plugin(legate_state::plugin::apply_txn(txn, op, index)?),
         Command::Coordinates(updates) => {
             CommandResponse::Coordinates(legate_state::coordinate::update_batch_txn(txn, updates, index)?)
         }
@@ -165,6 +166,7 @@ fn apply_command(
                 legate_state::schema::IDX_NODES,
                 legate_state::schema::IDX_SERVICES,
                 legate_state::schema::IDX_CHECKS,
+                legate_state::schema::IDX_PLUGINS,
             ] {
                 legate_state::bump_index_txn(txn, t, index)?;
             }
