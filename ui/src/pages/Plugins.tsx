@@ -13,6 +13,12 @@ interface LoadedPlugin {
   world: string;
   from_cache: boolean;
   imports: string[];
+  /** "file" or "registry" (pushed with `legate plugin push`). */
+  source?: string;
+  name?: string | null;
+  version?: string | null;
+  signed_by?: string[];
+  fetched?: boolean;
 }
 
 interface HostState {
@@ -337,10 +343,24 @@ function PluginCard(props: { plugin: LoadedPlugin; checks: PluginCheck[]; watche
         {name} <span class="tag" title={p.world}>{worldName(p.world)}</span>
       </h3>
       <dl class="kv">
-        <dt>File</dt>
-        <dd>
-          <code>{p.path}</code>
-        </dd>
+        {p.source === 'registry' ? (
+          <>
+            <dt>Registry</dt>
+            <dd>
+              <code>{p.path}</code> → version <code>{p.version}</code>
+              {p.fetched ? ' (fetched from the servers by this agent)' : ''}
+            </dd>
+            <dt>Signed by</dt>
+            <dd>{p.signed_by && p.signed_by.length > 0 ? p.signed_by.join(', ') : 'not signed'}</dd>
+          </>
+        ) : (
+          <>
+            <dt>File</dt>
+            <dd>
+              <code>{p.path}</code>
+            </dd>
+          </>
+        )}
         <dt>Digest</dt>
         <dd>
           <code title={p.sha256}>sha256 {p.sha256.slice(0, 12)}…</code>
