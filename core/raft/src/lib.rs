@@ -137,8 +137,14 @@ impl Server {
         let config = openraft::Config {
             cluster_name: "legate".into(),
             heartbeat_interval: 50 * m,
-            election_timeout_min: 150 * m,
-            election_timeout_max: 300 * m,
+            // openraft 0.9 lets a follower of a known leader stand for election only after
+            // election_timeout_max (its "leader lease") plus its random timeout in [min, max):
+            // these give 180-240 ms x raft_multiplier (0.9-1.2 s at the default 5, as Consul's
+            // heartbeat timeout of 1-2 s), where 150-300 gave 450-600 ms x raft_multiplier and a
+            // leader SIGKILL stopped writes for 2.7 s (scripts/bench-failover.py). It stays above
+            // the lease `is_leader` gives a leader (100 ms x raft_multiplier).
+            election_timeout_min: 60 * m,
+            election_timeout_max: 120 * m,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(opts.snapshot_threshold.max(1)),
             max_in_snapshot_log_to_keep: opts.trailing_logs,
             // Snapshots carry the plugin registry's blobs: give each segment time to travel
@@ -263,7 +269,7 @@ impl Server {
 
     /// Whether this server leads and may act as the leader: Raft made it leader and a quorum of
     /// the voters answered it within the leader lease (100 ms x raft_multiplier, two heartbeat
-    /// intervals, below the 150 ms x raft_multiplier a follower waits before it stands for
+    /// intervals, below the 180 ms x raft_multiplier a follower waits at least before it stands for
     /// election). An old leader cut off from the others stops answering as one within the
     /// lease (default-consistency reads, session renewals, leader-only calls get "No cluster
     /// leader" or wait for one), as Consul's leader steps down at its leader_lease_timeout;
