@@ -290,3 +290,63 @@ async fn kv_is_linearizable_and_sessions_live_while_a_servers_clock_steps() {
     assert_eq!(v[0]["Session"], session.as_str(), "the lock stayed held");
     eprintln!("the session lived through {renewals} renewals; {faults}");
 }
+
+/// A server whose data dir is lost (a replaced disk) and that comes back with its node ID: the
+/// leader goes on leading and catches it up from a snapshot (its log is compacted), where
+/// openraft's check that a follower's log never goes back used to stop the leader; and the
+/// empty server joins the others' cluster instead of bootstrapping one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_its_data_dir_rejoins_and_is_caught_up() {
+    const IPS: [&str; 3] = ["127.0.22.1", "127.0.22.2", "127.0.22.3"];
+    let c = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |i: usize| {
+        let mut args = legate_tests::cluster_agent_args(
+            IPS[i],
+            &format!("w{}", i + 1),
+            dirs[i].path().to_str().unwrap(),
+            true,
+            IPS[0],
+        );
+        let id = format!("{:08x}-0000-4000-8000-00000000000{i}", 0x5eed_0001 + i);
+        args.extend(["-node-id".into(), id, "-hcl".into(), "raft_snapshot_threshold = 16".into()]);
+        args.extend(["-hcl".into(), "raft_trailing_logs = 4".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        AgentProcess::start(&args, &[])
+    };
+    let mut agents: Vec<Option<AgentProcess>> = (0..3).map(|i| Some(start(i))).collect();
+    wait_three_peers(&c, || Some(agents[0].as_ref()?.url("/v1/status/peers"))).await;
+    let leader = retry_until(Duration::from_secs(10), "a leader", || leader_index_of(&c, &agents, &IPS)).await;
+    // One Raft entry per write: enough for a few snapshots and a compacted log.
+    for k in 0..60 {
+        let r = c.put(agents[leader].as_ref().unwrap().url(&format!("/v1/kv/lost/k{k}"))).body(format!("v{k}"));
+        assert!(r.send().await.unwrap().status().is_success());
+    }
+
+    let lost = (leader + 1) % 3;
+    let mut victim = agents[lost].take().unwrap();
+    victim.signal(libc::SIGKILL);
+    victim.wait_exit(Duration::from_secs(5));
+    for entry in std::fs::read_dir(dirs[lost].path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }.unwrap();
+    }
+    agents[lost] = Some(start(lost));
+
+    // It has every write, from the leader, which still leads and still runs.
+    let back = agents[lost].as_ref().unwrap().url("/v1/kv/lost/k59?stale&raw");
+    retry_until(Duration::from_secs(30), "the emptied server caught up", || async {
+        let r = c.get(&back).send().await.ok()?;
+        (r.status().is_success() && r.text().await.ok()? == "v59").then_some(())
+    })
+    .await;
+    let l = agents[leader].as_mut().unwrap();
+    assert!(l.child.try_wait().unwrap().is_none(), "the leader stopped:\n{}", l.output());
+    assert_eq!(leader_index_of(&c, &agents, &IPS).await, Some(leader), "the leader kept leading");
+    let out = agents[lost].as_ref().unwrap().output();
+    assert!(!out.contains("bootstrapping Raft"), "the emptied server bootstrapped a cluster of its own:\n{out}");
+    // And it takes part: a write through it commits.
+    let r = c.put(agents[lost].as_ref().unwrap().url("/v1/kv/lost/after")).body("x").send().await.unwrap();
+    assert!(r.status().is_success());
+    wait_three_peers(&c, || Some(agents[lost].as_ref()?.url("/v1/status/peers"))).await;
+}

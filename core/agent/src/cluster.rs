@@ -196,9 +196,29 @@ async fn maybe_bootstrap(agent: &AgentShared, server: &Arc<legate_raft::Server>,
         return;
     }
     let mut voters = BTreeMap::new();
-    for m in servers {
+    for m in &servers {
         let (Some(id), Some(addr)) = (m.tags.get("id"), server_rpc_addr(m)) else { continue };
-        voters.insert(legate_raft::raft::raft_id(id), BasicNode { addr });
+        if let Some(other) = voters.insert(legate_raft::raft::raft_id(id), BasicNode { addr }) {
+            tracing::error!(member = %m.name, node_id = %id, other = %other.addr,
+                "Two servers' node IDs begin with the same 8 bytes (their Raft ID): give one a new node-id; not bootstrapping");
+            return;
+        }
+    }
+    // A server that lost its data dir and came back finds the others already in a cluster:
+    // it joins theirs instead of starting one (Consul asks every server for its peers first).
+    for m in &servers {
+        let Some(addr) = server_rpc_addr(m).filter(|a| *a != server.rpc_addr) else { continue };
+        match server.peers_of(&addr).await {
+            Ok(peers) if peers.is_empty() => {}
+            Ok(_) => {
+                tracing::info!(server = %m.name, "Existing Raft peers reported by server, disabling bootstrap mode");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(server = %m.name, error = %e, "Failed to confirm peer status for server (will retry)");
+                return;
+            }
+        }
     }
     match server.raft.initialize(voters.clone()).await {
         Ok(()) => tracing::info!(servers = voters.len(), "Found expected number of peers, bootstrapping Raft"),

@@ -295,9 +295,16 @@ impl Server {
 
     /// RPC addresses of the voters.
     pub fn peers(&self) -> Vec<String> {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone())).collect()
+        voters(&self.raft)
+    }
+
+    /// The voters another server at `addr` knows (its Raft configuration's; none before it has
+    /// one), asked over the RPC port.
+    pub async fn peers_of(&self, addr: &str) -> Result<Vec<String>, ServerError> {
+        match self.pool.get(addr).await.call(Request::RaftPeers, Duration::from_secs(5)).await? {
+            Response::RaftPeers(p) => Ok(p),
+            other => Err(ServerError::Raft(format!("{addr} answered {other:?} to a peers query"))),
+        }
     }
 
     /// Replicates a command and returns the state machine's answer: on the leader directly,
@@ -441,6 +448,13 @@ enum Forwarded {
     /// Sent and not answered (timed out, connection closed): it may have been appended and may
     /// still commit, so it must not be retried.
     Unknown(ApplyError),
+}
+
+/// The RPC addresses of the voters in `raft`'s configuration.
+fn voters(raft: &Raft) -> Vec<String> {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone())).collect()
 }
 
 fn forwarded(reply: Result<Response, rpc::RpcError>) -> Forwarded {

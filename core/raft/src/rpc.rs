@@ -93,6 +93,9 @@ pub enum Request {
         sha256: String,
         chunk: u32,
     },
+    /// The voters of this server's Raft configuration (none until it has one): a server about
+    /// to bootstrap asks the others first, as Consul's `Status.Peers` before its bootstrap.
+    RaftPeers,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -129,6 +132,8 @@ pub enum Response {
     PluginList(Result<(u64, String), EndpointError>),
     /// A chunk's bytes.
     PluginChunk(Result<Vec<u8>, EndpointError>),
+    /// The voters' RPC addresses.
+    RaftPeers(Vec<String>),
 }
 
 impl Response {
@@ -146,6 +151,7 @@ impl Response {
             Response::Elect(r) => r.is_err(),
             Response::PluginList(r) => r.is_err(),
             Response::PluginChunk(r) => r.is_err(),
+            Response::RaftPeers(_) => false,
         }
     }
 }
@@ -516,6 +522,7 @@ fn server_only(req: &Request) -> bool {
             | Request::Apply(_)
             | Request::Ping
             | Request::Elect { .. }
+            | Request::RaftPeers
     )
 }
 
@@ -644,6 +651,7 @@ impl Handlers {
             }
             Request::Apply(cmd) => Response::Apply(self.batcher.apply(cmd).await),
             Request::Ping => Response::Ping(true),
+            Request::RaftPeers => Response::RaftPeers(crate::voters(raft)),
             Request::Elect { within_ms } => {
                 Response::Elect(crate::transfer::stand_for_election(raft, Duration::from_millis(within_ms)).await)
             }
