@@ -184,9 +184,20 @@ pub struct Config {
     pub audit: Option<Json>,
 }
 
-/// Keys of `Config` that are accepted for compatibility but change nothing.
-pub const INERT_KEYS: &[&str] =
-    &["connect", "auto_encrypt", "peering", "segments", "config_entries", "license_path", "experiments", "audit"];
+/// Keys of `Config` that are accepted for compatibility but change nothing
+/// (`raft_snapshot_interval`: Raft checks `raft_snapshot_threshold` after every apply instead of
+/// on a timer).
+pub const INERT_KEYS: &[&str] = &[
+    "connect",
+    "auto_encrypt",
+    "peering",
+    "segments",
+    "config_entries",
+    "license_path",
+    "experiments",
+    "audit",
+    "raft_snapshot_interval",
+];
 
 impl Default for Config {
     fn default() -> Self {

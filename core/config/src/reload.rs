@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::{load, Config, ConfigError, LoadOptions};
 
 /// Top-level keys applied on reload (Consul's reloadable set, plus DNS config which Consul also
-/// reloads in code). Everything else requires a restart.
+/// reloads in code). Everything else requires a restart, `raft_snapshot_threshold` and
+/// `raft_trailing_logs` included, unlike Consul: openraft 0.9 takes them once, when Raft starts.
 pub const RELOADABLE: &[&str] = &[
     "services",
     "checks",
@@ -23,9 +24,6 @@ pub const RELOADABLE: &[&str] = &[
     "check_update_interval",
     "telemetry",
     "limits",
-    "raft_snapshot_threshold",
-    "raft_snapshot_interval",
-    "raft_trailing_logs",
     "config_entries",
     "dns_config",
     "recursors",
