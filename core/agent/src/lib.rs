@@ -509,6 +509,7 @@ impl AgentShared {
             g.push(Gauge::new("raft.term", m.current_term as f64));
             g.push(Gauge::new("server.isLeader", if server.is_leader() { 1.0 } else { 0.0 }));
             g.push(Gauge::new("raft.peers", server.peers().len() as f64));
+            g.push(Gauge::new("rpc.queries_blocking", server.store.watch.blocked_queries() as f64));
         }
         g
     }

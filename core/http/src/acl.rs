@@ -135,7 +135,7 @@ pub async fn legacy_list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiRespons
 
 /// A blocking read of the ACL tables: `read` runs in one read transaction and the answer
 /// carries the ACL tables' index.
-pub(crate) async fn acl_read<T>(
+pub(crate) async fn acl_read<T: Clone + Send + Sync + 'static>(
     ctx: &Ctx,
     req: &Request,
     read: impl Fn(&redb::ReadTransaction) -> Result<T, StoreError>,

@@ -2,13 +2,15 @@
 //! parse `?index`, `?wait`, `?stale`, `?consistent`; subscribe to the table's watch *before*
 //! reading; answer when the result's index passes `index`, or when `wait` (+ jitter up to
 //! wait/16) runs out, or at shutdown; set `X-Consul-Index` (never 0), `X-Consul-KnownLeader`,
-//! `X-Consul-LastContact`, `X-Consul-Effective-Consistency`.
+//! `X-Consul-LastContact`, `X-Consul-Effective-Consistency`. Queries woken by the same write
+//! that ask the same thing read once between them (`shared_reads.rs`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rand::Rng;
 
-use super::{ApiError, ApiResponse, Ctx, Request};
+use super::{shared_reads, ApiError, ApiResponse, Ctx, Request};
 use legate_config::duration::parse_go_duration;
 use legate_raft::Server;
 use legate_state::watch::Table;
@@ -79,19 +81,23 @@ pub async fn run<T, F>(
 ) -> Result<(u64, T, Vec<(&'static str, String)>), ApiError>
 where
     F: Fn() -> Result<(u64, T), StoreError>,
+    T: Clone + Send + Sync + 'static,
 {
     let opts = query_options(ctx, req)?;
     let server = server(ctx)?;
     if opts.consistency == Consistency::Consistent {
         server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     }
-    let mut rx = server.store.watch.subscribe(table);
-    let mut restores = server.store.watch.subscribe_restores();
+    let watch = &server.store.watch;
+    let mut rx = watch.subscribe(table);
+    // Held by blocking queries only, from before the first read: the count behind the
+    // rpc.queries_blocking gauge.
+    let mut restores = (opts.index > 0).then(|| watch.subscribe_restores());
     let (mut index, mut body) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
     if opts.index > 0 {
         legate_telemetry::incr("rpc.query");
     }
-    if opts.index > 0 && index <= opts.index {
+    if let (Some(restores), true) = (restores.as_mut(), index <= opts.index) {
         let jitter = if opts.wait.as_nanos() >= 16 {
             rand::thread_rng().gen_range(Duration::ZERO..opts.wait / 16)
         } else {
@@ -99,6 +105,15 @@ where
         };
         let deadline = tokio::time::Instant::now() + opts.wait + jitter;
         let shutdown = ctx.shutdown.clone();
+        // Woken by a write, the queries asking the same thing read once between them.
+        let slot = ctx.shared_reads.slot(shared_reads::key(req, watch.current(Table::Acl)));
+        let shared_read = |version| {
+            let (i, b, filtered) = slot.read(version, || read().map(|(i, b)| (i, b, req.filtered.load(Relaxed))))?;
+            if filtered {
+                req.filtered.store(true, Relaxed);
+            }
+            Ok::<_, StoreError>((i, b))
+        };
         loop {
             tokio::select! {
                 biased;
@@ -114,8 +129,8 @@ where
                     if changed.is_err() {
                         break;
                     }
-                    rx.borrow_and_update();
-                    let (i, b) = read().map_err(|e| ApiError::Internal(e.to_string()))?;
+                    let version = *rx.borrow_and_update();
+                    let (i, b) = shared_read(version).map_err(|e| ApiError::Internal(e.to_string()))?;
                     index = i;
                     body = b;
                     if index > opts.index {

@@ -14,6 +14,7 @@ use legate_raft::Server;
 use legate_state::kv::{self as store_kv, KvFail, KvOp, KvVerb};
 use legate_state::watch::Table;
 
+#[derive(Clone)]
 enum Read {
     Entries(Vec<store_kv::DirEntry>),
     Keys(Vec<String>),

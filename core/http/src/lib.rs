@@ -28,6 +28,7 @@ mod request;
 mod response;
 pub mod routes;
 mod session;
+mod shared_reads;
 mod snapshot;
 mod status;
 mod txn;
@@ -61,11 +62,13 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// Open connections per client IP (`limits.http_max_conns_per_client`).
     pub conns: Arc<legate_types::per_client::PerClient>,
+    /// What blocking queries woken by the same write share (one read each).
+    shared_reads: shared_reads::SharedReads,
 }
 
 impl Ctx {
     pub fn new(agent: Arc<AgentShared>, shutdown: CancellationToken) -> Ctx {
-        Ctx { agent, shutdown, conns: Arc::default() }
+        Ctx { agent, shutdown, conns: Arc::default(), shared_reads: Default::default() }
     }
 }
 

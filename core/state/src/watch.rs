@@ -81,9 +81,9 @@ impl Watches {
         self.restores.subscribe()
     }
 
-    /// How many blocking queries are subscribed right now (each holds a restore receiver from
-    /// before its first read until it answers): what a test waits for before the write that
-    /// should wake one.
+    /// How many blocking queries are subscribed right now (each with `?index=` holds a restore
+    /// receiver from before its first read until it answers): the `rpc.queries_blocking` gauge,
+    /// and what a test waits for before the write that should wake one.
     pub fn blocked_queries(&self) -> usize {
         self.restores.receiver_count()
     }

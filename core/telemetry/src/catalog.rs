@@ -66,6 +66,7 @@ pub static DEFINITIONS: &[Def] = &[
     // Queries.
     c("rpc.request", "Requests a server answered for other agents or for the HTTP API."),
     c("rpc.query", "Blocking queries a server answered."),
+    g("rpc.queries_blocking", "Blocking queries this server holds open right now."),
     c("rpc.request_error", "Requests a server answered with an error."),
     c("client.rpc", "Calls this agent made to the servers."),
     c("client.rpc.exceeded", "Calls refused by this client agent's limits.rpc_rate."),
