@@ -3,12 +3,13 @@
 
 1. checks:  N services with one HTTP check each at 10 s interval against a local HTTP server;
             after a warm-up, CPU of the agent (share of one core) and its RSS.
-2. fanout:  W blocking queries waiting on one KV key (or spread over --keys); RSS per waiter,
-            then one write and the wake-up latency of every waiter (p50/p99/max from the
-            write's acknowledgement), by tests/src/bin/fanout-load.rs.
+2. fanout:  W blocking queries waiting on one KV key (or spread over --keys, or on
+            health/service of a --service N instances); RSS per waiter, then one write and the
+            latency of every waiter's answer from the write (p50/p99/max), by
+            tests/src/bin/fanout-load.rs.
 
 Usage: scripts/bench-services.py [--bin target/release/legate] [--services 1000] [--waiters 10000]
-       [--keys 1] [--loadgen target/release/fanout-load] [--only checks|fanout]
+       [--keys 1 | --service 100] [--loadgen target/release/fanout-load] [--only checks|fanout]
 Build: cargo build --release --bin legate && cargo build --release -p legate-tests --bin fanout-load
 """
 import argparse
@@ -91,7 +92,7 @@ def bench_checks(binary, n):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def bench_fanout(binary, loadgen, n, keys):
+def bench_fanout(binary, loadgen, n, keys, service):
     """The load generator is tests/src/bin/fanout-load.rs (one thread, raw HTTP/1.1), so that
     the client is not what is measured; it waits for the agent's rpc.queries_blocking gauge."""
     if not os.access(loadgen, os.X_OK):
@@ -101,8 +102,9 @@ def bench_fanout(binary, loadgen, n, keys):
     # Every waiter is a connection from 127.0.0.1: above Consul's 200 per client address.
     p, base = start_agent(binary, port, d, ["-hcl", f"limits {{ http_max_conns_per_client = {n + 100} }}"])
     try:
-        subprocess.run([loadgen, "--addr", f"127.0.0.1:{port}", "--waiters", str(n), "--keys", str(keys),
-                        "--pid", str(p.pid)], check=True)
+        what = ["--service", str(service)] if service else ["--keys", str(keys)]
+        subprocess.run([loadgen, "--addr", f"127.0.0.1:{port}", "--waiters", str(n), *what, "--pid", str(p.pid)],
+                       check=True)
     finally:
         p.terminate()
         p.wait()
@@ -115,13 +117,15 @@ def main():
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--waiters", type=int, default=10000)
     ap.add_argument("--keys", type=int, default=1, help="spread the waiters over this many keys")
+    ap.add_argument("--service", type=int, default=0,
+                    help="watch /v1/health/service of a service with this many instances instead of KV")
     ap.add_argument("--loadgen", default="target/release/fanout-load")
     ap.add_argument("--only", choices=["checks", "fanout"])
     a = ap.parse_args()
     if a.only in (None, "checks"):
         bench_checks(a.bin, a.services)
     if a.only in (None, "fanout"):
-        bench_fanout(a.bin, a.loadgen, a.waiters, a.keys)
+        bench_fanout(a.bin, a.loadgen, a.waiters, a.keys, a.service)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 //! `fanout-load`: the load generator of the blocking fan-out benchmark
-//! (`scripts/bench-services.py --only fanout`). Parks `--waiters` blocking queries
-//! (`GET /v1/kv/<key>?index=<i>&wait=5m`, one connection each) on one running agent, waits until
-//! the agent's `rpc.queries_blocking` gauge counts them all, reads the agent's RSS (`--pid`),
-//! writes the key once and times every waiter's answer from the write's acknowledgement.
+//! (`scripts/bench-services.py --only fanout`). Parks `--waiters` blocking queries (one
+//! connection each) on one running agent, waits until the agent's `rpc.queries_blocking` gauge
+//! counts them all, reads the agent's RSS (`--pid`), makes one write that ends them and times
+//! every waiter's answer from the moment the write was sent.
+//!
+//! KV (default): the waiters block on `GET /v1/kv/<key>?index=` over `--keys` keys, each key
+//! written once. `--service N`: they block on `GET /v1/health/service/fanout?index=` (a service
+//! of N instances, each with a passing check: consul-template's and Prometheus's query) and
+//! the write registers one more instance.
 //!
 //! ```text
-//! fanout-load --addr 127.0.0.1:8500 --waiters 10000 [--keys 1] [--pid PID] [--token T]
+//! fanout-load --addr 127.0.0.1:8500 --waiters 10000 [--keys 1 | --service 100] [--pid PID] [--token T]
 //! ```
 //!
 //! Written for the job so that the client is not what is measured: one thread, raw HTTP/1.1,
@@ -26,10 +31,12 @@ struct Args {
     keys: usize,
     pid: Option<u32>,
     token: Option<String>,
+    /// Instances of the service the waiters watch (health mode), or None (KV mode).
+    service: Option<usize>,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { addr: "127.0.0.1:8500".into(), waiters: 10_000, keys: 1, pid: None, token: None };
+    let mut a = Args { addr: "127.0.0.1:8500".into(), waiters: 10_000, keys: 1, pid: None, token: None, service: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{flag} needs a value"));
@@ -39,7 +46,10 @@ fn args() -> Result<Args> {
             "--keys" => a.keys = value()?.parse::<usize>()?.max(1),
             "--pid" => a.pid = Some(value()?.parse()?),
             "--token" => a.token = Some(value()?),
-            _ => bail!("usage: fanout-load --addr HOST:PORT --waiters N [--keys K] [--pid PID] [--token T]"),
+            "--service" => a.service = Some(value()?.parse()?),
+            _ => bail!(
+                "usage: fanout-load --addr HOST:PORT --waiters N [--keys K | --service N] [--pid PID] [--token T]"
+            ),
         }
     }
     Ok(a)
@@ -107,6 +117,33 @@ fn request(method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Vec<u8
     r
 }
 
+/// Sends one request and wants a 200.
+async fn must(addr: &str, req: Vec<u8>) -> Result<Response> {
+    let r = exchange(addr, &req).await?;
+    if r.status != 200 {
+        bail!(
+            "{} answered {}: {}",
+            String::from_utf8_lossy(&req).lines().next().unwrap_or(""),
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    Ok(r)
+}
+
+/// A catalog registration of instance `i` of service "fanout" on its own node, with a passing
+/// check.
+fn instance(i: usize) -> Vec<u8> {
+    serde_json::json!({
+        "Node": format!("fanout-{i}"),
+        "Address": format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
+        "Service": {"ID": "fanout", "Service": "fanout", "Port": 8080, "Tags": ["bench"]},
+        "Check": {"CheckID": "service:fanout", "Name": "fanout", "Status": "passing", "ServiceID": "fanout"},
+    })
+    .to_string()
+    .into_bytes()
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
@@ -149,14 +186,26 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
 async fn run(a: Args) -> Result<()> {
     raise_nofile(a.waiters as u64 * 2 + 1024);
     let token = a.token.as_deref();
-    let key = |i: usize| format!("/v1/kv/bench/fanout-{}", i % a.keys);
-    let mut index = 0u64;
-    for k in 0..a.keys {
-        let put = exchange(&a.addr, &request("PUT", &key(k), token, b"0")).await?;
-        if put.status != 200 {
-            bail!("PUT {} answered {}", key(k), put.status);
+    let (watched, writes) = match a.service {
+        None => {
+            let keys: Vec<String> = (0..a.keys).map(|k| format!("/v1/kv/bench/fanout-{k}")).collect();
+            for k in &keys {
+                must(&a.addr, request("PUT", k, token, b"0")).await?;
+            }
+            let writes = keys.iter().map(|k| request("PUT", k, token, b"1")).collect();
+            (keys, writes)
         }
-        let get = exchange(&a.addr, &request("GET", &key(k), token, b"")).await?;
+        Some(n) => {
+            for i in 0..n {
+                must(&a.addr, request("PUT", "/v1/catalog/register", token, &instance(i))).await?;
+            }
+            let write = request("PUT", "/v1/catalog/register", token, &instance(n));
+            (vec!["/v1/health/service/fanout".to_string()], vec![write])
+        }
+    };
+    let mut index = 0u64;
+    for path in &watched {
+        let get = must(&a.addr, request("GET", path, token, b"")).await?;
         index = index.max(get.header("x-consul-index").and_then(|v| v.parse().ok()).context("no X-Consul-Index")?);
     }
     let before = a.pid.and_then(rss_kib);
@@ -166,7 +215,7 @@ async fn run(a: Args) -> Result<()> {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Instant>>();
     for i in 0..a.waiters {
         let (addr, sent, connecting, done) = (a.addr.clone(), sent.clone(), connecting.clone(), done_tx.clone());
-        let req = request("GET", &format!("{}?index={index}&wait=5m", key(i)), token, b"");
+        let req = request("GET", &format!("{}?index={index}&wait=5m", watched[i % watched.len()]), token, b"");
         tokio::spawn(async move {
             let r = async {
                 let permit = connecting.acquire().await?;
@@ -205,11 +254,8 @@ async fn run(a: Args) -> Result<()> {
 
     let cpu0 = cpu_time();
     let t_write = Instant::now();
-    for k in 0..a.keys {
-        let put = exchange(&a.addr, &request("PUT", &key(k), token, b"1")).await?;
-        if put.status != 200 {
-            bail!("the waking PUT answered {}", put.status);
-        }
+    for w in writes {
+        must(&a.addr, w).await?;
     }
     let t_ack = Instant::now();
     let mut lat = Vec::with_capacity(a.waiters);
@@ -218,15 +264,18 @@ async fn run(a: Args) -> Result<()> {
         .context("waiters still parked 120 s after the write")?
     {
         let at = r?;
-        lat.push(at.saturating_duration_since(t_ack).as_secs_f64() * 1000.0);
+        lat.push(at.saturating_duration_since(t_write).as_secs_f64() * 1000.0);
     }
     let last = lat.iter().cloned().fold(0.0, f64::max);
     let cpu = cpu_time() - cpu0;
     lat.sort_by(f64::total_cmp);
     println!(
-        "{} waiters on {} key(s): wake-up after the write's ack p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (ack {:.1} ms after the write was sent); load generator CPU {:.0} ms",
+        "{} waiters on {}: answered after the write was sent p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (its ack after {:.1} ms); load generator CPU {:.0} ms",
         a.waiters,
-        a.keys,
+        match a.service {
+            None => format!("{} key(s)", a.keys),
+            Some(n) => format!("health/service of {n} instances"),
+        },
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         last,
