@@ -16,18 +16,16 @@ Build first: cargo build --release --bins; (cd plugins && cargo build --release 
 examples/plugins/{python,js}-http-check/build.sh for the cold-start numbers.
 """
 import argparse
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
-from benchproc import TICK, cpu_ticks, free_port, rss_kib
+from benchproc import TICK, cpu_ticks, free_port, json_server, rss_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUST = os.path.join(ROOT, "plugins/target/wasm32-wasip2/release")
@@ -38,27 +36,6 @@ def req(base, method, path, body=None):
     r = urllib.request.Request(base + path, data=data, method=method)
     with urllib.request.urlopen(r, timeout=60) as resp:
         return resp.status, resp.headers, resp.read()
-
-
-class Json(http.server.BaseHTTPRequestHandler):
-    # HTTP/1.0 (one connection per request): http.server writes headers and body separately,
-    # which on a kept-alive connection meets delayed ACKs (40 ms per request).
-    def do_GET(self):
-        body = b'{"status":"ok"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
-def json_server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Json)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}/"
 
 
 def run(cmd):

@@ -30,7 +30,6 @@ Exits 1 with the reason (and the end of the agents' logs) on failure; every agen
 """
 import argparse
 import datetime
-import http.server
 import json
 import os
 import random
@@ -41,10 +40,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
+
+from benchproc import Fail, json_server, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IPS = ["127.0.18.1", "127.0.18.2", "127.0.18.3", "127.0.18.4", "127.0.18.5"]
@@ -56,10 +56,6 @@ CHUNK = 256 * 1024
 # sha256 string 8+64, index/total 8, size/at_unix 16, data length 8.
 CHUNK_ENTRY_OVERHEAD = 140
 MIB = 1024 * 1024
-
-
-class Fail(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,47 +90,8 @@ def with_version_section(component, version):
 # The JSON server the checks call
 
 
-class Json(http.server.BaseHTTPRequestHandler):
-    # HTTP/1.0 (one connection per request), as in bench-plugins.py.
-    def do_GET(self):
-        body = b'{"status":"ok"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
-def json_server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Json)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}/health"
-
-
 # --------------------------------------------------------------------------------------------
 # Agents
-
-
-def wait_for(what, deadline_s, probe, interval=0.05):
-    """Calls probe() until it returns something true; Fail after the deadline."""
-    deadline = time.monotonic() + deadline_s
-    last_err = None
-    while True:
-        try:
-            v = probe()
-            if v:
-                return v
-        except Fail:
-            raise
-        except Exception as e:  # connection refused while starting, etc.
-            last_err = e
-        if time.monotonic() > deadline:
-            extra = f" (last error: {last_err})" if last_err else ""
-            raise Fail(f"timed out after {deadline_s:.0f}s waiting for {what}{extra}")
-        time.sleep(interval)
 
 
 class Agent:
@@ -348,7 +305,7 @@ def bench_push_to_run(binary, servers, clients, base, component, pushes, rng, ou
     out.append("")
     out.append(f"1. push -> first run of the new version on each client ({pushes} pushes of http_json, "
                f"{fmt_b(len(component))}, through s1/s2/s3 in turn at a random phase; check interval 1 s)")
-    out.append("   command: " + commands[0].replace(f"http_json-1.0.1", "http_json-<version>")
+    out.append("   command: " + commands[0].replace("http_json-1.0.1", "http_json-<version>")
                + "   (-http-addr of s1, s2, s3 in turn)")
     rows = [["`legate plugin push` (CLI exit)", fmt_s(statistics.median(took_push)), fmt_s(max(took_push))]]
     for c in clients:
@@ -537,7 +494,7 @@ def main():
     out = ["$ python3 " + " ".join(sys.argv)]
     failed = None
     try:
-        srv, url = json_server()
+        srv, url = json_server("/health")
         server_config = {"raft_snapshot_threshold": a.snapshot_threshold}
         if a.big_mib >= 31:  # plugins.max_size: 32 MiB by default, 64 MiB at most
             server_config["plugins"] = {"max_size": 64 * MIB}

@@ -1,7 +1,11 @@
-"""What the benchmark scripts read about processes and ports (Linux /proc)."""
+"""What the benchmark scripts share: processes and ports (Linux /proc), waiting for a
+condition, and the JSON server that HTTP checks and plugins call."""
 
+import http.server
 import os
 import socket
+import threading
+import time
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -29,3 +33,48 @@ def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
     return int(parts[11]) + int(parts[12])
+
+
+class Fail(Exception):
+    """A benchmark that cannot go on: the message says why."""
+
+
+def wait_for(what, deadline_s, probe, interval=0.05):
+    """Calls probe() until it returns something true, and returns that; Fail after the deadline
+    (probe's other errors, such as connection refused while starting, are retried)."""
+    deadline = time.monotonic() + deadline_s
+    last = None
+    while True:
+        try:
+            v = probe()
+            if v:
+                return v
+        except Fail:
+            raise
+        except Exception as e:
+            last = e
+        if time.monotonic() > deadline:
+            raise Fail(f"timed out after {deadline_s:.0f}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+        time.sleep(interval)
+
+
+class _Json(http.server.BaseHTTPRequestHandler):
+    # HTTP/1.0 (one connection per request): http.server writes headers and body separately,
+    # which on a kept-alive connection meets delayed ACKs (40 ms per request).
+    def do_GET(self):
+        body = b'{"status":"ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def json_server(path="/"):
+    """A threaded HTTP server answering every GET with {"status":"ok"}: (server, URL of path)."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Json)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}{path}"
