@@ -44,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 
-from benchproc import Fail, json_server, wait_for
+from benchproc import Fail, json_server, table, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IPS = ["127.0.18.1", "127.0.18.2", "127.0.18.3", "127.0.18.4", "127.0.18.5"]
@@ -248,14 +248,6 @@ def fmt_b(n):
 
 def delta(a, b):
     return None if a is None or b is None else b - a
-
-
-def table(rows, header):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [header] + rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def bench_push_to_run(binary, servers, clients, base, component, pushes, rng, out):

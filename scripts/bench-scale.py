@@ -75,7 +75,7 @@ import tempfile
 import threading
 import time
 
-from benchproc import TICK, Fail, cpu_ticks, rss_kib, wait_for
+from benchproc import TICK, Fail, cpu_ticks, rss_kib, table, wait_for
 
 IPS = ["127.0.30.1", "127.0.30.2", "127.0.30.3"]
 # Fixed node IDs (a wiped server keeps its Raft identity); they differ in their first 8 bytes,
@@ -894,14 +894,6 @@ def dig(d, *keys):
             return None
         d = d[k]
     return d
-
-
-def table(rows, header):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [header] + rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def report(bench, a):

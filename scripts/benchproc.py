@@ -78,3 +78,12 @@ def json_server(path="/"):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Json)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, f"http://127.0.0.1:{srv.server_address[1]}{path}"
+
+
+def table(rows, header):
+    """Rows as a text table under `header`: the first column left-aligned, the others right."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [header] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
