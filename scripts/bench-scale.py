@@ -156,7 +156,10 @@ class Server:
         os.makedirs(self.data_dir, exist_ok=True)
         args = [self.binary, "agent", "-server", "-bootstrap-expect", "3", "-node", self.name,
                 "-node-id", NODE_IDS[self.i], "-bind", self.ip, "-client", self.ip, "-data-dir", self.data_dir,
-                "-retry-interval", "1s", "-log-level", "warn"]
+                "-retry-interval", "1s", "-log-level", "warn",
+                # The KV watches are one connection each from 127.0.0.1: above Consul's default of
+                # 200 per client address.
+                "-hcl", "limits { http_max_conns_per_client = 8192 }"]
         for other in IPS:
             if other != self.ip:
                 args += ["-retry-join", other]
