@@ -51,7 +51,7 @@ IPS = ["127.0.18.1", "127.0.18.2", "127.0.18.3", "127.0.18.4", "127.0.18.5"]
 SERVERS = ["s1", "s2", "s3"]
 CLIENTS = ["c1", "c2"]
 CHECK_ID = "registry-http-json"
-CHUNK = 256 * 1024
+CHUNK = 255 * 1024  # core/state/src/plugin.rs CHUNK_SIZE
 # bincode 1 framing of one chunk entry: log id (term, node, index) 24, three enum tags 12,
 # sha256 string 8+64, index/total 8, size/at_unix 16, data length 8.
 CHUNK_ENTRY_OVERHEAD = 140
@@ -416,7 +416,7 @@ def bench_big(binary, servers, clients, base, component, big_mib, threshold, out
     derived = len(big) + chunks * CHUNK_ENTRY_OVERHEAD
     out.append("")
     out.append(f"2. Raft log growth for a {big_mib} MiB plugin (http_json + {big_mib} MiB random 'padding' section, "
-               f"version big-1: {len(big)} bytes = {fmt_b(len(big))}, {chunks} chunks of 256 KiB)")
+               f"version big-1: {len(big)} bytes = {fmt_b(len(big))}, {chunks} chunks of 255 KiB)")
     for c in commands:
         out.append("   command: " + c)
     out.append(f"   push took {took:.2f} s (CLI exit); the leader was {leader.name}; log index "
