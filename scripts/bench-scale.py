@@ -75,7 +75,7 @@ import tempfile
 import threading
 import time
 
-from benchproc import TICK, Fail, cpu_ticks, rss_kib, table, wait_for
+from benchproc import TICK, Fail, cpu_ticks, hwm_kib, rss_kib, table, wait_for
 
 IPS = ["127.0.30.1", "127.0.30.2", "127.0.30.3"]
 # Fixed node IDs (a wiped server keeps its Raft identity); they differ in their first 8 bytes,
@@ -471,15 +471,6 @@ def run_wrk(ip, paths, conc, duration, tmp, label):
     return res
 
 
-def hwm_kib(pid):
-    """Peak resident set size of a process (VmHWM), KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def dns_query(ip, name, qtype=1):
     """One UDP query: (rcode, answers, truncated)."""
     tid = random.randrange(65536)
@@ -625,15 +616,19 @@ class Bench:
             self.problem(f"{label} DNS: {d['lost']} lost, {d['bad_rcode']} non-NOERROR of {d['completed']}")
         out[f"{key}_dns"] = d
 
+    def snapshot_cli(self, verb, server, path):
+        """`legate snapshot <verb>` against `server`: its duration in seconds."""
+        t0 = time.monotonic()
+        r = subprocess.run([self.binary, "snapshot", verb, f"-http-addr={server.ip}:{HTTP_PORT}", path],
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise Fail(f"snapshot {verb} exited {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+        return time.monotonic() - t0
+
     def snapshot_save(self, out, label):
         lead = self.leader()
         path = os.path.join(self.tmp, f"{label}.snap")
-        t0 = time.monotonic()
-        r = subprocess.run([self.binary, "snapshot", "save", f"-http-addr={lead.ip}:{HTTP_PORT}", path],
-                           capture_output=True, text=True, timeout=1800)
-        secs = time.monotonic() - t0
-        if r.returncode != 0:
-            raise Fail(f"snapshot save exited {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+        secs = self.snapshot_cli("save", lead, path)
         out["snapshot_bytes"] = os.path.getsize(path)
         out["snapshot_save_s"] = secs
         log(f"  {label}: snapshot save {out['snapshot_bytes'] / MIB:.2f} MiB in {secs:.2f} s")
@@ -654,11 +649,7 @@ class Bench:
             if same and armed_for < 300:
                 self.problem(f"{same} KV watch(es) returned with the same index before their 5m wait ran out")
         t0 = time.monotonic()
-        r = subprocess.run([self.binary, "snapshot", "restore", f"-http-addr={lead.ip}:{HTTP_PORT}", path],
-                           capture_output=True, text=True, timeout=1800)
-        secs = time.monotonic() - t0
-        if r.returncode != 0:
-            raise Fail(f"snapshot restore exited {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+        secs = self.snapshot_cli("restore", lead, path)
         out["snapshot_restore_s"] = secs
         log(f"  {label}: snapshot restore in {secs:.2f} s")
         n = len(wait_for("the catalog after the restore", 120,

@@ -19,13 +19,23 @@ def free_port():
     return p
 
 
-def rss_kib(pid):
-    """Resident set size of a process, KiB."""
+def status_kib(pid, field):
+    """A KiB field of /proc/<pid>/status (VmRSS, VmHWM, ...); 0 if absent."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kib(pid):
+    """Resident set size of a process, KiB."""
+    return status_kib(pid, "VmRSS")
+
+
+def hwm_kib(pid):
+    """Peak resident set size of a process (VmHWM), KiB."""
+    return status_kib(pid, "VmHWM")
 
 
 def cpu_ticks(pid):

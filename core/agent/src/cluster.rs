@@ -171,9 +171,11 @@ pub async fn membership_loop(agent: Arc<AgentShared>, gossip: Arc<Gossip>, shutd
     }
 }
 
-/// `-bootstrap-expect N`: once N alive servers with the same `expect` are seen, each of them
-/// initializes Raft with that same set (openraft refuses a second initialization). A server
-/// seeing a different `expect` refuses to bootstrap and says why.
+/// `-bootstrap-expect N`: once N alive servers with the same `expect` are seen and none of them
+/// already has a Raft configuration (a server that lost its data dir joins the cluster it
+/// finds), each initializes Raft with that same set (openraft refuses a second
+/// initialization). A server seeing a different `expect`, or two servers with the same Raft ID,
+/// refuses to bootstrap and says why.
 async fn maybe_bootstrap(agent: &AgentShared, server: &Arc<legate_raft::Server>, members: &[MemberInfo]) {
     let c = agent.config();
     if c.bootstrap_expect < 2 {
@@ -195,15 +197,13 @@ async fn maybe_bootstrap(agent: &AgentShared, server: &Arc<legate_raft::Server>,
     if servers.len() < c.bootstrap_expect as usize {
         return;
     }
-    let mut voters = BTreeMap::new();
-    for m in &servers {
-        let (Some(id), Some(addr)) = (m.tags.get("id"), server_rpc_addr(m)) else { continue };
-        if let Some(other) = voters.insert(legate_raft::raft::raft_id(id), BasicNode { addr }) {
-            tracing::error!(member = %m.name, node_id = %id, other = %other.addr,
-                "Two servers' node IDs begin with the same 8 bytes (their Raft ID): give one a new node-id; not bootstrapping");
+    let voters = match bootstrap_voters(&servers) {
+        Ok(v) => v,
+        Err(why) => {
+            tracing::error!("{why}; not bootstrapping");
             return;
         }
-    }
+    };
     // A server that lost its data dir and came back finds the others already in a cluster:
     // it joins theirs instead of starting one (Consul asks every server for its peers first).
     for m in &servers {
@@ -224,6 +224,22 @@ async fn maybe_bootstrap(agent: &AgentShared, server: &Arc<legate_raft::Server>,
         Ok(()) => tracing::info!(servers = voters.len(), "Found expected number of peers, bootstrapping Raft"),
         Err(e) => tracing::debug!(error = %e, "raft bootstrap skipped"),
     }
+}
+
+/// The voters a bootstrap starts with, by Raft ID (the first 8 bytes of the node ID): an error
+/// naming both servers when two IDs collide, which would otherwise leave each leading alone.
+fn bootstrap_voters(servers: &[&MemberInfo]) -> Result<BTreeMap<u64, BasicNode>, String> {
+    let mut voters: BTreeMap<u64, (String, BasicNode)> = BTreeMap::new();
+    for m in servers {
+        let (Some(id), Some(addr)) = (m.tags.get("id"), server_rpc_addr(m)) else { continue };
+        if let Some((other, _)) = voters.insert(legate_raft::raft::raft_id(id), (m.name.clone(), BasicNode { addr })) {
+            return Err(format!(
+                "servers {other} and {} have node IDs that begin with the same 8 bytes (their Raft ID, {id}): give one a new node-id",
+                m.name
+            ));
+        }
+    }
+    Ok(voters.into_iter().map(|(id, (_, node))| (id, node)).collect())
 }
 
 /// Autopilot's dead-server cleanup (`autopilot.cleanup_dead_servers`): a server failed for
@@ -314,5 +330,28 @@ async fn sync_voters(server: &Arc<legate_raft::Server>, members: &[MemberInfo]) 
         if let Err(e) = server.raft.change_membership(keep, false).await {
             tracing::warn!(error = %e, "removing servers failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, id: &str, ip: [u8; 4]) -> MemberInfo {
+        let tags = [("role", "consul"), ("id", id), ("port", "8300")].map(|(k, v)| (k.to_string(), v.to_string()));
+        MemberInfo { name: name.into(), addr: ip.into(), port: 8301, tags: tags.into(), status: STATUS_ALIVE }
+    }
+
+    #[test]
+    fn bootstrap_voters_are_keyed_by_raft_id_and_a_collision_is_refused() {
+        let a = server("s1", "11111111-2222-4000-8000-000000000001", [10, 0, 0, 1]);
+        let b = server("s2", "33333333-4444-4000-8000-000000000001", [10, 0, 0, 2]);
+        let voters = bootstrap_voters(&[&a, &b]).unwrap();
+        assert_eq!(voters.len(), 2);
+        assert_eq!(voters[&legate_raft::raft::raft_id("33333333-4444-4000-8000-000000000001")].addr, "10.0.0.2:8300");
+        // Differs only after the first 8 bytes: the same Raft ID.
+        let c = server("s3", "11111111-2222-4000-8000-000000000002", [10, 0, 0, 3]);
+        let err = bootstrap_voters(&[&a, &b, &c]).unwrap_err();
+        assert!(err.contains("s1") && err.contains("s3") && err.contains("same 8 bytes"), "{err}");
     }
 }

@@ -153,4 +153,29 @@ mod tests {
         assert!(d.iter().any(|k| k.starts_with("node_meta")), "{d:?}");
         assert_eq!(d.len(), 3, "{d:?}");
     }
+
+    /// openraft 0.9 takes the snapshot settings when Raft starts: a reload says so and keeps
+    /// them, and `raft_snapshot_interval` is accepted with a warning.
+    #[test]
+    fn raft_snapshot_settings_need_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.hcl");
+        std::fs::write(&file, "data_dir = \"/tmp/x\"\n").unwrap();
+        let opts = LoadOptions { sources: vec![file.clone()], ..Default::default() };
+        let first = load(&opts).unwrap();
+        let (tx, rx) = watch::channel(Arc::new(first.config.clone()));
+        let reloader = Reloader::new(opts.clone(), tx);
+
+        std::fs::write(&file, "data_dir = \"/tmp/x\"\nraft_snapshot_threshold = 99\nraft_snapshot_interval = \"5s\"\n")
+            .unwrap();
+        let warnings = load(&opts).unwrap().warnings;
+        let outcome = reloader.reload().unwrap();
+        assert_eq!(outcome.requires_restart, vec!["raft_snapshot_interval", "raft_snapshot_threshold"]);
+        assert!(outcome.applied.is_empty(), "{outcome:?}");
+        assert_eq!(rx.borrow().raft_snapshot_threshold, first.config.raft_snapshot_threshold);
+        assert!(
+            warnings.iter().any(|w| w.contains("\"raft_snapshot_interval\"") && w.contains("no effect")),
+            "{warnings:?}"
+        );
+    }
 }

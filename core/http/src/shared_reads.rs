@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::Request;
 
-/// A result with the ACL filtering it saw (`X-Consul-Results-Filtered-By-ACLs`).
+/// A read's result, of the type its endpoint reads (a slot is only ever read by one endpoint:
+/// the path is in its key).
 type Stored = Arc<dyn Any + Send + Sync>;
 
 #[derive(Default)]
@@ -110,6 +111,35 @@ mod tests {
         assert_eq!(reads.get(), 2);
         assert_eq!(slot.read(7, || Err::<u32, _>(())), Err(()), "errors are not kept");
         assert_eq!(slot.read(7, || read(5)), Ok(5));
+    }
+
+    #[test]
+    fn the_key_tells_apart_what_changes_the_answer_and_nothing_else() {
+        let req = |query: &[(&str, &str)], accessor: &str| {
+            let query = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let mut r = Request::new(
+                http::Method::GET,
+                "health/service/web".into(),
+                query,
+                Default::default(),
+                Default::default(),
+                None,
+            );
+            let mut authz = legate_acl::Authz::disabled();
+            authz.accessor = accessor.into();
+            r.authz = Arc::new(authz);
+            r
+        };
+        let base = key(&req(&[("passing", ""), ("index", "5"), ("wait", "1m")], "a"), 7);
+        // The wait, the index reached and how the token was passed do not change the answer;
+        // nor does the order of the parameters.
+        assert_eq!(base, key(&req(&[("index", "9"), ("passing", "")], "a"), 7));
+        assert_eq!(base, key(&req(&[("token", "s3cret"), ("passing", "")], "a"), 7));
+        // Another token, another ACL version or another parameter do.
+        assert_ne!(base, key(&req(&[("passing", "")], "b"), 7));
+        assert_ne!(base, key(&req(&[("passing", "")], "a"), 8));
+        assert_ne!(base, key(&req(&[("passing", ""), ("tag", "v1")], "a"), 7));
+        assert_ne!(base, key(&req(&[], "a"), 7));
     }
 
     #[test]
