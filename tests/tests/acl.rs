@@ -735,6 +735,69 @@ async fn rules_decide_per_key_and_lists_are_filtered_with_the_header() {
     a.stop().await;
 }
 
+/// Blocked queries woken by the same write share one read and one serialized answer per token
+/// and parameters: each waiter still gets its own token's answer, marked filtered as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_woken_by_one_write_each_get_their_own_tokens_answer() {
+    // Not -dev, whose answers are all indented.
+    let mut config = acl_config();
+    (config.dev, config.bootstrap) = (false, true);
+    let (a, api) = start(config).await;
+    for k in ["app/a", "app/secret/b"] {
+        api.ok("PUT", &format!("/v1/kv/{k}"), Some(&json!("v"))).await;
+    }
+    let rules = r#"key_prefix "app/" { policy = "read" }
+        key_prefix "app/secret/" { policy = "deny" }"#;
+    api.ok("PUT", "/v1/acl/policy", Some(&json!({"Name": "app", "Rules": rules}))).await;
+    let tok = api.ok("PUT", "/v1/acl/token", Some(&json!({"Policies": [{"Name": "app"}]}))).await;
+    let limited = tok["SecretID"].as_str().unwrap().to_string();
+    let get = |path: String, token: String| {
+        let c = api.c.clone();
+        let url = format!("{}{path}", api.base);
+        async move {
+            let r = c.get(url).header("X-Consul-Token", token).send().await.unwrap();
+            let filtered = r.headers().get("X-Consul-Results-Filtered-By-Acls").is_some();
+            let index: u64 = r.headers()["X-Consul-Index"].to_str().unwrap().parse().unwrap();
+            (index, filtered, r.text().await.unwrap())
+        }
+    };
+    let keys = |body: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v.as_array().unwrap().iter().map(|e| e["Key"].as_str().unwrap().to_string()).collect()
+    };
+    let (mut index, _, _) = get("/v1/kv/app/?recurse".into(), MGMT.into()).await;
+    for (round, key) in ["app/c", "app/secret/d"].into_iter().enumerate() {
+        let before = a.blocked_queries();
+        // Three waiters per token, and one asking for ?pretty with each.
+        let mut waiters = Vec::new();
+        for (token, pretty) in [(MGMT, false), (&limited, false), (MGMT, true), (&limited, true)] {
+            for _ in 0..if pretty { 1 } else { 3 } {
+                let path = format!("/v1/kv/app/?recurse&index={index}&wait=20s{}", if pretty { "&pretty" } else { "" });
+                waiters.push((token == MGMT, pretty, tokio::spawn(get(path, token.to_string()))));
+            }
+        }
+        a.until_blocked(before, waiters.len()).await;
+        api.ok("PUT", &format!("/v1/kv/{key}"), Some(&json!("v"))).await;
+        let mut answered = None;
+        for (mgmt, pretty, w) in waiters {
+            let (i, filtered, body) = tokio::time::timeout(Duration::from_secs(10), w).await.unwrap().unwrap();
+            assert!(i > index, "round {round}: woken by the write");
+            assert_eq!(*answered.get_or_insert(i), i, "round {round}: one index for every waiter");
+            let want: &[&str] = match (round, mgmt) {
+                (0, true) => &["app/a", "app/c", "app/secret/b"],
+                (0, false) => &["app/a", "app/c"],
+                (_, true) => &["app/a", "app/c", "app/secret/b", "app/secret/d"],
+                (_, false) => &["app/a", "app/c"],
+            };
+            assert_eq!(keys(&body), want, "round {round}, management {mgmt}, pretty {pretty}");
+            assert_eq!(filtered, !mgmt, "round {round}, management {mgmt}: the filtered header is the token's own");
+            assert_eq!(body.contains("\n    "), pretty, "round {round}: ?pretty as each asked");
+        }
+        index = answered.unwrap();
+    }
+    a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_tokens_round_trip_and_grant_their_rules() {
     let (a, api) = start(acl_config()).await;

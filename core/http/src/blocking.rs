@@ -3,14 +3,17 @@
 //! reading; answer when the result's index passes `index`, or when `wait` (+ jitter up to
 //! wait/16) runs out, or at shutdown; set `X-Consul-Index` (never 0), `X-Consul-KnownLeader`,
 //! `X-Consul-LastContact`, `X-Consul-Effective-Consistency`. Queries woken by the same write
-//! that ask the same thing read once between them (`shared_reads.rs`).
+//! that ask the same thing read once, and serialize their answer once, between them
+//! (`shared_reads.rs`).
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
-use super::{shared_reads, ApiError, ApiResponse, Ctx, Request};
+use super::shared_reads::{self, Shared};
+use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_config::duration::parse_go_duration;
 use legate_raft::Server;
 use legate_state::watch::Table;
@@ -83,6 +86,74 @@ where
     F: Fn() -> Result<(u64, T), StoreError>,
     T: Clone + Send + Sync + 'static,
 {
+    let (index, outcome, headers) = wait(ctx, req, table, read).await?;
+    let body = match outcome {
+        Outcome::Own(body) => body,
+        Outcome::Shared(shared) => shared.result.clone(),
+    };
+    Ok((index, body, headers))
+}
+
+/// Runs `read` as a blocking query on `table` and answers with `respond`'s response to its
+/// result, the blocking headers added. Queries woken by the same write that ask the same thing
+/// build and serialize that response once between them.
+pub async fn answer<T, F, R>(
+    ctx: &Ctx,
+    req: &Request,
+    table: Table,
+    read: F,
+    respond: R,
+) -> Result<ApiResponse, ApiError>
+where
+    F: Fn() -> Result<(u64, T), StoreError>,
+    T: Clone + Send + Sync + 'static,
+    R: FnOnce(T) -> Result<ApiResponse, ApiError>,
+{
+    let (_, outcome, headers) = wait(ctx, req, table, read).await?;
+    Ok(with_headers(outcome.respond(req, respond)?, headers))
+}
+
+/// What a blocking query answers with: its own read, or one it shares with the queries asking
+/// the same thing.
+pub enum Outcome<T> {
+    Own(T),
+    Shared(Arc<Shared<T>>),
+}
+
+impl<T: Clone> Outcome<T> {
+    pub fn result(&self) -> &T {
+        match self {
+            Outcome::Own(r) => r,
+            Outcome::Shared(s) => &s.result,
+        }
+    }
+
+    /// `respond`'s response to the result; for a shared one, built and serialized by the first
+    /// query that answers with it, and sent as it is by the others.
+    pub fn respond(
+        self,
+        req: &Request,
+        respond: impl FnOnce(T) -> Result<ApiResponse, ApiError>,
+    ) -> Result<ApiResponse, ApiError> {
+        match self {
+            Outcome::Own(r) => respond(r),
+            Outcome::Shared(s) => s.respond(req, req.pretty, || respond(s.result.clone())),
+        }
+    }
+}
+
+/// Runs `read` as a blocking query on `table`: the result's index, the result and the blocking
+/// headers.
+pub async fn wait<T, F>(
+    ctx: &Ctx,
+    req: &Request,
+    table: Table,
+    read: F,
+) -> Result<(u64, Outcome<T>, Vec<(&'static str, String)>), ApiError>
+where
+    F: Fn() -> Result<(u64, T), StoreError>,
+    T: Send + Sync + 'static,
+{
     let opts = query_options(ctx, req)?;
     let server = server(ctx)?;
     if opts.consistency == Consistency::Consistent {
@@ -94,54 +165,57 @@ where
     // rpc.queries_blocking gauge.
     let mut restores = (opts.index > 0).then(|| watch.subscribe_restores());
     let internal = |e: StoreError| ApiError::Internal(e.to_string());
-    let (mut index, mut body) = read().map_err(internal)?;
+    let (index, body) = read().map_err(internal)?;
     if opts.index > 0 {
         legate_telemetry::incr("rpc.query");
     }
-    if let (Some(restores), true) = (restores.as_mut(), index <= opts.index) {
-        // Parked without its result, which is read again when the query answers: ten thousand
-        // waiters on a 100-instance health query held 800 KB each.
-        drop(body);
-        let jitter = if opts.wait.as_nanos() >= 16 {
-            rand::thread_rng().gen_range(Duration::ZERO..opts.wait / 16)
-        } else {
-            Duration::ZERO
-        };
-        let deadline = tokio::time::Instant::now() + opts.wait + jitter;
-        let shutdown = ctx.shutdown.clone();
-        // Woken by a write, the queries asking the same thing read once between them.
-        let slot = ctx.shared_reads.slot(shared_reads::key(req, watch.current(Table::Acl)));
-        let shared_read = |version| {
-            let (i, b, filtered) = slot.read(version, || read().map(|(i, b)| (i, b, req.filtered.load(Relaxed))))?;
-            if filtered {
-                req.filtered.store(true, Relaxed);
-            }
-            Ok::<_, StoreError>((i, b))
-        };
-        let answer = loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break None,
-                _ = tokio::time::sleep_until(deadline) => break None,
-                _ = restores.changed() => break Some(read().map_err(internal)?),
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        break None;
+    let (index, outcome) = match restores.as_mut() {
+        Some(restores) if index <= opts.index => {
+            // Parked without its result, which is read again when the query answers: ten
+            // thousand waiters on a 100-instance health query held 800 KB each.
+            drop(body);
+            let jitter = if opts.wait.as_nanos() >= 16 {
+                rand::thread_rng().gen_range(Duration::ZERO..opts.wait / 16)
+            } else {
+                Duration::ZERO
+            };
+            let deadline = tokio::time::Instant::now() + opts.wait + jitter;
+            let shutdown = ctx.shutdown.clone();
+            // Woken by a write, the queries asking the same thing read once between them.
+            let slot = ctx.shared_reads.slot::<T>(shared_reads::key(req, watch.current(Table::Acl)));
+            let answer = loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break None,
+                    _ = tokio::time::sleep_until(deadline) => break None,
+                    _ = restores.changed() => {
+                        req.filtered.store(false, Relaxed);
+                        let (i, b) = read().map_err(internal)?;
+                        break Some((i, Outcome::Own(b)));
                     }
-                    let version = *rx.borrow_and_update();
-                    let (i, b) = shared_read(version).map_err(internal)?;
-                    if i > opts.index {
-                        break Some((i, b));
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            break None;
+                        }
+                        let version = *rx.borrow_and_update();
+                        let shared = slot.read(version, req, &read).map_err(internal)?;
+                        if shared.index > opts.index {
+                            break Some((shared.index, Outcome::Shared(shared)));
+                        }
                     }
                 }
+            };
+            match answer {
+                Some(a) => a,
+                // Timed out (or ended): the result as it stands.
+                None => {
+                    let shared = slot.read(watch.current(table), req, &read).map_err(internal)?;
+                    (shared.index, Outcome::Shared(shared))
+                }
             }
-        };
-        // Timed out (or ended): the result as it stands.
-        (index, body) = match answer {
-            Some(a) => a,
-            None => shared_read(watch.current(table)).map_err(internal)?,
-        };
-    }
+        }
+        _ => (index, Outcome::Own(body)),
+    };
     let (known, last) = server.leader_contact();
     let headers = vec![
         ("X-Consul-Index", index.max(1).to_string()),
@@ -149,7 +223,7 @@ where
         ("X-Consul-Lastcontact", last.to_string()),
         ("X-Consul-Effective-Consistency", opts.consistency.as_str().to_string()),
     ];
-    Ok((index.max(1), body, headers))
+    Ok((index.max(1), outcome, headers))
 }
 
 /// Adds the headers of a blocking read to a response.

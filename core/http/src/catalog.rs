@@ -369,49 +369,61 @@ pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let near = super::near::node(ctx, req);
-    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_NODES])?;
-        let mut list: Vec<Json> = catalog::nodes(&txn)?
-            .iter()
-            .filter(|n| node_matches(n, &meta) && req.can_read(Resource::Node, &n.node))
-            .map(node_json)
-            .collect();
-        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
-        Ok((index, list))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_NODES])?;
+            let mut list: Vec<Json> = catalog::nodes(&txn)?
+                .iter()
+                .filter(|n| node_matches(n, &meta) && req.can_read(Resource::Node, &n.node))
+                .map(node_json)
+                .collect();
+            super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
+            Ok((index, list))
+        },
+        |list| Ok(ApiResponse::json(&filter(req, list)?)),
+    )
+    .await
 }
 
 pub async fn services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
-    let (_, pairs, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_SERVICES, IDX_NODES])?;
-        let mut pairs = Vec::new();
-        for (node_name, s) in catalog::all_services(&txn)? {
-            if let Some(n) = catalog::node(&txn, &node_name)? {
-                if node_matches(&n, &meta) && req.can_read(Resource::Service, &s.service) {
-                    pairs.push(service_node_json(&n, &s));
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_SERVICES, IDX_NODES])?;
+            let mut pairs = Vec::new();
+            for (node_name, s) in catalog::all_services(&txn)? {
+                if let Some(n) = catalog::node(&txn, &node_name)? {
+                    if node_matches(&n, &meta) && req.can_read(Resource::Service, &s.service) {
+                        pairs.push(service_node_json(&n, &s));
+                    }
                 }
             }
-        }
-        Ok((index, pairs))
-    })
-    .await?;
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for sn in filter(req, pairs)? {
-        let tags = out.entry(sn["ServiceName"].as_str().unwrap_or_default().to_string()).or_default();
-        for t in sn["ServiceTags"].as_array().into_iter().flatten().filter_map(Json::as_str) {
-            if !tags.iter().any(|x| x == t) {
-                tags.push(t.to_string());
+            Ok((index, pairs))
+        },
+        |pairs| {
+            let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for sn in filter(req, pairs)? {
+                let tags = out.entry(sn["ServiceName"].as_str().unwrap_or_default().to_string()).or_default();
+                for t in sn["ServiceTags"].as_array().into_iter().flatten().filter_map(Json::as_str) {
+                    if !tags.iter().any(|x| x == t) {
+                        tags.push(t.to_string());
+                    }
+                }
             }
-        }
-    }
-    Ok(with_headers(ApiResponse::json(&out), headers))
+            Ok(ApiResponse::json(&out))
+        },
+    )
+    .await
 }
 
 /// `?tag=` (repeatable): an instance must carry every one.
@@ -451,7 +463,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
     let meta = node_meta_filter(req);
     let peer = peer_param(req);
     let near = super::near::node(ctx, req);
-    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
+    let (_, outcome, headers) = blocking::wait(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
         if peer {
@@ -471,37 +483,45 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
         Ok((index, list))
     })
     .await?;
-    count_service_query(ServiceQuery::Catalog, req, name, list.len());
-    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+    count_service_query(ServiceQuery::Catalog, req, name, outcome.result().len());
+    let resp = outcome.respond(req, |list| Ok(ApiResponse::json(&filter(req, list)?)))?;
+    Ok(with_headers(resp, headers))
 }
 
 async fn node_view(ctx: &Ctx, req: &Request, name: &str, as_list: bool) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
-    let (_, found, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES])?;
-        let found = match catalog::node(&txn, name)? {
-            Some(n) => Some((n, catalog::node_services(&txn, name)?)),
-            None => None,
-        };
-        Ok((index, found))
-    })
-    .await?;
-    let body = match found {
-        None if as_list => json!({"Node": null, "Services": []}),
-        None => Json::Null,
-        Some((n, services)) => {
-            let readable = services.iter().filter(|s| req.can_read(Resource::Service, &s.service));
-            let list = filter(req, readable.map(|s| service_json(s, None)).collect())?;
-            if as_list {
-                json!({"Node": node_json(&n), "Services": list})
-            } else {
-                let map: serde_json::Map<String, Json> =
-                    list.into_iter().map(|s| (s["ID"].as_str().unwrap_or_default().to_string(), s)).collect();
-                json!({"Node": node_json(&n), "Services": map})
-            }
-        }
-    };
-    Ok(with_headers(ApiResponse::json(&body), headers))
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES])?;
+            let found = match catalog::node(&txn, name)? {
+                Some(n) => Some((n, catalog::node_services(&txn, name)?)),
+                None => None,
+            };
+            Ok((index, found))
+        },
+        |found| {
+            let body = match found {
+                None if as_list => json!({"Node": null, "Services": []}),
+                None => Json::Null,
+                Some((n, services)) => {
+                    let readable = services.iter().filter(|s| req.can_read(Resource::Service, &s.service));
+                    let list = filter(req, readable.map(|s| service_json(s, None)).collect())?;
+                    if as_list {
+                        json!({"Node": node_json(&n), "Services": list})
+                    } else {
+                        let map: serde_json::Map<String, Json> =
+                            list.into_iter().map(|s| (s["ID"].as_str().unwrap_or_default().to_string(), s)).collect();
+                        json!({"Node": node_json(&n), "Services": map})
+                    }
+                }
+            };
+            Ok(ApiResponse::json(&body))
+        },
+    )
+    .await
 }

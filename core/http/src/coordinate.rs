@@ -4,7 +4,7 @@
 use http::StatusCode;
 use serde_json::Value as Json;
 
-use super::blocking::{self, with_headers};
+use super::blocking;
 use super::{decode, ApiError, ApiResponse, Ctx, Request};
 use legate_acl::{Access, Resource};
 use legate_agent::cluster::server_rpc_addr;
@@ -20,31 +20,43 @@ const UPDATE_FIELDS: &[&str] = &["Node", "Segment", "Coord", "Vec", "Error", "Ad
 /// `GET /v1/coordinate/nodes`: every node's coordinate the token may read (blocking).
 pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let store = blocking::server(ctx)?.store.clone();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Coordinates, || {
-        let txn = store.read()?;
-        let index = legate_state::table_index_read(&txn, IDX_COORDINATES)?;
-        let list: Vec<CoordinateEntry> =
-            coordinate::list(&txn)?.into_iter().filter(|e| req.can_read(Resource::Node, &e.node)).collect();
-        Ok((index, list))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&list), headers))
+    blocking::answer(
+        ctx,
+        req,
+        Table::Coordinates,
+        || {
+            let txn = store.read()?;
+            let index = legate_state::table_index_read(&txn, IDX_COORDINATES)?;
+            let list: Vec<CoordinateEntry> =
+                coordinate::list(&txn)?.into_iter().filter(|e| req.can_read(Resource::Node, &e.node)).collect();
+            Ok((index, list))
+        },
+        |list| Ok(ApiResponse::json(&list)),
+    )
+    .await
 }
 
 /// `GET /v1/coordinate/node/<node>`: the node's coordinates (one per segment); 404 when it
 /// has none.
 pub async fn node(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     let store = blocking::server(ctx)?.store.clone();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Coordinates, || {
-        let txn = store.read()?;
-        let index = legate_state::table_index_read(&txn, IDX_COORDINATES)?;
-        Ok((index, coordinate::node(&txn, name)?))
-    })
-    .await?;
-    if list.is_empty() {
-        return Ok(with_headers(ApiResponse::empty(StatusCode::NOT_FOUND), headers));
-    }
-    Ok(with_headers(ApiResponse::json(&list), headers))
+    blocking::answer(
+        ctx,
+        req,
+        Table::Coordinates,
+        || {
+            let txn = store.read()?;
+            let index = legate_state::table_index_read(&txn, IDX_COORDINATES)?;
+            Ok((index, coordinate::node(&txn, name)?))
+        },
+        |list| {
+            if list.is_empty() {
+                return Ok(ApiResponse::empty(StatusCode::NOT_FOUND));
+            }
+            Ok(ApiResponse::json(&list))
+        },
+    )
+    .await
 }
 
 /// `GET /v1/coordinate/datacenters`: every datacenter's servers with their WAN coordinates

@@ -186,6 +186,7 @@ pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
     }
     let pretty = call.query.iter().any(|(k, _)| k == "pretty");
     let mut req = Request::new(method, call.path, call.query, headers, Bytes::from(call.body), None);
+    req.pretty = pretty;
     let resp = dispatch(ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
     let resp = super::mark_filtered(&req, resp);
     let http = resp.into_http(pretty);

@@ -16,14 +16,19 @@ use legate_state::watch::Table;
 pub async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
     let store = blocking::server(ctx)?.store.clone();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
-        let checks = catalog::node_checks(&txn, node)?;
-        Ok((index, checks.iter().filter(|c| check_readable(req, c)).map(check_json).collect::<Vec<_>>()))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
+            let checks = catalog::node_checks(&txn, node)?;
+            Ok((index, checks.iter().filter(|c| check_readable(req, c)).map(check_json).collect::<Vec<_>>()))
+        },
+        |list| Ok(ApiResponse::json(&filter(req, list)?)),
+    )
+    .await
 }
 
 pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
@@ -32,26 +37,31 @@ pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiR
     let meta = node_meta_filter(req);
     let peer = super::catalog::peer_param(req);
     let near = super::near::node(ctx, req);
-    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::service_index(&txn, name)?;
-        let mut list = Vec::new();
-        if peer {
-            return Ok((index, list));
-        }
-        for c in catalog::all_checks(&txn)?.iter().filter(|c| c.service_name == name) {
-            if !req.can_read(Resource::Service, &c.service_name) || !req.can_read(Resource::Node, &c.node) {
-                continue;
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::service_index(&txn, name)?;
+            let mut list = Vec::new();
+            if peer {
+                return Ok((index, list));
             }
-            if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
-                list.push(check_json(c));
+            for c in catalog::all_checks(&txn)?.iter().filter(|c| c.service_name == name) {
+                if !req.can_read(Resource::Service, &c.service_name) || !req.can_read(Resource::Node, &c.node) {
+                    continue;
+                }
+                if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
+                    list.push(check_json(c));
+                }
             }
-        }
-        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
-        Ok((index, list))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+            super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
+            Ok((index, list))
+        },
+        |list| Ok(ApiResponse::json(&filter(req, list)?)),
+    )
+    .await
 }
 
 /// `?passing` by presence; `?passing=false` (or 0) turns it off, as Consul's parser.
@@ -69,7 +79,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
     let passing = passing_only(req);
     let peer = super::catalog::peer_param(req);
     let near = super::near::node(ctx, req);
-    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
+    let (_, outcome, headers) = blocking::wait(ctx, req, Table::Catalog, || {
         let txn = store.read()?;
         let index = catalog::service_index(&txn, name)?;
         let mut list = Vec::new();
@@ -101,8 +111,9 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
         Ok((index, list))
     })
     .await?;
-    super::catalog::count_service_query(super::catalog::ServiceQuery::Health, req, name, list.len());
-    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+    super::catalog::count_service_query(super::catalog::ServiceQuery::Health, req, name, outcome.result().len());
+    let resp = outcome.respond(req, |list| Ok(ApiResponse::json(&filter(req, list)?)))?;
+    Ok(with_headers(resp, headers))
 }
 
 pub async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse, ApiError> {
@@ -112,22 +123,27 @@ pub async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse,
     }
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
-    let (_, list, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
-        let mut list: Vec<Json> = Vec::new();
-        for c in catalog::all_checks(&txn)?.iter().filter(|c| state == "any" || c.status == state) {
-            if !check_readable(req, c) {
-                continue;
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
+            let mut list: Vec<Json> = Vec::new();
+            for c in catalog::all_checks(&txn)?.iter().filter(|c| state == "any" || c.status == state) {
+                if !check_readable(req, c) {
+                    continue;
+                }
+                if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
+                    list.push(check_json(c));
+                }
             }
-            if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
-                list.push(check_json(c));
-            }
-        }
-        Ok((index, list))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&filter(req, list)?), headers))
+            Ok((index, list))
+        },
+        |list| Ok(ApiResponse::json(&filter(req, list)?)),
+    )
+    .await
 }
 
 /// A check is readable with node:read on its node and, for a service check, service:read on

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
-use super::blocking::{self, with_headers};
+use super::blocking;
 use super::response::Body;
 use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_acl::{Access, Resource};
@@ -38,39 +38,49 @@ pub async fn get(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, Api
         req.require(Resource::Key, key, Access::Read)?;
     }
     let store = blocking::server(ctx)?.store.clone();
-    let (_, result, headers) = blocking::run(ctx, req, Table::Kv, || {
-        let txn = store.read()?;
-        let floor = store_kv::index_floor(&txn)?;
-        let (index, read) = read_kv(&txn, key, keys, recurse, raw, separator.as_deref())?;
-        Ok((index.max(floor), read))
-    })
-    .await?;
-    let result = match result {
-        Read::Keys(mut k) if !req.authz.is_disabled() => {
-            k.retain(|k| req.can_read(Resource::Key, k));
-            Read::Keys(k)
-        }
-        Read::Entries(mut e) if !req.authz.is_disabled() => {
-            e.retain(|e| req.can_read(Resource::Key, &e.key));
-            if e.is_empty() {
-                Read::Missing
-            } else {
-                Read::Entries(e)
-            }
-        }
-        other => other,
-    };
-    let resp = match result {
-        Read::Missing => ApiResponse::empty(StatusCode::NOT_FOUND),
-        Read::Keys(k) => ApiResponse::json(&k),
-        Read::Entries(e) => ApiResponse::json(&e),
-        Read::Raw(v) => ApiResponse {
-            status: StatusCode::OK,
-            headers: vec![("X-Content-Type-Options", "nosniff".into()), ("Content-Security-Policy", "sandbox".into())],
-            body: Body::Raw { content_type: "text/plain; charset=utf-8", data: Bytes::from(v) },
+    blocking::answer(
+        ctx,
+        req,
+        Table::Kv,
+        || {
+            let txn = store.read()?;
+            let floor = store_kv::index_floor(&txn)?;
+            let (index, read) = read_kv(&txn, key, keys, recurse, raw, separator.as_deref())?;
+            Ok((index.max(floor), read))
         },
-    };
-    Ok(with_headers(resp, headers))
+        |result| {
+            let result = match result {
+                Read::Keys(mut k) if !req.authz.is_disabled() => {
+                    k.retain(|k| req.can_read(Resource::Key, k));
+                    Read::Keys(k)
+                }
+                Read::Entries(mut e) if !req.authz.is_disabled() => {
+                    e.retain(|e| req.can_read(Resource::Key, &e.key));
+                    if e.is_empty() {
+                        Read::Missing
+                    } else {
+                        Read::Entries(e)
+                    }
+                }
+                other => other,
+            };
+            let resp = match result {
+                Read::Missing => ApiResponse::empty(StatusCode::NOT_FOUND),
+                Read::Keys(k) => ApiResponse::json(&k),
+                Read::Entries(e) => ApiResponse::json(&e),
+                Read::Raw(v) => ApiResponse {
+                    status: StatusCode::OK,
+                    headers: vec![
+                        ("X-Content-Type-Options", "nosniff".into()),
+                        ("Content-Security-Policy", "sandbox".into()),
+                    ],
+                    body: Body::Raw { content_type: "text/plain; charset=utf-8", data: Bytes::from(v) },
+                },
+            };
+            Ok(resp)
+        },
+    )
+    .await
 }
 
 fn parse_u64(req: &Request, name: &str, what: &str) -> Result<Option<u64>, ApiError> {

@@ -158,6 +158,7 @@ fn routes(
                     Err(e) => return finish(&ctx, e.into_response(), pretty),
                 };
                 let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
+                req.pretty = pretty;
                 let started = std::time::Instant::now();
                 let mut timer = legate_telemetry::Timer::start("api.http", vec![("method", req.method.to_string())]);
                 let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::json;
 
-use super::blocking::{self, with_headers};
+use super::blocking;
 use super::response::Body;
 use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_acl::{Access, Authz, Resource};
@@ -221,20 +221,27 @@ pub async fn delete(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse,
 pub async fn list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     let store = blocking::server(ctx)?.store.clone();
     let only = req.param("name").filter(|n| !n.is_empty()).map(str::to_string);
-    let (_, infos, headers) = blocking::run(ctx, req, Table::Plugins, || {
-        let txn = store.read()?;
-        Ok((registry::table_index(&txn)?, registry::infos(&txn)?))
-    })
-    .await?;
-    let mut infos: Vec<_> = infos
-        .into_iter()
-        .filter(|i| only.as_deref().is_none_or(|n| n == i.name))
-        .filter(|i| req.can_read(Resource::Plugin, &i.name))
-        .collect();
-    for i in &mut infos {
-        i.runs_on.retain(|u| req.authz.allowed(Resource::Node, &u.node, Access::Read));
-    }
-    Ok(with_headers(ApiResponse::json(&infos), headers))
+    blocking::answer(
+        ctx,
+        req,
+        Table::Plugins,
+        || {
+            let txn = store.read()?;
+            Ok((registry::table_index(&txn)?, registry::infos(&txn)?))
+        },
+        |infos| {
+            let mut infos: Vec<_> = infos
+                .into_iter()
+                .filter(|i| only.as_deref().is_none_or(|n| n == i.name))
+                .filter(|i| req.can_read(Resource::Plugin, &i.name))
+                .collect();
+            for i in &mut infos {
+                i.runs_on.retain(|u| req.authz.allowed(Resource::Node, &u.node, Access::Read));
+            }
+            Ok(ApiResponse::json(&infos))
+        },
+    )
+    .await
 }
 
 /// A client agent's view of the registry (`PluginList`): once the registry's index passes

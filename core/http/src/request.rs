@@ -26,6 +26,8 @@ pub struct Request {
     pub filtered: AtomicBool,
     /// The route the dispatcher found (None: no route takes the path).
     pub route: Option<&'static super::routes::Route>,
+    /// Whether its JSON answer is indented (`?pretty`, or `-dev` for a call to this port).
+    pub pretty: bool,
 }
 
 impl Request {
@@ -47,6 +49,7 @@ impl Request {
             authz: Arc::new(Authz::disabled()),
             filtered: AtomicBool::new(false),
             route: None,
+            pretty: false,
         }
     }
 

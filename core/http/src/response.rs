@@ -44,8 +44,28 @@ impl ApiResponse {
         self
     }
 
-    /// Serializes the body: Go's `json.Marshal`, or with `pretty` `MarshalIndent(_, "", "    ")`
-    /// plus a trailing newline, as Consul does for `?pretty` and in `-dev`.
+    /// The response with a JSON body serialized (as [`Self::into_http`] would), ready to be
+    /// sent as it is more than once.
+    pub fn serialized(mut self, pretty: bool) -> Self {
+        if let Body::Json(v) = &self.body {
+            self.body = Body::Raw { content_type: "application/json", data: json_bytes(v, pretty) };
+        }
+        self
+    }
+
+    /// A copy, unless the body is a stream; a body of bytes is shared, not copied.
+    pub fn try_clone(&self) -> Option<Self> {
+        let body = match &self.body {
+            Body::Empty => Body::Empty,
+            Body::Json(v) => Body::Json(v.clone()),
+            Body::Text(t) => Body::Text(t.clone()),
+            Body::Raw { content_type, data } => Body::Raw { content_type, data: data.clone() },
+            Body::Stream(_) => return None,
+        };
+        Some(ApiResponse { status: self.status, headers: self.headers.clone(), body })
+    }
+
+    /// Serializes the body (JSON by [`json_bytes`]).
     pub fn into_http(self, pretty: bool) -> http::Response<warp::hyper::Body> {
         if let Body::Stream(stream) = self.body {
             let mut resp = http::Response::new(stream);
@@ -56,18 +76,7 @@ impl ApiResponse {
         let (content_type, body): (Option<&str>, Bytes) = match self.body {
             Body::Stream(_) => unreachable!("answered above"),
             Body::Empty => (None, Bytes::new()),
-            Body::Json(v) => {
-                let mut out = Vec::with_capacity(128);
-                if pretty {
-                    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-                    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-                    v.serialize(&mut ser).expect("json serializes");
-                    out.push(b'\n');
-                } else {
-                    serde_json::to_writer(&mut out, &v).expect("json serializes");
-                }
-                (Some("application/json"), Bytes::from(out))
-            }
+            Body::Json(v) => (Some("application/json"), json_bytes(&v, pretty)),
             Body::Text(t) => (Some("text/plain; charset=utf-8"), Bytes::from(t)),
             Body::Raw { content_type, data } => (Some(content_type), data),
         };
@@ -76,6 +85,21 @@ impl ApiResponse {
         *resp.headers_mut() = header_map(content_type, self.headers);
         resp
     }
+}
+
+/// Go's `json.Marshal`, or with `pretty` `MarshalIndent(_, "", "    ")` plus a trailing newline,
+/// as Consul does for `?pretty` and in `-dev`.
+fn json_bytes(v: &serde_json::Value, pretty: bool) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    if pretty {
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        v.serialize(&mut ser).expect("json serializes");
+        out.push(b'\n');
+    } else {
+        serde_json::to_writer(&mut out, v).expect("json serializes");
+    }
+    Bytes::from(out)
 }
 
 /// The response's header map, sized once (growing it reallocates, a per-request cost that

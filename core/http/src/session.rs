@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use super::blocking::{self, with_headers};
+use super::blocking;
 use super::{decode, ApiError, ApiResponse, Ctx, Request};
 use legate_acl::{Access, Resource};
 use legate_raft::command::{Command, CommandResponse};
@@ -182,18 +182,23 @@ pub async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, Ap
 /// The sessions `which` selects, those the token may read.
 async fn read(ctx: &Ctx, req: &Request, which: impl Fn(&Session) -> bool) -> Result<ApiResponse, ApiError> {
     let store = blocking::server(ctx)?.store.clone();
-    let (_, list, headers) = blocking::run(ctx, req, Table::Sessions, || {
-        let txn = store.read()?;
-        let index = legate_state::table_index_read(&txn, IDX_SESSIONS)?;
-        let all = session::list(&txn)?;
-        let list: Vec<Json> = all
-            .iter()
-            .filter(|s| which(s))
-            .filter(|s| req.can_read(Resource::Session, &s.node))
-            .map(session_json)
-            .collect();
-        Ok((index, list))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&list), headers))
+    blocking::answer(
+        ctx,
+        req,
+        Table::Sessions,
+        || {
+            let txn = store.read()?;
+            let index = legate_state::table_index_read(&txn, IDX_SESSIONS)?;
+            let all = session::list(&txn)?;
+            let list: Vec<Json> = all
+                .iter()
+                .filter(|s| which(s))
+                .filter(|s| req.can_read(Resource::Session, &s.node))
+                .map(session_json)
+                .collect();
+            Ok((index, list))
+        },
+        |list| Ok(ApiResponse::json(&list)),
+    )
+    .await
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value as Json};
 
-use super::blocking::{self, with_headers};
+use super::blocking;
 use super::catalog::{check_json, filter, node_matches, node_meta_filter};
 use super::{ApiError, ApiResponse, Ctx, Request};
 use legate_acl::Resource;
@@ -42,67 +42,72 @@ pub async fn services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, 
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let dc = ctx.agent.config().datacenter.clone();
-    let (_, out, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
-        let mut by_node: BTreeMap<String, Vec<Check>> = BTreeMap::new();
-        for c in catalog::all_checks(&txn)? {
-            by_node.entry(c.node.clone()).or_default().push(c);
-        }
-        let mut nodes: BTreeMap<String, Option<Node>> = BTreeMap::new();
-        let mut summaries: BTreeMap<String, Summary> = BTreeMap::new();
-        for (node_name, s) in catalog::all_services(&txn)? {
-            let node = match nodes.get(&node_name) {
-                Some(n) => n.clone(),
-                None => {
-                    let n = catalog::node(&txn, &node_name)?;
-                    nodes.insert(node_name.clone(), n.clone());
-                    n
-                }
-            };
-            let Some(node) = node else { continue };
-            if !node_matches(&node, &meta)
-                || !req.can_read(Resource::Service, &s.service)
-                || !req.can_read(Resource::Node, &node.node)
-            {
-                continue;
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
+            let mut by_node: BTreeMap<String, Vec<Check>> = BTreeMap::new();
+            for c in catalog::all_checks(&txn)? {
+                by_node.entry(c.node.clone()).or_default().push(c);
             }
-            let sum = summaries.entry(s.service.clone()).or_default();
-            sum.instances += 1;
-            sum.nodes.insert(node_name.clone());
-            sum.tags.extend(s.tags.iter().cloned());
-            sum.kind.clone_from(&s.kind);
-            for c in by_node.get(&node_name).into_iter().flatten() {
-                if c.service_id.is_empty() || c.service_id == s.id {
-                    sum.count(&c.status);
+            let mut nodes: BTreeMap<String, Option<Node>> = BTreeMap::new();
+            let mut summaries: BTreeMap<String, Summary> = BTreeMap::new();
+            for (node_name, s) in catalog::all_services(&txn)? {
+                let node = match nodes.get(&node_name) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n = catalog::node(&txn, &node_name)?;
+                        nodes.insert(node_name.clone(), n.clone());
+                        n
+                    }
+                };
+                let Some(node) = node else { continue };
+                if !node_matches(&node, &meta)
+                    || !req.can_read(Resource::Service, &s.service)
+                    || !req.can_read(Resource::Node, &node.node)
+                {
+                    continue;
+                }
+                let sum = summaries.entry(s.service.clone()).or_default();
+                sum.instances += 1;
+                sum.nodes.insert(node_name.clone());
+                sum.tags.extend(s.tags.iter().cloned());
+                sum.kind.clone_from(&s.kind);
+                for c in by_node.get(&node_name).into_iter().flatten() {
+                    if c.service_id.is_empty() || c.service_id == s.id {
+                        sum.count(&c.status);
+                    }
                 }
             }
-        }
-        let out: Vec<Json> = summaries
-            .into_iter()
-            .map(|(name, s)| {
-                json!({
-                    "Kind": s.kind,
-                    "Name": name,
-                    "Datacenter": dc,
-                    "Tags": s.tags,
-                    "Nodes": s.nodes,
-                    "InstanceCount": s.instances,
-                    "ChecksPassing": s.passing,
-                    "ChecksWarning": s.warning,
-                    "ChecksCritical": s.critical,
-                    "ExternalSources": [],
-                    "ConnectedWithProxy": false,
-                    "ConnectedWithGateway": false,
-                    "Namespace": "default",
-                    "Partition": "default",
+            let out: Vec<Json> = summaries
+                .into_iter()
+                .map(|(name, s)| {
+                    json!({
+                        "Kind": s.kind,
+                        "Name": name,
+                        "Datacenter": dc,
+                        "Tags": s.tags,
+                        "Nodes": s.nodes,
+                        "InstanceCount": s.instances,
+                        "ChecksPassing": s.passing,
+                        "ChecksWarning": s.warning,
+                        "ChecksCritical": s.critical,
+                        "ExternalSources": [],
+                        "ConnectedWithProxy": false,
+                        "ConnectedWithGateway": false,
+                        "Namespace": "default",
+                        "Partition": "default",
+                    })
                 })
-            })
-            .collect();
-        Ok((index, out))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&filter(req, out)?), headers))
+                .collect();
+            Ok((index, out))
+        },
+        |out| Ok(ApiResponse::json(&filter(req, out)?)),
+    )
+    .await
 }
 
 /// A node with its services and checks (Consul's `NodeDump` entry), the ones the token may read.
@@ -131,22 +136,27 @@ pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
     let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let dc = ctx.agent.config().datacenter.clone();
-    let (_, out, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
-        let mut out = Vec::new();
-        for n in catalog::nodes(&txn)? {
-            if !node_matches(&n, &meta) || !req.can_read(Resource::Node, &n.node) {
-                continue;
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
+            let mut out = Vec::new();
+            for n in catalog::nodes(&txn)? {
+                if !node_matches(&n, &meta) || !req.can_read(Resource::Node, &n.node) {
+                    continue;
+                }
+                let services = catalog::node_services(&txn, &n.node)?;
+                let checks = catalog::node_checks(&txn, &n.node)?;
+                out.push(dump(req, &dc, &n, &services, &checks));
             }
-            let services = catalog::node_services(&txn, &n.node)?;
-            let checks = catalog::node_checks(&txn, &n.node)?;
-            out.push(dump(req, &dc, &n, &services, &checks));
-        }
-        Ok((index, out))
-    })
-    .await?;
-    Ok(with_headers(ApiResponse::json(&filter(req, out)?), headers))
+            Ok((index, out))
+        },
+        |out| Ok(ApiResponse::json(&filter(req, out)?)),
+    )
+    .await
 }
 
 /// `GET /v1/internal/ui/node/<name>`: one node as in `nodes` (the route needs node:read on it);
@@ -154,22 +164,27 @@ pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
 pub async fn node(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     let store = blocking::server(ctx)?.store.clone();
     let dc = ctx.agent.config().datacenter.clone();
-    let (_, found, headers) = blocking::run(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
-        let found = match catalog::node(&txn, name)? {
-            Some(n) => {
-                let services = catalog::node_services(&txn, name)?;
-                let checks = catalog::node_checks(&txn, name)?;
-                Some(dump(req, &dc, &n, &services, &checks))
-            }
-            None => None,
-        };
-        Ok((index, found))
-    })
-    .await?;
-    match found {
-        Some(node) => Ok(with_headers(ApiResponse::json(&node), headers)),
-        None => Ok(with_headers(ApiResponse::empty(http::StatusCode::NOT_FOUND), headers)),
-    }
+    blocking::answer(
+        ctx,
+        req,
+        Table::Catalog,
+        || {
+            let txn = store.read()?;
+            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
+            let found = match catalog::node(&txn, name)? {
+                Some(n) => {
+                    let services = catalog::node_services(&txn, name)?;
+                    let checks = catalog::node_checks(&txn, name)?;
+                    Some(dump(req, &dc, &n, &services, &checks))
+                }
+                None => None,
+            };
+            Ok((index, found))
+        },
+        |found| match found {
+            Some(node) => Ok(ApiResponse::json(&node)),
+            None => Ok(ApiResponse::empty(http::StatusCode::NOT_FOUND)),
+        },
+    )
+    .await
 }
