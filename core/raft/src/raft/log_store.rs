@@ -49,8 +49,17 @@ fn remove_entries(
 type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;
 
 enum Job {
-    Append { seq: u64, entries: Vec<(u64, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
-    Write { f: TxnFn, durable: bool, done: tokio::sync::oneshot::Sender<Result<(), String>> },
+    Append {
+        seq: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// A write; `done` (None: nobody waits) gets the commit's result.
+    Write {
+        f: TxnFn,
+        durable: bool,
+        done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    },
 }
 
 /// Appended entries not yet committed: index -> (append sequence, encoded entry).
@@ -134,7 +143,16 @@ fn writer(db: Arc<Database>, durable: bool, rx: mpsc::Receiver<Job>, overlay: Ov
             cb.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
         for done in writes {
-            let _ = done.send(result.clone());
+            match done {
+                Some(done) => {
+                    let _ = done.send(result.clone());
+                }
+                None => {
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "the Raft log store failed a write nobody waited for");
+                    }
+                }
+            }
         }
     }
 }
@@ -216,7 +234,9 @@ impl LogStore {
         F: FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send + 'static,
     {
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.jobs.send(Job::Write { f: Box::new(f), durable, done }).map_err(|_| err_w("log writer stopped"))?;
+        self.jobs
+            .send(Job::Write { f: Box::new(f), durable, done: Some(done) })
+            .map_err(|_| err_w("log writer stopped"))?;
         rx.await.map_err(|_| err_w("log writer stopped"))?.map_err(err_w)
     }
 
@@ -312,9 +332,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
-        // Not fsynced: openraft tolerates losing it (it is re-derived), and the next durable
-        // append carries it to disk anyway.
-        self.write_with(false, move |txn| Self::put_meta(txn, "committed", &committed)).await
+        // Neither fsynced nor waited for (it is on every write's path, before the apply):
+        // openraft tolerates losing it (it is re-derived), the writer commits it after the
+        // appends it names, and the next durable append carries it to disk.
+        let f = Box::new(move |txn: &redb::WriteTransaction| Self::put_meta(txn, "committed", &committed));
+        self.jobs.send(Job::Write { f, durable: false, done: None }).map_err(|_| err_w("log writer stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {

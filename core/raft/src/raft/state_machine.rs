@@ -36,13 +36,38 @@ struct StoredSnapshot {
 /// Most entries applied on the state machine's own task (see `apply`).
 const INLINE_ENTRIES: usize = 4;
 
-/// How often an apply batch is committed durably.
+/// An apply batch is committed durably after this many that were not, or after this long. In
+/// between, redb keeps the pages the undurable commits freed (it reuses them after a durable
+/// one): a bound on both the pile and the log a restart replays.
+const DURABLE_AFTER: u32 = 4;
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Applies since the last durable commit.
+struct Undurable {
+    since: std::time::Instant,
+    commits: u32,
+}
+
+impl Undurable {
+    fn new() -> Self {
+        Undurable { since: std::time::Instant::now(), commits: 0 }
+    }
+
+    /// Whether the next commit is to be durable (counted as done).
+    fn next_durable(&mut self) -> bool {
+        self.commits += 1;
+        let due = self.commits > DURABLE_AFTER || self.since.elapsed() >= DURABLE_EVERY;
+        if due {
+            *self = Undurable::new();
+        }
+        due
+    }
+}
 
 #[derive(Clone)]
 pub struct StateMachine {
     pub store: Store,
-    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
+    undurable: Arc<std::sync::Mutex<Undurable>>,
     /// Where the latest snapshot is kept (None: memory only).
     snapshot_path: Option<PathBuf>,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
@@ -81,7 +106,7 @@ impl StateMachine {
         };
         let sm = StateMachine {
             store,
-            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            undurable: Arc::new(std::sync::Mutex::new(Undurable::new())),
             snapshot_path,
             current: Arc::new(Mutex::new(current)),
         };
@@ -307,14 +332,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<_> = entries.into_iter().collect();
         let _timer = legate_telemetry::Timer::start("raft.fsm.apply", Vec::new());
         let store = self.store.clone();
-        let durable_due = {
-            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last.elapsed() >= DURABLE_EVERY;
-            if due {
-                *last = std::time::Instant::now();
-            }
-            due
-        };
+        let durable_due = self.undurable.lock().unwrap_or_else(|p| p.into_inner()).next_durable();
         // A few small commands commit in well under a millisecond (redb, not fsynced): they are
         // applied right here, saving two thread hops per write; a durable commit, a restore or
         // a large batch goes to a blocking thread so that the runtime's workers stay free.
@@ -326,8 +344,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             });
         let work = move || -> Result<_, StoreError> {
             let mut responses = Vec::with_capacity(entries.len());
-            // Applies are not fsynced (the log replays them), except every 30 s (a durable redb commit stalls the writer while it flushes), so
-            // redb reclaims pages and the replay after a crash stays short.
+            // Applies are not fsynced (the log replays them), except one in DURABLE_AFTER (or
+            // every DURABLE_EVERY), so that redb reclaims pages and a restart's replay stays short.
             let mut txn = store.write(durable_due)?;
             let mut last = None;
             let mut touched: Vec<Table> = Vec::new();
@@ -491,5 +509,12 @@ mod tests {
             Command::Deregister(legate_state::catalog::Deregister { node: "n1".into(), ..Default::default() });
         sm.apply([entry(5, deregister)]).await.unwrap();
         assert!(sm.store.lock_delays.active("locked"));
+    }
+
+    #[test]
+    fn one_apply_commit_in_five_is_durable() {
+        let mut u = Undurable::new();
+        let pattern: Vec<bool> = (0..10).map(|_| u.next_durable()).collect();
+        assert_eq!(pattern, [false, false, false, false, true, false, false, false, false, true]);
     }
 }
