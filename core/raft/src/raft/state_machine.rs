@@ -1,5 +1,5 @@
 //! The Raft state machine over `state::Store`. A batch of entries is applied in redb write
-//! transactions that are not fsynced (the log replays them after a crash); a snapshot point is
+//! transactions (fsynced: see `Store::write`; after a crash the log replays what is not); a snapshot point is
 //! made durable before the snapshot is handed out, so the log is only ever purged behind
 //! durable state. `Command` is dispatched in exactly one place, `apply_command`.
 
@@ -36,38 +36,13 @@ struct StoredSnapshot {
 /// Most entries applied on the state machine's own task (see `apply`).
 const INLINE_ENTRIES: usize = 4;
 
-/// An apply batch is committed durably after this many that were not, or after this long. In
-/// between, redb keeps the pages the undurable commits freed (it reuses them after a durable
-/// one): a bound on both the pile and the log a restart replays.
-const DURABLE_AFTER: u32 = 4;
+/// How often an apply batch is committed durably.
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Applies since the last durable commit.
-struct Undurable {
-    since: std::time::Instant,
-    commits: u32,
-}
-
-impl Undurable {
-    fn new() -> Self {
-        Undurable { since: std::time::Instant::now(), commits: 0 }
-    }
-
-    /// Whether the next commit is to be durable (counted as done).
-    fn next_durable(&mut self) -> bool {
-        self.commits += 1;
-        let due = self.commits > DURABLE_AFTER || self.since.elapsed() >= DURABLE_EVERY;
-        if due {
-            *self = Undurable::new();
-        }
-        due
-    }
-}
 
 #[derive(Clone)]
 pub struct StateMachine {
     pub store: Store,
-    undurable: Arc<std::sync::Mutex<Undurable>>,
+    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
     /// Where the latest snapshot is kept (None: memory only).
     snapshot_path: Option<PathBuf>,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
@@ -106,7 +81,7 @@ impl StateMachine {
         };
         let sm = StateMachine {
             store,
-            undurable: Arc::new(std::sync::Mutex::new(Undurable::new())),
+            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             snapshot_path,
             current: Arc::new(Mutex::new(current)),
         };
@@ -204,20 +179,21 @@ fn apply_command(
 /// Applies one command of an entry, taking and giving back the open write transaction. A
 /// transaction runs in a redb transaction of its own, so a rollback is an abort that loses
 /// nothing else; a batch applies its commands in order. The locks released by commands that
-/// stay applied are added to `released`.
+/// stay applied are added to `released`; `durable` is whether the batch's commit is to be.
 fn apply_entry(
     store: &Store,
     mut txn: WriteTransaction,
     last: &Option<LogId<NodeId>>,
     cmd: &Command,
     index: u64,
+    durable: bool,
     released: &mut Released,
 ) -> Result<(WriteTransaction, CommandResponse), StoreError> {
     match cmd {
         Command::Batch(cmds) => {
             let mut out = Vec::with_capacity(cmds.len());
             for c in cmds {
-                let (t, r) = apply_entry(store, txn, last, c, index, released)?;
+                let (t, r) = apply_entry(store, txn, last, c, index, durable, released)?;
                 txn = t;
                 out.push(r);
             }
@@ -225,15 +201,18 @@ fn apply_entry(
         }
         Command::Txn(_) => {
             write_applied(&txn, last, None)?;
+            // Never durable, whatever the batch's commit is to be: a crash must not find this
+            // entry applied with only the commands before the transaction.
+            txn.set_durability(redb::Durability::None);
             txn.commit()?;
-            let mut txn = store.write(false)?;
+            let mut txn = store.write(durable)?;
             let mut own = Released::new();
             let resp = apply_command(store, &mut txn, cmd, index, &mut own)?;
             if matches!(resp, CommandResponse::Txn(Err(_))) {
                 // Nothing of a rolled-back transaction happened, its invalidations included;
                 // what earlier commands of the batch released stays released.
                 txn.abort()?;
-                txn = store.write(false)?;
+                txn = store.write(durable)?;
             } else {
                 released.extend(own);
             }
@@ -332,9 +311,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<_> = entries.into_iter().collect();
         let _timer = legate_telemetry::Timer::start("raft.fsm.apply", Vec::new());
         let store = self.store.clone();
-        let durable_due = self.undurable.lock().unwrap_or_else(|p| p.into_inner()).next_durable();
-        // A few small commands commit in well under a millisecond (redb, not fsynced): they are
-        // applied right here, saving two thread hops per write; a durable commit, a restore or
+        let durable_due = {
+            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= DURABLE_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        // A few small commands commit in well under a millisecond (redb, one fdatasync): they are
+        // applied right here, saving two thread hops per write; an Immediate commit, a restore or
         // a large batch goes to a blocking thread so that the runtime's workers stay free.
         let inline = !durable_due
             && entries.len() <= INLINE_ENTRIES
@@ -344,8 +330,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             });
         let work = move || -> Result<_, StoreError> {
             let mut responses = Vec::with_capacity(entries.len());
-            // Applies are not fsynced (the log replays them), except one in DURABLE_AFTER (or
-            // every DURABLE_EVERY), so that redb reclaims pages and a restart's replay stays short.
+            // Eventual commits, and every 30 s an Immediate one on a blocking thread (the same
+            // fdatasync on Linux; elsewhere the one that flushes everything).
             let mut txn = store.write(durable_due)?;
             let mut last = None;
             let mut touched: Vec<Table> = Vec::new();
@@ -364,7 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(cmd) => {
                         touched.extend(cmd.tables());
                         restored |= matches!(cmd, Command::Restore(_));
-                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index, &mut released)?;
+                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index, durable_due, &mut released)?;
                         txn = t;
                         responses.push(resp);
                     }
@@ -509,12 +495,5 @@ mod tests {
             Command::Deregister(legate_state::catalog::Deregister { node: "n1".into(), ..Default::default() });
         sm.apply([entry(5, deregister)]).await.unwrap();
         assert!(sm.store.lock_delays.active("locked"));
-    }
-
-    #[test]
-    fn one_apply_commit_in_five_is_durable() {
-        let mut u = Undurable::new();
-        let pattern: Vec<bool> = (0..10).map(|_| u.next_durable()).collect();
-        assert_eq!(pattern, [false, false, false, false, true, false, false, false, false, true]);
     }
 }
