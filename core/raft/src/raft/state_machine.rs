@@ -1,7 +1,7 @@
 //! The Raft state machine over `state::Store`. A batch of entries is applied in redb write
-//! transactions (fsynced: see `Store::write`; after a crash the log replays what is not); a snapshot point is
-//! made durable before the snapshot is handed out, so the log is only ever purged behind
-//! durable state. `Command` is dispatched in exactly one place, `apply_command`.
+//! transactions (fsynced: see `Store::write`; after a crash the log replays what is not); a
+//! snapshot point is made durable before the snapshot is handed out, so the log is only ever
+//! purged behind durable state. `Command` is dispatched in exactly one place, `apply_command`.
 
 use std::io::Cursor;
 use std::path::PathBuf;
