@@ -45,6 +45,8 @@ await run('kv', async (browser) => {
   await page.fill(byTest('kv-value-input'), '{"replicas":3}');
   const other = await api('PUT', '/v1/kv/app/config', '{"replicas":9}');
   assert(other.json === true, 'the concurrent write');
+  // The edit holds (a draft), whatever the live read and the last save's answer did meanwhile.
+  assert((await page.inputValue(byTest('kv-value-input'))) === '{"replicas":3}', 'the draft held');
   await page.click(byTest('kv-save'));
   await page.locator(byTest('kv-cas-conflict')).waitFor();
   assert((await value('app/config')) === '{"replicas":9}', 'the concurrent write was not overwritten');

@@ -473,8 +473,14 @@ function KvEdit(props: { dc: string; name: string; entry?: KvEntry; refresh: () 
   // The key moved on (or went away) since the draft began.
   const moved = draft !== null && (!entry || entry.ModifyIndex !== draft.base.ModifyIndex);
   const changed = moved && !draft?.committed;
+  // A saved draft gives way to the live entry once the key moves on. Decided on the draft as it
+  // is when the update runs, not as this render saw it: Preact runs a pending effect just before
+  // the next render, after an edit may have begun a new draft (seen as a flaky UI test: the
+  // user's typing was dropped and the live value saved back without a conflict).
   useEffect(() => {
-    if (draft?.committed && moved) setDraft(null);
+    if (draft?.committed && moved) {
+      setDraft((d) => (d?.committed && (!entry || entry.ModifyIndex !== d.base.ModifyIndex) ? null : d));
+    }
   }, [draft, moved]);
 
   const edit = (patch: Partial<Draft>) => {
@@ -487,6 +493,7 @@ function KvEdit(props: { dc: string; name: string; entry?: KvEntry; refresh: () 
 
   const save = async (e: Event) => {
     e.preventDefault();
+    const saving = draft;
     const base = draft?.base ?? entry;
     if (!base) return;
     setError(undefined);
@@ -502,7 +509,8 @@ function KvEdit(props: { dc: string; name: string; entry?: KvEntry; refresh: () 
         setConflict(true);
         props.refresh();
       } else {
-        setDraft((d) => (d ? { ...d, committed: true } : d));
+        // Only the draft this request wrote: one begun while it was under way stays a draft.
+        setDraft((d) => (d && d === saving ? { ...d, committed: true } : d));
         setConflict(false);
         setSaved(true);
       }
@@ -515,13 +523,14 @@ function KvEdit(props: { dc: string; name: string; entry?: KvEntry; refresh: () 
 
   // The key went away while being edited: create it anew (cas=0 refuses if it came back).
   const recreate = async () => {
+    const saving = draft;
     setError(undefined);
     setBusy(true);
     try {
       const res = await put<boolean>(apiPath(name), value, { cas: 0, flags: flags.trim() });
       if (res.data === false) setError(new Error('The key exists again; it was not overwritten.'));
       else {
-        setDraft((d) => (d ? { ...d, committed: true } : d));
+        setDraft((d) => (d && d === saving ? { ...d, committed: true } : d));
         setConflict(false);
         setSaved(true);
         props.refresh();
