@@ -140,12 +140,8 @@ pub(crate) async fn acl_read<T: Clone + Send + Sync + 'static>(
     req: &Request,
     read: impl Fn(&redb::ReadTransaction) -> Result<T, StoreError>,
 ) -> Result<(T, Vec<(&'static str, String)>), ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
-    let (_, v, headers) = blocking::run(ctx, req, Table::Acl, || {
-        let txn = store.read()?;
-        Ok((legate_agent::acl::acl_index(&txn)?, read(&txn)?))
-    })
-    .await?;
+    let (_, v, headers) =
+        blocking::run(ctx, req, Table::Acl, |txn| Ok((legate_agent::acl::acl_index(txn)?, read(txn)?))).await?;
     Ok((v, headers))
 }
 

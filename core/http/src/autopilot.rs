@@ -202,13 +202,11 @@ pub async fn state(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
 
 /// `GET /v1/operator/usage`: services, instances and nodes of this datacenter.
 pub async fn usage(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     let dc = ctx.agent.config().datacenter.clone();
-    let (_, counts, headers) = blocking::run(ctx, req, legate_state::watch::Table::Catalog, || {
-        let txn = store.read()?;
-        let index = legate_state::table_index_read(&txn, legate_state::schema::IDX_SERVICES)?
-            .max(legate_state::table_index_read(&txn, legate_state::schema::IDX_NODES)?);
-        Ok((index, legate_state::catalog::usage(&txn)?))
+    let (_, counts, headers) = blocking::run(ctx, req, legate_state::watch::Table::Catalog, |txn| {
+        let index = legate_state::table_index_read(txn, legate_state::schema::IDX_SERVICES)?
+            .max(legate_state::table_index_read(txn, legate_state::schema::IDX_NODES)?);
+        Ok((index, legate_state::catalog::usage(txn)?))
     })
     .await?;
     let legate_state::catalog::Usage { services, instances, billable, nodes } = counts;

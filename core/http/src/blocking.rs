@@ -18,6 +18,7 @@ use legate_config::duration::parse_go_duration;
 use legate_raft::Server;
 use legate_state::watch::Table;
 use legate_state::StoreError;
+use redb::ReadTransaction;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consistency {
@@ -75,7 +76,8 @@ pub fn server(ctx: &Ctx) -> Result<&std::sync::Arc<Server>, ApiError> {
     ctx.agent.server().ok_or_else(|| ApiError::Internal("No known Consul servers".into()))
 }
 
-/// Runs `read` (returning the result's index and body) as a blocking query on `table`.
+/// Runs `read` (given a read transaction of the state store; returning the result's index and
+/// body) as a blocking query on `table`.
 pub async fn run<T, F>(
     ctx: &Ctx,
     req: &Request,
@@ -83,7 +85,7 @@ pub async fn run<T, F>(
     read: F,
 ) -> Result<(u64, T, Vec<(&'static str, String)>), ApiError>
 where
-    F: Fn() -> Result<(u64, T), StoreError>,
+    F: Fn(&ReadTransaction) -> Result<(u64, T), StoreError>,
     T: Clone + Send + Sync + 'static,
 {
     let (index, outcome, headers) = wait(ctx, req, table, read).await?;
@@ -105,7 +107,7 @@ pub async fn answer<T, F, R>(
     respond: R,
 ) -> Result<ApiResponse, ApiError>
 where
-    F: Fn() -> Result<(u64, T), StoreError>,
+    F: Fn(&ReadTransaction) -> Result<(u64, T), StoreError>,
     T: Clone + Send + Sync + 'static,
     R: FnOnce(T) -> Result<ApiResponse, ApiError>,
 {
@@ -151,7 +153,7 @@ pub async fn wait<T, F>(
     read: F,
 ) -> Result<(u64, Outcome<T>, Vec<(&'static str, String)>), ApiError>
 where
-    F: Fn() -> Result<(u64, T), StoreError>,
+    F: Fn(&ReadTransaction) -> Result<(u64, T), StoreError>,
     T: Send + Sync + 'static,
 {
     let opts = query_options(ctx, req)?;
@@ -159,6 +161,7 @@ where
     if opts.consistency == Consistency::Consistent {
         server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     }
+    let read = || read(&server.store.read()?);
     let watch = &server.store.watch;
     let mut rx = watch.subscribe(table);
     // Held by blocking queries only, from before the first read: the count behind the
@@ -198,7 +201,7 @@ where
                             break None;
                         }
                         let version = *rx.borrow_and_update();
-                        let shared = slot.read(version, req, &read).map_err(internal)?;
+                        let shared = slot.read(version, req, read).map_err(internal)?;
                         if shared.index > opts.index {
                             break Some((shared.index, Outcome::Shared(shared)));
                         }
@@ -209,7 +212,7 @@ where
                 Some(a) => a,
                 // Timed out (or ended): the result as it stands.
                 None => {
-                    let shared = slot.read(watch.current(table), req, &read).map_err(internal)?;
+                    let shared = slot.read(watch.current(table), req, read).map_err(internal)?;
                     (shared.index, Outcome::Shared(shared))
                 }
             }

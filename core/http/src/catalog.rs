@@ -366,22 +366,20 @@ async fn write(ctx: &Ctx, cmd: Command) -> Result<ApiResponse, ApiError> {
 
 pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let near = super::near::node(ctx, req);
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_NODES])?;
-            let mut list: Vec<Json> = catalog::nodes(&txn)?
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_NODES])?;
+            let mut list: Vec<Json> = catalog::nodes(txn)?
                 .iter()
                 .filter(|n| node_matches(n, &meta) && req.can_read(Resource::Node, &n.node))
                 .map(node_json)
                 .collect();
-            super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
+            super::near::sort(txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
             Ok((index, list))
         },
         |list| Ok(ApiResponse::json(&filter(req, list)?)),
@@ -391,18 +389,16 @@ pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
 
 pub async fn services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_SERVICES, IDX_NODES])?;
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_SERVICES, IDX_NODES])?;
             let mut pairs = Vec::new();
-            for (node_name, s) in catalog::all_services(&txn)? {
-                if let Some(n) = catalog::node(&txn, &node_name)? {
+            for (node_name, s) in catalog::all_services(txn)? {
+                if let Some(n) = catalog::node(txn, &node_name)? {
                     if node_matches(&n, &meta) && req.can_read(Resource::Service, &s.service) {
                         pairs.push(service_node_json(&n, &s));
                     }
@@ -459,17 +455,15 @@ pub fn count_service_query(family: ServiceQuery, req: &Request, name: &str, foun
 
 pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let peer = peer_param(req);
     let near = super::near::node(ctx, req);
-    let (_, outcome, headers) = blocking::wait(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::service_index(&txn, name)?;
+    let (_, outcome, headers) = blocking::wait(ctx, req, Table::Catalog, |txn| {
+        let index = catalog::service_index(txn, name)?;
         if peer {
             return Ok((index, Vec::new()));
         }
-        let mut list: Vec<Json> = catalog::service_nodes(&txn, name)?
+        let mut list: Vec<Json> = catalog::service_nodes(txn, name)?
             .iter()
             .filter(|(n, s)| {
                 node_matches(n, &meta)
@@ -479,7 +473,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
             })
             .map(|(n, s)| service_node_json(n, s))
             .collect();
-        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
+        super::near::sort(txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
         Ok((index, list))
     })
     .await?;
@@ -490,16 +484,14 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
 
 async fn node_view(ctx: &Ctx, req: &Request, name: &str, as_list: bool) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let store = blocking::server(ctx)?.store.clone();
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES])?;
-            let found = match catalog::node(&txn, name)? {
-                Some(n) => Some((n, catalog::node_services(&txn, name)?)),
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_NODES, IDX_SERVICES])?;
+            let found = match catalog::node(txn, name)? {
+                Some(n) => Some((n, catalog::node_services(txn, name)?)),
                 None => None,
             };
             Ok((index, found))

@@ -19,16 +19,14 @@ const UPDATE_FIELDS: &[&str] = &["Node", "Segment", "Coord", "Vec", "Error", "Ad
 
 /// `GET /v1/coordinate/nodes`: every node's coordinate the token may read (blocking).
 pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     blocking::answer(
         ctx,
         req,
         Table::Coordinates,
-        || {
-            let txn = store.read()?;
-            let index = legate_state::table_index_read(&txn, IDX_COORDINATES)?;
+        |txn| {
+            let index = legate_state::table_index_read(txn, IDX_COORDINATES)?;
             let list: Vec<CoordinateEntry> =
-                coordinate::list(&txn)?.into_iter().filter(|e| req.can_read(Resource::Node, &e.node)).collect();
+                coordinate::list(txn)?.into_iter().filter(|e| req.can_read(Resource::Node, &e.node)).collect();
             Ok((index, list))
         },
         |list| Ok(ApiResponse::json(&list)),
@@ -39,15 +37,13 @@ pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
 /// `GET /v1/coordinate/node/<node>`: the node's coordinates (one per segment); 404 when it
 /// has none.
 pub async fn node(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     blocking::answer(
         ctx,
         req,
         Table::Coordinates,
-        || {
-            let txn = store.read()?;
-            let index = legate_state::table_index_read(&txn, IDX_COORDINATES)?;
-            Ok((index, coordinate::node(&txn, name)?))
+        |txn| {
+            let index = legate_state::table_index_read(txn, IDX_COORDINATES)?;
+            Ok((index, coordinate::node(txn, name)?))
         },
         |list| {
             if list.is_empty() {

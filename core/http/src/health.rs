@@ -15,15 +15,13 @@ use legate_state::watch::Table;
 
 pub async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let store = blocking::server(ctx)?.store.clone();
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
-            let checks = catalog::node_checks(&txn, node)?;
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_CHECKS])?;
+            let checks = catalog::node_checks(txn, node)?;
             Ok((index, checks.iter().filter(|c| check_readable(req, c)).map(check_json).collect::<Vec<_>>()))
         },
         |list| Ok(ApiResponse::json(&filter(req, list)?)),
@@ -33,7 +31,6 @@ pub async fn node_checks(ctx: &Ctx, req: &Request, node: &str) -> Result<ApiResp
 
 pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let peer = super::catalog::peer_param(req);
     let near = super::near::node(ctx, req);
@@ -41,22 +38,21 @@ pub async fn service_checks(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiR
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::service_index(&txn, name)?;
+        |txn| {
+            let index = catalog::service_index(txn, name)?;
             let mut list = Vec::new();
             if peer {
                 return Ok((index, list));
             }
-            for c in catalog::all_checks(&txn)?.iter().filter(|c| c.service_name == name) {
+            for c in catalog::all_checks(txn)?.iter().filter(|c| c.service_name == name) {
                 if !req.can_read(Resource::Service, &c.service_name) || !req.can_read(Resource::Node, &c.node) {
                     continue;
                 }
-                if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
+                if meta.is_empty() || catalog::node(txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
                     list.push(check_json(c));
                 }
             }
-            super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
+            super::near::sort(txn, near.as_deref(), &mut list, |j| j["Node"].as_str())?;
             Ok((index, list))
         },
         |list| Ok(ApiResponse::json(&filter(req, list)?)),
@@ -74,19 +70,17 @@ fn passing_only(req: &Request) -> bool {
 
 pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
     check_filter(req)?;
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let passing = passing_only(req);
     let peer = super::catalog::peer_param(req);
     let near = super::near::node(ctx, req);
-    let (_, outcome, headers) = blocking::wait(ctx, req, Table::Catalog, || {
-        let txn = store.read()?;
-        let index = catalog::service_index(&txn, name)?;
+    let (_, outcome, headers) = blocking::wait(ctx, req, Table::Catalog, |txn| {
+        let index = catalog::service_index(txn, name)?;
         let mut list = Vec::new();
         if peer {
             return Ok((index, list));
         }
-        for (n, s) in catalog::service_nodes(&txn, name)? {
+        for (n, s) in catalog::service_nodes(txn, name)? {
             if !node_matches(&n, &meta)
                 || !tags_match(&s, req)
                 || !req.can_read(Resource::Service, &s.service)
@@ -94,7 +88,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
             {
                 continue;
             }
-            let checks: Vec<catalog::Check> = catalog::node_checks(&txn, &n.node)?
+            let checks: Vec<catalog::Check> = catalog::node_checks(txn, &n.node)?
                 .into_iter()
                 .filter(|c| c.service_id.is_empty() || c.service_id == s.id)
                 .collect();
@@ -107,7 +101,7 @@ pub async fn service(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse
                 "Checks": checks.iter().map(check_json).collect::<Vec<_>>(),
             }));
         }
-        super::near::sort(&txn, near.as_deref(), &mut list, |j| j["Node"]["Node"].as_str())?;
+        super::near::sort(txn, near.as_deref(), &mut list, |j| j["Node"]["Node"].as_str())?;
         Ok((index, list))
     })
     .await?;
@@ -121,21 +115,19 @@ pub async fn state(ctx: &Ctx, req: &Request, state: &str) -> Result<ApiResponse,
     if !matches!(state, "any" | "passing" | "warning" | "critical") {
         return Err(ApiError::BadRequest("Invalid check state".into()));
     }
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_CHECKS])?;
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_CHECKS])?;
             let mut list: Vec<Json> = Vec::new();
-            for c in catalog::all_checks(&txn)?.iter().filter(|c| state == "any" || c.status == state) {
+            for c in catalog::all_checks(txn)?.iter().filter(|c| state == "any" || c.status == state) {
                 if !check_readable(req, c) {
                     continue;
                 }
-                if meta.is_empty() || catalog::node(&txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
+                if meta.is_empty() || catalog::node(txn, &c.node)?.is_some_and(|n| node_matches(&n, &meta)) {
                     list.push(check_json(c));
                 }
             }

@@ -37,15 +37,13 @@ pub async fn get(ctx: &Ctx, req: &Request, key: &str) -> Result<ApiResponse, Api
     } else {
         req.require(Resource::Key, key, Access::Read)?;
     }
-    let store = blocking::server(ctx)?.store.clone();
     blocking::answer(
         ctx,
         req,
         Table::Kv,
-        || {
-            let txn = store.read()?;
-            let floor = store_kv::index_floor(&txn)?;
-            let (index, read) = read_kv(&txn, key, keys, recurse, raw, separator.as_deref())?;
+        |txn| {
+            let floor = store_kv::index_floor(txn)?;
+            let (index, read) = read_kv(txn, key, keys, recurse, raw, separator.as_deref())?;
             Ok((index.max(floor), read))
         },
         |result| {

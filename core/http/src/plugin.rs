@@ -219,16 +219,12 @@ pub async fn delete(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse,
 
 /// `GET /v1/plugins`: every version the token may read (a blocking query on the registry).
 pub async fn list(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     let only = req.param("name").filter(|n| !n.is_empty()).map(str::to_string);
     blocking::answer(
         ctx,
         req,
         Table::Plugins,
-        || {
-            let txn = store.read()?;
-            Ok((registry::table_index(&txn)?, registry::infos(&txn)?))
-        },
+        |txn| Ok((registry::table_index(txn)?, registry::infos(txn)?)),
         |infos| {
             let mut infos: Vec<_> = infos
                 .into_iter()

@@ -181,15 +181,13 @@ pub async fn renew(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, Ap
 
 /// The sessions `which` selects, those the token may read.
 async fn read(ctx: &Ctx, req: &Request, which: impl Fn(&Session) -> bool) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     blocking::answer(
         ctx,
         req,
         Table::Sessions,
-        || {
-            let txn = store.read()?;
-            let index = legate_state::table_index_read(&txn, IDX_SESSIONS)?;
-            let all = session::list(&txn)?;
+        |txn| {
+            let index = legate_state::table_index_read(txn, IDX_SESSIONS)?;
+            let all = session::list(txn)?;
             let list: Vec<Json> = all
                 .iter()
                 .filter(|s| which(s))

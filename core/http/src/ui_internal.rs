@@ -39,27 +39,25 @@ impl Summary {
 /// states of its instances' checks, node checks counted once per instance (as Consul's UI
 /// summary).
 pub async fn services(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let dc = ctx.agent.config().datacenter.clone();
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
             let mut by_node: BTreeMap<String, Vec<Check>> = BTreeMap::new();
-            for c in catalog::all_checks(&txn)? {
+            for c in catalog::all_checks(txn)? {
                 by_node.entry(c.node.clone()).or_default().push(c);
             }
             let mut nodes: BTreeMap<String, Option<Node>> = BTreeMap::new();
             let mut summaries: BTreeMap<String, Summary> = BTreeMap::new();
-            for (node_name, s) in catalog::all_services(&txn)? {
+            for (node_name, s) in catalog::all_services(txn)? {
                 let node = match nodes.get(&node_name) {
                     Some(n) => n.clone(),
                     None => {
-                        let n = catalog::node(&txn, &node_name)?;
+                        let n = catalog::node(txn, &node_name)?;
                         nodes.insert(node_name.clone(), n.clone());
                         n
                     }
@@ -133,23 +131,21 @@ fn dump(req: &Request, dc: &str, n: &Node, services: &[Service], checks: &[Check
 
 /// `GET /v1/internal/ui/nodes`: every node the token may read, with its services and checks.
 pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     let meta = node_meta_filter(req);
     let dc = ctx.agent.config().datacenter.clone();
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
             let mut out = Vec::new();
-            for n in catalog::nodes(&txn)? {
+            for n in catalog::nodes(txn)? {
                 if !node_matches(&n, &meta) || !req.can_read(Resource::Node, &n.node) {
                     continue;
                 }
-                let services = catalog::node_services(&txn, &n.node)?;
-                let checks = catalog::node_checks(&txn, &n.node)?;
+                let services = catalog::node_services(txn, &n.node)?;
+                let checks = catalog::node_checks(txn, &n.node)?;
                 out.push(dump(req, &dc, &n, &services, &checks));
             }
             Ok((index, out))
@@ -162,19 +158,17 @@ pub async fn nodes(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Api
 /// `GET /v1/internal/ui/node/<name>`: one node as in `nodes` (the route needs node:read on it);
 /// 404 when it does not exist.
 pub async fn node(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, ApiError> {
-    let store = blocking::server(ctx)?.store.clone();
     let dc = ctx.agent.config().datacenter.clone();
     blocking::answer(
         ctx,
         req,
         Table::Catalog,
-        || {
-            let txn = store.read()?;
-            let index = catalog::tables_index(&txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
-            let found = match catalog::node(&txn, name)? {
+        |txn| {
+            let index = catalog::tables_index(txn, &[IDX_NODES, IDX_SERVICES, IDX_CHECKS])?;
+            let found = match catalog::node(txn, name)? {
                 Some(n) => {
-                    let services = catalog::node_services(&txn, name)?;
-                    let checks = catalog::node_checks(&txn, name)?;
+                    let services = catalog::node_services(txn, name)?;
+                    let checks = catalog::node_checks(txn, name)?;
                     Some(dump(req, &dc, &n, &services, &checks))
                 }
                 None => None,
