@@ -251,7 +251,7 @@ async fn failing_fsync_stops_the_server_without_losing_an_acknowledged_write() {
 }
 
 /// Overwrites 64 bytes in every 4 KiB page after the first two (redb's header and commit
-/// slots): checksums no longer match.
+/// slots; in a log segment, records well before its end): checksums no longer match.
 fn damage(file: &Path) {
     use std::io::{Seek, SeekFrom, Write};
     let len = std::fs::metadata(file).unwrap().len();
@@ -287,8 +287,15 @@ async fn damaged_raft_log_is_refused_at_start_naming_the_file() {
     let dir = data.path().to_str().unwrap();
     let port = legate_tests::free_port();
     server_with_keys(dir, port).await;
-    let raft_db = data.path().join("raft/raft.db");
-    damage(&raft_db);
+    // The log's first segment file (the keys written fill one and start another).
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.path().join("raft/log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let raft_db = &segments[0];
+    damage(raft_db);
     let mut args = legate_tests::single_server_args(dir, port, "disk");
     args.extend(["-log-level", "info"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -2,7 +2,7 @@
 //! and a debug-level log of an ACL run with gossip encryption and TLS never shows a secret.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use legate_tests::{retry_until, AgentProcess};
@@ -90,10 +90,14 @@ async fn secrets_stay_in_owner_only_files_and_out_of_debug_logs() {
     for d in [data.clone(), data.join("raft"), data.join("serf")] {
         assert_eq!(mode(&d), 0o700, "{}", d.display());
     }
-    for f in ["acl-tokens.json", "local-state.json", "serf/local.keyring", "raft/raft.db", "raft/state.db"] {
-        let p = data.join(f);
+    let segments = std::fs::read_dir(data.join("raft/log")).unwrap().map(|e| e.unwrap().path());
+    let files = ["acl-tokens.json", "local-state.json", "serf/local.keyring", "raft/state.db", "raft/log/meta"];
+    let files: Vec<PathBuf> = files.iter().map(|f| data.join(f)).chain(segments).collect();
+    assert!(files.iter().any(|f| f.extension().is_some_and(|x| x == "seg")), "{files:?}");
+    for p in files {
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
+    assert_eq!(mode(&data.join("raft/log")), 0o700);
     let persisted = std::fs::read_to_string(data.join("acl-tokens.json")).unwrap();
     assert!(persisted.contains(&secret), "the persisted default token is the one set");
 

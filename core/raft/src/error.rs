@@ -37,9 +37,9 @@ pub enum ServerError {
          with an empty log and receives the leader's snapshot; a single server: start it on an empty \
          data dir and restore your last `legate snapshot save` with `legate snapshot restore <file>`",
         path.display(),
-        path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        dir.display()
     )]
-    DamagedLog { path: PathBuf, detail: String },
+    DamagedLog { path: PathBuf, dir: PathBuf, detail: String },
     /// The Raft log store (its writer reports errors as text to several waiters at once).
     #[error("raft log: {0}")]
     Log(String),

@@ -114,15 +114,13 @@ impl Server {
                     let raft_dir = dir.join("raft");
                     legate_types::fs::create_private_dir(&raft_dir).map_err(ServerError::io(&raft_dir))?;
                     let stores = (
-                        LogStore::open(&raft_dir.join("raft.db"))?,
+                        LogStore::open(&raft_dir)?,
                         raft::state_machine::open_store(&raft_dir.join("state.db"))?,
                         Some(raft_dir.join("snapshot.bin")),
                     );
-                    // The log and the store hold every ACL secret.
-                    for f in ["raft.db", "state.db"] {
-                        let p = raft_dir.join(f);
-                        legate_types::fs::make_private(&p).map_err(ServerError::io(&p))?;
-                    }
+                    // The store holds every ACL secret (the log's files are made the owner's only).
+                    let p = raft_dir.join("state.db");
+                    legate_types::fs::make_private(&p).map_err(ServerError::io(&p))?;
                     stores
                 }
                 None => (LogStore::in_memory()?, Store::in_memory()?, None),

@@ -1,25 +1,25 @@
-//! The Raft log and vote in redb, written by one writer thread that does group commit: `append`
-//! queues its entries and returns at once (openraft keeps going), the writer drains everything
-//! queued into one write transaction with one fsync, and only then reports each append flushed,
-//! so an entry is acknowledged only once it is on disk. Entries queued but not yet committed are
-//! readable from an in-memory overlay (the leader replicates them while they are being
-//! flushed).
+//! The Raft log and vote: entries in the segment log (`wal.rs`), written by one writer thread
+//! that does group commit: `append` queues its entries and returns at once (openraft keeps
+//! going), the writer writes everything queued and fdatasyncs once, and only then reports each
+//! append flushed, so an entry is acknowledged only once it is on disk. Entries queued but not
+//! yet synced are readable from an in-memory overlay (the leader replicates them while they
+//! are being flushed). The vote, the purge point and the last committed id are a small file,
+//! `meta`, beside the segments, replaced atomically when the vote or the purge point changes
+//! (the committed id rides along: openraft tolerates an older one and re-derives it).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, Vote};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
+use super::wal::{self, Wal, WalReader};
 use super::{io_err, NodeId, StorageError, TypeConfig};
-
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 /// Counters that show writes are durable: appends, fsyncs, entries.
 #[derive(Debug, Default)]
@@ -32,105 +32,134 @@ pub struct LogStats {
     pub leader: std::sync::atomic::AtomicBool,
 }
 
-/// Removes the log entries in `range` (truncate: a suffix, purge: a prefix).
-fn remove_entries(
-    txn: &redb::WriteTransaction,
-    range: impl std::ops::RangeBounds<u64> + 'static,
-) -> Result<(), StorageError> {
-    let mut t = txn.open_table(LOG).map_err(err_w)?;
-    let keys: Vec<u64> =
-        t.range(range).map_err(err_w)?.map(|r| r.map(|(k, _)| k.value()).map_err(err_w)).collect::<Result<_, _>>()?;
-    for k in keys {
-        t.remove(k).map_err(err_w)?;
-    }
-    Ok(())
+/// What the log keeps besides its entries.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    pub vote: Option<Vote<NodeId>>,
+    pub committed: Option<LogId<NodeId>>,
+    pub last_purged: Option<LogId<NodeId>>,
 }
 
-type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;
+impl Meta {
+    /// Writes `meta` durably (a new file renamed over the old one).
+    pub(crate) fn save(&self, path: &Path) -> std::io::Result<()> {
+        let bytes = bincode::serialize(self).map_err(std::io::Error::other)?;
+        legate_types::fs::write_private(path, &bytes)
+    }
+
+    fn load(path: &Path, raft_dir: &Path) -> Result<Meta, crate::ServerError> {
+        match std::fs::read(path) {
+            Ok(bytes) => bincode::deserialize(&bytes).map_err(|e| crate::ServerError::DamagedLog {
+                path: path.to_path_buf(),
+                dir: raft_dir.to_path_buf(),
+                detail: format!("the vote and purge point do not decode: {e}"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Meta::default()),
+            Err(e) => Err(crate::ServerError::io(path)(e)),
+        }
+    }
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 enum Job {
-    Append {
-        seq: u64,
-        entries: Vec<(u64, Vec<u8>)>,
-        callback: LogFlushed<TypeConfig>,
-    },
-    /// A write; `done` (None: nobody waits) gets the commit's result.
-    Write {
-        f: TxnFn,
-        durable: bool,
-        done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    },
+    Append { seq: u64, entries: Vec<(u64, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
+    Truncate { index: u64, done: Done },
+    Purge { upto: LogId<NodeId>, done: Done },
+    Vote { vote: Vote<NodeId>, done: Done },
 }
 
-/// Appended entries not yet committed: index -> (append sequence, encoded entry).
+/// Appended entries not yet synced: index -> (append sequence, encoded entry).
 type Overlay = Arc<Mutex<BTreeMap<u64, (u64, Vec<u8>)>>>;
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
     jobs: mpsc::Sender<Job>,
+    reader: WalReader,
     overlay: Overlay,
+    /// As last saved, but for `committed`, which is as last given (written with the next save).
+    meta: Arc<Mutex<Meta>>,
     seq: Arc<AtomicU64>,
     pub stats: Arc<LogStats>,
-    /// Resolves when the writer thread has exited and closed the database (every handle
-    /// dropped): a restart in the same process may then open it again.
+    /// Resolves when the writer thread has exited (every job done): a restart in the same
+    /// process may then open the log again.
     pub closed: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
 }
 
-/// The writer: takes every queued job, runs them in order in one transaction, commits once
-/// (fsync when durable and anything asked for it), then completes them.
-fn writer(db: Arc<Database>, durable: bool, rx: mpsc::Receiver<Job>, overlay: Overlay, stats: Arc<LogStats>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
+/// The writer thread's side: the log's files and what it reports to.
+struct Writer {
+    wal: Wal,
+    meta_path: Option<PathBuf>,
+    meta: Arc<Mutex<Meta>>,
+    overlay: Overlay,
+    stats: Arc<LogStats>,
+    /// The first write or fdatasync that failed: every later job fails with it (after a failed
+    /// fdatasync nothing says what reached the disk).
+    failed: Option<String>,
+}
+
+/// Appends written but not yet synced: (sequence, indexes, callback).
+type Appended = Vec<(u64, Vec<u64>, LogFlushed<TypeConfig>)>;
+
+impl Writer {
+    /// Takes every queued job, writes the appends among them and fdatasyncs once; a job of
+    /// another kind first makes the appends before it durable.
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
             }
-        }
-        let started = std::time::Instant::now();
-        let sync = durable && batch.iter().any(|j| matches!(j, Job::Append { .. } | Job::Write { durable: true, .. }));
-        let mut appended: Vec<(u64, Vec<u64>, LogFlushed<TypeConfig>)> = Vec::new();
-        let mut writes = Vec::new();
-        let mut n_entries = 0u64;
-        let result = (|| -> Result<(), String> {
-            let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-            txn.set_durability(if sync { Durability::Immediate } else { Durability::None });
+            let started = std::time::Instant::now();
+            let mut appended: Appended = Vec::new();
             for job in batch {
                 match job {
                     Job::Append { seq, entries, callback } => {
-                        let mut t = txn.open_table(LOG).map_err(|e| e.to_string())?;
-                        let mut idxs = Vec::with_capacity(entries.len());
-                        for (i, bytes) in &entries {
-                            t.insert(*i, bytes.as_slice()).map_err(|e| e.to_string())?;
-                            idxs.push(*i);
+                        if self.failed.is_none() {
+                            let records: Vec<(u64, &[u8])> = entries.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+                            if let Err(e) = self.wal.write(&records) {
+                                self.failed = Some(e.to_string());
+                            }
                         }
-                        n_entries += entries.len() as u64;
-                        appended.push((seq, idxs, callback));
+                        appended.push((seq, entries.iter().map(|(i, _)| *i).collect(), callback));
                     }
-                    Job::Write { f, done, .. } => {
-                        f(&txn).map_err(|e| e.to_string())?;
-                        writes.push(done);
+                    other => {
+                        self.flush(std::mem::take(&mut appended), started);
+                        self.other(other);
                     }
                 }
             }
-            txn.commit().map_err(|e| e.to_string())
-        })();
-        if sync && result.is_ok() {
-            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.flush(appended, started);
         }
-        if !appended.is_empty() {
-            let name = if stats.leader.load(Ordering::Relaxed) {
-                "raft.leader.dispatchLog"
-            } else {
-                "raft.rpc.appendEntries.storeLogs"
-            };
-            legate_telemetry::measure_since(name, Vec::new(), started);
+    }
+
+    /// Makes the written appends durable and reports them.
+    fn flush(&mut self, appended: Appended, started: std::time::Instant) {
+        if appended.is_empty() {
+            return;
         }
-        stats.appends.fetch_add(appended.len() as u64, Ordering::Relaxed);
-        stats.entries.fetch_add(n_entries, Ordering::Relaxed);
+        if self.failed.is_none() {
+            match self.wal.sync() {
+                Ok(()) => {
+                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => self.failed = Some(e.to_string()),
+            }
+        }
+        let name = if self.stats.leader.load(Ordering::Relaxed) {
+            "raft.leader.dispatchLog"
+        } else {
+            "raft.rpc.appendEntries.storeLogs"
+        };
+        legate_telemetry::measure_since(name, Vec::new(), started);
+        self.stats.appends.fetch_add(appended.len() as u64, Ordering::Relaxed);
+        let n: usize = appended.iter().map(|(_, idxs, _)| idxs.len()).sum();
+        self.stats.entries.fetch_add(n as u64, Ordering::Relaxed);
         {
-            let mut o = overlay.lock().unwrap_or_else(|p| p.into_inner());
+            let mut o = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
             for (seq, idxs, _) in &appended {
                 for i in idxs {
                     if o.get(i).is_some_and(|(s, _)| s == seq) {
@@ -140,20 +169,48 @@ fn writer(db: Arc<Database>, durable: bool, rx: mpsc::Receiver<Job>, overlay: Ov
             }
         }
         for (_, _, cb) in appended {
-            cb.log_io_completed(result.clone().map_err(std::io::Error::other));
+            cb.log_io_completed(match &self.failed {
+                None => Ok(()),
+                Some(e) => Err(std::io::Error::other(e.clone())),
+            });
         }
-        for done in writes {
-            match done {
-                Some(done) => {
-                    let _ = done.send(result.clone());
-                }
-                None => {
-                    if let Err(e) = &result {
-                        tracing::warn!(error = %e, "the Raft log store failed a write nobody waited for");
-                    }
-                }
+    }
+
+    fn other(&mut self, job: Job) {
+        let (result, done) = match job {
+            Job::Append { .. } => unreachable!("appends are batched by run"),
+            Job::Truncate { index, done } => (self.io(|w| w.wal.truncate(index)), done),
+            Job::Purge { upto, done } => {
+                let r = self.save_meta(|m| m.last_purged = Some(upto));
+                (r.and_then(|()| self.io(|w| w.wal.purge(upto.index))), done)
             }
+            Job::Vote { vote, done } => (self.save_meta(|m| m.vote = Some(vote)), done),
+        };
+        let _ = done.send(result);
+    }
+
+    /// Runs an I/O step unless an earlier one failed; a failure sticks.
+    fn io(&mut self, f: impl FnOnce(&mut Self) -> std::io::Result<()>) -> Result<(), String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
         }
+        f(self).map_err(|e| {
+            self.failed = Some(e.to_string());
+            e.to_string()
+        })
+    }
+
+    /// Changes the meta, writes it durably (with the committed id as last given), and only
+    /// then lets readers see the change.
+    fn save_meta(&mut self, change: impl FnOnce(&mut Meta)) -> Result<(), String> {
+        let mut next = *self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut next);
+        let path = self.meta_path.clone();
+        self.io(|_| path.map_or(Ok(()), |p| next.save(&p)))?;
+        let mut m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        m.vote = next.vote;
+        m.last_purged = next.last_purged;
+        Ok(())
     }
 }
 
@@ -167,90 +224,63 @@ fn err_w<E: std::fmt::Display>(e: E) -> StorageError {
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> Result<LogStore, crate::ServerError> {
-        // redb's default page cache is 1 GiB; the log is written once and read back rarely.
-        let db = legate_state::open_file_db(path, 4 << 20).map_err(|e| match e {
-            legate_state::StoreError::Damaged { path, detail } => crate::ServerError::DamagedLog { path, detail },
-            e => crate::ServerError::Log(format!("{}: {e}", path.display())),
+    /// Opens the log in `raft_dir/log` (a redb `raft.db` of an earlier version is moved into it
+    /// first).
+    pub fn open(raft_dir: &Path) -> Result<LogStore, crate::ServerError> {
+        super::legacy_log::migrate(raft_dir)?;
+        let dir = raft_dir.join("log");
+        let meta_path = dir.join("meta");
+        let meta = Meta::load(&meta_path, raft_dir)?;
+        let (wal, _) = Wal::open(&dir, meta.last_purged.map(|l| l.index)).map_err(|e| match e {
+            wal::OpenError::Damaged(d) => {
+                crate::ServerError::DamagedLog { path: d.path, dir: raft_dir.to_path_buf(), detail: d.detail }
+            }
+            wal::OpenError::Io(p, e) => crate::ServerError::io(&p)(e),
         })?;
-        Self::init(db, true)
+        Self::start(wal, Some(meta_path), meta)
     }
 
     /// In memory (`-dev` without a data dir; tests). Nothing is fsynced.
     pub fn in_memory() -> Result<LogStore, crate::ServerError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(legate_state::StoreError::from)?;
-        Self::init(db, false)
+        Self::start(Wal::in_memory(), None, Meta::default())
     }
 
-    fn init(db: Database, durable: bool) -> Result<LogStore, crate::ServerError> {
-        use legate_state::StoreError;
-        let txn = db.begin_write().map_err(StoreError::from)?;
-        txn.open_table(LOG).map_err(StoreError::from)?;
-        txn.open_table(META).map_err(StoreError::from)?;
-        txn.commit().map_err(StoreError::from)?;
-        let db = Arc::new(db);
+    fn start(wal: Wal, meta_path: Option<PathBuf>, meta: Meta) -> Result<LogStore, crate::ServerError> {
         let (tx, rx) = mpsc::channel();
         let overlay: Overlay = Arc::default();
         let stats: Arc<LogStats> = Arc::default();
+        let meta = Arc::new(Mutex::new(meta));
+        let reader = wal.reader();
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
-        {
-            let (db, overlay, stats) = (db.clone(), overlay.clone(), stats.clone());
-            let weak = Arc::downgrade(&db);
-            std::thread::Builder::new()
-                .name("raft-log-writer".into())
-                .spawn(move || {
-                    writer(db, durable, rx, overlay, stats);
-                    // Readers may still hold the database for a moment.
-                    while weak.strong_count() > 0 {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    let _ = closed_tx.send(());
-                })
-                .map_err(|e| crate::ServerError::Log(format!("cannot start the log writer: {e}")))?;
-        }
+        let writer =
+            Writer { wal, meta_path, meta: meta.clone(), overlay: overlay.clone(), stats: stats.clone(), failed: None };
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || {
+                writer.run(rx);
+                let _ = closed_tx.send(());
+            })
+            .map_err(|e| crate::ServerError::Log(format!("cannot start the log writer: {e}")))?;
         Ok(LogStore {
-            db,
             jobs: tx,
+            reader,
             overlay,
+            meta,
             seq: Arc::default(),
             stats,
             closed: Arc::new(Mutex::new(Some(closed_rx))),
         })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let txn = self.db.begin_read().map_err(err_r)?;
-        let t = txn.open_table(META).map_err(err_r)?;
-        let v = t.get(key).map_err(err_r)?;
-        v.map(|v| bincode::deserialize(v.value()).map_err(err_r)).transpose()
+    fn meta(&self) -> Meta {
+        *self.meta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` in the writer's next transaction (fsynced when the store is durable and
-    /// `durable`), and waits for its commit.
-    async fn write_with<F>(&self, durable: bool, f: F) -> Result<(), StorageError>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send + 'static,
-    {
+    /// Queues a job that reports on `done`, and waits for it.
+    async fn call(&self, job: impl FnOnce(Done) -> Job) -> Result<(), StorageError> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Job::Write { f: Box::new(f), durable, done: Some(done) })
-            .map_err(|_| err_w("log writer stopped"))?;
+        self.jobs.send(job(done)).map_err(|_| err_w("log writer stopped"))?;
         rx.await.map_err(|_| err_w("log writer stopped"))?.map_err(err_w)
-    }
-
-    async fn write<F>(&self, f: F) -> Result<(), StorageError>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send + 'static,
-    {
-        self.write_with(true, f).await
-    }
-
-    fn put_meta<T: serde::Serialize>(txn: &redb::WriteTransaction, key: &str, v: &T) -> Result<(), StorageError> {
-        let bytes = bincode::serialize(v).map_err(err_w)?;
-        txn.open_table(META).map_err(err_w)?.insert(key, bytes.as_slice()).map_err(err_w)?;
-        Ok(())
     }
 }
 
@@ -259,27 +289,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let txn = self.db.begin_read().map_err(err_r)?;
-        let t = txn.open_table(LOG).map_err(err_r)?;
         let start = match range.start_bound() {
             Bound::Included(s) => *s,
             Bound::Excluded(s) => s + 1,
             Bound::Unbounded => 0,
         };
-        let mut found: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for item in t.range(start..).map_err(err_r)? {
-            let (k, v) = item.map_err(err_r)?;
-            if !range.contains(&k.value()) {
-                break;
-            }
-            found.insert(k.value(), v.value().to_vec());
+        let end = match range.end_bound() {
+            Bound::Included(e) => e.saturating_add(1),
+            Bound::Excluded(e) => *e,
+            Bound::Unbounded => u64::MAX,
+        };
+        let start = start.max(self.meta().last_purged.map_or(0, |l| l.index + 1));
+        if start >= end {
+            return Ok(Vec::new());
         }
+        let mut found: BTreeMap<u64, Vec<u8>> = self.reader.read(start, end).map_err(err_r)?.into_iter().collect();
         {
+            // What is being flushed (or was rewritten after a truncation) wins.
             let o = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, (_, bytes)) in o.range(start..) {
-                if !range.contains(i) {
-                    break;
-                }
+            for (i, (_, bytes)) in o.range(start..end) {
                 found.insert(*i, bytes.clone());
             }
         }
@@ -301,21 +329,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId<NodeId>> = self.get_meta("last_purged")?;
-        let txn = self.db.begin_read().map_err(err_r)?;
-        let t = txn.open_table(LOG).map_err(err_r)?;
+        let last_purged = self.meta().last_purged;
         let pending = {
             let o = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
             o.last_key_value().map(|(_, (_, b))| b.clone())
         };
-        let last = match pending {
-            Some(b) => Some(bincode::deserialize::<Entry>(&b).map_err(err_r)?.log_id),
-            None => match t.last().map_err(err_r)? {
-                Some((_, v)) => Some(bincode::deserialize::<Entry>(v.value()).map_err(err_r)?.log_id),
-                None => last_purged,
+        let last_bytes = match pending {
+            Some(b) => Some(b),
+            None => match self.reader.last_index() {
+                Some(i) => self.reader.read(i, i + 1).map_err(err_r)?.pop().map(|(_, b)| b),
+                None => None,
             },
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        let last = match last_bytes {
+            Some(b) => Some(bincode::deserialize::<Entry>(&b).map_err(err_r)?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.max(last_purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -324,23 +354,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let vote = *vote;
-        self.write(move |txn| Self::put_meta(txn, "vote", &vote)).await
+        self.call(|done| Job::Vote { vote, done }).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_meta("vote")
+        Ok(self.meta().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
-        // Neither fsynced nor waited for (it is on every write's path, before the apply):
-        // openraft tolerates losing it (it is re-derived), the writer commits it after the
-        // appends it names, and the next durable append carries it to disk.
-        let f = Box::new(move |txn: &redb::WriteTransaction| Self::put_meta(txn, "committed", &committed));
-        self.jobs.send(Job::Write { f, durable: false, done: None }).map_err(|_| err_w("log writer stopped"))
+        // Kept in memory and written with the next vote or purge: it is on every write's path,
+        // and openraft tolerates an older one after a restart (it re-derives it).
+        self.meta.lock().unwrap_or_else(|p| p.into_inner()).committed = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>("committed")?.flatten())
+        Ok(self.meta().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -365,14 +394,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.overlay.lock().unwrap_or_else(|p| p.into_inner()).retain(|i, _| *i < log_id.index);
-        self.write(move |txn| remove_entries(txn, log_id.index..)).await
+        self.call(|done| Job::Truncate { index: log_id.index, done }).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        self.write_with(false, move |txn| {
-            Self::put_meta(txn, "last_purged", &log_id)?;
-            remove_entries(txn, ..=log_id.index)
-        })
-        .await
+        self.call(|done| Job::Purge { upto: log_id, done }).await
     }
 }

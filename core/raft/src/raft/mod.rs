@@ -1,12 +1,14 @@
-//! Consensus with openraft (0.9, storage-v2): the type config, the redb log store, the state
+//! Consensus with openraft (0.9, storage-v2): the type config, the log store (segment files), the state
 //! machine over `state::Store`, and the TCP network.
 
 // openraft's StorageError is large and fixed by its traits; our helpers return it as is.
 #![allow(clippy::result_large_err)]
 
+mod legacy_log;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+mod wal;
 
 use std::io::Cursor;
 
@@ -72,7 +74,7 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnDisk {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().unwrap();
-            let log = LogStore::open(&dir.path().join("raft.db")).unwrap();
+            let log = LogStore::open(dir.path()).unwrap();
             let store = Store::open(&dir.path().join("state.db")).unwrap();
             let sm = StateMachine::new(store, Some(dir.path().join("snapshot.bin"))).unwrap();
             Ok((dir, log, sm))
