@@ -334,7 +334,9 @@ impl Wal {
             }
         }
         let last = last.filter(|(i, _)| *i >= keep_from);
-        Ok((Wal::new(Some(dir.to_path_buf()), segments), last))
+        let mut wal = Wal::new(Some(dir.to_path_buf()), segments);
+        wal.spare = Some(prepare_spare(dir, wal.segment_bytes));
+        Ok((wal, last))
     }
 
     pub fn reader(&self) -> WalReader {
@@ -418,7 +420,10 @@ impl Wal {
                         _ => zero_filled(&path, capacity)?,
                     },
                     other => {
-                        self.spare = other;
+                        // Prepared for another size (or none yet): this one is made here.
+                        if let Some((_, ready)) = other {
+                            let _ = ready.join();
+                        }
                         zero_filled(&path, capacity)?
                     }
                 };
