@@ -158,9 +158,12 @@ where
 {
     let opts = query_options(ctx, req)?;
     let server = server(ctx)?;
-    if opts.consistency == Consistency::Consistent {
-        server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    match opts.consistency {
+        Consistency::Consistent => server.ensure_consistent().await,
+        Consistency::Default => server.caught_up().await,
+        _ => Ok(()),
     }
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     let read = || read(&server.store.read()?);
     let watch = &server.store.watch;
     let mut rx = watch.subscribe(table);

@@ -43,9 +43,12 @@ pub async fn handle(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Ap
     let outcome = if read_only {
         let _timer = legate_telemetry::Timer::start("txn.read", Vec::new());
         let opts = blocking::query_options(ctx, req)?;
-        if opts.consistency == Consistency::Consistent {
-            server.ensure_consistent().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        match opts.consistency {
+            Consistency::Consistent => server.ensure_consistent().await,
+            Consistency::Default => server.caught_up().await,
+            _ => Ok(()),
         }
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
         // Evaluated in a write transaction that is never committed: the same code as the
         // replicated path, and nothing changes.
         let store = server.store.clone();

@@ -91,6 +91,10 @@ pub struct Server {
     /// Session TTL deadlines, kept by the leader (rebuilt when it becomes leader).
     session_deadlines: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     tombstone_ttl: Duration,
+    /// The log's last index when this server started, and whether the state store has applied
+    /// that far since: see [`Server::caught_up`].
+    startup_log: u64,
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl Server {
@@ -157,6 +161,7 @@ impl Server {
         let contacts: Arc<raft::network::Contacts> = Arc::default();
         let network = Network { pool: pool.clone(), contacts: contacts.clone() };
         let raft = Raft::new(id, config, network, log, sm).await.map_err(ServerError::raft)?;
+        let startup_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
 
         let endpoints: endpoints::EndpointsCell = Arc::default();
         let acl_enforced: Arc<std::sync::atomic::AtomicBool> = Arc::default();
@@ -232,8 +237,32 @@ impl Server {
             leader_contact,
             session_deadlines: std::sync::Mutex::new(std::collections::HashMap::new()),
             tombstone_ttl: opts.tombstone_ttl,
+            startup_log,
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(server)
+    }
+
+    /// Waits (up to the hold timeout) until the state store has applied the log as it was when
+    /// this server started. Most applies are not fsynced and the committed index is written
+    /// lazily, so after a crash the store is behind its own log until a leader commits it
+    /// again: a default-consistency read in that window would miss acknowledged writes
+    /// (Consul's leaders likewise serve consistent reads only after their barrier).
+    pub async fn caught_up(&self) -> Result<(), ServerError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.caught_up.load(Relaxed) {
+            return Ok(());
+        }
+        let applied = |m: &openraft::RaftMetrics<NodeId, BasicNode>| m.last_applied.map_or(0, |l| l.index);
+        if applied(&self.raft.metrics().borrow()) < self.startup_log {
+            self.raft
+                .wait(Some(self.hold_timeout))
+                .applied_index_at_least(Some(self.startup_log), "the state store caught up with the log")
+                .await
+                .map_err(|_| ServerError::NoLeader)?;
+        }
+        self.caught_up.store(true, Relaxed);
+        Ok(())
     }
 
     /// Waits until openraft's core stops on its own (a storage error such as a full disk is fatal

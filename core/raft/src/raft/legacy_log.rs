@@ -59,8 +59,10 @@ pub fn migrate(raft_dir: &Path) -> Result<(), ServerError> {
     if moving.exists() {
         std::fs::remove_dir_all(&moving).map_err(ServerError::io(&moving))?;
     }
-    let (mut wal, _) =
-        Wal::open(&moving, None).map_err(|_| ServerError::Log(format!("{}: cannot create", moving.display())))?;
+    let (mut wal, _) = Wal::open(&moving, None).map_err(|e| match e {
+        super::wal::OpenError::Io(p, e) => ServerError::io(&p)(e),
+        super::wal::OpenError::Damaged(d) => ServerError::Log(format!("{}: {}", d.path.display(), d.detail)),
+    })?;
     let log = txn.open_table(LOG).map_err(|e| redb_err(&e))?;
     let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
     let mut moved = 0usize;

@@ -5,7 +5,8 @@
 //! yet synced are readable from an in-memory overlay (the leader replicates them while they
 //! are being flushed). The vote, the purge point and the last committed id are a small file,
 //! `meta`, beside the segments, replaced atomically when the vote or the purge point changes
-//! (the committed id rides along: openraft tolerates an older one and re-derives it).
+//! (the committed id rides along: openraft tolerates an older one; what was committed after it
+//! is applied again once a leader commits, and `Server` holds reads until that has happened).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -303,14 +304,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        let mut found: BTreeMap<u64, Vec<u8>> = self.reader.read(start, end).map_err(err_r)?.into_iter().collect();
-        {
-            // What is being flushed (or was rewritten after a truncation) wins.
+        // The overlay first, the files second: the writer publishes a flushed entry to the files
+        // before it drops it from the overlay, so every entry is in one of the two reads (the
+        // other order could miss one flushed between them, and a short read of committed
+        // entries stops openraft's core). What is being flushed (or was rewritten after a
+        // truncation) wins.
+        let pending: Vec<(u64, Vec<u8>)> = {
             let o = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, (_, bytes)) in o.range(start..end) {
-                found.insert(*i, bytes.clone());
-            }
-        }
+            o.range(start..end).map(|(i, (_, bytes))| (*i, bytes.clone())).collect()
+        };
+        let mut found: BTreeMap<u64, Vec<u8>> = self.reader.read(start, end).map_err(err_r)?.into_iter().collect();
+        found.extend(pending);
         // Contiguous from the start: a gap means the rest is not there (yet).
         let mut out = Vec::with_capacity(found.len());
         let mut expect = None;

@@ -37,9 +37,10 @@ struct StoredSnapshot {
 /// Most entries applied on the state machine's own task (see `apply`).
 const INLINE_ENTRIES: usize = 4;
 
-/// An apply batch is committed durably after this many that were not, or after this long. In
-/// between, redb keeps the pages the undurable commits freed (it reuses them after a durable
-/// one): a bound on both that pile and the log a restart replays.
+/// An apply batch is committed durably after this many that were not, or after this long
+/// (checked at the next apply: an idle store may keep its last few applies undurable, which
+/// the log replays). In between, redb keeps the pages the undurable commits freed (it reuses
+/// them after a durable one): a bound on both that pile and the log a restart replays.
 const DURABLE_AFTER: u32 = 4;
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -8,9 +8,13 @@
 //! file's size or extents (redb's commit of the same append wrote and synced 4-6 pages). A
 //! record is `len: u32, crc32: u32, index: u64, payload`; the checksum covers index and
 //! payload; a zero length ends a segment's records (every write leaves one after its last
-//! record). At open, records are read back in order: a record that does not check out ends
-//! the log if nothing valid follows it in the last segment (a write torn by a power cut: never
-//! acknowledged, since acknowledgement waits for the fdatasync), and is damage otherwise.
+//! record). At open, records are read back in order (and fdatasynced: a process killed during
+//! a flush leaves them in the page cache only): a record that does not check out ends the log
+//! if nothing valid follows it in the last segment (a write torn by a power cut, most likely
+//! never acknowledged since acknowledgement waits for the fdatasync; damage to the very last
+//! record looks the same), and is damage otherwise. A write torn across pages that reached the
+//! disk out of order, valid records after the bad one, is refused as damage too: the server
+//! does not start, it loses nothing.
 //!
 //! Truncation and purge are whole-segment deletions plus, for a truncation, a terminator
 //! written over the first removed record; both leave every state a crash can stop at a prefix
@@ -136,7 +140,7 @@ pub type Record = (u64, Vec<u8>);
 pub struct Wal {
     dir: Option<PathBuf>,
     segments: Arc<Mutex<Segments>>,
-    /// Segments written since the last `sync` (indexes into the list, by first index).
+    /// The bytes of the segments written since the last `sync`.
     dirty: Vec<Arc<Bytes>>,
     /// Records written but not yet synced, published to readers by `sync`: (segment first, starts, end).
     pending: Vec<(u64, Vec<u64>, u64)>,
@@ -241,6 +245,13 @@ impl Wal {
             let p = p.to_path_buf();
             move |e| OpenError::Io(p, e)
         };
+        if !dir.exists() {
+            legate_types::fs::create_private_dir(dir).map_err(io_err(dir))?;
+            // The new directory's entry made durable with its parent's.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).map_err(io_err(parent))?;
+            }
+        }
         legate_types::fs::create_private_dir(dir).map_err(io_err(dir))?;
         match std::fs::remove_file(dir.join(SPARE)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(OpenError::Io(dir.join(SPARE), e)),
@@ -254,6 +265,12 @@ impl Wal {
             else {
                 continue;
             };
+            // Only the names this module writes (`5.seg` or `+5.seg` are someone else's), and
+            // indexes far from the end of u64 (the arithmetic on them stays exact).
+            if name.to_str() != Some(segment_name(first).as_str()) || first > u64::MAX / 2 {
+                tracing::warn!(file = %e.path().display(), "not a segment of the Raft log: left alone");
+                continue;
+            }
             firsts.push(first);
         }
         firsts.sort_unstable();
@@ -271,12 +288,12 @@ impl Wal {
                     )));
                 }
                 if prev.next_index() < first {
-                    // openraft appends without gaps; its storage contract allows them.
-                    tracing::warn!(
-                        file = %path.display(),
-                        missing_from = prev.next_index(),
-                        "the Raft log has a gap before this segment"
-                    );
+                    // openraft's own appends never leave a gap (only its storage test suite
+                    // does, without reopening): records are missing, a segment ends early.
+                    return Err(damaged(format!(
+                        "it starts at index {first}, the previous segment's records end before {}",
+                        prev.next_index()
+                    )));
                 }
             }
             let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
@@ -302,6 +319,9 @@ impl Wal {
                     }
                 }
             }
+            // What the records say now may still be only in the page cache (a process killed
+            // during a flush): made durable before anything relies on it.
+            file.sync_data().map_err(io_err(&path))?;
             if let Some(index) = torn {
                 let last_segment = n + 1 == count;
                 if !last_segment || valid_record_after(&data, at, index) {
@@ -326,12 +346,17 @@ impl Wal {
             });
         }
         // Segments whose records are all purged (a purge that stopped before deleting them).
-        let keep_from = purged.map_or(0, |p| p + 1);
+        let keep_from = purged.map_or(0, |p| p.saturating_add(1));
+        let mut removed = false;
         while segments.list.front().is_some_and(|s| s.next_index() <= keep_from) {
             let s = segments.list.pop_front().expect("a front segment");
             if let Some(p) = &s.path {
                 std::fs::remove_file(p).map_err(io_err(p))?;
             }
+            removed = true;
+        }
+        if removed {
+            sync_dir(dir).map_err(io_err(dir))?;
         }
         let last = last.filter(|(i, _)| *i >= keep_from);
         let mut wal = Wal::new(Some(dir.to_path_buf()), segments);
@@ -623,6 +648,16 @@ mod tests {
         let (wal, last) = Wal::open(dir.path(), None).unwrap();
         assert_eq!(last.map(|(i, _)| i), Some(400));
         assert_eq!(indexes(&wal.reader(), 250, 260), (250..260).collect::<Vec<_>>());
+        drop(wal);
+        // A segment gone from the middle: records are missing, the log is refused.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        names.sort();
+        std::fs::remove_file(&names[1]).unwrap();
+        assert!(matches!(Wal::open(dir.path(), None), Err(OpenError::Damaged(_))), "a gap opened");
     }
 
     #[test]
