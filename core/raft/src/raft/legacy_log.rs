@@ -68,8 +68,7 @@ pub fn migrate(raft_dir: &Path) -> Result<(), ServerError> {
     let mut moved = 0usize;
     let mut last: Option<u64> = None;
     let mut write = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), ServerError> {
-        let records: Vec<(u64, &[u8])> = chunk.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-        wal.write(&records).and_then(|()| wal.sync()).map_err(ServerError::io(&moving))?;
+        wal.write(chunk).and_then(|()| wal.sync()).map_err(ServerError::io(&moving))?;
         moved += chunk.len();
         chunk.clear();
         Ok(())

@@ -119,12 +119,8 @@ impl Writer {
             for job in batch {
                 match job {
                     Job::Append { seq, entries, callback } => {
-                        if self.failed.is_none() {
-                            let records: Vec<(u64, &[u8])> = entries.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-                            if let Err(e) = self.wal.write(&records) {
-                                self.failed = Some(e.to_string());
-                            }
-                        }
+                        // A failure sticks and is reported by `flush` to every append of the batch.
+                        let _ = self.io(|w| w.wal.write(&entries));
                         appended.push((seq, entries.iter().map(|(i, _)| *i).collect(), callback));
                     }
                     other => {
@@ -142,13 +138,8 @@ impl Writer {
         if appended.is_empty() {
             return;
         }
-        if self.failed.is_none() {
-            match self.wal.sync() {
-                Ok(()) => {
-                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => self.failed = Some(e.to_string()),
-            }
+        if self.io(|w| w.wal.sync()).is_ok() {
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         let name = if self.stats.leader.load(Ordering::Relaxed) {
             "raft.leader.dispatchLog"

@@ -90,13 +90,6 @@ impl Bytes {
             Bytes::Memory(_) => Ok(()),
         }
     }
-
-    fn len(&self) -> io::Result<u64> {
-        match self {
-            Bytes::File(f) => Ok(f.metadata()?.len()),
-            Bytes::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).len() as u64),
-        }
-    }
 }
 
 /// One segment as the index sees it.
@@ -110,6 +103,8 @@ struct Segment {
     starts: Vec<u64>,
     /// Where the next record goes (the terminator's place).
     end: u64,
+    /// The bytes it was given (its file's length; records fill it up to its end).
+    capacity: u64,
 }
 
 impl Segment {
@@ -245,14 +240,12 @@ impl Wal {
             let p = p.to_path_buf();
             move |e| OpenError::Io(p, e)
         };
-        if !dir.exists() {
-            legate_types::fs::create_private_dir(dir).map_err(io_err(dir))?;
-            // The new directory's entry made durable with its parent's.
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent).map_err(io_err(parent))?;
-            }
-        }
+        let new = !dir.exists();
         legate_types::fs::create_private_dir(dir).map_err(io_err(dir))?;
+        if let Some(parent) = dir.parent().filter(|_| new) {
+            // The new directory's entry made durable with its parent's.
+            sync_dir(parent).map_err(io_err(parent))?;
+        }
         match std::fs::remove_file(dir.join(SPARE)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(OpenError::Io(dir.join(SPARE), e)),
             _ => {}
@@ -327,12 +320,12 @@ impl Wal {
                 if !last_segment || valid_record_after(&data, at, index) {
                     return Err(damaged(format!("the record of index {index} at byte {at} does not check out")));
                 }
-                // A torn write of records never acknowledged: the log ends before it.
+                // A torn write (most likely never acknowledged): the log ends before it.
                 tracing::warn!(
                     file = %path.display(),
                     index,
                     offset = at,
-                    "the Raft log ends in a record that was being written when the server stopped: dropped (never acknowledged)"
+                    "the Raft log ends in a record that does not check out, most likely one being written when the server stopped: dropped"
                 );
                 file.write_all_at(&[0; 4], at as u64).map_err(io_err(&path))?;
                 file.sync_data().map_err(io_err(&path))?;
@@ -343,6 +336,7 @@ impl Wal {
                 path: Some(path),
                 starts,
                 end: at as u64,
+                capacity: data.len() as u64,
             });
         }
         // Segments whose records are all purged (a purge that stopped before deleting them).
@@ -368,14 +362,9 @@ impl Wal {
         WalReader { segments: self.segments.clone() }
     }
 
-    /// Where the next record's index is expected (None: no segment, any index may start).
-    fn next_index(&self) -> Option<u64> {
-        self.next
-    }
-
     /// Writes `records` (consecutive indexes, following the log's last) after the last record,
     /// not yet durable nor visible to readers: `sync` makes them both.
-    pub fn write(&mut self, records: &[(u64, &[u8])]) -> io::Result<()> {
+    pub fn write<B: AsRef<[u8]>>(&mut self, records: &[(u64, B)]) -> io::Result<()> {
         let Some(&(first_index, _)) = records.first() else { return Ok(()) };
         if records.iter().zip(first_index..).any(|((i, _), want)| *i != want) {
             return Err(io::Error::other(format!("an append of non-consecutive indexes from {first_index}")));
@@ -383,15 +372,15 @@ impl Wal {
         // An append replaces the log from its first index on (as Raft's append does; openraft
         // truncates first, its storage contract allows not to). After a gap (allowed by that
         // contract too, never made by openraft's own appends) it starts a segment.
-        if self.next_index().is_some_and(|next| first_index < next) {
+        if self.next.is_some_and(|next| first_index < next) {
             self.truncate(first_index)?;
         }
-        let gap = self.next_index().is_some_and(|next| first_index != next);
-        let mut buf = Vec::with_capacity(records.iter().map(|(_, p)| HEADER + p.len()).sum::<usize>() + 4);
+        let gap = self.next.is_some_and(|next| first_index != next);
+        let mut buf = Vec::with_capacity(records.iter().map(|(_, p)| HEADER + p.as_ref().len()).sum::<usize>() + 4);
         let mut offsets = Vec::with_capacity(records.len());
         for (index, payload) in records {
             offsets.push(buf.len() as u64);
-            encode(&mut buf, *index, payload);
+            encode(&mut buf, *index, payload.as_ref());
         }
         let size = buf.len() as u64;
         buf.extend_from_slice(&[0; 4]);
@@ -422,8 +411,7 @@ impl Wal {
                     Some((f, _, e)) if *f == s.first => *e,
                     _ => s.end,
                 };
-                let room = s.bytes.len()?.max(self.segment_bytes);
-                if end + size + 4 <= room || s.starts.is_empty() && end == 0 {
+                if end + size + 4 <= s.capacity || s.starts.is_empty() && end == 0 {
                     return Ok((s.first, s.bytes.clone(), end));
                 }
             }
@@ -461,7 +449,14 @@ impl Wal {
             None => (Arc::new(Bytes::Memory(Mutex::new(Vec::new()))), None),
         };
         let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
-        segs.list.push_back(Segment { first: first_index, bytes: bytes.clone(), path, starts: Vec::new(), end: 0 });
+        segs.list.push_back(Segment {
+            first: first_index,
+            bytes: bytes.clone(),
+            path,
+            starts: Vec::new(),
+            end: 0,
+            capacity,
+        });
         Ok((first_index, bytes, 0))
     }
 
@@ -605,10 +600,12 @@ mod tests {
         format!("entry {i} ").repeat((i % 7 + 1) as usize).into_bytes()
     }
 
+    fn records(range: std::ops::Range<u64>) -> Vec<(u64, Vec<u8>)> {
+        range.map(|i| (i, payload(i))).collect()
+    }
+
     fn append(wal: &mut Wal, range: std::ops::Range<u64>) {
-        let records: Vec<(u64, Vec<u8>)> = range.map(|i| (i, payload(i))).collect();
-        let refs: Vec<(u64, &[u8])> = records.iter().map(|(i, p)| (*i, p.as_slice())).collect();
-        wal.write(&refs).unwrap();
+        wal.write(&records(range)).unwrap();
         wal.sync().unwrap();
     }
 
@@ -645,6 +642,8 @@ mod tests {
         assert!(dir.path().join(SPARE).exists(), "the next segment is prepared ahead");
         assert_eq!(indexes(&wal.reader(), 0, 410), (1..=400).collect::<Vec<_>>());
         drop(wal);
+        // Files of other names are not segments (nor do they make the log look damaged).
+        std::fs::write(dir.path().join("5.seg"), b"not ours").unwrap();
         let (wal, last) = Wal::open(dir.path(), None).unwrap();
         assert_eq!(last.map(|(i, _)| i), Some(400));
         assert_eq!(indexes(&wal.reader(), 250, 260), (250..260).collect::<Vec<_>>());
@@ -666,9 +665,7 @@ mod tests {
         let mut wal = Wal::open(dir.path(), None).unwrap().0;
         append(&mut wal, 1..20);
         for start in (20..60).step_by(4) {
-            let records: Vec<(u64, Vec<u8>)> = (start..start + 4).map(|i| (i, payload(i))).collect();
-            let refs: Vec<(u64, &[u8])> = records.iter().map(|(i, p)| (*i, p.as_slice())).collect();
-            wal.write(&refs).unwrap();
+            wal.write(&records(start..start + 4)).unwrap();
         }
         assert_eq!(indexes(&wal.reader(), 1, 100), (1..20).collect::<Vec<_>>(), "readable once synced");
         wal.sync().unwrap();
@@ -687,9 +684,8 @@ mod tests {
         assert_eq!(wal.reader().last_index(), Some(119));
         // Shorter records than the ones they replace: the old bytes behind them must not read
         // as records.
-        let records: Vec<(u64, Vec<u8>)> = (120..130).map(|i| (i, vec![b'x'; 3])).collect();
-        let refs: Vec<(u64, &[u8])> = records.iter().map(|(i, p)| (*i, p.as_slice())).collect();
-        wal.write(&refs).unwrap();
+        let shorter: Vec<(u64, Vec<u8>)> = (120..130).map(|i| (i, vec![b'x'; 3])).collect();
+        wal.write(&shorter).unwrap();
         wal.sync().unwrap();
         wal.purge(100).unwrap();
         drop(wal);
