@@ -624,19 +624,20 @@ mod tests {
             .count()
     }
 
-    fn small(dir: &Path) -> Wal {
+    /// A log of 4 KiB segments holding records 1..=last, appended ten at a time.
+    fn small(dir: &Path, last: u64) -> Wal {
         let mut wal = Wal::open(dir, None).unwrap().0;
         wal.segment_bytes = 4096;
+        for start in (1..=last).step_by(10) {
+            append(&mut wal, start..(start + 10).min(last + 1));
+        }
         wal
     }
 
     #[test]
     fn appends_roll_over_segments_and_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = small(dir.path());
-        for start in (1..400).step_by(10) {
-            append(&mut wal, start..start + 10);
-        }
+        let mut wal = small(dir.path(), 400);
         let segments = segment_files(dir.path());
         assert!(segments > 3, "{segments} segments");
         assert!(dir.path().join(SPARE).exists(), "the next segment is prepared ahead");
@@ -676,10 +677,7 @@ mod tests {
     #[test]
     fn truncate_then_append_and_purge_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = small(dir.path());
-        for start in (1..300).step_by(10) {
-            append(&mut wal, start..start + 10);
-        }
+        let mut wal = small(dir.path(), 299);
         wal.truncate(120).unwrap();
         assert_eq!(wal.reader().last_index(), Some(119));
         // Shorter records than the ones they replace: the old bytes behind them must not read
