@@ -637,7 +637,7 @@ mod tests {
     #[test]
     fn appends_roll_over_segments_and_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = small(dir.path(), 400);
+        let wal = small(dir.path(), 400);
         let segments = segment_files(dir.path());
         assert!(segments > 3, "{segments} segments");
         assert!(dir.path().join(SPARE).exists(), "the next segment is prepared ahead");
