@@ -4,6 +4,7 @@
 // openraft's StorageError is large and fixed by its traits; our helpers return it as is.
 #![allow(clippy::result_large_err)]
 
+mod flusher;
 mod legacy_log;
 pub mod log_store;
 pub mod network;

@@ -1,8 +1,8 @@
-//! The Raft state machine over `state::Store`. A batch of entries is applied in redb write
-//! transactions, most of them not fsynced (the log replays them after a crash: a store that
-//! rolled back is re-applied from its last durable `last_applied`); a snapshot point is made
-//! durable before the snapshot is handed out, so the log is only ever purged behind durable
-//! state. `Command` is dispatched in exactly one place, `apply_command`.
+//! The Raft state machine over `state::Store`. A batch of entries is applied in a redb write
+//! transaction that is not fsynced (the log replays it after a crash: a store that rolled back
+//! is re-applied from its last durable `last_applied`); every few applies a durable point is
+//! made off the write path ([`super::flusher`]). `Command` is dispatched in exactly one place,
+//! `apply_command`.
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use super::flusher::Flusher;
 use super::{io_err, NodeId, StorageError, TypeConfig};
 use crate::command::{Command, CommandResponse};
 use legate_state::session::Released;
@@ -37,10 +38,10 @@ struct StoredSnapshot {
 /// Most entries applied on the state machine's own task (see `apply`).
 const INLINE_ENTRIES: usize = 4;
 
-/// An apply batch is committed durably after this many that were not, or after this long
-/// (checked at the next apply: an idle store may keep its last few applies undurable, which
-/// the log replays). In between, redb keeps the pages the undurable commits freed (it reuses
-/// them after a durable one): a bound on both that pile and the log a restart replays.
+/// A durable point is asked for after this many apply batches, or after this long (checked
+/// at the next apply: an idle store may keep its last few applies undurable, which the log
+/// replays). In between, redb keeps the pages the undurable commits freed (it reuses them
+/// after a durable one): a bound on both that pile and the log a restart replays.
 const DURABLE_AFTER: u32 = 4;
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -55,7 +56,7 @@ impl Undurable {
         Undurable { since: std::time::Instant::now(), commits: 0 }
     }
 
-    /// Whether the next commit is to be durable (counted as done).
+    /// Whether a durable point is due after the next commit (counted as done).
     fn next_durable(&mut self) -> bool {
         self.commits += 1;
         let due = self.commits > DURABLE_AFTER || self.since.elapsed() >= DURABLE_EVERY;
@@ -70,6 +71,7 @@ impl Undurable {
 pub struct StateMachine {
     pub store: Store,
     undurable: Arc<std::sync::Mutex<Undurable>>,
+    flusher: Arc<Flusher>,
     /// Where the latest snapshot is kept (None: memory only).
     snapshot_path: Option<PathBuf>,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
@@ -107,6 +109,7 @@ impl StateMachine {
             _ => None,
         };
         let sm = StateMachine {
+            flusher: Arc::new(Flusher::start(store.clone())),
             store,
             undurable: Arc::new(std::sync::Mutex::new(Undurable::new())),
             snapshot_path,
@@ -206,40 +209,39 @@ fn apply_command(
 /// Applies one command of an entry, taking and giving back the open write transaction. A
 /// transaction runs in a redb transaction of its own, so a rollback is an abort that loses
 /// nothing else; a batch applies its commands in order. The locks released by commands that
-/// stay applied are added to `released`; `durable` is whether the batch's commit is to be.
+/// stay applied are added to `released`.
 fn apply_entry(
     store: &Store,
     mut txn: WriteTransaction,
     last: &Option<LogId<NodeId>>,
     cmd: &Command,
     index: u64,
-    durable: bool,
     released: &mut Released,
 ) -> Result<(WriteTransaction, CommandResponse), StoreError> {
     match cmd {
         Command::Batch(cmds) => {
             let mut out = Vec::with_capacity(cmds.len());
             for c in cmds {
-                let (t, r) = apply_entry(store, txn, last, c, index, durable, released)?;
+                let (t, r) = apply_entry(store, txn, last, c, index, released)?;
                 txn = t;
                 out.push(r);
             }
             Ok((txn, CommandResponse::Batch(out)))
         }
         Command::Txn(_) => {
+            // Not durable (no apply commit is): a crash must not find this entry applied with
+            // only the commands before the transaction, and a durable point is only ever made
+            // between apply batches (the flusher's commit waits for the batch's to end).
             write_applied(&txn, last, None)?;
-            // Never durable, whatever the batch's commit is to be: a crash must not find this
-            // entry applied with only the commands before the transaction.
-            txn.set_durability(redb::Durability::None);
             txn.commit()?;
-            let mut txn = store.write(durable)?;
+            let mut txn = store.write(false)?;
             let mut own = Released::new();
             let resp = apply_command(store, &mut txn, cmd, index, &mut own)?;
             if matches!(resp, CommandResponse::Txn(Err(_))) {
                 // Nothing of a rolled-back transaction happened, its invalidations included;
                 // what earlier commands of the batch released stays released.
                 txn.abort()?;
-                txn = store.write(durable)?;
+                txn = store.write(false)?;
             } else {
                 released.extend(own);
             }
@@ -338,22 +340,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<_> = entries.into_iter().collect();
         let _timer = legate_telemetry::Timer::start("raft.fsm.apply", Vec::new());
         let store = self.store.clone();
+        if let Some(e) = self.flusher.failure() {
+            return Err(err_sm(ErrorVerb::Write, e));
+        }
         let durable_due = self.undurable.lock().unwrap_or_else(|p| p.into_inner()).next_durable();
         // A few small commands commit in well under a millisecond (redb, not fsynced): they are
-        // applied right here, saving two thread hops per write; a durable commit, a restore or
-        // a large batch goes to a blocking thread so that the runtime's workers stay free.
-        let inline = !durable_due
+        // applied right here, saving two thread hops per write. While the flusher holds redb's
+        // write lock, or for a restore or a large batch, the apply goes to a blocking thread so
+        // that the runtime's workers stay free.
+        let inline = !self.flusher.busy()
             && entries.len() <= INLINE_ENTRIES
             && entries.iter().all(|e| match &e.payload {
                 EntryPayload::Normal(cmd) => cmd.is_light(),
                 _ => true,
             });
+        let flusher = self.flusher.clone();
         let work = move || -> Result<_, StoreError> {
+            let _batch = flusher.batch();
             let mut responses = Vec::with_capacity(entries.len());
-            // Applies are not fsynced (the log replays them after a crash), except one in
-            // DURABLE_AFTER + 1 (or every DURABLE_EVERY), so that redb reclaims pages and a
-            // restart's replay stays short.
-            let mut txn = store.write(durable_due)?;
+            // Not fsynced: the log replays it after a crash.
+            let mut txn = store.write(false)?;
             let mut last = None;
             let mut touched: Vec<Table> = Vec::new();
             let mut restored = false;
@@ -371,7 +377,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(cmd) => {
                         touched.extend(cmd.tables());
                         restored |= matches!(cmd, Command::Restore(_));
-                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index, durable_due, &mut released)?;
+                        let (t, resp) = apply_entry(&store, txn, &last, cmd, index, &mut released)?;
                         txn = t;
                         responses.push(resp);
                     }
@@ -388,6 +394,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tokio::task::spawn_blocking(work).await.map_err(|e| err_sm(ErrorVerb::Write, e))?
         };
         let (responses, last, mut touched, restored) = applied.map_err(|e| err_sm(ErrorVerb::Write, e))?;
+        if durable_due {
+            self.flusher.request();
+        }
         if let Some(last) = last {
             if restored {
                 // A restore may change every table: wake every blocked query.
@@ -493,13 +502,15 @@ mod tests {
     struct CrashDisk {
         written: Arc<std::sync::Mutex<Vec<u8>>>,
         synced: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        /// Every fdatasync fails (an I/O error) while set.
+        failing: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl CrashDisk {
         /// The disks a crash could have left since the last call.
         fn crashes(&self) -> Vec<CrashDisk> {
             let images = std::mem::take(&mut *self.synced.lock().unwrap());
-            images.into_iter().map(|i| CrashDisk { written: Arc::new(i.into()), synced: Arc::default() }).collect()
+            images.into_iter().map(|i| CrashDisk { written: Arc::new(i.into()), ..CrashDisk::default() }).collect()
         }
     }
 
@@ -519,6 +530,9 @@ mod tests {
         }
 
         fn sync_data(&self, _eventual: bool) -> Result<(), std::io::Error> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected fdatasync failure"));
+            }
             let image = self.written.lock().unwrap().clone();
             self.synced.lock().unwrap().push(image);
             Ok(())
@@ -534,27 +548,39 @@ mod tests {
         KvOp { value: b"v".to_vec(), ..KvOp::new(KvVerb::Set, key) }
     }
 
-    /// Most applies are not fsynced, and a transaction inside a batch is committed apart from
-    /// the commands around it: whenever the process dies, the store on disk holds exactly the
-    /// entries up to the `last_applied` it records (the log replays the rest), never an entry
-    /// marked applied with only some of its commands.
+    /// Waits until the flusher has made the durable point asked for, if any.
+    async fn flushed(sm: &StateMachine) {
+        while sm.flusher.busy() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Applies are not fsynced (the flusher makes durable points between them, on a thread of
+    /// its own), and a transaction inside a batch is committed apart from the commands around
+    /// it: whenever the process dies, the store on disk holds exactly the entries up to the
+    /// `last_applied` it records (the log replays the rest), never an entry marked applied with
+    /// only some of its commands.
     #[tokio::test]
     async fn a_crash_leaves_the_store_whole_up_to_its_last_applied() {
         let disk = CrashDisk::default();
         let mut sm = StateMachine::new(Store::with_backend(disk.clone()).unwrap(), None).unwrap();
         disk.crashes(); // the file's creation
         let keys = |i: u64| [format!("{i}/before"), format!("{i}/txn"), format!("{i}/after")];
-        let total = 3 * (DURABLE_AFTER as u64 + 1) + 2;
+        let total = 10 * (DURABLE_AFTER as u64 + 1) + 2;
         let mut durable_points = std::collections::BTreeSet::new();
-        for i in 1..=total {
-            let [before, txn, after] = keys(i);
-            let batch = Command::Batch(vec![
-                Command::Kv(set(before)),
-                Command::Txn(vec![TxnOp::Kv(set(txn))]),
-                Command::Kv(set(after)),
-            ]);
-            sm.apply([entry(i, batch)]).await.unwrap();
-
+        for i in 1..=total + 1 {
+            if i <= total {
+                let [before, txn, after] = keys(i);
+                let batch = Command::Batch(vec![
+                    Command::Kv(set(before)),
+                    Command::Txn(vec![TxnOp::Kv(set(txn))]),
+                    Command::Kv(set(after)),
+                ]);
+                sm.apply([entry(i, batch)]).await.unwrap();
+            } else {
+                flushed(&sm).await;
+            }
+            let i = i.min(total);
             for crashed in disk.crashes() {
                 let crashed = StateMachine::new(Store::with_backend(crashed).unwrap(), None).unwrap();
                 let applied = crashed.applied().unwrap().0.map_or(0, |l| l.index);
@@ -568,12 +594,35 @@ mod tests {
                 }
             }
         }
-        // Some applies were durable and most were not (else the test shows nothing).
+        // Some applies were made durable and most were not (else the test shows nothing).
         assert!(durable_points.len() >= 3 && *durable_points.last().unwrap() < total, "{durable_points:?}");
+        // Stopping makes a last durable point: a clean restart replays nothing.
+        drop(sm);
+        let last = disk.crashes().pop().expect("a durable commit at close");
+        let reopened = StateMachine::new(Store::with_backend(last).unwrap(), None).unwrap();
+        assert_eq!(reopened.applied().unwrap().0.map(|l| l.index), Some(total));
+    }
+
+    /// A durable point that cannot be made fails the next apply (the state machine stops), as
+    /// a failed commit on the apply path would.
+    #[tokio::test]
+    async fn a_failed_durable_point_fails_the_next_apply() {
+        let disk = CrashDisk::default();
+        let mut sm = StateMachine::new(Store::with_backend(disk.clone()).unwrap(), None).unwrap();
+        disk.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        for i in 1..=DURABLE_AFTER as u64 + 1 {
+            sm.apply([entry(i, Command::Kv(set(format!("k{i}"))))]).await.unwrap();
+        }
+        flushed(&sm).await;
+        let failure = sm.flusher.failure().expect("the durable commit failed");
+        let next = sm.apply([entry(DURABLE_AFTER as u64 + 2, Command::Kv(set("next".into())))]).await;
+        let err = next.expect_err("the apply after a failed durable point fails");
+        assert!(err.to_string().contains(&failure), "{err} / {failure}");
+        disk.failing.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     #[test]
-    fn one_apply_commit_in_five_is_durable() {
+    fn a_durable_point_is_asked_for_after_every_fifth_apply() {
         let mut u = Undurable::new();
         let pattern: Vec<bool> = (0..10).map(|_| u.next_durable()).collect();
         assert_eq!(pattern, [false, false, false, false, true, false, false, false, false, true]);
