@@ -10,10 +10,12 @@
 //! - [`authz::DnsAuthz`] is the single ACL decision point for everything an answer reveals.
 //!
 //! TCP runs on hickory-server's `Server`. UDP runs the same [`RequestHandler`] from a loop of
-//! ours on one `SO_REUSEPORT` socket per core: a query is answered inline on the receiving
-//! task (a lookup in the local catalog view never waits), and only a query that does wait
-//! (forwarded to a server, recursion) becomes a task of its own; hickory's UDP path spawns a
-//! task and crosses a channel for every query, which halves throughput on a small machine.
+//! ours on one `SO_REUSEPORT` socket per core, each on a thread of its own that blocks in
+//! `recvfrom`: a query is answered inline on that thread (a lookup in the local catalog view
+//! never waits), and only a query that does wait (forwarded to a server, recursion) becomes a
+//! task on the runtime. hickory's UDP path spawns a task and crosses a channel for every query,
+//! which halves throughput on a small machine; and a loop that is a runtime task waits behind
+//! the runtime's other tasks and its I/O driver's wake-ups, which showed in the latency tail.
 
 pub mod answer;
 pub mod authz;
@@ -32,7 +34,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use answer::{Question, Reply};
@@ -41,8 +43,9 @@ use legate_config::Config;
 
 /// Sockets bound at start (before any task runs, so a bind error fails the start).
 pub struct Listeners {
-    /// Per address, the `SO_REUSEPORT` UDP sockets sharing its port.
-    udp: Vec<UdpSocket>,
+    /// Per address, the `SO_REUSEPORT` UDP sockets sharing its port (blocking: each is read
+    /// by a thread of its own).
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
     /// The bound addresses (the real port when configured as 0).
     pub addrs: Vec<SocketAddr>,
@@ -78,19 +81,20 @@ pub async fn bind(cfg: &Config) -> Result<Listeners, BindError> {
     Ok(l)
 }
 
-/// A non-blocking UDP socket with `SO_REUSEPORT`: the kernel spreads queries over the sockets
-/// of one port. (The TCP listener on the same port has no such option, so a second agent on
-/// the port still fails to start.)
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// A blocking UDP socket with `SO_REUSEPORT`: the kernel spreads queries over the sockets of
+/// one port. (The TCP listener on the same port has no such option, so a second agent on the
+/// port still fails to start.) Its reads time out now and then, so that a reader that missed
+/// its wake-up at shutdown still stops.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol as SockProto, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
     s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
-async fn bind_pair(ip: IpAddr, port: u16) -> Result<(UdpSocket, TcpListener), BindError> {
+async fn bind_pair(ip: IpAddr, port: u16) -> Result<(std::net::UdpSocket, TcpListener), BindError> {
     let mut tries = 0;
     loop {
         let addr = SocketAddr::new(ip, port);
@@ -123,33 +127,59 @@ pub async fn serve(agent: Arc<AgentShared>, listeners: Listeners, shutdown: Canc
     for t in listeners.tcp {
         server.register_listener(t, Duration::from_secs(10), 64);
     }
-    let mut udp = tokio::task::JoinSet::new();
+    let runtime = tokio::runtime::Handle::current();
+    let mut readers = Vec::new();
     for u in listeners.udp {
-        udp.spawn(udp_loop(Arc::new(u), handler.clone(), shutdown.clone()));
+        let sock = Arc::new(u);
+        let (h, rt, stop) = (handler.clone(), runtime.clone(), shutdown.clone());
+        let s = sock.clone();
+        match std::thread::Builder::new().name("dns-udp".into()).spawn(move || udp_loop(&s, &h, &rt, &stop)) {
+            Ok(t) => readers.push((sock, t)),
+            Err(e) => tracing::error!(error = %e, "DNS UDP reader thread not started"),
+        }
     }
     shutdown.cancelled().await;
-    while udp.join_next().await.is_some() {}
+    // Wakes the readers out of recvfrom (Linux ends a blocked read on a shut-down UDP socket,
+    // though it reports ENOTCONN for an unconnected one); the read timeout covers the rest.
+    for (sock, _) in &readers {
+        let _ = socket2::SockRef::from(&**sock).shutdown(std::net::Shutdown::Read);
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for (_, t) in readers {
+            let _ = t.join();
+        }
+    })
+    .await;
     if let Err(e) = server.shutdown_gracefully().await {
         tracing::warn!(error = %e, "DNS server stopped with an error");
     }
 }
 
-/// Receives queries on one UDP socket and answers each inline; a query whose answer has to
-/// wait (an RPC to a server, a recursor) continues as a task of its own.
-async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: CancellationToken) {
+/// Receives queries on one UDP socket and answers each inline, on this thread (inside the
+/// runtime's context); a query whose answer has to wait (an RPC to a server, a recursor)
+/// continues as a task on the runtime.
+fn udp_loop(
+    sock: &Arc<std::net::UdpSocket>,
+    handler: &Arc<Handler>,
+    runtime: &tokio::runtime::Handle,
+    shutdown: &CancellationToken,
+) {
     use std::future::Future;
     use std::task::{Context, Waker};
+    let _context = runtime.enter();
     let mut buf = vec![0u8; 65535];
     loop {
-        let (n, src) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "DNS UDP receive failed");
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
+        let received = sock.recv_from(&mut buf);
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let (n, src) = match received {
+            Ok(r) => r,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS UDP receive failed");
+                continue;
+            }
         };
         let request = match Request::from_bytes(buf[..n].to_vec(), src, Protocol::Udp) {
             Ok(r) if r.metadata.message_type == MessageType::Query => r,
@@ -161,7 +191,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: Cancell
                     reply[2] |= 0x80; // QR
                     reply[3] = (reply[3] & 0xf0) | 1; // FORMERR
                     reply[4..12].fill(0);
-                    let _ = sock.try_send_to(&reply, src);
+                    let _ = sock.send_to(&reply, src);
                 }
                 continue;
             }
@@ -174,7 +204,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: Cancell
         // One poll here: a local answer completes now. Waiting work moves to a task, which
         // polls it again with a real waker.
         if answer.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
-            tokio::spawn(answer);
+            runtime.spawn(answer);
         }
     }
 }
@@ -183,7 +213,8 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: Cancell
 /// without EDNS), straight from the socket the query came in on.
 #[derive(Clone)]
 struct UdpResponder {
-    sock: Arc<UdpSocket>,
+    /// Blocking, but a UDP send only waits for room in the socket's send buffer.
+    sock: Arc<std::net::UdpSocket>,
     dst: SocketAddr,
 }
 
@@ -205,7 +236,7 @@ impl ResponseHandler for UdpResponder {
         let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
         encoder.set_max_size(max);
         let info = response.destructive_emit(&mut encoder).map_err(|e| e.to_string())?;
-        self.sock.send_to(&bytes, self.dst).await?;
+        self.sock.send_to(&bytes, self.dst)?;
         Ok(info)
     }
 }
