@@ -20,6 +20,9 @@ pub struct StoredEntry {
     pub lock_index: u64,
     pub flags: u64,
     pub session: Option<String>,
+    /// As bytes, not a sequence of u8: the same bincode, decoded in one copy instead of a
+    /// call per byte.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -95,6 +98,8 @@ impl KvVerb {
 pub struct KvOp {
     pub verb: KvVerb,
     pub key: String,
+    /// As bytes (see `StoredEntry::value`).
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub flags: u64,
     /// The CAS / check index.

@@ -843,3 +843,60 @@ mod plugins {
         assert_eq!(plugin::resolve(&r, "p", None).unwrap().unwrap().version, "1");
     }
 }
+
+/// KV values are encoded as bytes: the same bincode as the plain `Vec<u8>` earlier versions
+/// wrote, so their stores, Raft logs and snapshots still decode (and the other way round).
+#[test]
+fn kv_values_keep_the_bincode_of_earlier_versions() {
+    #[derive(serde::Serialize)]
+    struct EarlierEntry {
+        create_index: u64,
+        modify_index: u64,
+        lock_index: u64,
+        flags: u64,
+        session: Option<String>,
+        value: Vec<u8>,
+    }
+    #[derive(serde::Serialize)]
+    struct EarlierOp {
+        verb: KvVerb,
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        index: u64,
+        session: Option<String>,
+    }
+    let value: Vec<u8> = (0..=255).chain(0..7).collect();
+    let entry = StoredEntry {
+        create_index: 3,
+        modify_index: 9,
+        lock_index: 1,
+        flags: 42,
+        session: Some("s".into()),
+        value: value.clone(),
+    };
+    let earlier = bincode::serialize(&EarlierEntry {
+        create_index: 3,
+        modify_index: 9,
+        lock_index: 1,
+        flags: 42,
+        session: Some("s".into()),
+        value: value.clone(),
+    })
+    .unwrap();
+    assert_eq!(bincode::serialize(&entry).unwrap(), earlier);
+    assert_eq!(bincode::deserialize::<StoredEntry>(&earlier).unwrap(), entry);
+
+    let op = KvOp { value: value.clone(), flags: 5, index: 7, session: None, ..KvOp::new(KvVerb::Cas, "a/b") };
+    let earlier = bincode::serialize(&EarlierOp {
+        verb: KvVerb::Cas,
+        key: "a/b".into(),
+        value,
+        flags: 5,
+        index: 7,
+        session: None,
+    })
+    .unwrap();
+    assert_eq!(bincode::serialize(&op).unwrap(), earlier);
+    assert_eq!(bincode::deserialize::<KvOp>(&earlier).unwrap(), op);
+}
