@@ -2,7 +2,9 @@
 //! them: which records, which rcode, which TTLs, what goes to Additional and Authority.
 
 use crate::error::DnsError;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -97,9 +99,15 @@ impl Question<'_> {
         Name::from_ascii(s).ok()
     }
 
-    /// `<node>.node.<dc>.<domain>`
-    fn node_fqdn(&self, node: &str) -> Option<Name> {
-        self.name(&format!("{node}.node.{}.{}", self.datacenter(), self.domain))
+    /// `node.<dc>.<domain>`, the suffix of every node's name in an answer.
+    fn node_suffix(&self) -> Option<Name> {
+        self.name(&format!("node.{}.{}", self.datacenter(), self.domain))
+    }
+
+    /// `<node>.node.<dc>.<domain>`, given [`Self::node_suffix`] (made once per answer: a
+    /// name is parsed per record otherwise).
+    fn node_fqdn(node: &str, suffix: &Name) -> Option<Name> {
+        Name::from_ascii(node).ok()?.append_domain(suffix).ok()
     }
 
     /// `<domain> SOA ns.<domain> hostmaster.<domain> <unix time> ...`; TTL `soa.min_ttl`.
@@ -174,8 +182,9 @@ impl Question<'_> {
         let domain = self.name(self.domain).unwrap_or_else(Name::root);
         let ttl = self.node_ttl();
         let (mut ns, mut glue) = (Vec::new(), Vec::new());
+        let Some(suffix) = self.node_suffix() else { return Ok((ns, glue)) };
         for s in servers.iter().take(3) {
-            let Some(fqdn) = self.node_fqdn(&s.node.name) else { continue };
+            let Some(fqdn) = Self::node_fqdn(&s.node.name, &suffix) else { continue };
             let Ok(ip) = s.node.address.parse::<IpAddr>() else { continue };
             ns.push(Record::from_rdata(domain.clone(), ttl, RData::NS(NS(fqdn.clone()))));
             glue.push(ip_record(fqdn, ttl, ip));
@@ -254,7 +263,7 @@ impl Question<'_> {
                     0 => usize::MAX,
                     n => n as usize,
                 };
-                let mut seen = HashSet::new();
+                let mut seen = FxHashSet::default();
                 for i in instances {
                     let (addr, tagged) = instance_address(i);
                     for r in address_records(self.qname, ttl, self.qtype, addr, tagged) {
@@ -271,15 +280,16 @@ impl Question<'_> {
 
     /// `1 <weight> <port> <target>` per instance, targets' addresses in Additional.
     fn srv_records(&self, instances: &[&Instance], ttl: u32, reply: &mut Reply) {
-        let mut seen = HashSet::new();
-        let mut extra_seen = HashSet::new();
+        let mut seen = FxHashSet::default();
+        let mut extra_seen = FxHashSet::default();
+        let suffix = self.node_suffix();
         for i in instances {
             let weight = match i.health {
                 Health::Warning => i.weights.warning,
                 _ => i.weights.passing,
             }
             .clamp(0, u16::MAX as i32) as u16;
-            let node_fqdn = self.node_fqdn(&i.node.name);
+            let node_fqdn = suffix.as_ref().and_then(|s| Self::node_fqdn(&i.node.name, s));
             let (target, extra) = if i.address.is_empty() {
                 let Some(t) = node_fqdn.clone() else { continue };
                 let extra = address_records(&t, ttl, RecordType::ANY, &i.node.address, &i.node.tagged_addresses);
@@ -360,7 +370,7 @@ pub async fn ptr(
         }
     }
     if out.is_empty() {
-        let mut seen = HashSet::new();
+        let mut seen = FxHashSet::default();
         for s in source.service_addrs(stale).await? {
             if same(&s.address) && authz.allows(Resource::Service(&s.service)) && seen.insert(s.service.clone()) {
                 let n = format!("{}.service.{}.{}", s.service, cfg.datacenter, cfg.domain);

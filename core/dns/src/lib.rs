@@ -298,9 +298,10 @@ impl RequestHandler for Handler {
 const STALE_AFTER_MS: u64 = 5_000;
 
 impl Handler {
-    /// Whether this agent answers from a server that has lost touch with its leader.
+    /// Whether this agent answers from a server that has lost touch with its leader (a
+    /// leader's own contact is always fresh).
     fn answers_stale(&self) -> bool {
-        self.agent.server().is_some_and(|s| !s.is_leader() && s.leader_contact().1 > STALE_AFTER_MS)
+        self.agent.server().is_some_and(|s| s.leader_contact().1 > STALE_AFTER_MS)
     }
 
     async fn respond(&self, request: &Request) -> Out {

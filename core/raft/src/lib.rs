@@ -312,12 +312,16 @@ impl Server {
     }
 
     fn lease_held(&self) -> bool {
-        let voters: Vec<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
-        let fresh = voters
-            .iter()
-            .filter(|v| **v == self.id || self.contacts.since(**v).is_some_and(|d| d < self.lease))
-            .count();
-        fresh * 2 > voters.len()
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let (mut voters, mut fresh) = (0, 0);
+        for v in m.membership_config.membership().voter_ids() {
+            voters += 1;
+            if v == self.id || self.contacts.since(v).is_some_and(|d| d < self.lease) {
+                fresh += 1;
+            }
+        }
+        fresh * 2 > voters
     }
 
     /// RPC addresses of the voters.
@@ -406,9 +410,9 @@ impl Server {
 
     /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms).
     pub fn leader_contact(&self) -> (bool, u64) {
-        let m = self.raft.metrics().borrow().clone();
-        let known = m.current_leader.is_some();
-        let last = if m.current_leader == Some(self.id) {
+        let leader = self.raft.metrics().borrow().current_leader;
+        let known = leader.is_some();
+        let last = if leader == Some(self.id) {
             0
         } else {
             self.leader_contact.since().map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
