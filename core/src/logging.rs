@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use legate_telemetry::monitor;
 use tracing::{Level, Metadata};
-use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
@@ -37,6 +37,48 @@ fn at_agent_level(meta: &Metadata<'_>) -> bool {
     level_number(LevelFilter::from_level(*meta.level())) <= LEVEL.load(Ordering::Relaxed)
 }
 
+fn agent_level() -> LevelFilter {
+    match LEVEL.load(Ordering::Relaxed) {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+/// The agent's level (reloadable) as a layer's filter. Its hint, with the monitors', sets
+/// tracing's global max level: an event more detailed than every level in use (the HTTP
+/// stack's trace lines at the default level) then stops at one comparison instead of asking
+/// every layer's filter. A change of level rebuilds tracing's interest cache.
+struct AgentLevel;
+
+impl<S> tracing_subscriber::layer::Filter<S> for AgentLevel {
+    fn enabled(&self, meta: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        at_agent_level(meta)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(agent_level())
+    }
+}
+
+/// What the open monitors of one format want, as a layer's filter (see [`AgentLevel`]).
+struct MonitorLevel {
+    json: bool,
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for MonitorLevel {
+    fn enabled(&self, meta: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        monitor::hub().wants(meta.level(), self.json)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(monitor::hub().max_level(self.json))
+    }
+}
+
 /// Lines stderr may have queued before new ones are dropped.
 const STDERR_QUEUE: usize = 8192;
 
@@ -56,36 +98,9 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
     let level = parse_level(&config.log_level)?;
     LEVEL.store(level_number(level), Ordering::Relaxed);
 
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (stderr_writer, stderr_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(STDERR_QUEUE)
-        .thread_name("log-stderr")
-        .finish(std::io::stderr());
-    report_drops(stderr_writer.error_counter());
-    let stderr = if config.log_json {
-        fmt::layer().json().with_writer(stderr_writer).with_filter(filter_fn(at_agent_level)).boxed()
-    } else {
-        fmt::layer()
-            .with_writer(stderr_writer)
-            .with_ansi(ansi)
-            .with_target(false)
-            .with_filter(filter_fn(at_agent_level))
-            .boxed()
-    };
-    let monitor_text = fmt::layer()
-        .event_format(crate::hclog::Hclog { json: false })
-        .with_writer(MonitorWriter { json: false })
-        .with_filter(filter_fn(|m| monitor::hub().wants(m.level(), false)))
-        .boxed();
-    let monitor_json = fmt::layer()
-        .event_format(crate::hclog::Hclog { json: true })
-        .with_writer(MonitorWriter { json: true })
-        .with_filter(filter_fn(|m| monitor::hub().wants(m.level(), true)))
-        .boxed();
     // The HTTP stack's per-connection debug lines drown the agent's own at -log-level=debug
     // (the -dev default); they show at trace.
-    let quiet_deps = tracing_subscriber::filter::Targets::new()
+    let quiet_deps = Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_target("hyper", if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::INFO })
         .with_target("warp", if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::INFO })
@@ -94,6 +109,32 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
             "hickory_server",
             if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::WARN },
         );
+    // Every layer filters by the agent's level or a monitor's, and then by `quiet_deps`.
+    let agent = || AgentLevel.and(quiet_deps.clone());
+    let monitors = |json| MonitorLevel { json }.and(quiet_deps.clone());
+
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (stderr_writer, stderr_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(STDERR_QUEUE)
+        .thread_name("log-stderr")
+        .finish(std::io::stderr());
+    report_drops(stderr_writer.error_counter());
+    let stderr = if config.log_json {
+        fmt::layer().json().with_writer(stderr_writer).with_filter(agent()).boxed()
+    } else {
+        fmt::layer().with_writer(stderr_writer).with_ansi(ansi).with_target(false).with_filter(agent()).boxed()
+    };
+    let monitor_text = fmt::layer()
+        .event_format(crate::hclog::Hclog { json: false })
+        .with_writer(MonitorWriter { json: false })
+        .with_filter(monitors(false))
+        .boxed();
+    let monitor_json = fmt::layer()
+        .event_format(crate::hclog::Hclog { json: true })
+        .with_writer(MonitorWriter { json: true })
+        .with_filter(monitors(true))
+        .boxed();
 
     let mut file_guard = None;
     let file_layer = match &config.log_file {
@@ -126,9 +167,9 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
             let (writer, guard) = tracing_appender::non_blocking(appender);
             file_guard = Some(guard);
             Some(if config.log_json {
-                fmt::layer().json().with_writer(writer).with_filter(filter_fn(at_agent_level)).boxed()
+                fmt::layer().json().with_writer(writer).with_filter(agent()).boxed()
             } else {
-                fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter_fn(at_agent_level)).boxed()
+                fmt::layer().with_ansi(false).with_writer(writer).with_filter(agent()).boxed()
             })
         }
         None => None,
@@ -138,33 +179,24 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
         let facility = syslog_facility(&config.syslog_facility)?;
         // SAFETY: openlog with a 'static ident; LOG_PID adds the pid to each line.
         unsafe { libc::openlog(c"legate".as_ptr(), libc::LOG_PID, facility) };
-        Some(
-            fmt::layer()
-                .with_ansi(false)
-                .without_time()
-                .with_writer(SyslogMakeWriter)
-                .with_filter(filter_fn(at_agent_level))
-                .boxed(),
-        )
+        Some(fmt::layer().with_ansi(false).without_time().with_writer(SyslogMakeWriter).with_filter(agent()).boxed())
     } else {
         None
     };
 
-    tracing_subscriber::registry()
-        .with(quiet_deps)
-        .with(stderr)
-        .with(file_layer)
-        .with(syslog_layer)
-        .with(monitor_text)
-        .with(monitor_json)
-        .try_init()
-        .map_err(|e| e.to_string())?;
+    let layers: Vec<_> = [Some(stderr), file_layer, syslog_layer, Some(monitor_text), Some(monitor_json)]
+        .into_iter()
+        .flatten()
+        .collect();
+    tracing_subscriber::registry().with(layers).try_init().map_err(|e| e.to_string())?;
+    monitor::on_levels_changed(tracing::callsite::rebuild_interest_cache);
     Ok(LogGuard { _stderr: stderr_guard, _file: file_guard })
 }
 
 /// Changes the agent's level (monitors keep theirs).
 pub fn set_level(level: &str) -> Result<(), String> {
     LEVEL.store(level_number(parse_level(level)?), Ordering::Relaxed);
+    tracing::callsite::rebuild_interest_cache();
     Ok(())
 }
 

@@ -119,6 +119,18 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     assert_eq!(first["DebugConfig"]["LogLevel"], "info");
     let grpc_before = first["DebugConfig"]["Ports"]["grpc"].clone();
     assert!(grpc_before.is_number(), "{first}");
+    // A user event is logged at debug when it arrives: not at info.
+    let fire = |name: &'static str| {
+        let url = p.url(&format!("/v1/event/fire/{name}"));
+        async move { assert!(reqwest::Client::new().put(url).send().await.unwrap().status().is_success()) }
+    };
+    let events = p.url("/v1/event/list");
+    fire("at-info").await;
+    retry_until(Duration::from_secs(5), "the event at info arrived", || async {
+        get_json(&events).await.to_string().contains("at-info").then_some(())
+    })
+    .await;
+    assert!(!p.output().contains("user event received"), "{}", p.output());
 
     // A valid edit, picked up on SIGHUP: reloadable keys apply, a port change does not.
     std::fs::write(
@@ -130,6 +142,12 @@ async fn sighup_and_reload_endpoint_apply_valid_config_and_keep_running_on_error
     retry_until(Duration::from_secs(5), "reloaded log level", || async {
         let v = get_json(&self_url).await;
         (v["DebugConfig"]["LogLevel"] == "debug").then_some(())
+    })
+    .await;
+    // The new level reaches the log at once (tracing's cached interest follows it).
+    fire("at-debug").await;
+    retry_until(Duration::from_secs(5), "the event at debug logged", || async {
+        p.output().lines().any(|l| l.contains("user event received") && l.contains("at-debug")).then_some(())
     })
     .await;
     let v = get_json(&self_url).await;

@@ -33,6 +33,28 @@ pub struct Monitor {
     pub dropped: Arc<AtomicU64>,
 }
 
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.lines.close();
+        levels_changed();
+    }
+}
+
+/// Called when the levels monitors want change (one opened or closed): the logging setup
+/// installs tracing's interest-cache rebuild, so that the global max level follows them.
+static LEVELS_CHANGED: OnceLock<fn()> = OnceLock::new();
+
+/// Installs what runs when the monitors' levels change (once; later calls are ignored).
+pub fn on_levels_changed(f: fn()) {
+    let _ = LEVELS_CHANGED.set(f);
+}
+
+fn levels_changed() {
+    if let Some(f) = LEVELS_CHANGED.get() {
+        f();
+    }
+}
+
 /// Consul's log level names (`err`, `warn`, `trace`...), for `-log-level` and monitors.
 pub fn parse_level(name: &str) -> Option<tracing::level_filters::LevelFilter> {
     use tracing::level_filters::LevelFilter;
@@ -61,7 +83,23 @@ impl Hub {
         let mut subs = self.pruned();
         subs.push(Sub { level, json, tx, dropped: dropped.clone() });
         self.open.store(subs.len(), Ordering::Relaxed);
+        drop(subs);
+        levels_changed();
         Monitor { lines, dropped }
+    }
+
+    /// The most detailed level an open monitor of this format wants (OFF with none).
+    pub fn max_level(&self, json: bool) -> tracing::level_filters::LevelFilter {
+        use tracing::level_filters::LevelFilter;
+        if self.open.load(Ordering::Relaxed) == 0 {
+            return LevelFilter::OFF;
+        }
+        self.pruned()
+            .iter()
+            .filter(|s| s.json == json)
+            .map(|s| LevelFilter::from_level(s.level))
+            .max()
+            .unwrap_or(LevelFilter::OFF)
     }
 
     /// The monitors, without those whose reader went away.
@@ -103,6 +141,8 @@ mod tests {
         let mut debug = hub.subscribe(Level::DEBUG, false);
         let mut warn = hub.subscribe(Level::WARN, false);
         assert!(hub.wants(&Level::INFO, false) && !hub.wants(&Level::INFO, true) && !hub.wants(&Level::TRACE, false));
+        use tracing::level_filters::LevelFilter;
+        assert_eq!((hub.max_level(false), hub.max_level(true)), (LevelFilter::DEBUG, LevelFilter::OFF));
         hub.publish(&Level::INFO, false, b"info line");
         hub.publish(&Level::ERROR, false, b"error line");
         assert_eq!(debug.lines.try_recv().unwrap(), b"info line");
@@ -114,6 +154,7 @@ mod tests {
         }
         assert_eq!(debug.dropped.load(Ordering::Relaxed), 10);
         drop(debug);
+        assert_eq!(hub.max_level(false), LevelFilter::WARN, "a closed monitor's level is gone at once");
         drop(warn);
         assert!(!hub.wants(&Level::ERROR, false), "closed monitors are gone");
         assert_eq!(hub.open.load(Ordering::Relaxed), 0);
