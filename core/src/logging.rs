@@ -19,33 +19,29 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::Config;
 
-/// The agent's level as a number: 0 off, 1 error ... 5 trace.
+/// The levels, least detailed first: the agent's level is kept as an index into them.
+const LEVELS: [LevelFilter; 6] = [
+    LevelFilter::OFF,
+    LevelFilter::ERROR,
+    LevelFilter::WARN,
+    LevelFilter::INFO,
+    LevelFilter::DEBUG,
+    LevelFilter::TRACE,
+];
+
+/// The agent's level (reloadable), an index into `LEVELS`.
 static LEVEL: AtomicU8 = AtomicU8::new(3);
 
 fn level_number(f: LevelFilter) -> u8 {
-    match f.into_level() {
-        None => 0,
-        Some(Level::ERROR) => 1,
-        Some(Level::WARN) => 2,
-        Some(Level::INFO) => 3,
-        Some(Level::DEBUG) => 4,
-        Some(Level::TRACE) => 5,
-    }
-}
-
-fn at_agent_level(meta: &Metadata<'_>) -> bool {
-    level_number(LevelFilter::from_level(*meta.level())) <= LEVEL.load(Ordering::Relaxed)
+    LEVELS.iter().position(|l| *l == f).unwrap_or(LEVELS.len() - 1) as u8
 }
 
 fn agent_level() -> LevelFilter {
-    match LEVEL.load(Ordering::Relaxed) {
-        0 => LevelFilter::OFF,
-        1 => LevelFilter::ERROR,
-        2 => LevelFilter::WARN,
-        3 => LevelFilter::INFO,
-        4 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    }
+    LEVELS[usize::from(LEVEL.load(Ordering::Relaxed)).min(LEVELS.len() - 1)]
+}
+
+fn at_agent_level(meta: &Metadata<'_>) -> bool {
+    *meta.level() <= agent_level()
 }
 
 /// The agent's level (reloadable) as a layer's filter. Its hint, with the monitors', sets

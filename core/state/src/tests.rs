@@ -846,57 +846,26 @@ mod plugins {
 
 /// KV values are encoded as bytes: the same bincode as the plain `Vec<u8>` earlier versions
 /// wrote, so their stores, Raft logs and snapshots still decode (and the other way round).
+/// bincode writes a struct as the tuple of its fields, so the earlier encodings are those of
+/// tuples holding the value as a `Vec<u8>`.
 #[test]
 fn kv_values_keep_the_bincode_of_earlier_versions() {
-    #[derive(serde::Serialize)]
-    struct EarlierEntry {
-        create_index: u64,
-        modify_index: u64,
-        lock_index: u64,
-        flags: u64,
-        session: Option<String>,
-        value: Vec<u8>,
-    }
-    #[derive(serde::Serialize)]
-    struct EarlierOp {
-        verb: KvVerb,
-        key: String,
-        value: Vec<u8>,
-        flags: u64,
-        index: u64,
-        session: Option<String>,
-    }
     let value: Vec<u8> = (0..=255).chain(0..7).collect();
+    let session = Some("s".to_string());
     let entry = StoredEntry {
         create_index: 3,
         modify_index: 9,
         lock_index: 1,
         flags: 42,
-        session: Some("s".into()),
+        session: session.clone(),
         value: value.clone(),
     };
-    let earlier = bincode::serialize(&EarlierEntry {
-        create_index: 3,
-        modify_index: 9,
-        lock_index: 1,
-        flags: 42,
-        session: Some("s".into()),
-        value: value.clone(),
-    })
-    .unwrap();
+    let earlier = bincode::serialize(&(3u64, 9u64, 1u64, 42u64, &session, &value)).unwrap();
     assert_eq!(bincode::serialize(&entry).unwrap(), earlier);
     assert_eq!(bincode::deserialize::<StoredEntry>(&earlier).unwrap(), entry);
 
     let op = KvOp { value: value.clone(), flags: 5, index: 7, session: None, ..KvOp::new(KvVerb::Cas, "a/b") };
-    let earlier = bincode::serialize(&EarlierOp {
-        verb: KvVerb::Cas,
-        key: "a/b".into(),
-        value,
-        flags: 5,
-        index: 7,
-        session: None,
-    })
-    .unwrap();
+    let earlier = bincode::serialize(&(KvVerb::Cas, "a/b", &value, 5u64, 7u64, None::<String>)).unwrap();
     assert_eq!(bincode::serialize(&op).unwrap(), earlier);
     assert_eq!(bincode::deserialize::<KvOp>(&earlier).unwrap(), op);
 }
