@@ -17,6 +17,7 @@
 //! src/acl.rs          the ACL rules and authorizer (legate-acl) with the agent's token
 //!                     resolution as `acl::resolve` (legate-agent)
 //! src/logging.rs      tracing to stderr / file / syslog, reloadable level
+//! src/startup_pages.rs a client agent pages out its binary's startup-only code once it is up
 //! ```
 //!
 //! # Flows
@@ -35,6 +36,7 @@ pub mod agent_cmd;
 mod hclog;
 pub mod logging;
 pub mod node;
+mod startup_pages;
 mod systemd;
 
 pub use legate_agent as agent;

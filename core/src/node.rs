@@ -238,6 +238,11 @@ impl Agent {
         crate::tasks::spawn(&tracker, "anti-entropy", agent::ae::run(shared.clone(), shutdown.child_token()));
         crate::tasks::spawn(&tracker, "coordinates", agent::coordinates::run(shared.clone(), shutdown.child_token()));
         if shared.server().is_none() {
+            crate::tasks::spawn(
+                &tracker,
+                "startup-pages",
+                crate::startup_pages::page_out_after_start(shared.clone(), shutdown.child_token()),
+            );
             // Client agents keep a view of the plugin registry (servers read their own store).
             crate::tasks::spawn(
                 &tracker,

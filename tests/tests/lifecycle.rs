@@ -362,3 +362,48 @@ async fn legate_debug_writes_a_bundle_without_secrets() {
     assert_eq!(code, 1);
     assert!(err.contains("Invalid capture target \"everything\""), "{err}");
 }
+
+/// A client agent pages out its binary's startup-only code once it is in the catalog: its
+/// file-backed RSS drops, and it goes on serving (what it runs faults back in). It runs from a
+/// copy of the binary of its own, since the kernel leaves pages that another process maps too
+/// (the server here, other tests' agents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_agent_pages_out_its_startup_code_once_in_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("legate-client");
+    std::fs::copy(legate_tests::legate_bin(), &bin).unwrap();
+    let (sdata, cdata) = (dir.path().join("s"), dir.path().join("c"));
+    let mut sargs = legate_tests::loopback_agent_args("127.0.23.1", "pages-server", sdata.to_str().unwrap());
+    sargs.extend(["-server", "-bootstrap"].map(String::from));
+    let server = AgentProcess::start(&sargs.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let mut cargs =
+        legate_tests::cluster_agent_args("127.0.23.2", "pages-client", cdata.to_str().unwrap(), false, "127.0.23.1");
+    cargs.extend(["-log-level", "debug"].map(String::from));
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(&cargs);
+    let client = AgentProcess::start_command(cmd, &[]);
+
+    let line = retry_until(Duration::from_secs(60), "the client's page-out", || async {
+        client.output().lines().find(|l| l.contains("paged out the binary's startup pages")).map(str::to_string)
+    })
+    .await;
+    let field = |name: &str| -> u64 {
+        let rest = line.split(&format!("{name}=")).nth(1).unwrap_or_else(|| panic!("no {name} in {line}"));
+        rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let (before, after) = (field("before_kib"), field("after_kib"));
+    assert!(after * 2 < before, "file-backed RSS {before} KiB -> {after} KiB: {line}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", client.child.id())).unwrap();
+    let now: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(now < before, "file-backed RSS back to {now} KiB (was {before} KiB before the page-out)");
+    // Still serving: the client's own view and the catalog through it.
+    let members = get_json(&client.url("/v1/agent/members")).await;
+    assert_eq!(members.as_array().map(Vec::len), Some(2), "{members}");
+    let nodes = get_json(&client.url("/v1/catalog/nodes")).await;
+    assert!(nodes.as_array().unwrap().iter().any(|n| n["Node"] == "pages-client"), "{nodes}");
+    drop(server);
+}

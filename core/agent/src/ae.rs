@@ -34,6 +34,9 @@ pub async fn run(agent: Arc<AgentShared>, shutdown: CancellationToken) {
         let now = tokio::time::Instant::now();
         let ok = if now >= full_due {
             let ok = full_sync(&agent).await;
+            if ok {
+                agent.catalog_synced.send_if_modified(|synced| !std::mem::replace(synced, true));
+            }
             let members = agent.members(false).len();
             let interval = full_sync_interval(base, members);
             let jitter = rand::thread_rng().gen_range(Duration::ZERO..interval / 16);

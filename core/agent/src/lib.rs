@@ -112,6 +112,8 @@ pub struct AgentShared {
     pub autopilot: autopilot::Stability,
     /// One catalog sync at a time (anti-entropy and the API's pushes).
     pub sync_lock: tokio::sync::Mutex<()>,
+    /// True once a full anti-entropy sync has succeeded: the agent is joined and in the catalog.
+    pub catalog_synced: watch::Sender<bool>,
     /// The last reload's result (API, SIGHUP or file watch), for operators and the UI.
     last_reload: std::sync::Mutex<Option<ReloadRecord>>,
     /// Each WASM check's last run (`/v1/agent/plugins`).
@@ -177,6 +179,7 @@ impl AgentShared {
             check_tls: legate_tls::Live::new(None),
             autopilot: autopilot::Stability::default(),
             sync_lock: tokio::sync::Mutex::new(()),
+            catalog_synced: watch::Sender::new(false),
             last_reload: std::sync::Mutex::new(None),
             plugin_runs: plugins::Runs::default(),
         }
