@@ -11,7 +11,8 @@
 //!
 //! TCP runs on hickory-server's `Server`. UDP runs the same [`RequestHandler`] from a loop of
 //! ours on one `SO_REUSEPORT` socket per core, each on a thread of its own that blocks in
-//! `recvfrom`: a query is answered inline on that thread (a lookup in the local catalog view
+//! `recvmmsg` ([`udp_batch`]: the queries waiting on the socket in one call, their replies out
+//! in one `sendmmsg`): a query is answered inline on that thread (a lookup in the local catalog view
 //! never waits), and only a query that does wait (forwarded to a server, recursion) becomes a
 //! task on the runtime. hickory's UDP path spawns a task and crosses a channel for every query,
 //! which halves throughput on a small machine; and a loop that is a runtime task waits behind
@@ -23,6 +24,7 @@ pub mod error;
 pub mod name;
 pub mod recurse;
 pub mod source;
+mod udp_batch;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -155,9 +157,10 @@ pub async fn serve(agent: Arc<AgentShared>, listeners: Listeners, shutdown: Canc
     }
 }
 
-/// Receives queries on one UDP socket and answers each inline, on this thread (inside the
-/// runtime's context); a query whose answer has to wait (an RPC to a server, a recursor)
-/// continues as a task on the runtime.
+/// Receives queries on one UDP socket, a batch at a time, and answers each inline, on this
+/// thread (inside the runtime's context); the batch's replies leave together. A query whose
+/// answer has to wait (an RPC to a server, a recursor) continues as a task on the runtime and
+/// sends its reply when it has it.
 fn udp_loop(
     sock: &Arc<std::net::UdpSocket>,
     handler: &Arc<Handler>,
@@ -167,54 +170,108 @@ fn udp_loop(
     use std::future::Future;
     use std::task::{Context, Waker};
     let _context = runtime.enter();
-    let mut buf = vec![0u8; 65535];
+    let mut batch = udp_batch::Receiver::default();
+    let outbox = Arc::new(Outbox { sock: sock.clone(), gather: std::sync::Mutex::new(Gather::default()) });
     loop {
-        let received = sock.recv_from(&mut buf);
+        let received = batch.recv(sock);
         if shutdown.is_cancelled() {
             return;
         }
-        let (n, src) = match received {
-            Ok(r) => r,
+        let n = match received {
+            Ok(n) => n,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "DNS UDP receive failed");
                 continue;
             }
         };
-        let request = match Request::from_bytes(buf[..n].to_vec(), src, Protocol::Udp) {
-            Ok(r) if r.metadata.message_type == MessageType::Query => r,
-            Ok(_) => continue,
-            Err(_) => {
-                // Unparseable: FORMERR when at least the header is there, as hickory does.
-                if n >= 12 {
-                    let mut reply = buf[..12].to_vec();
-                    reply[2] |= 0x80; // QR
-                    reply[3] = (reply[3] & 0xf0) | 1; // FORMERR
-                    reply[4..12].fill(0);
-                    let _ = sock.send_to(&reply, src);
+        outbox.gather();
+        for (query, src) in (0..n).filter_map(|i| batch.datagram(i)) {
+            let request = match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
+                Ok(r) if r.metadata.message_type == MessageType::Query => r,
+                Ok(_) => continue,
+                Err(_) => {
+                    // Unparseable: FORMERR when at least the header is there, as hickory does.
+                    if query.len() >= 12 {
+                        let mut reply = query[..12].to_vec();
+                        reply[2] |= 0x80; // QR
+                        reply[3] = (reply[3] & 0xf0) | 1; // FORMERR
+                        reply[4..12].fill(0);
+                        outbox.send(reply, src);
+                    }
+                    continue;
                 }
-                continue;
+            };
+            let responder = UdpResponder { outbox: outbox.clone(), dst: src };
+            let h = handler.clone();
+            let mut answer = Box::pin(async move {
+                h.handle_request::<_, hickory_server::net::runtime::TokioTime>(&request, responder).await;
+            });
+            // One poll here: a local answer completes now. Waiting work moves to a task, which
+            // polls it again with a real waker.
+            if answer.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+                runtime.spawn(answer);
             }
-        };
-        let responder = UdpResponder { sock: sock.clone(), dst: src };
-        let h = handler.clone();
-        let mut answer = Box::pin(async move {
-            h.handle_request::<_, hickory_server::net::runtime::TokioTime>(&request, responder).await;
-        });
-        // One poll here: a local answer completes now. Waiting work moves to a task, which
-        // polls it again with a real waker.
-        if answer.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
-            runtime.spawn(answer);
         }
+        outbox.flush();
+    }
+}
+
+/// Where one reader's replies go: gathered while it answers a batch and sent together at the
+/// batch's end; straight to the socket otherwise (an answer that finished later, on the
+/// runtime, while the reader waited for queries).
+struct Outbox {
+    /// Blocking, but a UDP send only waits for room in the socket's send buffer.
+    sock: Arc<std::net::UdpSocket>,
+    gather: std::sync::Mutex<Gather>,
+}
+
+#[derive(Default)]
+struct Gather {
+    open: bool,
+    replies: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gather> {
+        self.gather.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn gather(&self) {
+        self.lock().open = true;
+    }
+
+    fn send(&self, reply: Vec<u8>, dst: SocketAddr) {
+        let mut g = self.lock();
+        if g.open {
+            g.replies.push((reply, dst));
+            return;
+        }
+        drop(g);
+        if let Err(e) = self.sock.send_to(&reply, dst) {
+            tracing::debug!(error = %e, to = %dst, "DNS UDP reply not sent");
+        }
+    }
+
+    /// Sends what the batch gathered and stops gathering.
+    fn flush(&self) {
+        let mut replies = {
+            let mut g = self.lock();
+            g.open = false;
+            std::mem::take(&mut g.replies)
+        };
+        udp_batch::send_all(&self.sock, &replies);
+        replies.clear();
+        // Keep the buffer for the next batch (nothing was gathered meanwhile: closed).
+        self.lock().replies = replies;
     }
 }
 
 /// Sends a response to one UDP client: encoded within the client's buffer size (512 bytes
-/// without EDNS), straight from the socket the query came in on.
+/// without EDNS), through the reader's [`Outbox`].
 #[derive(Clone)]
 struct UdpResponder {
-    /// Blocking, but a UDP send only waits for room in the socket's send buffer.
-    sock: Arc<std::net::UdpSocket>,
+    outbox: Arc<Outbox>,
     dst: SocketAddr,
 }
 
@@ -236,7 +293,7 @@ impl ResponseHandler for UdpResponder {
         let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
         encoder.set_max_size(max);
         let info = response.destructive_emit(&mut encoder).map_err(|e| e.to_string())?;
-        self.sock.send_to(&bytes, self.dst)?;
+        self.outbox.send(bytes, self.dst);
         Ok(info)
     }
 }
