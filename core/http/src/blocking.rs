@@ -158,9 +158,10 @@ where
 {
     let opts = query_options(ctx, req)?;
     let server = server(ctx)?;
+    // Boxed: inline, these Raft waits made every query's future (a parked one too) 2 KiB.
     match opts.consistency {
-        Consistency::Consistent => server.ensure_consistent().await,
-        Consistency::Default => server.caught_up().await,
+        Consistency::Consistent => Box::pin(server.ensure_consistent()).await,
+        Consistency::Default => Box::pin(server.caught_up()).await,
         _ => Ok(()),
     }
     .map_err(|e| ApiError::Internal(e.to_string()))?;

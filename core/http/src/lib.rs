@@ -106,14 +106,16 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<HttpsTls>, 
             match tls {
                 None => conn::serve_http(stream, service, &limits, shutdown).await,
                 Some(None) => tracing::warn!(%peer, "https: no certificate configured; closing the connection"),
-                Some(Some(config)) => {
+                // Boxed: TLS's state would otherwise make every plain connection's task as large.
+                Some(Some(config)) => Box::pin(async move {
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(limits.tls_handshake, accept).await {
                         Ok(Ok(tls)) => conn::serve_http(tls, service, &limits, shutdown).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "https: TLS handshake failed: {}", legate_tls::tls_error(&e)),
                         Err(_) => tracing::debug!(%peer, "https: TLS handshake not finished within {:?}", limits.tls_handshake),
                     }
-                }
+                })
+                .await,
             }
         });
     }
@@ -311,6 +313,9 @@ fn write_allowed(config: &legate_config::Config, req: &Request) -> bool {
 
 /// One request through the route table: lookup -> 405 / `OPTIONS` -> forward (client agents)
 /// -> ACL -> `?consistent` to the leader -> the route's handler.
+///
+/// The forwarding and ACL paths are boxed: each future is about 3 KiB, and unboxed they made
+/// every request's future (and every parked blocking query) that large.
 async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError> {
     let config = ctx.agent.config();
     if req.path == "/" {
@@ -351,16 +356,16 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
     if let Some(dc) = other_datacenter(ctx, req, route) {
         // A client agent hands it to a server of its own datacenter, which knows the others.
         if ctx.agent.server().is_none() {
-            return forward::forward(ctx, req).await;
+            return Box::pin(forward::forward(ctx, req)).await;
         }
-        return forward::to_datacenter(ctx, req, &dc).await;
+        return Box::pin(forward::to_datacenter(ctx, req, &dc)).await;
     }
     if servers && ctx.agent.server().is_none() {
         // The server resolves the token and enforces.
-        return forward::forward(ctx, req).await;
+        return Box::pin(forward::forward(ctx, req)).await;
     }
     if config.acl.enabled {
-        authorize(ctx, req, route, rest).await?;
+        Box::pin(authorize(ctx, req, route, rest)).await?;
     }
     let req: &Request = req;
     // Reads are the leader's unless `?stale` (Consul's default and `consistent` modes): a
@@ -370,7 +375,7 @@ async fn dispatch(ctx: &Ctx, req: &mut Request) -> Result<ApiResponse, ApiError>
         // Each server answers these about itself (Consul's status and replication calls).
         let own_state = route.pattern.starts_with("status/") || route.pattern == "acl/replication";
         if servers && read && !own_state && req.param("stale").is_none() && !server.is_leader() {
-            return forward::to_leader(ctx, server, req).await;
+            return Box::pin(forward::to_leader(ctx, server, req)).await;
         }
     }
     (route.handler)(ctx, req, rest).await
