@@ -80,11 +80,7 @@ fn read_only_mappings(maps: &str, inode: u64) -> Vec<(usize, usize)> {
 
 #[cfg(target_os = "linux")]
 fn rss_file_kib() -> std::io::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssFile:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    legate_types::proc_status::field("self", "RssFile")
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no RssFile in /proc/self/status"))
 }
 

@@ -393,12 +393,7 @@ async fn a_client_agent_pages_out_its_startup_code_once_in_the_catalog() {
     };
     let (before, after) = (field("before_kib"), field("after_kib"));
     assert!(after * 2 < before, "file-backed RSS {before} KiB -> {after} KiB: {line}");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", client.child.id())).unwrap();
-    let now: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssFile:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let now = legate_types::proc_status::field(&client.child.id().to_string(), "RssFile").unwrap();
     assert!(now < before, "file-backed RSS back to {now} KiB (was {before} KiB before the page-out)");
     // Still serving: the client's own view and the catalog through it.
     let members = get_json(&client.url("/v1/agent/members")).await;

@@ -332,11 +332,7 @@ async fn compile(a: CompileArgs) -> Result<i32, String> {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
+    legate_types::proc_status::field("self", "VmRSS").unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -186,7 +186,11 @@ fn udp_loop(
             }
         };
         outbox.gather();
-        for (query, src) in (0..n).filter_map(|i| batch.datagram(i)) {
+        for i in 0..n {
+            let Some((query, src)) = batch.datagram(i) else {
+                tracing::debug!("DNS UDP query dropped: larger than a query's 4 KiB or not from an IP address");
+                continue;
+            };
             let request = match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
                 Ok(r) if r.metadata.message_type == MessageType::Query => r,
                 Ok(_) => continue,

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-use socket2::SockAddr;
+use socket2::{SockAddr, SockAddrStorage};
 
 /// Queries taken per `recvmmsg`.
 pub const BATCH: usize = 32;
@@ -87,33 +87,20 @@ impl Receiver {
             return None;
         }
         let len = (hdr.msg_len as usize).min(SLOT);
-        Some((&self.bufs[i * SLOT..i * SLOT + len], socket_addr(&self.addrs[i])?))
+        Some((&self.bufs[i * SLOT..i * SLOT + len], socket_addr(&self.addrs[i], hdr.msg_hdr.msg_namelen)?))
     }
 }
 
-/// The IP address and port the kernel wrote into `s`.
-fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: an AF_INET address is a sockaddr_in, which sockaddr_storage is large and
-            // aligned enough to hold.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                ip,
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+/// The IP address and port the kernel wrote into `s` (`len` bytes of it).
+fn socket_addr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let mut storage = SockAddrStorage::zeroed();
+    // SAFETY: sockaddr_storage is this platform's type, which SockAddrStorage wraps; the kernel
+    // wrote `len` bytes of a valid address into it.
+    let addr = unsafe {
+        *storage.view_as::<libc::sockaddr_storage>() = *s;
+        SockAddr::new(storage, len)
+    };
+    addr.as_socket()
 }
 
 /// Sends each `(payload, destination)` with as few `sendmmsg` calls as the kernel allows. A

@@ -13,16 +13,12 @@ pub fn gauges() -> Vec<Gauge> {
         g.push(Gauge::new("runtime.alloc_bytes", in_use as f64));
         g.push(Gauge::new("runtime.sys_bytes", held as f64));
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        line[name.len()..].split_whitespace().next()?.parse().ok()
-    };
-    if let Some(kib) = field("VmRSS:") {
-        g.push(Gauge::new("runtime.resident_bytes", kib * 1024.0));
+    use legate_types::proc_status::field;
+    if let Some(kib) = field("self", "VmRSS") {
+        g.push(Gauge::new("runtime.resident_bytes", kib as f64 * 1024.0));
     }
-    if let Some(n) = field("Threads:") {
-        g.push(Gauge::new("runtime.num_threads", n));
+    if let Some(n) = field("self", "Threads") {
+        g.push(Gauge::new("runtime.num_threads", n as f64));
     }
     g
 }

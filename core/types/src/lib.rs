@@ -10,6 +10,7 @@
 //! fs.rs        files that hold secrets: 0600, atomic; private directories
 //! event.rs     an event ID's index (Consul's uuidToUint64)
 //! net.rs       binding listeners (retrying an address a dying process still holds)
+//! proc_status.rs  a process's counters from /proc/<pid>/status (VmRSS, RssFile, Threads)
 //! tasks.rs     long-lived tasks spawned by name, so a stuck shutdown can name them
 //! ```
 
@@ -19,6 +20,7 @@ pub mod event;
 pub mod fs;
 pub mod net;
 pub mod per_client;
+pub mod proc_status;
 pub mod tasks;
 pub mod version;
 

@@ -145,8 +145,7 @@ fn instance(i: usize) -> Vec<u8> {
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    legate_types::proc_status::field(&pid.to_string(), "VmRSS")
 }
 
 /// This process's CPU time (user + system).
