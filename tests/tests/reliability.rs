@@ -292,9 +292,10 @@ async fn kv_is_linearizable_and_sessions_live_while_a_servers_clock_steps() {
 }
 
 /// A server whose data dir is lost (a replaced disk) and that comes back with its node ID: the
-/// leader goes on leading and catches it up from a snapshot (its log is compacted), where
-/// openraft's check that a follower's log never goes back used to stop the leader; and the
-/// empty server joins the others' cluster instead of bootstrapping one of its own.
+/// leader catches it up from a snapshot (its log is compacted) and its Raft goes on running,
+/// where openraft's check that a follower's log never goes back used to stop the leader's Raft
+/// (the process lived on, believing it led, and failed every write); and the empty server joins
+/// the others' cluster instead of bootstrapping one of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_lost_its_data_dir_rejoins_and_is_caught_up() {
     const IPS: [&str; 3] = ["127.0.22.1", "127.0.22.2", "127.0.22.3"];
@@ -322,6 +323,10 @@ async fn a_server_that_lost_its_data_dir_rejoins_and_is_caught_up() {
         let r = c.put(agents[leader].as_ref().unwrap().url(&format!("/v1/kv/lost/k{k}"))).body(format!("v{k}"));
         assert!(r.send().await.unwrap().status().is_success());
     }
+    // Each of the three initializes Raft and campaigns when it sees the others, so who leads can
+    // still change just after the bootstrap: take the leader all three agree on now.
+    let (leader, term) =
+        retry_until(Duration::from_secs(10), "one leader in one term", || agreed_leader(&c, &agents, &IPS)).await;
 
     let lost = (leader + 1) % 3;
     let mut victim = agents[lost].take().unwrap();
@@ -342,11 +347,36 @@ async fn a_server_that_lost_its_data_dir_rejoins_and_is_caught_up() {
     .await;
     let l = agents[leader].as_mut().unwrap();
     assert!(l.child.try_wait().unwrap().is_none(), "the leader stopped:\n{}", l.output());
-    assert_eq!(leader_index_of(&c, &agents, &IPS).await, Some(leader), "the leader kept leading");
     let out = agents[lost].as_ref().unwrap().output();
     assert!(!out.contains("bootstrapping Raft"), "the emptied server bootstrapped a cluster of its own:\n{out}");
+    // The leader's Raft still runs: a write through it commits, and it knows who leads (itself,
+    // unless the machine stalled it long enough for an election: said below, with the logs).
+    let r = c.put(agents[leader].as_ref().unwrap().url("/v1/kv/lost/leader")).body("x").send().await.unwrap();
+    assert!(r.status().is_success(), "a write through the leader failed: {}", r.status());
+    let (now, term_now) =
+        retry_until(Duration::from_secs(10), "one leader in one term", || agreed_leader(&c, &agents, &IPS)).await;
+    if now != leader || term_now != term {
+        let logs: Vec<String> = agents.iter().flatten().map(AgentProcess::output).collect();
+        eprintln!("leader {leader} in term {term} became {now} in term {term_now}:\n{}", logs.join("\n---\n"));
+    }
     // And it takes part: a write through it commits.
     let r = c.put(agents[lost].as_ref().unwrap().url("/v1/kv/lost/after")).body("x").send().await.unwrap();
     assert!(r.status().is_success());
     wait_three_peers(&c, || Some(agents[lost].as_ref()?.url("/v1/status/peers"))).await;
+}
+
+/// The leader (its index in `ips`) and the Raft term, when every running server of `agents`
+/// reports the same two.
+async fn agreed_leader(c: &Client, agents: &[Option<AgentProcess>], ips: &[&str]) -> Option<(usize, String)> {
+    let mut seen = None;
+    for a in agents.iter().flatten() {
+        let leader: String = c.get(a.url("/v1/status/leader")).send().await.ok()?.json().await.ok()?;
+        let i = ips.iter().position(|ip| leader.starts_with(&format!("{ip}:")))?;
+        let s: serde_json::Value = c.get(a.url("/v1/agent/self")).send().await.ok()?.json().await.ok()?;
+        let this = (i, s["Stats"]["raft"]["term"].as_str()?.to_owned());
+        if seen.get_or_insert_with(|| this.clone()) != &this {
+            return None;
+        }
+    }
+    seen
 }
