@@ -139,7 +139,7 @@ pub(crate) async fn acl_read<T: Clone + Send + Sync + 'static>(
     ctx: &Ctx,
     req: &Request,
     read: impl Fn(&redb::ReadTransaction) -> Result<T, StoreError>,
-) -> Result<(T, Vec<(&'static str, String)>), ApiError> {
+) -> Result<(T, crate::response::Headers), ApiError> {
     let (_, v, headers) =
         blocking::run(ctx, req, Table::Acl, |txn| Ok((legate_agent::acl::acl_index(txn)?, read(txn)?))).await?;
     Ok((v, headers))

@@ -83,7 +83,7 @@ pub async fn run<T, F>(
     req: &Request,
     table: Table,
     read: F,
-) -> Result<(u64, T, Vec<(&'static str, String)>), ApiError>
+) -> Result<(u64, T, crate::response::Headers), ApiError>
 where
     F: Fn(&ReadTransaction) -> Result<(u64, T), StoreError>,
     T: Clone + Send + Sync + 'static,
@@ -151,7 +151,7 @@ pub async fn wait<T, F>(
     req: &Request,
     table: Table,
     read: F,
-) -> Result<(u64, Outcome<T>, Vec<(&'static str, String)>), ApiError>
+) -> Result<(u64, Outcome<T>, crate::response::Headers), ApiError>
 where
     F: Fn(&ReadTransaction) -> Result<(u64, T), StoreError>,
     T: Send + Sync + 'static,
@@ -225,16 +225,16 @@ where
     };
     let (known, last) = server.leader_contact();
     let headers = vec![
-        ("X-Consul-Index", index.max(1).to_string()),
-        ("X-Consul-Knownleader", known.to_string()),
-        ("X-Consul-Lastcontact", last.to_string()),
-        ("X-Consul-Effective-Consistency", opts.consistency.as_str().to_string()),
+        ("X-Consul-Index", index.max(1).to_string().into()),
+        ("X-Consul-Knownleader", if known { "true" } else { "false" }.into()),
+        ("X-Consul-Lastcontact", last.to_string().into()),
+        ("X-Consul-Effective-Consistency", opts.consistency.as_str().into()),
     ];
     Ok((index.max(1), outcome, headers))
 }
 
 /// Adds the headers of a blocking read to a response.
-pub fn with_headers(mut resp: ApiResponse, headers: Vec<(&'static str, String)>) -> ApiResponse {
+pub fn with_headers(mut resp: ApiResponse, headers: crate::response::Headers) -> ApiResponse {
     for (k, v) in headers {
         resp = resp.header(k, v);
     }

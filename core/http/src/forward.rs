@@ -99,13 +99,14 @@ fn translated(ctx: &Ctx, mut resp: ApiResponse) -> ApiResponse {
         return resp;
     }
     let json = match &resp.body {
-        Body::Json(v) => Some(v.clone()),
-        Body::Raw { content_type: "application/json", data } => serde_json::from_slice(data).ok(),
+        Body::Json(data) | Body::Raw { content_type: "application/json", data } => {
+            serde_json::from_slice::<serde_json::Value>(data).ok()
+        }
         _ => None,
     };
     if let Some(mut v) = json {
         legate_agent::wan::translate_addresses(&mut v);
-        resp.body = Body::Json(v);
+        resp.body = ApiResponse::json(&v).body;
         resp.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("X-Consul-Translate-Addresses"));
         resp.headers.push(("X-Consul-Translate-Addresses", "true".into()));
     }
@@ -142,7 +143,7 @@ fn reply_to_response(reply: HttpReply) -> ApiResponse {
         if k.eq_ignore_ascii_case("content-type") {
             content_type = Some(v);
         } else if let Some(name) = HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&k)) {
-            headers.push((*name, v));
+            headers.push((*name, v.into()));
         }
     }
     let body = match content_type {

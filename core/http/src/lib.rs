@@ -247,10 +247,12 @@ where
 /// (validated at config load).
 fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<warp::hyper::Body> {
     let config = ctx.agent.config();
-    let mut r = resp
-        .header("X-Consul-Default-Acl-Policy", config.acl.default_policy.clone())
-        .header("Vary", "Accept-Encoding")
-        .into_http(pretty);
+    let policy: std::borrow::Cow<'static, str> = match config.acl.default_policy.as_str() {
+        "allow" => "allow".into(),
+        "deny" => "deny".into(),
+        other => other.to_string().into(),
+    };
+    let mut r = resp.header("X-Consul-Default-Acl-Policy", policy).header("Vary", "Accept-Encoding").into_http(pretty);
     for (name, value) in &config.http_config.response_headers {
         if let (Ok(n), Ok(v)) =
             (http::header::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))

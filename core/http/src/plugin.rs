@@ -179,9 +179,9 @@ pub async fn get(ctx: &Ctx, req: &Request, name: &str) -> Result<ApiResponse, Ap
     Ok(ApiResponse {
         status: StatusCode::OK,
         headers: vec![
-            ("X-Legate-Plugin-Version", v.version),
-            ("X-Legate-Plugin-SHA256", v.sha256),
-            ("X-Legate-Plugin-World", v.world),
+            ("X-Legate-Plugin-Version", v.version.into()),
+            ("X-Legate-Plugin-SHA256", v.sha256.into()),
+            ("X-Legate-Plugin-World", v.world.into()),
         ],
         body: Body::Raw { content_type: "application/wasm", data: Bytes::from(bytes) },
     })

@@ -360,10 +360,10 @@ pub async fn delete(ctx: &Ctx, req: &Request, id: &str) -> Result<ApiResponse, A
 
 // ---- reads ----
 
-fn index_header(ctx: &Ctx) -> Result<Vec<(&'static str, String)>, ApiError> {
+fn index_header(ctx: &Ctx) -> Result<crate::response::Headers, ApiError> {
     let store = &blocking::server(ctx)?.store;
     let index = store.table_index(IDX_QUERIES).map_err(|e| ApiError::Internal(e.to_string()))?.max(1);
-    Ok(vec![("X-Consul-Index", index.to_string())])
+    Ok(vec![("X-Consul-Index", index.to_string().into())])
 }
 
 /// `GET /v1/query`: the queries the token may see.

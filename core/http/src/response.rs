@@ -1,5 +1,7 @@
-//! `ApiResponse`: status, extra headers and a body that is JSON (pretty or compact, decided
-//! once per request), plain text or raw bytes.
+//! `ApiResponse`: status, extra headers and a body that is JSON (serialized compact from the
+//! handler's types, made pretty as it is sent when the request asks), plain text or raw bytes.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -8,7 +10,9 @@ use serde::Serialize;
 #[derive(Debug)]
 pub enum Body {
     Empty,
-    Json(serde_json::Value),
+    /// Compact JSON, written straight from the handler's types (a `serde_json::Value` built
+    /// first cost an allocation per field and string, and showed in the read path's profile).
+    Json(Bytes),
     Text(String),
     Raw {
         content_type: &'static str,
@@ -18,17 +22,21 @@ pub enum Body {
     Stream(warp::hyper::Body),
 }
 
+/// Extra response headers by name; a value known at compile time is not copied.
+pub type Headers = Vec<(&'static str, Cow<'static, str>)>;
+
 #[derive(Debug)]
 pub struct ApiResponse {
     pub status: StatusCode,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Headers,
     pub body: Body,
 }
 
 impl ApiResponse {
     pub fn json<T: Serialize>(value: &T) -> Self {
-        let value = serde_json::to_value(value).expect("response types serialize");
-        ApiResponse { status: StatusCode::OK, headers: Vec::new(), body: Body::Json(value) }
+        let mut out = Vec::with_capacity(128);
+        serde_json::to_writer(&mut out, value).expect("response types serialize");
+        ApiResponse { status: StatusCode::OK, headers: Vec::new(), body: Body::Json(Bytes::from(out)) }
     }
 
     pub fn text(status: StatusCode, text: impl Into<String>) -> Self {
@@ -39,7 +47,7 @@ impl ApiResponse {
         ApiResponse { status, headers: Vec::new(), body: Body::Empty }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -87,30 +95,39 @@ impl ApiResponse {
     }
 }
 
-/// Go's `json.Marshal`, or with `pretty` `MarshalIndent(_, "", "    ")` plus a trailing newline,
-/// as Consul does for `?pretty` and in `-dev`.
-fn json_bytes(v: &serde_json::Value, pretty: bool) -> Bytes {
-    let mut out = Vec::with_capacity(128);
-    if pretty {
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-        v.serialize(&mut ser).expect("json serializes");
-        out.push(b'\n');
-    } else {
-        serde_json::to_writer(&mut out, v).expect("json serializes");
+/// Go's `json.Marshal` (the compact body as it is), or with `pretty` `MarshalIndent(_, "",
+/// "    ")` plus a trailing newline, as Consul does for `?pretty` and in `-dev`: read back in
+/// order (`preserve_order`) and written indented.
+fn json_bytes(compact: &Bytes, pretty: bool) -> Bytes {
+    if !pretty {
+        return compact.clone();
     }
+    let v: serde_json::Value = serde_json::from_slice(compact).expect("a body this module serialized");
+    let mut out = Vec::with_capacity(compact.len() * 2);
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    v.serialize(&mut ser).expect("json serializes");
+    out.push(b'\n');
     Bytes::from(out)
 }
 
 /// The response's header map, sized once (growing it reallocates, a per-request cost that
 /// showed in the read path's profile), with the names every response carries made once.
-fn header_map(content_type: Option<&'static str>, headers: Vec<(&'static str, String)>) -> http::HeaderMap {
+fn header_map(content_type: Option<&'static str>, headers: Headers) -> http::HeaderMap {
     let mut map = http::HeaderMap::with_capacity(headers.len() + 1);
     if let Some(ct) = content_type {
         map.append(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
     }
     for (name, value) in headers {
-        let Ok(value) = http::HeaderValue::try_from(value) else {
+        let value = match value {
+            // Shared, not copied (`from_static` takes only what `from_str` would accept).
+            Cow::Borrowed(v) if v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => {
+                Ok(http::HeaderValue::from_static(v))
+            }
+            Cow::Borrowed(v) => http::HeaderValue::from_str(v),
+            Cow::Owned(v) => http::HeaderValue::try_from(v),
+        };
+        let Ok(value) = value else {
             tracing::warn!(header = name, "dropped a response header whose value is not valid in HTTP");
             continue;
         };
@@ -150,4 +167,46 @@ fn header_name(name: &'static str) -> Option<http::HeaderName> {
         return Some(h.clone());
     }
     http::HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        key: &'static str,
+        flags: u64,
+        value: Option<&'static str>,
+        weight: f64,
+        tags: Vec<&'static str>,
+    }
+
+    #[test]
+    fn json_is_compact_and_pretty_keeps_the_order_and_values_of_the_fields() {
+        let entry = Entry { key: "z/a\"b", flags: u64::MAX, value: None, weight: 0.5, tags: vec!["b", "a"] };
+        let Body::Json(compact) = ApiResponse::json(&[&entry]).body else { panic!("a JSON body") };
+        let want = r#"[{"Key":"z/a\"b","Flags":18446744073709551615,"Value":null,"Weight":0.5,"Tags":["b","a"]}]"#;
+        assert_eq!(std::str::from_utf8(&compact).unwrap(), want);
+        assert_eq!(json_bytes(&compact, false), compact);
+        let pretty = json_bytes(&compact, true);
+        let want = "[\n    {\n        \"Key\": \"z/a\\\"b\",\n        \"Flags\": 18446744073709551615,\n        \"Value\": null,\n        \"Weight\": 0.5,\n        \"Tags\": [\n            \"b\",\n            \"a\"\n        ]\n    }\n]\n";
+        assert_eq!(std::str::from_utf8(&pretty).unwrap(), want);
+    }
+
+    #[test]
+    fn a_literal_header_value_is_shared_and_a_bad_one_is_dropped() {
+        let map = header_map(
+            None,
+            vec![
+                ("X-Consul-Knownleader", "true".into()),
+                ("X-Bad", "a\nb".into()),
+                ("X-Owned", "7".to_string().into()),
+            ],
+        );
+        assert_eq!(map.get("x-consul-knownleader").unwrap(), "true");
+        assert_eq!(map.get("x-owned").unwrap(), "7");
+        assert!(map.get("x-bad").is_none());
+    }
 }

@@ -228,7 +228,7 @@ mod tests {
         let (ct, a) = body(shared.respond(&req, false, make).unwrap());
         assert_eq!((ct, &a[..]), ("application/json", &b"[1,2]"[..]));
         let again = shared.respond(&req, false, make).unwrap();
-        assert_eq!(again.headers, vec![("X-Test", "1".to_string())]);
+        assert_eq!(again.headers, vec![("X-Test", std::borrow::Cow::Borrowed("1"))]);
         let (_, b) = body(again);
         assert_eq!(a.as_ptr(), b.as_ptr(), "the same buffer, not a copy");
         assert_eq!(builds.get(), 1);

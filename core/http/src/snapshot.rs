@@ -30,7 +30,7 @@ pub async fn save(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, ApiE
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(ApiResponse {
         status: StatusCode::OK,
-        headers: vec![("X-Consul-Index", index.max(1).to_string())],
+        headers: vec![("X-Consul-Index", index.max(1).to_string().into())],
         body: Body::Raw { content_type: "application/x-gzip", data: Bytes::from(archive) },
     })
 }

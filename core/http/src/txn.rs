@@ -100,7 +100,9 @@ pub async fn handle(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Ap
             r
         }
     };
-    Ok(resp.header("X-Consul-Knownleader", known.to_string()).header("X-Consul-Lastcontact", last.to_string()))
+    Ok(resp
+        .header("X-Consul-Knownleader", if known { "true" } else { "false" })
+        .header("X-Consul-Lastcontact", last.to_string()))
 }
 
 /// Request bodies are decoded case-insensitively (Go's encoding/json): keys are lower-cased.

@@ -314,14 +314,16 @@ impl Server {
     fn lease_held(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let (mut voters, mut fresh) = (0, 0);
-        for v in m.membership_config.membership().voter_ids() {
-            voters += 1;
-            if v == self.id || self.contacts.since(v).is_some_and(|d| d < self.lease) {
-                fresh += 1;
-            }
-        }
-        fresh * 2 > voters
+        // A majority of every configuration (two while a membership change is joint), as a
+        // commit needs; read in place (openraft's `voter_ids` collects them first, once per
+        // request on this path).
+        m.membership_config.membership().get_joint_config().iter().all(|voters| {
+            let fresh = voters
+                .iter()
+                .filter(|v| **v == self.id || self.contacts.since(**v).is_some_and(|d| d < self.lease))
+                .count();
+            fresh * 2 > voters.len()
+        })
     }
 
     /// RPC addresses of the voters.
