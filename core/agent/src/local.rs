@@ -426,7 +426,7 @@ impl LocalState {
             let kind = if c.check.kind.is_empty() { "unknown" } else { c.check.kind.as_str() };
             legate_telemetry::counter(
                 "legate.check.status_changes",
-                vec![("type", kind.to_string()), ("status", status.to_string())],
+                vec![("type", kind.to_string().into()), ("status", status.to_string().into())],
                 1.0,
             );
             c.critical_since = (status == "critical").then(Instant::now);

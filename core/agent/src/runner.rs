@@ -178,7 +178,7 @@ async fn run_probe(agent: Arc<AgentShared>, c: LocalCheck, token: CancellationTo
         _ = token.cancelled() => return,
         _ = tokio::time::sleep(stagger) => {}
     }
-    let kind = vec![("type", c.check.kind.clone())];
+    let kind: legate_telemetry::Labels = vec![("type", c.check.kind.clone().into())];
     loop {
         let started = Instant::now();
         let Outcome { status, mut output } = match &c.definition.wasm {

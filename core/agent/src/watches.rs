@@ -189,7 +189,8 @@ async fn run_watch(agent: Arc<AgentShared>, def: WatchDefinition, addr: String, 
     let kind = spec.kind();
     tracing::info!(watch = kind, "watch started");
     let (agent_ref, handler_ref, http_ref) = (&*agent, &handler_spec, http.as_ref());
-    let labels = vec![("type", kind.to_string()), ("handler", handler_spec.kind().to_string())];
+    let labels: legate_telemetry::Labels =
+        vec![("type", kind.to_string().into()), ("handler", handler_spec.kind().to_string().into())];
     let labels = &labels;
     let run_key = crate::plugins::watch_run_key(&def);
     let run_key = &run_key;

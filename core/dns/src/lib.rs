@@ -411,8 +411,10 @@ impl Handler {
                 .then(|| (d, labels.len() - dl.len()))
         });
         if let Some((domain, left)) = zone {
-            let _timer =
-                legate_telemetry::Timer::start("dns.domain_query", vec![("node", self.agent.node_name().to_string())]);
+            let _timer = legate_telemetry::Timer::start(
+                "dns.domain_query",
+                vec![("node", self.agent.node_name().to_string().into())],
+            );
             if self.answers_stale() {
                 legate_telemetry::incr("dns.stale_queries");
             }
@@ -440,8 +442,10 @@ impl Handler {
 
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             if let Some(ip) = name::addr_of_arpa(&labels) {
-                let _timer =
-                    legate_telemetry::Timer::start("dns.ptr_query", vec![("node", self.agent.node_name().to_string())]);
+                let _timer = legate_telemetry::Timer::start(
+                    "dns.ptr_query",
+                    vec![("node", self.agent.node_name().to_string().into())],
+                );
                 match answer::ptr(&self.agent, &self.cache, &cfg, qname, ip, &authz::DnsAuthz::of(&self.agent)).await {
                     Ok(Some(answers)) => {
                         let mut reply = Reply { answers, ..Reply::default() };

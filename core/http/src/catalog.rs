@@ -441,12 +441,12 @@ pub fn count_service_query(family: ServiceQuery, req: &Request, name: &str, foun
         ServiceQuery::Catalog => ("catalog.service.query", "catalog.service.query-tag", "catalog.service.not-found"),
         ServiceQuery::Health => ("health.service.query", "health.service.query-tag", "health.service.not-found"),
     };
-    let service = ("service", name.to_string());
+    let service: (&str, std::borrow::Cow<str>) = ("service", name.to_string().into());
     let tags: Vec<&str> = req.query.iter().filter(|(k, _)| k == "tag").map(|(_, v)| v.as_str()).collect();
     if tags.is_empty() {
         legate_telemetry::counter(query, vec![service.clone()], 1.0);
     } else {
-        legate_telemetry::counter(query_tag, vec![service.clone(), ("tag", tags.join(","))], 1.0);
+        legate_telemetry::counter(query_tag, vec![service.clone(), ("tag", tags.join(",").into())], 1.0);
     }
     if found == 0 {
         legate_telemetry::counter(not_found, vec![service], 1.0);

@@ -162,11 +162,14 @@ fn routes(
                 let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
                 req.pretty = pretty;
                 let started = std::time::Instant::now();
-                let mut timer = legate_telemetry::Timer::start("api.http", vec![("method", req.method.to_string())]);
+                // Room for the route's label, added below.
+                let mut labels = Vec::with_capacity(2);
+                labels.push(("method", method_label(&req.method)));
+                let mut timer = legate_telemetry::Timer::start("api.http", labels);
                 let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
                 let resp = mark_filtered(&req, resp);
                 // The route's label (`v1_kv_`), from the lookup dispatch made: no second lookup.
-                timer.label("path", req.route.map_or_else(|| "unknown".into(), routes::Route::metric));
+                timer.label("path", req.route.map_or("unknown", routes::Route::metric));
                 let ms = timer.elapsed_ms();
                 drop(timer);
                 request_metrics(&ctx, &req, resp.status.as_u16(), ms);
@@ -197,6 +200,26 @@ fn request_metrics(ctx: &Ctx, req: &Request, status: u16, ms: f64) {
     }
     if ctx.agent.config().telemetry.compat_http_metrics() {
         legate_telemetry::sample(&format!("http.{}.{}", req.method, route.compat_metric()), Vec::new(), ms);
+    }
+}
+
+/// The `method` label of `api.http`: the standard methods' names are not copied per request.
+fn method_label(method: &Method) -> std::borrow::Cow<'static, str> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    const NAMES: [&str; 9] = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT"];
+    match STANDARD.iter().position(|m| m == method) {
+        Some(i) => NAMES[i].into(),
+        None => method.to_string().into(),
     }
 }
 

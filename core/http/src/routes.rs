@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 
 use http::Method;
 use legate_acl::{Access, Resource};
@@ -76,9 +77,16 @@ impl Route {
 
     /// The `path` label of `api.http`: the route, not the data in it, as Consul names its
     /// handlers (`kv/*` -> `v1_kv_`, `agent/self` -> `v1_agent_self`).
-    pub fn metric(&self) -> String {
-        let literal = self.pattern.trim_end_matches(['*', '+', '?']);
-        format!("v1_{}", literal.replace('/', "_"))
+    /// Made once per route pattern.
+    pub fn metric(&self) -> &'static str {
+        static LABELS: LazyLock<rustc_hash::FxHashMap<&'static str, &'static str>> = LazyLock::new(|| {
+            let label = |pattern: &str| {
+                let literal = pattern.trim_end_matches(['*', '+', '?']);
+                &*Box::leak(format!("v1_{}", literal.replace('/', "_")).into_boxed_str())
+            };
+            ROUTES.iter().map(|r| (r.pattern, label(r.pattern))).collect()
+        });
+        LABELS.get(self.pattern).copied().unwrap_or("unknown")
     }
 
     /// The path part of Consul 1.9's `http.<METHOD>.<path>` timers: the route's words joined by

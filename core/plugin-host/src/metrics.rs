@@ -18,7 +18,7 @@ pub(crate) fn label(plugin: &str) -> String {
 /// `passing`, `warning`, `critical` (a check's result), `ok` (a handler's or a validation's) or
 /// `error` (the plugin returned an error, or the call was killed).
 pub(crate) fn call(plugin: &str, kind: &'static str, started: Instant, outcome: &'static str) {
-    let p = ("plugin", label(plugin));
+    let p = ("plugin", label(plugin).into());
     legate_telemetry::counter("legate.plugin.calls", vec![p.clone(), ("kind", kind.into())], 1.0);
     legate_telemetry::measure_since("legate.plugin.duration", vec![p.clone(), ("kind", kind.into())], started);
     legate_telemetry::counter("legate.plugin.outcome", vec![p, ("outcome", outcome.into())], 1.0);
@@ -38,14 +38,14 @@ pub(crate) fn killed(plugin: &str, why: Kill) {
         Kill::Timeout => "legate.plugin.timeouts",
         Kill::Memory => "legate.plugin.memory_limit",
     };
-    legate_telemetry::counter(name, vec![("plugin", label(plugin))], 1.0);
+    legate_telemetry::counter(name, vec![("plugin", label(plugin).into())], 1.0);
 }
 
 /// A host function the plugin called, by WIT interface (`http`, `net`, `kv`, `log`).
 pub(crate) fn host_call(plugin: &str, interface: &'static str) {
     legate_telemetry::counter(
         "legate.plugin.host_calls",
-        vec![("plugin", label(plugin)), ("interface", interface.into())],
+        vec![("plugin", label(plugin).into()), ("interface", interface.into())],
         1.0,
     );
 }
@@ -53,13 +53,17 @@ pub(crate) fn host_call(plugin: &str, interface: &'static str) {
 pub(crate) fn loaded(path: &Path, from_cache: bool, replaced: bool) {
     legate_telemetry::incr(if from_cache { "legate.plugin.cache.hit" } else { "legate.plugin.cache.miss" });
     if replaced {
-        legate_telemetry::counter("legate.plugin.reloads", vec![("plugin", label(&path.to_string_lossy()))], 1.0);
+        legate_telemetry::counter(
+            "legate.plugin.reloads",
+            vec![("plugin", label(&path.to_string_lossy()).into())],
+            1.0,
+        );
     }
 }
 
 /// A registry plugin fetched from the servers.
 pub(crate) fn registry_fetch(name: &str, bytes: usize, started: Instant) {
-    let p = vec![("plugin", name.to_string())];
+    let p: legate_telemetry::Labels = vec![("plugin", name.to_string().into())];
     legate_telemetry::counter("legate.plugin.registry.fetches", p.clone(), 1.0);
     legate_telemetry::counter("legate.plugin.registry.fetch_bytes", p.clone(), bytes as f64);
     legate_telemetry::measure_since("legate.plugin.registry.fetch_time", p, started);
@@ -69,13 +73,13 @@ pub(crate) fn registry_fetch(name: &str, bytes: usize, started: Instant) {
 pub(crate) fn registry_refused(name: &str, reason: &'static str) {
     legate_telemetry::counter(
         "legate.plugin.registry.refused",
-        vec![("plugin", name.to_string()), ("reason", reason.into())],
+        vec![("plugin", name.to_string().into()), ("reason", reason.into())],
         1.0,
     );
 }
 
 pub(crate) fn backoff(plugin: &str) {
-    legate_telemetry::counter("legate.plugin.backoffs", vec![("plugin", label(plugin))], 1.0);
+    legate_telemetry::counter("legate.plugin.backoffs", vec![("plugin", label(plugin).into())], 1.0);
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::registry::{Kind, Labels, Metrics};
 use crate::{Gauge, Telemetry};
 
 fn labels_json(labels: &Labels) -> Json {
-    labels.iter().map(|(k, v)| (k.to_string(), Json::String(v.clone()))).collect::<serde_json::Map<_, _>>().into()
+    labels.iter().map(|(k, v)| (k.to_string(), Json::String(v.to_string()))).collect::<serde_json::Map<_, _>>().into()
 }
 
 /// Go's `time.Time.String()` in UTC: `2017-08-08 02:55:10 +0000 UTC`.

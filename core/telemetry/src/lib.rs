@@ -62,8 +62,8 @@ impl Timer {
     }
 
     /// Adds a label known only once the timed work has run (the route a request took).
-    pub fn label(&mut self, key: &'static str, value: String) {
-        self.labels.get_or_insert_with(Vec::new).push((key, value));
+    pub fn label(&mut self, key: &'static str, value: impl Into<std::borrow::Cow<'static, str>>) {
+        self.labels.get_or_insert_with(Vec::new).push((key, value.into()));
     }
 
     /// Milliseconds since the start.

@@ -14,7 +14,8 @@ use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 /// Length of one aggregation interval (go-metrics' inmem sink in Consul: 10 s).
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
-pub type Labels = Vec<(&'static str, String)>;
+/// A series' labels; a value known at compile time (a route, a method) is not copied per record.
+pub type Labels = Vec<(&'static str, std::borrow::Cow<'static, str>)>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -117,7 +117,7 @@ impl RaftNetwork<TypeConfig> for Peer {
             // openraft retries at once with fewer entries (a single entry always goes out).
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
         }
-        let peer = vec![("peer_id", self.target.to_string())];
+        let peer: legate_telemetry::Labels = vec![("peer_id", self.target.to_string().into())];
         let logs = rpc.entries.len();
         let timer = legate_telemetry::Timer::start("raft.replication.appendEntries.rpc", peer.clone());
         match self.client.call(Request::AppendEntries(rpc), deadline(&option)).await.map_err(transport)? {
