@@ -97,12 +97,13 @@ impl ApiResponse {
 
 /// Go's `json.Marshal` (the compact body as it is), or with `pretty` `MarshalIndent(_, "",
 /// "    ")` plus a trailing newline, as Consul does for `?pretty` and in `-dev`: read back in
-/// order (`preserve_order`) and written indented.
+/// order (`preserve_order`) and written indented. A body too deeply nested to read back
+/// (serde_json's reader stops at 128 levels) goes compact.
 fn json_bytes(compact: &Bytes, pretty: bool) -> Bytes {
-    if !pretty {
+    let read = || serde_json::from_slice::<serde_json::Value>(compact);
+    let Some(v) = pretty.then(read).and_then(Result::ok) else {
         return compact.clone();
-    }
-    let v: serde_json::Value = serde_json::from_slice(compact).expect("a body this module serialized");
+    };
     let mut out = Vec::with_capacity(compact.len() * 2);
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
@@ -193,6 +194,14 @@ mod tests {
         let pretty = json_bytes(&compact, true);
         let want = "[\n    {\n        \"Key\": \"z/a\\\"b\",\n        \"Flags\": 18446744073709551615,\n        \"Value\": null,\n        \"Weight\": 0.5,\n        \"Tags\": [\n            \"b\",\n            \"a\"\n        ]\n    }\n]\n";
         assert_eq!(std::str::from_utf8(&pretty).unwrap(), want);
+    }
+
+    #[test]
+    fn a_body_too_deep_to_read_back_goes_compact() {
+        let deep = Bytes::from(format!("{}{}", "[".repeat(200), "]".repeat(200)));
+        assert_eq!(json_bytes(&deep, true), deep);
+        let shallow = Bytes::from_static(b"[[]]");
+        assert_eq!(json_bytes(&shallow, true), Bytes::from_static(b"[\n    []\n]\n"));
     }
 
     #[test]
