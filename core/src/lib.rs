@@ -27,7 +27,7 @@
 //! SIGINT/SIGTERM cancel the token and await every task; SIGHUP re-runs `config::load`, diffs,
 //! and publishes the new config on a watch channel that the parts subscribe to.
 //!
-//! A request: warp accepts (`legate_http::serve`) -> `dispatch` looks the method and path up in
+//! A request: hyper reads it (`legate_http::serve`) -> `dispatch` looks the method and path up in
 //! the route table -> forward / ACL check -> the route's handler answers an `ApiResponse` or an
 //! `ApiError` -> `finish` adds Consul's headers and serializes.
 

@@ -99,7 +99,6 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
     let quiet_deps = Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_target("hyper", if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::INFO })
-        .with_target("warp", if level == LevelFilter::TRACE { LevelFilter::TRACE } else { LevelFilter::INFO })
         // hickory-server logs every DNS response at info.
         .with_target(
             "hickory_server",

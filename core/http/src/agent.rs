@@ -80,7 +80,7 @@ pub async fn monitor(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, A
     // Consul: the parameter's presence asks for JSON.
     let json = req.param("logjson").is_some();
     let mut monitor = legate_telemetry::monitor::hub().subscribe(level, json);
-    let (mut sender, body) = warp::hyper::Body::channel();
+    let (mut sender, body) = hyper::Body::channel();
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         // A client that went away is noticed within a second even when no line comes.

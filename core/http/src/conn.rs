@@ -47,15 +47,15 @@ impl Limits {
 pub async fn serve_http<I, S>(io: I, service: S, limits: &Limits, shutdown: CancellationToken)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: warp::hyper::service::Service<
-            warp::hyper::Request<warp::hyper::Body>,
-            Response = warp::hyper::Response<warp::hyper::Body>,
+    S: hyper::service::Service<
+            hyper::Request<hyper::Body>,
+            Response = hyper::Response<hyper::Body>,
             Error = std::convert::Infallible,
         > + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut http = warp::hyper::server::conn::Http::new();
+    let mut http = hyper::server::conn::Http::new();
     http.http1_header_read_timeout(limits.header_read).max_buf_size(limits.max_header_bytes);
     let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);

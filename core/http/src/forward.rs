@@ -197,6 +197,6 @@ pub async fn serve_call(ctx: &Ctx, call: HttpCall) -> HttpReply {
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
-    let body = warp::hyper::body::to_bytes(http.into_body()).await.map(|b| b.to_vec()).unwrap_or_default();
+    let body = hyper::body::to_bytes(http.into_body()).await.map(|b| b.to_vec()).unwrap_or_default();
     HttpReply { status, headers, body }
 }

@@ -1,5 +1,5 @@
-//! The `/v1` HTTP API on warp. warp accepts connections and hands every request to one
-//! dispatcher; routing, method checks (405 + `Allow`), Consul's headers, `?pretty` and the
+//! The `/v1` HTTP API on hyper. Each connection is served by hyper, which hands every request to
+//! one handler (`handle`) and dispatcher; routing, method checks (405 + `Allow`), Consul's headers, `?pretty` and the
 //! plain-text errors are ours, so they are the same on every endpoint. One file per endpoint
 //! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
 
@@ -40,11 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use http::{HeaderMap, Method};
+use http::Method;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use warp::Filter;
 
 pub use error::ApiError;
 pub use request::{decode_path, parse_query, Request};
@@ -75,14 +73,9 @@ impl Ctx {
 /// The HTTPS listeners' TLS (None without a certificate), replaced on reload.
 pub type HttpsTls = Arc<legate_tls::Live<Option<Arc<rustls::ServerConfig>>>>;
 
-/// The client's address, put on every request by the connection that read it.
-#[derive(Clone, Copy)]
-struct Remote(SocketAddr);
-
 /// Serves the API on an already-bound listener (HTTPS when `tls` is given) until `shutdown`
 /// fires; in-flight requests are finished first.
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<HttpsTls>, shutdown: CancellationToken) {
-    let service = warp::service(routes(ctx.clone()));
     let tracker = tokio_util::task::TaskTracker::new();
     let kill = CancellationToken::new();
     while let Some((stream, peer)) = legate_types::net::accept(&listener, &shutdown, "http").await {
@@ -96,12 +89,12 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<HttpsTls>, 
         let stream = conn::Killable::new(stream, kill.clone(), Some(slot));
         let limits = conn::Limits::of(&config);
         let tls = tls.as_ref().map(|t| t.get().as_ref().clone());
-        let service = service.clone();
+        let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let service = warp::hyper::service::service_fn(move |mut req: warp::hyper::Request<warp::hyper::Body>| {
-                req.extensions_mut().insert(Remote(peer));
-                warp::hyper::service::Service::call(&mut service.clone(), req)
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, peer).await) }
             });
             match tls {
                 None => conn::serve_http(stream, service, &limits, shutdown).await,
@@ -132,58 +125,41 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, tls: Option<HttpsTls>, 
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
 }
 
-fn routes(
-    ctx: Arc<Ctx>,
-) -> impl Filter<Extract = (http::Response<warp::hyper::Body>,), Error = warp::Rejection> + Clone {
-    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    warp::any()
-        .and(warp::any().map(move || ctx.clone()))
-        .and(warp::method())
-        .and(warp::path::full())
-        .and(raw_query)
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<Remote>().map(|r: Option<Remote>| r.map(|r| r.0)))
-        .and(warp::body::stream())
-        .then(
-            |ctx: Arc<Ctx>,
-             method: Method,
-             path: warp::path::FullPath,
-             query: String,
-             headers: HeaderMap,
-             remote: Option<SocketAddr>,
-             body| async move {
-                let pretty_default = ctx.agent.config().dev;
-                let query = request::parse_query(&query);
-                let pretty = pretty_default || query.iter().any(|(k, _)| k == "pretty");
-                let body = match read_body(body).await {
-                    Ok(b) => b,
-                    Err(e) => return finish(&ctx, e.into_response(), pretty),
-                };
-                let mut req = Request::new(method, request::decode_path(path.as_str()), query, headers, body, remote);
-                req.pretty = pretty;
-                let started = std::time::Instant::now();
-                // Room for the route's label, added below.
-                let mut labels = Vec::with_capacity(2);
-                labels.push(("method", method_label(&req.method)));
-                let mut timer = legate_telemetry::Timer::start("api.http", labels);
-                let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
-                let resp = mark_filtered(&req, resp);
-                // The route's label (`v1_kv_`), from the lookup dispatch made: no second lookup.
-                timer.label("path", req.route.map_or("unknown", routes::Route::metric));
-                let ms = timer.elapsed_ms();
-                drop(timer);
-                request_metrics(&ctx, &req, resp.status.as_u16(), ms);
-                tracing::debug!(
-                    method = %req.method,
-                    url = %logged_url(&req),
-                    from = %req.remote.map(|r| r.to_string()).unwrap_or_default(),
-                    status = resp.status.as_u16(),
-                    latency = ?started.elapsed(),
-                    "Request finished"
-                );
-                finish(&ctx, resp, pretty)
-            },
-        )
+/// One request, start to end: hyper's request taken apart (its headers moved, not copied),
+/// dispatched, measured, logged and answered.
+async fn handle(ctx: Arc<Ctx>, req: hyper::Request<hyper::Body>, remote: SocketAddr) -> http::Response<hyper::Body> {
+    let (parts, body) = req.into_parts();
+    let pretty_default = ctx.agent.config().dev;
+    let query = request::parse_query(parts.uri.query().unwrap_or_default());
+    let pretty = pretty_default || query.iter().any(|(k, _)| k == "pretty");
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return finish(&ctx, e.into_response(), pretty),
+    };
+    let path = request::decode_path(parts.uri.path());
+    let mut req = Request::new(parts.method, path, query, parts.headers, body, Some(remote));
+    req.pretty = pretty;
+    let started = std::time::Instant::now();
+    // Room for the route's label, added below.
+    let mut labels = Vec::with_capacity(2);
+    labels.push(("method", method_label(&req.method)));
+    let mut timer = legate_telemetry::Timer::start("api.http", labels);
+    let resp = dispatch(&ctx, &mut req).await.unwrap_or_else(ApiError::into_response);
+    let resp = mark_filtered(&req, resp);
+    // The route's label (`v1_kv_`), from the lookup dispatch made: no second lookup.
+    timer.label("path", req.route.map_or("unknown", routes::Route::metric));
+    let ms = timer.elapsed_ms();
+    drop(timer);
+    request_metrics(&ctx, &req, resp.status.as_u16(), ms);
+    tracing::debug!(
+        method = %req.method,
+        url = %logged_url(&req),
+        from = %remote,
+        status = resp.status.as_u16(),
+        latency = ?started.elapsed(),
+        "Request finished"
+    );
+    finish(&ctx, resp, pretty)
 }
 
 /// The metrics of one answered request beside `api.http`: on a server, the route's work is a
@@ -245,30 +221,22 @@ fn logged_url(req: &Request) -> String {
     format!("{path}?{}", query.join("&"))
 }
 
-async fn read_body<S, B>(mut stream: S) -> Result<Bytes, ApiError>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: bytes::Buf,
-{
+async fn read_body(mut body: hyper::Body) -> Result<Bytes, ApiError> {
+    use hyper::body::HttpBody;
     let mut out = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?;
-        if out.len() + chunk.remaining() > MAX_BODY {
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))?;
+        if out.len() + chunk.len() > MAX_BODY {
             return Err(ApiError::TooLarge(format!("Request body too large, max size: {MAX_BODY} bytes")));
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
+        out.extend_from_slice(&chunk);
     }
     Ok(out.freeze())
 }
 
 /// Headers every response carries: Consul's, then the operator's `http_config.response_headers`
 /// (validated at config load).
-fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<warp::hyper::Body> {
+fn finish(ctx: &Ctx, resp: ApiResponse, pretty: bool) -> http::Response<hyper::Body> {
     let config = ctx.agent.config();
     let policy: std::borrow::Cow<'static, str> = match config.acl.default_policy.as_str() {
         "allow" => "allow".into(),

@@ -19,7 +19,7 @@ pub enum Body {
         data: Bytes,
     },
     /// Plain text written as it comes (`/v1/agent/monitor`), until the sender ends it.
-    Stream(warp::hyper::Body),
+    Stream(hyper::Body),
 }
 
 /// Extra response headers by name; a value known at compile time is not copied.
@@ -74,7 +74,7 @@ impl ApiResponse {
     }
 
     /// Serializes the body (JSON by [`json_bytes`]).
-    pub fn into_http(self, pretty: bool) -> http::Response<warp::hyper::Body> {
+    pub fn into_http(self, pretty: bool) -> http::Response<hyper::Body> {
         if let Body::Stream(stream) = self.body {
             let mut resp = http::Response::new(stream);
             *resp.status_mut() = self.status;
@@ -88,7 +88,7 @@ impl ApiResponse {
             Body::Text(t) => (Some("text/plain; charset=utf-8"), Bytes::from(t)),
             Body::Raw { content_type, data } => (Some(content_type), data),
         };
-        let mut resp = http::Response::new(warp::hyper::Body::from(body));
+        let mut resp = http::Response::new(hyper::Body::from(body));
         *resp.status_mut() = self.status;
         *resp.headers_mut() = header_map(content_type, self.headers);
         resp
