@@ -1,7 +1,8 @@
 //! The `/v1` HTTP API on hyper. Each connection is served by hyper, which hands every request to
-//! one handler (`handle`) and dispatcher; routing, method checks (405 + `Allow`), Consul's headers, `?pretty` and the
-//! plain-text errors are ours, so they are the same on every endpoint. One file per endpoint
-//! family (agent.rs, status.rs, ...); `ApiError` maps to a status code in error.rs only.
+//! one handler (`handle`) and its dispatcher; routing, method checks (405 + `Allow`), Consul's
+//! headers, `?pretty` and the plain-text errors are ours, so they are the same on every
+//! endpoint. One file per endpoint family (agent.rs, status.rs, ...); `ApiError` maps to a
+//! status code in error.rs only.
 
 pub(crate) mod acl;
 mod acl_auth;

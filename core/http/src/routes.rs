@@ -76,8 +76,8 @@ impl Route {
     }
 
     /// The `path` label of `api.http`: the route, not the data in it, as Consul names its
-    /// handlers (`kv/*` -> `v1_kv_`, `agent/self` -> `v1_agent_self`).
-    /// Made once per route pattern.
+    /// handlers (`kv/*` -> `v1_kv_`, `agent/self` -> `v1_agent_self`); made once per pattern of
+    /// the table, not per request.
     pub fn metric(&self) -> &'static str {
         static LABELS: LazyLock<rustc_hash::FxHashMap<&'static str, &'static str>> = LazyLock::new(|| {
             let label = |pattern: &str| {
