@@ -14,8 +14,8 @@
 //! `recvmmsg` ([`udp_batch`]: the queries waiting on the socket in one call, their replies out
 //! in one `sendmmsg`): a query is answered inline on that thread (a lookup in the local
 //! catalog view never waits), and only a query that does wait (forwarded to a server,
-//! recursion) becomes a task on the runtime. hickory's UDP path spawns a task and crosses a channel for every query,
-//! which halves throughput on a small machine; and a loop that is a runtime task waits behind
+//! recursion) becomes a task on the runtime. hickory's UDP path spawns a task and crosses a
+//! channel for every query, which halves throughput on a small machine; and a loop that is a runtime task waits behind
 //! the runtime's other tasks and its I/O driver's wake-ups, which showed in the latency tail.
 
 pub mod answer;

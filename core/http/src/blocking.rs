@@ -223,14 +223,21 @@ where
         }
         _ => (index, Outcome::Own(body)),
     };
+    let mut headers = Vec::with_capacity(4);
+    headers.push(("X-Consul-Index", index.max(1).to_string().into()));
+    headers.extend(leader_headers(server));
+    headers.push(("X-Consul-Effective-Consistency", opts.consistency.as_str().into()));
+    Ok((index.max(1), outcome, headers))
+}
+
+/// `X-Consul-Knownleader` and `X-Consul-Lastcontact`: whether this server knows a leader, and
+/// the milliseconds since it last heard from it (0 on the leader).
+pub fn leader_headers(server: &Server) -> [(&'static str, std::borrow::Cow<'static, str>); 2] {
     let (known, last) = server.leader_contact();
-    let headers = vec![
-        ("X-Consul-Index", index.max(1).to_string().into()),
+    [
         ("X-Consul-Knownleader", if known { "true" } else { "false" }.into()),
         ("X-Consul-Lastcontact", last.to_string().into()),
-        ("X-Consul-Effective-Consistency", opts.consistency.as_str().into()),
-    ];
-    Ok((index.max(1), outcome, headers))
+    ]
 }
 
 /// Adds the headers of a blocking read to a response.

@@ -382,3 +382,17 @@ fn other_datacenter(ctx: &Ctx, req: &Request, route: &routes::Route) -> Option<S
     }
     req.param("dc").filter(|dc| !dc.is_empty() && *dc != ctx.agent.config().datacenter).map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn a_standard_method_labels_with_a_shared_literal_and_another_with_its_name() {
+        assert!(matches!(method_label(&Method::GET), Cow::Borrowed("GET")));
+        assert!(matches!(method_label(&Method::DELETE), Cow::Borrowed("DELETE")));
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        assert!(matches!(method_label(&purge), Cow::Owned(ref s) if s == "PURGE"));
+    }
+}

@@ -68,7 +68,7 @@ pub async fn handle(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Ap
             Err(e) => return Err(ApiError::Internal(e.to_string())),
         }
     };
-    let (known, last) = server.leader_contact();
+    let contact = blocking::leader_headers(server);
     let resp = match outcome {
         Ok(results) => {
             let mut out: Vec<Json> = Vec::new();
@@ -100,9 +100,7 @@ pub async fn handle(ctx: &Ctx, req: &Request, _: &str) -> Result<ApiResponse, Ap
             r
         }
     };
-    Ok(resp
-        .header("X-Consul-Knownleader", if known { "true" } else { "false" })
-        .header("X-Consul-Lastcontact", last.to_string()))
+    Ok(blocking::with_headers(resp, contact.into()))
 }
 
 /// Request bodies are decoded case-insensitively (Go's encoding/json): keys are lower-cased.

@@ -314,15 +314,9 @@ impl Server {
     fn lease_held(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        // A majority of every configuration (two while a membership change is joint), as a
-        // commit needs; read in place (openraft's `voter_ids` collects them first, once per
-        // request on this path).
-        m.membership_config.membership().get_joint_config().iter().all(|voters| {
-            let fresh = voters
-                .iter()
-                .filter(|v| **v == self.id || self.contacts.since(**v).is_some_and(|d| d < self.lease))
-                .count();
-            fresh * 2 > voters.len()
+        // Read in place: openraft's `voter_ids` collects them first, once per request here.
+        majority_of_every_config(m.membership_config.membership().get_joint_config(), |v| {
+            v == self.id || self.contacts.since(v).is_some_and(|d| d < self.lease)
         })
     }
 
@@ -620,5 +614,29 @@ mod forward_tests {
         assert!(!retried(Err(rpc::RpcError::Codec("bad frame".into()))));
         assert!(retried(Ok(Response::Apply(Err(ApplyError::NotLeader(None))))));
         assert!(matches!(forwarded(Ok(Response::Ping(true))), Forwarded::Unknown(_)));
+    }
+}
+
+/// Whether `fresh` holds for a majority of every configuration (two while a membership change
+/// is joint), the quorum a commit needs: the leader lease's test.
+fn majority_of_every_config(configs: &[std::collections::BTreeSet<u64>], fresh: impl Fn(u64) -> bool) -> bool {
+    configs.iter().all(|voters| voters.iter().filter(|v| fresh(**v)).count() * 2 > voters.len())
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::majority_of_every_config;
+
+    #[test]
+    fn the_lease_needs_a_majority_of_each_joint_configuration() {
+        let set = |ids: &[u64]| ids.iter().copied().collect::<std::collections::BTreeSet<u64>>();
+        let fresh = |ids: &'static [u64]| move |v: u64| ids.contains(&v);
+        assert!(majority_of_every_config(&[set(&[1, 2, 3])], fresh(&[1, 2])));
+        assert!(!majority_of_every_config(&[set(&[1, 2, 3])], fresh(&[1])));
+        // Joint {1,2,3} + {1,4,5}: 1, 2 and 3 are three of the five voters, but only one of
+        // the new configuration's three.
+        let joint = [set(&[1, 2, 3]), set(&[1, 4, 5])];
+        assert!(!majority_of_every_config(&joint, fresh(&[1, 2, 3])));
+        assert!(majority_of_every_config(&joint, fresh(&[1, 2, 4])));
     }
 }
